@@ -1,0 +1,282 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListSitesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Site(_message.Message):
+    __slots__ = ("name", "region", "price_zone", "power_cap_mw", "price_usd_per_mwh", "r_mine_usd_per_mwh", "opportunity_price_usd_per_mwh", "mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "mode_reason", "override", "override_cap_mw", "nodes_connected", "jobs_running", "profit_usd_per_hour", "feed_fallback")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PRICE_ZONE_FIELD_NUMBER: _ClassVar[int]
+    POWER_CAP_MW_FIELD_NUMBER: _ClassVar[int]
+    PRICE_USD_PER_MWH_FIELD_NUMBER: _ClassVar[int]
+    R_MINE_USD_PER_MWH_FIELD_NUMBER: _ClassVar[int]
+    OPPORTUNITY_PRICE_USD_PER_MWH_FIELD_NUMBER: _ClassVar[int]
+    MINING_MW_FIELD_NUMBER: _ClassVar[int]
+    AI_MW_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MW_FIELD_NUMBER: _ClassVar[int]
+    CURTAILED_MW_FIELD_NUMBER: _ClassVar[int]
+    MODE_REASON_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_CAP_MW_FIELD_NUMBER: _ClassVar[int]
+    NODES_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PROFIT_USD_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    FEED_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    region: str
+    price_zone: str
+    power_cap_mw: float
+    price_usd_per_mwh: float
+    r_mine_usd_per_mwh: float
+    opportunity_price_usd_per_mwh: float
+    mining_mw: float
+    ai_mw: float
+    idle_mw: float
+    curtailed_mw: float
+    mode_reason: str
+    override: str
+    override_cap_mw: float
+    nodes_connected: int
+    jobs_running: int
+    profit_usd_per_hour: float
+    feed_fallback: bool
+    def __init__(self, name: _Optional[str] = ..., region: _Optional[str] = ..., price_zone: _Optional[str] = ..., power_cap_mw: _Optional[float] = ..., price_usd_per_mwh: _Optional[float] = ..., r_mine_usd_per_mwh: _Optional[float] = ..., opportunity_price_usd_per_mwh: _Optional[float] = ..., mining_mw: _Optional[float] = ..., ai_mw: _Optional[float] = ..., idle_mw: _Optional[float] = ..., curtailed_mw: _Optional[float] = ..., mode_reason: _Optional[str] = ..., override: _Optional[str] = ..., override_cap_mw: _Optional[float] = ..., nodes_connected: _Optional[int] = ..., jobs_running: _Optional[int] = ..., profit_usd_per_hour: _Optional[float] = ..., feed_fallback: _Optional[bool] = ...) -> None: ...
+
+class ListSitesResponse(_message.Message):
+    __slots__ = ("sites", "as_of")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[Site]
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, sites: _Optional[_Iterable[_Union[Site, _Mapping]]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("id", "site", "region", "gpu_kind", "connected", "draining", "running_jobs", "max_concurrent_jobs", "power_draw_kw", "gpu_utilization", "models", "last_seen")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    GPU_KIND_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    POWER_DRAW_KW_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    site: str
+    region: str
+    gpu_kind: str
+    connected: bool
+    draining: bool
+    running_jobs: int
+    max_concurrent_jobs: int
+    power_draw_kw: float
+    gpu_utilization: float
+    models: _containers.RepeatedScalarFieldContainer[str]
+    last_seen: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+
+class GetMarketRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ZonePrice(_message.Message):
+    __slots__ = ("zone", "price_usd_per_mwh", "as_of", "stale", "source")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_USD_PER_MWH_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    price_usd_per_mwh: float
+    as_of: _timestamp_pb2.Timestamp
+    stale: bool
+    source: str
+    def __init__(self, zone: _Optional[str] = ..., price_usd_per_mwh: _Optional[float] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stale: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Market(_message.Message):
+    __slots__ = ("zones", "btc_usd", "hashprice_usd_per_phs_day", "difficulty", "as_of", "problems")
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    BTC_USD_FIELD_NUMBER: _ClassVar[int]
+    HASHPRICE_USD_PER_PHS_DAY_FIELD_NUMBER: _ClassVar[int]
+    DIFFICULTY_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    zones: _containers.RepeatedCompositeFieldContainer[ZonePrice]
+    btc_usd: float
+    hashprice_usd_per_phs_day: float
+    difficulty: float
+    as_of: _timestamp_pb2.Timestamp
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, zones: _Optional[_Iterable[_Union[ZonePrice, _Mapping]]] = ..., btc_usd: _Optional[float] = ..., hashprice_usd_per_phs_day: _Optional[float] = ..., difficulty: _Optional[float] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetMarketValueRequest(_message.Message):
+    __slots__ = ("zone", "price_usd_per_mwh", "btc_usd", "hashprice_usd_per_phs_day", "clear")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_USD_PER_MWH_FIELD_NUMBER: _ClassVar[int]
+    BTC_USD_FIELD_NUMBER: _ClassVar[int]
+    HASHPRICE_USD_PER_PHS_DAY_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    price_usd_per_mwh: float
+    btc_usd: float
+    hashprice_usd_per_phs_day: float
+    clear: bool
+    def __init__(self, zone: _Optional[str] = ..., price_usd_per_mwh: _Optional[float] = ..., btc_usd: _Optional[float] = ..., hashprice_usd_per_phs_day: _Optional[float] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class SetSiteOverrideRequest(_message.Message):
+    __slots__ = ("site", "mode", "cap_mw")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CAP_MW_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    mode: str
+    cap_mw: float
+    def __init__(self, site: _Optional[str] = ..., mode: _Optional[str] = ..., cap_mw: _Optional[float] = ...) -> None: ...
+
+class ScheduleCurtailmentRequest(_message.Message):
+    __slots__ = ("site", "start", "end", "reason")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, site: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class ResumeNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class Tenant(_message.Message):
+    __slots__ = ("name", "max_queued_jobs", "submits_per_second")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_queued_jobs: int
+    submits_per_second: float
+    def __init__(self, name: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., submits_per_second: _Optional[float] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("name", "max_queued_jobs", "submits_per_second")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_queued_jobs: int
+    submits_per_second: float
+    def __init__(self, name: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., submits_per_second: _Optional[float] = ...) -> None: ...
+
+class CreateApiKeyRequest(_message.Message):
+    __slots__ = ("tenant", "admin")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    admin: bool
+    def __init__(self, tenant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class CreateApiKeyResponse(_message.Message):
+    __slots__ = ("key_id", "api_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    api_key: str
+    def __init__(self, key_id: _Optional[str] = ..., api_key: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateAgentTokenRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class CreateAgentTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class GetAccountingRequest(_message.Message):
+    __slots__ = ("site", "start", "end")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, site: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AccountingRow(_message.Message):
+    __slots__ = ("site", "hour", "mining_mwh", "ai_mwh", "idle_mwh", "curtailed_mwh", "mining_revenue_usd", "ai_revenue_usd", "power_cost_usd", "profit_usd")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    HOUR_FIELD_NUMBER: _ClassVar[int]
+    MINING_MWH_FIELD_NUMBER: _ClassVar[int]
+    AI_MWH_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MWH_FIELD_NUMBER: _ClassVar[int]
+    CURTAILED_MWH_FIELD_NUMBER: _ClassVar[int]
+    MINING_REVENUE_USD_FIELD_NUMBER: _ClassVar[int]
+    AI_REVENUE_USD_FIELD_NUMBER: _ClassVar[int]
+    POWER_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    PROFIT_USD_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    hour: _timestamp_pb2.Timestamp
+    mining_mwh: float
+    ai_mwh: float
+    idle_mwh: float
+    curtailed_mwh: float
+    mining_revenue_usd: float
+    ai_revenue_usd: float
+    power_cost_usd: float
+    profit_usd: float
+    def __init__(self, site: _Optional[str] = ..., hour: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mining_mwh: _Optional[float] = ..., ai_mwh: _Optional[float] = ..., idle_mwh: _Optional[float] = ..., curtailed_mwh: _Optional[float] = ..., mining_revenue_usd: _Optional[float] = ..., ai_revenue_usd: _Optional[float] = ..., power_cost_usd: _Optional[float] = ..., profit_usd: _Optional[float] = ...) -> None: ...
+
+class GetAccountingResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[AccountingRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[AccountingRow, _Mapping]]] = ...) -> None: ...

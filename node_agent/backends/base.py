@@ -1,0 +1,63 @@
+"""The interface every inference backend implements, and the data it returns.
+
+The agent's runtime calls backends; backends know nothing of gRPC or the scheduler. A backend is
+synchronous and may block (the runtime runs it in a worker thread); generation streams its tokens
+through `on_token` so the customer sees them as they come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class EmbedOutput:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length" (or "cancelled")
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    prompt: str
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int = 0
+
+
+class Cancelled(Exception):
+    """Raised by a backend when `should_stop()` turned true mid-job."""
+
+
+@dataclass
+class BackendInfo:
+    models: list[str]
+    kind: str = "cpu"
+    memory_mb: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class EmbeddingBackend(Protocol):
+    model_name: str
+
+    def embed(self, texts: list[str]) -> EmbedOutput: ...
+
+
+class GenerationBackend(Protocol):
+    model_name: str
+
+    def generate(
+        self,
+        params: GenerateParams,
+        on_token: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerateOutput: ...

@@ -1,0 +1,75 @@
+"""Jobs as the core sees them: the spec it decides on and the record it keeps.
+
+The customer's full request (texts, prompt) travels as `spec_blob`, bytes the core never opens:
+the edges serialise it for the journal and the agent. The core reads only what it decides on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from scheduler.core.job_states import TERMINAL_STATES, JobState
+from scheduler.core.models import ModelKind, Tier
+from scheduler.core.placement.types import JobRequest
+
+
+@dataclass(frozen=True)
+class JobSpecData:
+    model: str
+    kind: ModelKind
+    tier: Tier
+    input_tokens: int
+    output_tokens_est: int
+    deadline_s: float
+    allowed_regions: frozenset[str] = frozenset()
+    memory_mb: int = 0
+    value_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    tenant: str
+    spec: JobSpecData
+    spec_blob: bytes
+    submitted_s: float
+    state: JobState = JobState.QUEUED
+    attempt: int = 0
+    node_id: str = ""
+    site: str = ""
+    region: str = ""
+    idempotency_key: str = ""
+    spec_hash: str = ""
+    assigned_s: float = 0.0
+    started_s: float = 0.0
+    finished_s: float = 0.0
+    lease_expires_s: float = 0.0
+    not_before_s: float = 0.0  # a flex job deferred for cheaper power waits until then
+    error: str = ""
+    result_blob: bytes = b""
+    run_ms: float = 0.0
+    energy_kwh: float = 0.0
+    # Every (node, attempt) this job was given, so a late result can be named in the refusal.
+    history: tuple[str, ...] = field(default=())
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def evolve(self, **changes: object) -> JobRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_request(self) -> JobRequest:
+        s = self.spec
+        return JobRequest(
+            job_id=self.job_id,
+            model=s.model,
+            tier=s.tier,
+            input_tokens=s.input_tokens,
+            output_tokens_est=s.output_tokens_est,
+            submitted_s=self.submitted_s,
+            deadline_s=s.deadline_s,
+            allowed_regions=s.allowed_regions,
+            memory_mb=s.memory_mb,
+            value_usd=s.value_usd,
+        )

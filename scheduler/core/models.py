@@ -1,0 +1,78 @@
+"""The model catalogue: what can be asked for, its limits, and what it costs per tier.
+
+Pure data. Both the customer API (validation, ListModels) and the placer (memory filter) read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ModelKind(str, Enum):
+    EMBEDDING = "embedding"
+    GENERATION = "generation"
+
+
+class Tier(str, Enum):
+    INTERACTIVE = "interactive"
+    STANDARD = "standard"
+    FLEX = "flex"
+
+
+@dataclass(frozen=True)
+class TierTerms:
+    usd_per_million_tokens: float
+    latency_target_s: float  # queue + run time the tier promises
+    default_deadline_s: float  # submit -> deadline when the customer gives none
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: ModelKind
+    max_input_tokens: int
+    max_output_tokens: int
+    memory_mb: int
+    embedding_dimensions: int = 0
+    max_batch: int = 1
+    # Rough tokens per second on the reference CPU node; the placer learns real rates per node.
+    reference_tokens_per_s: float = 100.0
+    tiers: dict[Tier, TierTerms] = field(default_factory=dict)
+
+
+# Prices are illustrative SMB list prices (USD per million tokens), in line with 2025 public
+# price sheets for small open models; ops override them in the fleet file.
+_EMBED_TIERS = {
+    Tier.INTERACTIVE: TierTerms(0.02, 2.0, 60.0),
+    Tier.STANDARD: TierTerms(0.015, 30.0, 900.0),
+    Tier.FLEX: TierTerms(0.008, 3600.0, 6 * 3600.0),
+}
+_GEN_TIERS = {
+    Tier.INTERACTIVE: TierTerms(0.20, 10.0, 300.0),
+    Tier.STANDARD: TierTerms(0.15, 120.0, 1800.0),
+    Tier.FLEX: TierTerms(0.08, 3600.0, 6 * 3600.0),
+}
+
+MINILM = ModelSpec(
+    name="all-minilm-l6-v2",
+    kind=ModelKind.EMBEDDING,
+    max_input_tokens=256,  # the model's max_seq_length; longer texts are truncated
+    max_output_tokens=0,
+    memory_mb=128,
+    embedding_dimensions=384,
+    max_batch=64,
+    reference_tokens_per_s=3000.0,
+    tiers=_EMBED_TIERS,
+)
+SMOLLM2 = ModelSpec(
+    name="smollm2-135m-instruct",
+    kind=ModelKind.GENERATION,
+    max_input_tokens=2048,
+    max_output_tokens=512,
+    memory_mb=512,
+    reference_tokens_per_s=100.0,
+    tiers=_GEN_TIERS,
+)
+
+DEFAULT_CATALOGUE: dict[str, ModelSpec] = {m.name: m for m in (MINILM, SMOLLM2)}

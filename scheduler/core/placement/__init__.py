@@ -1,0 +1,36 @@
+"""Where a job is placed: filter the nodes, score the survivors in USD, pick the cheapest.
+
+Entry point: `place(jobs, nodes, sites, now_s) -> list[Placement | Deferral | Unplaceable]`.
+"""
+
+from scheduler.core.placement.placer import place, queue_order
+from scheduler.core.placement.scores import DEFAULT_PROFILE, ScoringProfile
+from scheduler.core.placement.types import (
+    Decision,
+    Deferral,
+    JobRequest,
+    NodeView,
+    Placement,
+    PriceOutlook,
+    ScoreBreakdown,
+    SiteView,
+    StatusCode,
+    Unplaceable,
+)
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "Decision",
+    "Deferral",
+    "JobRequest",
+    "NodeView",
+    "Placement",
+    "PriceOutlook",
+    "ScoreBreakdown",
+    "ScoringProfile",
+    "SiteView",
+    "StatusCode",
+    "Unplaceable",
+    "place",
+    "queue_order",
+]

@@ -1,0 +1,121 @@
+"""What the placer reads (job requests, node and site views) and what it decides.
+
+All frozen: a decision can be journalled, replayed and explained ("why did job X go to site Y")
+without reference to the objects it was computed from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from scheduler.core.models import Tier
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: str
+    model: str
+    tier: Tier
+    input_tokens: int
+    output_tokens_est: int
+    submitted_s: float
+    deadline_s: float
+    allowed_regions: frozenset[str] = frozenset()
+    memory_mb: int = 0
+    # What the customer pays for it; bounds what the job may spend on energy and waiting.
+    value_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    site: str
+    region: str
+    models: frozenset[str]
+    memory_mb: int
+    slots_free: int
+    slots_total: int
+    serving: bool  # connected, not draining, and its site's plan lets AI run
+    healthy: bool
+    idle_power_kw: float = 0.3
+    busy_power_kw: float = 0.7
+    # Learned per model from the jobs this node ran; absent: the model's reference rate.
+    tokens_per_s: Mapping[str, float] = field(default_factory=dict)
+    warm_models: frozenset[str] = frozenset()
+    # Seconds of already-assigned work ahead of a new job on one slot (learned estimate).
+    backlog_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PriceOutlook:
+    """The expected opportunity price in a later window (never perfect foresight in live use)."""
+
+    start_s: float
+    opportunity_price_usd_per_mwh: float
+
+
+@dataclass(frozen=True)
+class SiteView:
+    site: str
+    region: str
+    price_usd_per_mwh: float = 0.0
+    opportunity_price_usd_per_mwh: float = 0.0
+    # Expected opportunity prices ahead, cheapest first or in time order; used to defer flex work.
+    outlook: tuple[PriceOutlook, ...] = ()
+
+
+class StatusCode(str, Enum):
+    # May fit later (a node frees a slot, a site stops curtailing): keep the job queued.
+    UNSCHEDULABLE = "unschedulable"
+    # Can never fit as the fleet stands (model not served in any allowed region): tell the customer.
+    UNRESOLVABLE = "unresolvable"
+
+
+@dataclass(frozen=True)
+class FilterVerdict:
+    plugin: str
+    code: StatusCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScoreBreakdown:
+    """The expected cost of running the job on a node, in USD, term by term (lower is better)."""
+
+    energy_usd: float
+    delay_usd: float
+    warmth_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        return self.energy_usd + self.delay_usd + self.warmth_usd
+
+
+@dataclass(frozen=True)
+class Placement:
+    job_id: str
+    node_id: str
+    site: str
+    region: str
+    score: ScoreBreakdown
+    candidates: int  # nodes that passed every filter
+
+
+@dataclass(frozen=True)
+class Deferral:
+    job_id: str
+    until_s: float
+    expected_saving_usd: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    job_id: str
+    code: StatusCode
+    reasons: tuple[str, ...]
+
+
+Decision = Placement | Deferral | Unplaceable

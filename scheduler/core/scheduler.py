@@ -1,0 +1,460 @@
+"""The scheduler's pure core: jobs, nodes, leases and the queue, driven by events and ticks.
+
+Every method takes `now_s` and returns a `Step`: the job records that changed (to journal) and the
+intents for the edges to carry out (assignments and cancels to send). The edge journals the
+changes first and only then acts, so a crash between the two repeats an action rather than losing
+one; attempts and fencing make the repeat harmless.
+
+What it decides: which queued job goes where (through `placement.place`), when a lease is lost,
+when a result is accepted. What it leaves to others: validation of requests, authentication,
+persistence, sending, the power plan (it is told which sites may serve).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.core.estimates import NodeEstimates
+from scheduler.core.job_states import JobEvent, JobState, can, transition
+from scheduler.core.jobs import JobRecord
+from scheduler.core.placement import (
+    DEFAULT_PROFILE,
+    Decision,
+    Deferral,
+    NodeView,
+    Placement,
+    ScoringProfile,
+    SiteView,
+    place,
+    queue_order,
+)
+
+AttemptKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SchedulerPolicy:
+    lease_s: float = 15.0  # an assignment not confirmed in this long is placed again
+    disconnect_grace_s: float = 10.0  # a silent or gone agent keeps its jobs this long
+    recovery_grace_s: float = 20.0  # after a scheduler restart, agents have this long to re-adopt
+    max_attempts: int = 5
+    max_placements_per_tick: int = 4096
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    site: str
+    region: str
+    gpu_kind: str
+    models: frozenset[str]
+    memory_mb: int
+    slots_total: int
+    idle_power_kw: float = 0.3
+    busy_power_kw: float = 0.7
+
+
+@dataclass
+class NodeState:
+    info: NodeInfo
+    connected: bool = True
+    draining: bool = False
+    last_seen_s: float = 0.0
+    disconnected_s: float = 0.0
+    running: set[AttemptKey] = field(default_factory=set)
+    power_draw_kw: float = 0.0
+    gpu_utilization: float = 0.0
+    estimates: NodeEstimates = field(default_factory=NodeEstimates)
+    warm_models: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Assign:
+    node_id: str
+    job_id: str
+    attempt: int
+    lease_expires_s: float
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class CancelOnNode:
+    node_id: str
+    job_id: str
+    attempt: int
+    reason: str
+
+
+Intent = Assign | CancelOnNode
+
+
+@dataclass
+class Step:
+    changed: list[JobRecord] = field(default_factory=list)
+    intents: list[Intent] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def extend(self, other: Step) -> Step:
+        self.changed.extend(other.changed)
+        self.intents.extend(other.intents)
+        self.decisions.extend(other.decisions)
+        return self
+
+
+@dataclass(frozen=True)
+class OutcomeVerdict:
+    accepted: bool
+    reason: str
+    step: Step
+
+
+class SchedulerCore:
+    def __init__(
+        self,
+        policy: SchedulerPolicy | None = None,
+        profile: ScoringProfile = DEFAULT_PROFILE,
+    ) -> None:
+        self.policy = policy or SchedulerPolicy()
+        self.profile = profile
+        self.jobs: dict[str, JobRecord] = {}  # non-terminal jobs only; the journal keeps the rest
+        self.nodes: dict[str, NodeState] = {}
+        self.site_views: dict[str, SiteView] = {}
+        self.serving_sites: set[str] | None = None  # None: every site may serve
+        self._queue: list[tuple[tuple[int, float, float, str], str]] = []
+        self._in_queue: set[str] = set()  # one heap entry per job at most
+
+    # ----- jobs -----------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[JobRecord], now_s: float) -> None:
+        """Load non-terminal jobs from the journal after a restart."""
+        for rec in records:
+            if rec.terminal:
+                continue
+            if rec.state in (JobState.ASSIGNED, JobState.RUNNING):
+                # Its agent may still be running it: give it time to reconnect and re-adopt.
+                rec = rec.evolve(lease_expires_s=now_s + self.policy.recovery_grace_s)
+            self.jobs[rec.job_id] = rec
+            if rec.state is JobState.QUEUED:
+                self._push(rec)
+
+    def submit(self, record: JobRecord) -> Step:
+        self.jobs[record.job_id] = record
+        self._push(record)
+        return Step(changed=[record])
+
+    def cancel(self, job_id: str, now_s: float) -> Step:
+        rec = self.jobs.get(job_id)
+        if rec is None or not can(rec.state, JobEvent.CANCEL):
+            return Step()
+        step = Step()
+        self._finish(rec, JobEvent.CANCEL, now_s, step, error="cancelled by the customer")
+        return step
+
+    def queued_count(self) -> int:
+        return sum(1 for r in self.jobs.values() if r.state is JobState.QUEUED)
+
+    # ----- nodes ----------------------------------------------------------------------------
+
+    def connect_node(
+        self, info: NodeInfo, running: Iterable[AttemptKey], now_s: float
+    ) -> Step:
+        """An agent said hello. Re-adopt the attempts it still runs that are still its own."""
+        old = self.nodes.get(info.node_id)
+        node = NodeState(info=info, last_seen_s=now_s)
+        if old is not None:
+            node.estimates, node.draining = old.estimates, old.draining
+            node.warm_models = old.warm_models
+        self.nodes[info.node_id] = node
+        step = Step()
+        reported = set(running)
+        for job_id, attempt in reported:
+            rec = self.jobs.get(job_id)
+            if rec is not None and rec.node_id == info.node_id and rec.attempt == attempt:
+                node.running.add((job_id, attempt))
+                self._put(rec.evolve(lease_expires_s=now_s + self.policy.lease_s), step)
+            else:
+                step.intents.append(
+                    CancelOnNode(info.node_id, job_id, attempt, "no longer assigned to you")
+                )
+        for rec in list(self.jobs.values()):
+            if rec.node_id == info.node_id and not rec.terminal and rec.state in (
+                JobState.ASSIGNED, JobState.RUNNING
+            ) and (rec.job_id, rec.attempt) not in reported:
+                # The agent restarted or never got the assignment: place it again.
+                self._retry(rec, now_s, step, "agent reconnected without it")
+        return step
+
+    def heartbeat(
+        self,
+        node_id: str,
+        running: Iterable[AttemptKey],
+        now_s: float,
+        power_draw_kw: float = 0.0,
+        gpu_utilization: float = 0.0,
+        draining: bool = False,
+    ) -> Step:
+        node = self.nodes.get(node_id)
+        step = Step()
+        if node is None:
+            return step
+        node.last_seen_s = now_s
+        node.power_draw_kw, node.gpu_utilization = power_draw_kw, gpu_utilization
+        node.draining = node.draining or draining
+        listed = set(running)
+        for key in listed & node.running:
+            rec = self.jobs.get(key[0])
+            if rec is not None:
+                self._put(rec.evolve(lease_expires_s=now_s + self.policy.lease_s), step)
+        for key in list(node.running - listed):
+            rec = self.jobs.get(key[0])
+            # Messages on one stream arrive in order: a started job that is neither listed nor
+            # reported finished is lost on the agent.
+            if rec is not None and rec.state is JobState.RUNNING and rec.attempt == key[1]:
+                self._retry(rec, now_s, step, "agent no longer runs it")
+        return step
+
+    def disconnect_node(self, node_id: str, now_s: float) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None and node.connected:
+            node.connected = False
+            node.disconnected_s = now_s
+
+    def set_draining(self, node_id: str, draining: bool) -> bool:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return False
+        node.draining = draining
+        return True
+
+    def is_current(self, node_id: str, job_id: str, attempt: int) -> bool:
+        rec = self.jobs.get(job_id)
+        return (
+            rec is not None and rec.node_id == node_id and rec.attempt == attempt
+            and rec.state in (JobState.ASSIGNED, JobState.RUNNING)
+        )
+
+    def job_started(self, node_id: str, job_id: str, attempt: int, now_s: float) -> Step:
+        step = Step()
+        rec = self.jobs.get(job_id)
+        if rec is None or not self.is_current(node_id, job_id, attempt):
+            return step
+        if rec.state is JobState.ASSIGNED:
+            self._put(
+                rec.evolve(
+                    state=transition(rec.state, JobEvent.START),
+                    started_s=now_s,
+                    lease_expires_s=now_s + self.policy.lease_s,
+                ),
+                step,
+            )
+        return step
+
+    def job_outcome(
+        self,
+        node_id: str,
+        job_id: str,
+        attempt: int,
+        now_s: float,
+        *,
+        result_blob: bytes = b"",
+        error: str = "",
+        run_ms: float = 0.0,
+        energy_kwh: float = 0.0,
+        tokens: int = 0,
+    ) -> OutcomeVerdict:
+        """Accept a result only from the node and attempt that currently hold the job (fencing)."""
+        rec = self.jobs.get(job_id)
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.running.discard((job_id, attempt))
+        if rec is None:
+            return OutcomeVerdict(False, "job is already answered or unknown", Step())
+        if rec.node_id != node_id or rec.attempt != attempt:
+            return OutcomeVerdict(
+                False, f"stale attempt {attempt}: the job is now attempt {rec.attempt}", Step()
+            )
+        if rec.state not in (JobState.ASSIGNED, JobState.RUNNING):
+            return OutcomeVerdict(False, f"job is {rec.state.value}", Step())
+        step = Step()
+        if error:
+            if rec.attempt >= self.policy.max_attempts:
+                self._finish(
+                    rec, JobEvent.FAIL, now_s, step,
+                    error=f"failed after {rec.attempt} attempts: {error}",
+                )
+            else:
+                self._retry(rec, now_s, step, f"agent error: {error}")
+            return OutcomeVerdict(True, "error recorded", step)
+        if node is not None:
+            node.estimates.learn(rec.spec.model, tokens, run_ms / 1000.0, energy_kwh)
+        self._finish(
+            rec, JobEvent.SUCCEED, now_s, step,
+            result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh,
+        )
+        return OutcomeVerdict(True, "accepted", step)
+
+    # ----- the control tick -----------------------------------------------------------------
+
+    def tick(self, now_s: float) -> Step:
+        step = Step()
+        for node in self.nodes.values():
+            if not node.connected and node.running and (
+                now_s - node.disconnected_s >= self.policy.disconnect_grace_s
+            ):
+                for job_id, attempt in list(node.running):
+                    rec = self.jobs.get(job_id)
+                    if rec is not None and rec.attempt == attempt:
+                        self._retry(rec, now_s, step, f"agent {node.info.node_id} lost")
+                node.running.clear()
+        for rec in list(self.jobs.values()):
+            if now_s > rec.spec.deadline_s:
+                self._finish(
+                    rec, JobEvent.EXPIRE, now_s, step, error="deadline passed before it finished"
+                )
+            elif rec.state in (JobState.ASSIGNED, JobState.RUNNING) and (
+                now_s > rec.lease_expires_s
+            ):
+                self._retry(rec, now_s, step, "lease expired")
+        return step.extend(self.schedule(now_s))
+
+    def node_views(self) -> list[NodeView]:
+        views = []
+        for node in self.nodes.values():
+            info = node.info
+            site_ok = self.serving_sites is None or info.site in self.serving_sites
+            views.append(
+                NodeView(
+                    node_id=info.node_id,
+                    site=info.site,
+                    region=info.region,
+                    models=info.models,
+                    memory_mb=info.memory_mb,
+                    slots_free=max(info.slots_total - len(node.running), 0),
+                    slots_total=info.slots_total,
+                    serving=node.connected and not node.draining and site_ok,
+                    healthy=node.connected,
+                    idle_power_kw=info.idle_power_kw,
+                    busy_power_kw=info.busy_power_kw,
+                    tokens_per_s=dict(node.estimates.tokens_per_s),
+                    warm_models=frozenset(node.warm_models),
+                    backlog_s=0.0,
+                )
+            )
+        return views
+
+    def schedule(self, now_s: float) -> Step:
+        step = Step()
+        nodes = self.node_views()
+        free = sum(n.slots_free for n in nodes if n.serving and n.healthy)
+        if free == 0 or not self._queue:
+            return step
+        batch = self._pop_ready(now_s, min(free, self.policy.max_placements_per_tick))
+        if not batch:
+            return step
+        decisions = place(
+            [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
+        )
+        step.decisions.extend(decisions)
+        for decision in decisions:
+            rec = self.jobs[decision.job_id]
+            if isinstance(decision, Placement):
+                self._assign(rec, decision, now_s, step)
+            elif isinstance(decision, Deferral):
+                self._put(rec.evolve(not_before_s=decision.until_s), step)
+                self._push(self.jobs[rec.job_id])
+            else:
+                # Unplaceable now. Even "unresolvable" may change when a node joins, so the job
+                # waits in the queue and its deadline bounds the wait.
+                self._push(rec)
+        return step
+
+    # ----- internals ------------------------------------------------------------------------
+
+    def _assign(self, rec: JobRecord, placement: Placement, now_s: float, step: Step) -> None:
+        attempt = rec.attempt + 1
+        lease = now_s + self.policy.lease_s
+        node = self.nodes[placement.node_id]
+        node.running.add((rec.job_id, attempt))
+        node.warm_models.add(rec.spec.model)
+        self._put(
+            rec.evolve(
+                state=transition(rec.state, JobEvent.ASSIGN),
+                attempt=attempt,
+                node_id=placement.node_id,
+                site=placement.site,
+                region=placement.region,
+                assigned_s=now_s,
+                lease_expires_s=lease,
+                history=(*rec.history, f"{placement.node_id}#{attempt}"),
+            ),
+            step,
+        )
+        step.intents.append(Assign(placement.node_id, rec.job_id, attempt, lease, placement))
+
+    def _retry(self, rec: JobRecord, now_s: float, step: Step, reason: str) -> None:
+        node = self.nodes.get(rec.node_id)
+        if node is not None:
+            node.running.discard((rec.job_id, rec.attempt))
+            if node.connected:
+                step.intents.append(CancelOnNode(rec.node_id, rec.job_id, rec.attempt, reason))
+        if rec.attempt >= self.policy.max_attempts:
+            self._finish(rec, JobEvent.FAIL, now_s, step, error=f"gave up: {reason}")
+            return
+        new = rec.evolve(
+            state=transition(rec.state, JobEvent.RETRY), node_id="", site="", region="",
+            lease_expires_s=0.0, error="",
+        )
+        self._put(new, step)
+        self._push(new)
+
+    def _finish(
+        self, rec: JobRecord, event: JobEvent, now_s: float, step: Step, **fields: object
+    ) -> None:
+        node = self.nodes.get(rec.node_id)
+        if node is not None:
+            node.running.discard((rec.job_id, rec.attempt))
+            if event is not JobEvent.SUCCEED and node.connected and rec.state in (
+                JobState.ASSIGNED, JobState.RUNNING
+            ):
+                step.intents.append(
+                    CancelOnNode(rec.node_id, rec.job_id, rec.attempt, str(fields.get("error")))
+                )
+        done = rec.evolve(state=transition(rec.state, event), finished_s=now_s, **fields)
+        step.changed.append(done)
+        self.jobs.pop(rec.job_id, None)
+
+    def _put(self, rec: JobRecord, step: Step) -> None:
+        self.jobs[rec.job_id] = rec
+        step.changed.append(rec)
+
+    def _push(self, rec: JobRecord) -> None:
+        if rec.job_id in self._in_queue:
+            return
+        self._in_queue.add(rec.job_id)
+        heapq.heappush(self._queue, (queue_order(rec.as_request()), rec.job_id))
+
+    def _pop_ready(self, now_s: float, limit: int) -> list[JobRecord]:
+        """Up to `limit` queued jobs in queue order; deferred jobs go back on the heap."""
+        ready: list[JobRecord] = []
+        waiting: list[JobRecord] = []
+        while self._queue and len(ready) < limit:
+            _, job_id = heapq.heappop(self._queue)
+            self._in_queue.discard(job_id)
+            rec = self.jobs.get(job_id)
+            if rec is None or rec.state is not JobState.QUEUED:
+                continue
+            if rec.not_before_s > now_s:
+                waiting.append(rec)
+            else:
+                ready.append(rec)
+        for rec in waiting:
+            self._push(rec)
+        return ready
+
+    def site_load(self) -> Mapping[str, int]:
+        load: dict[str, int] = {}
+        for node in self.nodes.values():
+            load[node.info.site] = load.get(node.info.site, 0) + len(node.running)
+        return load
