@@ -60,7 +60,8 @@ class NodeInfo:
 class NodeState:
     info: NodeInfo
     connected: bool = True
-    draining: bool = False
+    draining: bool = False  # set by ops; survives reconnects
+    agent_draining: bool = False  # the agent is shutting down; cleared when it says hello again
     last_seen_s: float = 0.0
     disconnected_s: float = 0.0
     running: set[AttemptKey] = field(default_factory=set)
@@ -201,7 +202,7 @@ class SchedulerCore:
             return step
         node.last_seen_s = now_s
         node.power_draw_kw, node.gpu_utilization = power_draw_kw, gpu_utilization
-        node.draining = node.draining or draining
+        node.agent_draining = draining
         listed = set(running)
         for key in listed & node.running:
             rec = self.jobs.get(key[0])
@@ -333,7 +334,10 @@ class SchedulerCore:
                     memory_mb=info.memory_mb,
                     slots_free=max(info.slots_total - len(node.running), 0),
                     slots_total=info.slots_total,
-                    serving=node.connected and not node.draining and site_ok,
+                    serving=(
+                        node.connected and not node.draining and not node.agent_draining
+                        and site_ok
+                    ),
                     healthy=node.connected,
                     idle_power_kw=info.idle_power_kw,
                     busy_power_kw=info.busy_power_kw,

@@ -1,0 +1,3 @@
+from hashserve.cli import main
+
+main()

@@ -1,0 +1,487 @@
+"""`hashserve`: run the parts, submit and watch jobs, run the demo.
+
+Thin: every command parses its flags and calls the module that does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+
+from hashserve.client import (
+    STATE_NAMES,
+    TIERS,
+    Client,
+    embed_spec,
+    generate_spec,
+    job_to_dict,
+    resolve,
+)
+
+app = typer.Typer(
+    help="hashserve: mine or serve. A Ray scheduler for AI inference at Bitcoin-mining sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+SchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="HOST:PORT [env HASHSERVE_SCHEDULER]")
+]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="[env HASHSERVE_API_KEY]")]
+TlsCaOpt = Annotated[str | None, typer.Option("--tls-ca", help="CA to verify the scheduler")]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _client(scheduler: str | None, api_key: str | None, tls_ca: str | None) -> Client:
+    address = resolve(scheduler, "HASHSERVE_SCHEDULER", "127.0.0.1:50051")
+    key = resolve(api_key, "HASHSERVE_API_KEY")
+    if not key:
+        console.print(
+            "[red]no API key:[/] pass --api-key, set HASHSERVE_API_KEY, or run `hashserve up` "
+            "here (it writes var/hashserve/credentials.env)"
+        )
+        raise typer.Exit(2)
+    assert address is not None
+    return Client(address, key, tls_ca)
+
+
+def _run_rpc(coro: object) -> object:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except grpc.aio.AioRpcError as err:
+        console.print(f"[red]{err.code().name}[/]: {err.details()}")
+        raise typer.Exit(1) from None
+
+
+def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+# ----- parts ------------------------------------------------------------------------------------
+
+
+@app.command()
+def scheduler(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="gRPC port")] = 50051,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus port; -1: none")] = 9100,
+    ray_address: Annotated[
+        str | None, typer.Option(help="join this Ray cluster (default: a local Ray)")
+    ] = None,
+    journal: Annotated[
+        str, typer.Option(help="sqlite:///PATH or postgresql://...")
+    ] = "sqlite:///var/hashserve/journal.db",
+    fleet: Annotated[str | None, typer.Option(help="fleet YAML (default: shipped example)")] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="server certificate (PEM)")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="server key (PEM)")] = None,
+    tls_client_ca: Annotated[
+        str | None, typer.Option(help="require client certificates from this CA (mTLS)")
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """Run the scheduler (a Ray actor, restarted by Ray if it dies) until interrupted."""
+    _logging(verbose)
+    from scheduler.runtime.ray_host import SupervisedScheduler
+    from scheduler.settings import SchedulerSettings
+
+    settings = SchedulerSettings(
+        host=host, port=port, metrics_port=metrics_port, journal_url=journal,
+        ray_address=ray_address, fleet_path=fleet, tls_cert=tls_cert, tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+    )
+    supervised = SupervisedScheduler(settings)
+    info = supervised.start()
+    console.print(f"scheduler serving on {host}:{info['port']} (actor pid {info['pid']})")
+    try:
+        asyncio.run(_wait_for_signal())
+    finally:
+        supervised.stop()
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    _install_stop(asyncio.get_running_loop(), stop)
+    await stop.wait()
+
+
+@app.command()
+def agent(
+    scheduler: Annotated[str, typer.Option(help="scheduler HOST:PORT")] = "127.0.0.1:50051",
+    site: Annotated[str, typer.Option(help="site this node is at")] = "local",
+    region: Annotated[str, typer.Option(help="region of the site")] = "north_america",
+    agent_id: Annotated[str | None, typer.Option(help="default: host name")] = None,
+    gpu_kind: str = "cpu",
+    gpu_count: int = 1,
+    gpu_memory_mb: int = 16384,
+    max_concurrent_jobs: int = 2,
+    idle_power_kw: float = 0.3,
+    busy_power_kw: float = 0.7,
+    token: Annotated[str | None, typer.Option(help="[env HASHSERVE_AGENT_TOKEN]")] = None,
+    token_file: str | None = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL=onnx | MODEL=llama-cpp | MODEL=openai:URL[:served]; repeatable; "
+            "default: the embedded CPU models"
+        ),
+    ] = None,
+    threads_per_job: int = 1,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus port; -1: none")] = -1,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_server_name: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Run a node agent: dial the scheduler, run jobs on local backends, apply power modes."""
+    _logging(verbose)
+    import os
+
+    from node_agent.backends.registry import build_backends, default_backend_specs
+    from node_agent.runtime import NodeAgent
+    from node_agent.settings import AgentSettings
+
+    values: dict[str, object] = {
+        "scheduler": scheduler, "site": site, "region": region, "gpu_kind": gpu_kind,
+        "gpu_count": gpu_count, "gpu_memory_mb": gpu_memory_mb,
+        "max_concurrent_jobs": max_concurrent_jobs, "idle_power_kw": idle_power_kw,
+        "busy_power_kw": busy_power_kw, "threads_per_job": threads_per_job,
+        "metrics_port": metrics_port, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+        "tls_server_name": tls_server_name, "token_file": token_file,
+        "token": token or os.environ.get("HASHSERVE_AGENT_TOKEN"),
+    }
+    if agent_id:
+        values["agent_id"] = agent_id
+    settings = AgentSettings(**values)  # type: ignore[arg-type]
+    specs = list(backend or settings.backends or default_backend_specs())
+    try:
+        backends = build_backends(specs, threads=settings.threads_per_job)
+    except (ValueError, RuntimeError) as err:
+        console.print(f"[red]bad backend:[/] {err}")
+        raise typer.Exit(2) from None
+    metrics = None
+    if settings.metrics_port >= 0:
+        from node_agent.metrics import AgentMetrics, start_metrics_http_server
+
+        metrics = AgentMetrics(
+            agent_id=settings.agent_id, site=settings.site, region=settings.region,
+            gpu_kind=settings.gpu_kind, models=list(backends),
+        )
+        server = start_metrics_http_server(
+            metrics.registry, settings.metrics_host, settings.metrics_port
+        )
+        console.print(f"agent metrics on {settings.metrics_host}:{server.port}")
+    try:
+        node = NodeAgent(settings, backends, metrics)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+
+    async def main_async() -> None:
+        stop = asyncio.Event()
+        _install_stop(asyncio.get_running_loop(), stop)
+        await node.run(stop)
+
+    logging.getLogger("hashserve.agent").info(
+        "agent %s at %s/%s serving %s", settings.agent_id, settings.region, settings.site,
+        ", ".join(sorted(backends)),
+    )
+    asyncio.run(main_async())
+
+
+@app.command()
+def up(
+    agents: Annotated[int, typer.Option(help="local agents to start")] = 4,
+    port: int = 50051,
+    workdir: Annotated[Path, typer.Option(help="journal, logs, credentials")] = Path(
+        "var/hashserve"
+    ),
+) -> None:
+    """Run the scheduler and local agents until interrupted; prints the credentials."""
+    from hashserve.demo import demo_agents
+    from hashserve.local import LocalCluster, write_credentials_file
+
+    cluster = LocalCluster(workdir=workdir, agents=demo_agents(agents), port=port)
+    if (workdir / "credentials.env").exists() and (workdir / "journal.db").exists():
+        from hashserve.client import read_credentials
+        from hashserve.local import Credentials
+
+        saved = read_credentials(workdir / "credentials.env")
+        cluster.credentials = Credentials(
+            saved["HASHSERVE_API_KEY"], saved["HASHSERVE_ADMIN_KEY"],
+            saved["HASHSERVE_AGENT_TOKEN"], "demo",
+        )
+    try:
+        cluster.start_scheduler()
+        cluster.start_agents()
+        assert cluster.credentials is not None
+        write_credentials_file(workdir / "credentials.env", cluster.address, cluster.credentials)
+        out.print(f"hashserve up: scheduler on {cluster.address}, {agents} agents")
+        out.print(f"  export HASHSERVE_SCHEDULER={cluster.address}")
+        out.print(f"  export HASHSERVE_API_KEY={cluster.credentials.api_key}")
+        out.print(f"  export HASHSERVE_ADMIN_KEY={cluster.credentials.admin_key}")
+        out.print(f"  (also in {workdir / 'credentials.env'}; logs in {workdir / 'logs'})")
+        out.print("Ctrl-C to stop.")
+        asyncio.run(_wait_for_signal())
+    finally:
+        console.print("stopping...")
+        cluster.stop()
+
+
+@app.command()
+def demo(
+    jobs: Annotated[int, typer.Option(help="jobs to submit")] = 60,
+    agents: Annotated[int, typer.Option(help="local agents (sites)")] = 5,
+    rate: Annotated[float, typer.Option(help="submits per second")] = 6.0,
+    seed: int = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Start everything locally, run a stream of real jobs from the Azure trace, summarise, exit."""
+    from hashserve.demo import run_demo
+
+    summary = run_demo(jobs=jobs, n_agents=agents, rate_per_s=rate, seed=seed)
+    if json_out:
+        print(json.dumps(summary))
+    if summary.get("lost", 0):
+        raise typer.Exit(1)
+
+
+# ----- customers --------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    model: Annotated[str, typer.Option(help="model name (see `hashserve models`)")],
+    embed: Annotated[list[str] | None, typer.Option(help="text to embed; repeatable")] = None,
+    prompt: Annotated[str | None, typer.Option(help="prompt to generate from")] = None,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    tier: Annotated[str, typer.Option(help="interactive | standard | flex")] = "standard",
+    deadline: Annotated[
+        str | None, typer.Option(help="seconds from now (e.g. 3600) or an RFC 3339 time")
+    ] = None,
+    region: Annotated[list[str] | None, typer.Option(help="allowed region; repeatable")] = None,
+    idempotency_key: str = "",
+    wait: Annotated[bool, typer.Option(help="wait for the result, streaming tokens")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="last line: the job as JSON")] = False,
+    scheduler: SchedulerOpt = None,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Submit a job: --embed TEXT... or --prompt TEXT."""
+    if tier not in TIERS:
+        console.print(f"[red]--tier must be one of {', '.join(TIERS)}[/]")
+        raise typer.Exit(2)
+    if bool(embed) == bool(prompt):
+        console.print("[red]give either --embed TEXT (repeatable) or --prompt TEXT[/]")
+        raise typer.Exit(2)
+    if embed:
+        spec = embed_spec(model, list(embed), tier, region or ())
+    else:
+        assert prompt is not None
+        spec = generate_spec(model, prompt, max_tokens, tier, temperature, region or ())
+    if deadline:
+        _set_deadline(spec, deadline)
+
+    async def go() -> None:
+        async with _client(scheduler, api_key, tls_ca) as client:
+            resp = await client.submit(spec, idempotency_key)
+            job = resp.job
+            if not json_out:
+                note = " (deduplicated)" if resp.deduplicated else ""
+                out.print(f"submitted {job.id}{note}")
+            if wait:
+                job = await _follow(client, job.id, stream_tokens=not json_out)
+            if json_out:
+                print(json.dumps(job_to_dict(job)))
+            elif wait:
+                _print_job(job)
+
+    _run_rpc(go())
+
+
+def _set_deadline(spec: object, text: str) -> None:
+    import time
+    from datetime import datetime
+
+    try:
+        t_s = time.time() + float(text)
+    except ValueError:
+        try:
+            t_s = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            console.print(f"[red]--deadline {text!r}: give seconds from now or an RFC 3339 time[/]")
+            raise typer.Exit(2) from None
+    spec.deadline.FromNanoseconds(int(t_s * 1e9))  # type: ignore[attr-defined]
+
+
+async def _follow(client: Client, job_id: str, stream_tokens: bool) -> object:
+    last = None
+    async for event in client.watch(job_id):
+        if event.HasField("tokens") and stream_tokens:
+            sys.stdout.write(event.tokens.text)
+            sys.stdout.flush()
+        elif event.HasField("job"):
+            last = event.job
+            if stream_tokens and last.state >= 4:
+                sys.stdout.write("\n")
+    return last if last is not None else await client.get(job_id)
+
+
+def _print_job(job: object) -> None:
+    d = job_to_dict(job)  # type: ignore[arg-type]
+    out.print_json(json.dumps({k: v for k, v in d.items() if k != "result"}))
+    result = d["result"]
+    assert isinstance(result, dict)
+    if "embeddings" in result:
+        vecs = result["embeddings"]
+        out.print(f"{len(vecs)} embedding(s) of {len(vecs[0]) if vecs else 0} dimensions")
+    elif "text" in result:
+        out.print(result["text"])
+
+
+@app.command()
+def jobs(
+    state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
+    limit: int = 50,
+    page_token: str = "",
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    scheduler: SchedulerOpt = None,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """List your jobs, newest id last, a page at a time."""
+    from rich.table import Table
+
+    codes = {name: code for code, name in STATE_NAMES.items() if code}
+    if state and state not in codes:
+        console.print(f"[red]--state must be one of {', '.join(codes)}[/]")
+        raise typer.Exit(2)
+
+    async def go() -> None:
+        async with _client(scheduler, api_key, tls_ca) as client:
+            resp = await client.list_jobs(limit, page_token, codes.get(state or "", 0))
+        if json_out:
+            print(json.dumps({"jobs": [job_to_dict(j) for j in resp.jobs],
+                              "next_page_token": resp.next_page_token}))
+            return
+        table = Table("id", "state", "model", "tier", "site", "node", "total ms")
+        for j in resp.jobs:
+            d = job_to_dict(j)
+            timings = d["timings"]
+            assert isinstance(timings, dict)
+            table.add_row(
+                str(d["id"]), str(d["state"]), str(d["model"]), str(d["tier"]), str(d["site"]),
+                str(d["node"]), f"{timings['total_ms']:.0f}",
+            )
+        out.print(table)
+        if resp.next_page_token:
+            out.print(f"next page: --page-token {resp.next_page_token}")
+
+    _run_rpc(go())
+
+
+@app.command()
+def watch(
+    job_id: str,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    scheduler: SchedulerOpt = None,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Follow a job: its state changes and generated tokens as they come."""
+
+    async def go() -> None:
+        async with _client(scheduler, api_key, tls_ca) as client:
+            async for event in client.watch(job_id):
+                if event.HasField("tokens"):
+                    if json_out:
+                        print(json.dumps({"tokens": event.tokens.text}))
+                    else:
+                        sys.stdout.write(event.tokens.text)
+                        sys.stdout.flush()
+                else:
+                    d = job_to_dict(event.job)
+                    if json_out:
+                        print(json.dumps(d))
+                    else:
+                        console.print(f"[bold]{d['state']}[/] {d['site']} {d['node']}".rstrip())
+
+    _run_rpc(go())
+
+
+@app.command()
+def cancel(
+    job_id: str,
+    scheduler: SchedulerOpt = None,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Cancel a job that has not finished."""
+
+    async def go() -> None:
+        async with _client(scheduler, api_key, tls_ca) as client:
+            job = await client.cancel(job_id)
+        out.print(f"{job.id}: {STATE_NAMES[job.state]}")
+
+    _run_rpc(go())
+
+
+@app.command()
+def models(
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    scheduler: SchedulerOpt = None,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """The models you can ask for, their limits and prices per tier."""
+    from google.protobuf.json_format import MessageToDict
+    from rich.table import Table
+
+    async def go() -> None:
+        async with _client(scheduler, api_key, tls_ca) as client:
+            resp = await client.models()
+        if json_out:
+            print(json.dumps(MessageToDict(resp)))
+            return
+        table = Table("model", "kind", "max in", "max out", "nodes", "USD / M tokens by tier")
+        for m in resp.models:
+            prices = ", ".join(
+                f"{next(k for k, v in TIERS.items() if v == p.tier)} "
+                f"{p.usd_per_million_tokens:g}"
+                for p in m.prices
+            )
+            kind = "embedding" if m.kind == 1 else "generation"
+            table.add_row(
+                m.name, kind, str(m.max_input_tokens), str(m.max_output_tokens),
+                str(m.nodes_serving), prices,
+            )
+        out.print(table)
+
+    _run_rpc(go())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

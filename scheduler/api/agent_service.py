@@ -1,0 +1,94 @@
+"""The agent gRPC service: one bidirectional stream per node agent.
+
+The first message must be a hello; its agent id must be one the token may claim. After that the
+stream carries heartbeats, progress and outcomes up, and the session's outbox (assignments,
+cancels, power modes, acks) down. When the stream ends, the session closes and the core starts the
+agent's grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import grpc
+
+from hashserve.v1 import agent_pb2, agent_pb2_grpc
+from scheduler.api.auth import Authenticator, AuthError
+from scheduler.control.loop import ControlLoop
+
+log = logging.getLogger("hashserve.scheduler.agents")
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HELLO_TIMEOUT_S = 10.0
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
+        self.loop = loop
+        self.auth = auth
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
+        try:
+            allowed_id = self.auth.agent(context.invocation_metadata())
+        except AuthError as err:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        messages = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(messages.__anext__(), HELLO_TIMEOUT_S)
+        except (TimeoutError, StopAsyncIteration):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
+        if first.WhichOneof("msg") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
+        hello = first.hello
+        problem = _check_hello(hello, self.loop.known_regions)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if allowed_id not in ("*", hello.agent_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this token may not act as agent {hello.agent_id!r}",
+            )
+        session = self.loop.open_session(hello)
+
+        async def read() -> None:
+            try:
+                async for msg in messages:
+                    self.loop.on_agent_message(session, msg)
+            except Exception as err:  # a broken stream ends the session, not the server
+                log.info("agent %s stream ended: %s", session.node_id, err)
+            finally:
+                session.close()
+
+        reader = asyncio.create_task(read(), name=f"agent-{hello.agent_id}")
+        try:
+            while True:
+                out = await session.outbox.get()
+                if out is None:
+                    break
+                yield out
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self.loop.close_session(session)
+
+
+def _check_hello(hello: agent_pb2.AgentHello, known_regions: frozenset[str]) -> str:
+    if not AGENT_ID_RE.match(hello.agent_id):
+        return "hello.agent_id must be 1-128 characters of letters, digits, '.', '_' or '-'"
+    if not hello.site:
+        return "hello.site is required"
+    if known_regions and hello.region not in known_regions:
+        return f"hello.region {hello.region[:40]!r} is unknown; known: {sorted(known_regions)}"
+    if not hello.models:
+        return "hello.models is empty: the agent serves nothing"
+    if hello.max_concurrent_jobs > 1024:
+        return "hello.max_concurrent_jobs is over 1024"
+    return ""

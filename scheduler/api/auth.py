@@ -1,0 +1,118 @@
+"""Who is calling: API keys for customers and admins, tokens for agents.
+
+Keys and tokens are random secrets; only their SHA-256 is stored, so a stolen journal reveals no
+credential. An API key reads `hsk_<key id>_<secret>`: the public key id finds the row, then the
+stored hash is compared with `hmac.compare_digest`, so the time taken does not depend on how much
+of a guess was right. Agent tokens are looked up by their hash, which an attacker cannot steer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scheduler.journal.base import Journal, TenantRow
+
+KEY_PREFIX = "hsk"
+AGENT_TOKEN_PREFIX = "hsa"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    key_id: str
+    admin: bool
+
+
+class AuthError(Exception):
+    pass
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def bearer_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    raise AuthError("missing credentials: send metadata 'authorization: Bearer <key>'")
+
+
+def key_id_of(key: str) -> str:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1]:
+        return ""
+    return parts[1]
+
+
+def new_api_key() -> tuple[str, str]:
+    """(key_id, full key). The key id is public (it names the key in logs and revocations)."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"
+
+
+def new_agent_token() -> str:
+    return f"{AGENT_TOKEN_PREFIX}_{secrets.token_urlsafe(24)}"
+
+
+class Authenticator:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def customer(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+        key = bearer_from_metadata(metadata)
+        row = self.journal.get_api_key(key_id_of(key))
+        if row is None or not hmac.compare_digest(row.key_hash, hash_secret(key)) or row.revoked:
+            raise AuthError("invalid or revoked API key")
+        return Principal(row.tenant, row.key_id, row.admin)
+
+    def admin(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+        principal = self.customer(metadata)
+        if not principal.admin:
+            raise AuthError("this call needs an admin key")
+        return principal
+
+    def agent(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+        """The agent identity this token may claim ("*": any)."""
+        token = bearer_from_metadata(metadata)
+        allowed = self.journal.find_agent_token(hash_secret(token))
+        if allowed is None:
+            raise AuthError("invalid agent token")
+        return allowed
+
+    # ----- issuing --------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, max_queued_jobs: int = 10_000, rate: float = 200.0) -> None:
+        self.journal.upsert_tenant(TenantRow(name, max_queued_jobs, rate))
+
+    def issue_api_key(self, tenant: str, admin: bool = False) -> tuple[str, str]:
+        key_id, key = new_api_key()
+        self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
+        return key_id, key
+
+    def issue_agent_token(self, agent_id: str = "*") -> str:
+        token = new_agent_token()
+        self.journal.add_agent_token(hash_secret(token), agent_id)
+        return token
+
+    def ensure_api_key(self, key: str, tenant: str, admin: bool) -> None:
+        """Register a key given from outside (bootstrap admin key from the environment)."""
+        key_id = key_id_of(key)
+        if not key_id or len(key) < 32:
+            raise ValueError(
+                "a bootstrap key must read hsk_<id>_<secret of 20+ characters>; "
+                "make one with `hashserve admin new-key`"
+            )
+        if self.journal.get_api_key(key_id) is None:
+            self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
+
+    def ensure_agent_token(self, token: str, agent_id: str = "*") -> None:
+        if self.journal.find_agent_token(hash_secret(token)) is None:
+            self.journal.add_agent_token(hash_secret(token), agent_id)

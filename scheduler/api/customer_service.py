@@ -1,0 +1,228 @@
+"""The customer gRPC service: where a customer's request enters and its answer leaves.
+
+Each call authenticates, validates, and then asks the control loop. A tenant sees only its own
+jobs; another tenant's job id answers NOT_FOUND, exactly like an id that never existed, so ids
+leak nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.api.auth import Authenticator, AuthError, Principal
+from scheduler.api.convert import (
+    STATE_FROM_PROTO,
+    TIER_TO_PROTO,
+    canonical_spec_blob,
+    job_to_proto,
+    spec_hash,
+)
+from scheduler.api.validation import (
+    MAX_BATCH_JOBS,
+    InvalidRequest,
+    check_idempotency_key,
+    check_job_id,
+    validate_spec,
+)
+from scheduler.control.loop import ControlLoop, new_job_id
+from scheduler.core.jobs import JobRecord
+from scheduler.core.models import ModelKind
+from scheduler.journal.base import IdempotencyConflict
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+
+async def abort_invalid(context: grpc.aio.ServicerContext, err: InvalidRequest) -> None:
+    await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+
+class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
+    def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
+        self.loop = loop
+        self.auth = auth
+
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        try:
+            return self.auth.customer(context.invocation_metadata())
+        except AuthError as err:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            raise  # unreachable: abort raises
+
+    def _build(self, principal: Principal, req: customer_pb2.SubmitJobRequest) -> JobRecord:
+        now_s = self.loop.clock.now_s()
+        key = check_idempotency_key(req.idempotency_key)
+        data, filled = validate_spec(req.spec, self.loop.catalogue, self.loop.known_regions, now_s)
+        blob = canonical_spec_blob(filled)
+        # Hash what the customer sent (not the filled-in defaults, which depend on the time)
+        # so that a retried submit matches its first try.
+        return JobRecord(
+            job_id=new_job_id(),
+            tenant=principal.tenant,
+            spec=data,
+            spec_blob=blob,
+            submitted_s=now_s,
+            idempotency_key=key,
+            spec_hash=spec_hash(canonical_spec_blob(req.spec)),
+        )
+
+    async def _submit(
+        self, context: grpc.aio.ServicerContext, reqs: list[customer_pb2.SubmitJobRequest]
+    ) -> list[customer_pb2.SubmitJobResponse]:
+        principal = await self._principal(context)
+        records = []
+        for i, req in enumerate(reqs):
+            try:
+                records.append(self._build(principal, req))
+            except InvalidRequest as err:
+                prefix = f"jobs[{i}]: " if len(reqs) > 1 else ""
+                await abort_invalid(context, InvalidRequest(err.code, prefix + err.message))
+        keys = [r.idempotency_key for r in records if r.idempotency_key]
+        if len(keys) != len(set(keys)):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
+            )
+        try:
+            results = self.loop.submit(records)
+        except IdempotencyConflict as err:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+        return [
+            customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=dedup)
+            for rec, dedup in results
+        ]
+
+    async def SubmitJob(
+        self, request: customer_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobResponse:
+        return (await self._submit(context, [request]))[0]
+
+    async def SubmitJobs(
+        self, request: customer_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobsResponse:
+        if not request.jobs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
+        if len(request.jobs) > MAX_BATCH_JOBS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}",
+            )
+        return customer_pb2.SubmitJobsResponse(jobs=await self._submit(context, list(request.jobs)))
+
+    async def _own_job(self, context: grpc.aio.ServicerContext, job_id: str) -> JobRecord:
+        principal = await self._principal(context)
+        try:
+            check_job_id(job_id)
+        except InvalidRequest as err:
+            await abort_invalid(context, err)
+        rec = self.loop.get(job_id)
+        if rec is None or rec.tenant != principal.tenant:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
+        assert rec is not None
+        return rec
+
+    async def GetJob(
+        self, request: customer_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        return job_to_proto(await self._own_job(context, request.job_id))
+
+    async def WatchJob(
+        self, request: customer_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[customer_pb2.JobEvent]:
+        rec = await self._own_job(context, request.job_id)
+        queue = self.loop.watchers.subscribe(rec.job_id)
+        try:
+            # Subscribed before reading the state, so no change can fall between the two.
+            current = self.loop.get(rec.job_id) or rec
+            yield customer_pb2.JobEvent(job=job_to_proto(current))
+            if current.terminal:
+                return
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self.loop.watchers.unsubscribe(rec.job_id, queue)
+
+    async def CancelJob(
+        self, request: customer_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        rec = await self._own_job(context, request.job_id)
+        if rec.terminal:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {rec.job_id} is already {rec.state.value}",
+            )
+        after = self.loop.cancel(rec.job_id) or rec
+        return job_to_proto(after)
+
+    async def ListJobs(
+        self, request: customer_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.ListJobsResponse:
+        principal = await self._principal(context)
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"page_size {size} is over {MAX_PAGE_SIZE}"
+            )
+        after = request.page_token
+        if after:
+            try:
+                check_job_id(after)
+            except InvalidRequest:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is malformed")
+        state = None
+        if request.state:
+            if request.state not in STATE_FROM_PROTO:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"state {request.state} is unknown"
+                )
+            state = STATE_FROM_PROTO[request.state].value
+        rows = await asyncio.to_thread(
+            self.loop.journal.list_jobs, principal.tenant, state, size + 1, after
+        )
+        page = rows[:size]
+        live = self.loop.core.jobs
+        jobs = [job_to_proto(live.get(r.job_id, r), include_result=False) for r in page]
+        token = page[-1].job_id if len(rows) > size else ""
+        return customer_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def ListModels(
+        self, request: customer_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.ListModelsResponse:
+        await self._principal(context)
+        serving: dict[str, int] = {}
+        for node in self.loop.core.nodes.values():
+            if node.connected:
+                for m in node.info.models:
+                    serving[m] = serving.get(m, 0) + 1
+        models = []
+        for spec in self.loop.catalogue.values():
+            models.append(
+                customer_pb2.Model(
+                    name=spec.name,
+                    kind=(
+                        jobs_pb2.MODEL_KIND_EMBEDDING
+                        if spec.kind is ModelKind.EMBEDDING
+                        else jobs_pb2.MODEL_KIND_GENERATION
+                    ),
+                    max_input_tokens=spec.max_input_tokens,
+                    max_output_tokens=spec.max_output_tokens,
+                    embedding_dimensions=spec.embedding_dimensions,
+                    max_batch=spec.max_batch,
+                    prices=[
+                        customer_pb2.TierPrice(
+                            tier=TIER_TO_PROTO[tier],
+                            usd_per_million_tokens=terms.usd_per_million_tokens,
+                            latency_target_s=terms.latency_target_s,
+                        )
+                        for tier, terms in spec.tiers.items()
+                    ],
+                    nodes_serving=serving.get(spec.name, 0),
+                )
+            )
+        return customer_pb2.ListModelsResponse(models=models)

@@ -1,0 +1,85 @@
+"""The gRPC server: where customer, agent and admin messages enter and leave the process.
+
+Adds the standard health service (grpc.health.v1) and server reflection so `grpcurl` works, and
+server TLS (optionally mutual, for agents) when certificates are configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hashserve.v1 import admin_pb2, agent_pb2, agent_pb2_grpc, customer_pb2, customer_pb2_grpc
+
+# Large enough for a 64-text embedding batch or a batch submit; anything bigger is refused by gRPC
+# with RESOURCE_EXHAUSTED before it reaches our code.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+SERVICE_NAMES = (
+    customer_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+def server_credentials(
+    cert: str, key: str, client_ca: str | None
+) -> grpc.ServerCredentials:
+    chain = Path(cert).read_bytes()
+    private_key = Path(key).read_bytes()
+    if client_ca:
+        return grpc.ssl_server_credentials(
+            [(private_key, chain)],
+            root_certificates=Path(client_ca).read_bytes(),
+            require_client_auth=True,
+        )
+    return grpc.ssl_server_credentials([(private_key, chain)])
+
+
+def build_server(
+    customer: customer_pb2_grpc.CustomerServiceServicer,
+    agent: agent_pb2_grpc.AgentServiceServicer,
+    admin: object | None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, health.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # One scheduler per port: a second one must fail to bind, not share the port.
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    customer_pb2_grpc.add_CustomerServiceServicer_to_server(customer, server)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
+    if admin is not None:
+        from hashserve.v1 import admin_pb2_grpc
+
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[arg-type]
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    return server, health_servicer
+
+
+def mark_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, status)

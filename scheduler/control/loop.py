@@ -1,0 +1,335 @@
+"""The control loop: owns the pure core, the journal and the agent sessions.
+
+One asyncio task runs it. Each turn it asks the core for a `Step` (after a submit: place; every
+tick: leases, deadlines, then place), writes the step's changed jobs to the journal, and only then
+sends the step's assignments and cancels and tells watchers. Writing before acting is what makes a
+crash safe: the journal never lags what an agent or a customer was told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hashserve.v1 import agent_pb2, customer_pb2, jobs_pb2
+from scheduler.api.convert import job_to_proto, timestamp
+from scheduler.core.clock import Clock
+from scheduler.core.job_states import JobState
+from scheduler.core.jobs import JobRecord
+from scheduler.core.models import ModelSpec
+from scheduler.core.placement import Placement, ScoringProfile
+from scheduler.core.scheduler import (
+    Assign,
+    CancelOnNode,
+    NodeInfo,
+    SchedulerCore,
+    SchedulerPolicy,
+    Step,
+)
+from scheduler.journal.base import Journal
+
+log = logging.getLogger("hashserve.scheduler")
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+@dataclass
+class AgentSession:
+    node_id: str
+    outbox: asyncio.Queue[agent_pb2.SchedulerMessage | None] = field(
+        default_factory=asyncio.Queue
+    )
+
+    def send(self, msg: agent_pb2.SchedulerMessage) -> None:
+        self.outbox.put_nowait(msg)
+
+    def close(self) -> None:
+        self.outbox.put_nowait(None)
+
+
+StepObserver = Callable[[Step, float], None]
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        journal: Journal,
+        catalogue: Mapping[str, ModelSpec],
+        known_regions: Collection[str],
+        clock: Clock,
+        policy: SchedulerPolicy | None = None,
+        profile: ScoringProfile | None = None,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.journal = journal
+        self.catalogue = dict(catalogue)
+        self.known_regions = frozenset(known_regions)
+        self.clock = clock
+        self.core = SchedulerCore(policy, profile) if profile else SchedulerCore(policy)
+        self.tick_s = tick_s
+        self.sessions: dict[str, AgentSession] = {}
+        from scheduler.control.watchers import Watchers
+
+        self.watchers = Watchers()
+        self.observers: list[StepObserver] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        active = self.journal.load_active_jobs()
+        self.core.restore(active, self.clock.now_s())
+        if active:
+            log.info("recovered %d active jobs from the journal", len(active))
+        self._task = asyncio.create_task(self._run(), name="control-loop")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+        for session in list(self.sessions.values()):
+            session.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        next_tick_s = 0.0
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=self.tick_s)
+            self._kick.clear()
+            now_s = self.clock.now_s()
+            try:
+                if now_s >= next_tick_s:
+                    step = self.core.tick(now_s)
+                    next_tick_s = now_s + self.tick_s
+                else:
+                    step = self.core.schedule(now_s)
+                self.apply(step)
+            except Exception:  # the loop must outlive one bad turn; the journal is intact
+                log.exception("control loop turn failed")
+                await asyncio.sleep(self.tick_s)
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    # ----- the one boundary for side effects -------------------------------------------------
+
+    def apply(self, step: Step) -> None:
+        if not (step.changed or step.intents or step.decisions):
+            return
+        now_s = self.clock.now_s()
+        self.journal.write_jobs(_latest(step.changed))
+        placements = [d for d in step.decisions if isinstance(d, Placement)]
+        if placements:
+            self.journal.record_decisions(
+                [
+                    (
+                        now_s,
+                        "placement",
+                        p.job_id,
+                        json.dumps(
+                            {
+                                "node": p.node_id,
+                                "site": p.site,
+                                "energy_usd": p.score.energy_usd,
+                                "delay_usd": p.score.delay_usd,
+                                "warmth_usd": p.score.warmth_usd,
+                                "candidates": p.candidates,
+                            }
+                        ),
+                    )
+                    for p in placements
+                ]
+            )
+        for intent in step.intents:
+            session = self.sessions.get(intent.node_id)
+            if session is None:
+                continue  # the lease runs out and the job is placed again
+            if isinstance(intent, Assign):
+                rec = self.core.jobs.get(intent.job_id)
+                if rec is None:
+                    continue
+                session.send(
+                    agent_pb2.SchedulerMessage(
+                        assign=agent_pb2.Assignment(
+                            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
+                            spec=jobs_pb2.JobSpec.FromString(rec.spec_blob),
+                            lease_expires_at=timestamp(intent.lease_expires_s),
+                        )
+                    )
+                )
+            elif isinstance(intent, CancelOnNode):
+                session.send(
+                    agent_pb2.SchedulerMessage(
+                        cancel=agent_pb2.CancelAssignment(
+                            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
+                            reason=intent.reason,
+                        )
+                    )
+                )
+        for rec in _latest(step.changed):
+            if self.watchers.has(rec.job_id):
+                self.watchers.publish(
+                    rec.job_id, customer_pb2.JobEvent(job=job_to_proto(rec)), final=rec.terminal
+                )
+        for observer in self.observers:
+            observer(step, now_s)
+
+    # ----- customers ------------------------------------------------------------------------
+
+    def submit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """Journal first (raises IdempotencyConflict for the whole batch), then queue."""
+        results = self.journal.insert_jobs(records)
+        fresh = [rec for rec, dedup in results if not dedup]
+        for rec in fresh:
+            self.core.submit(rec)
+        if fresh:
+            self.kick()
+            for observer in self.observers:
+                observer(Step(changed=fresh), self.clock.now_s())
+        return results
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.core.jobs.get(job_id) or self.journal.get_job(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        step = self.core.cancel(job_id, self.clock.now_s())
+        self.apply(step)
+        return self.get(job_id)
+
+    # ----- agents ---------------------------------------------------------------------------
+
+    def open_session(self, hello: agent_pb2.AgentHello) -> AgentSession:
+        node_id = hello.agent_id
+        old = self.sessions.get(node_id)
+        if old is not None:
+            old.close()  # a reconnect replaces the half-dead stream
+        session = AgentSession(node_id)
+        self.sessions[node_id] = session
+        info = NodeInfo(
+            node_id=node_id,
+            site=hello.site,
+            region=hello.region,
+            gpu_kind=hello.gpu_kind,
+            models=frozenset(hello.models),
+            memory_mb=int(hello.gpu_memory_mb),
+            slots_total=max(int(hello.max_concurrent_jobs), 1),
+            idle_power_kw=hello.idle_power_kw or 0.3,
+            busy_power_kw=hello.busy_power_kw or 0.7,
+        )
+        step = self.core.connect_node(
+            info, [(r.job_id, r.attempt) for r in hello.running], self.clock.now_s()
+        )
+        session.send(
+            agent_pb2.SchedulerMessage(
+                welcome=agent_pb2.Welcome(
+                    agent_id=node_id,
+                    heartbeat_interval_ms=1000,
+                    lease_ms=int(self.core.policy.lease_s * 1000),
+                )
+            )
+        )
+        self.apply(step)
+        self.kick()
+        log.info("agent %s connected (site %s, region %s)", node_id, hello.site, hello.region)
+        return session
+
+    def close_session(self, session: AgentSession) -> None:
+        if self.sessions.get(session.node_id) is session:
+            del self.sessions[session.node_id]
+            self.core.disconnect_node(session.node_id, self.clock.now_s())
+            log.info("agent %s disconnected", session.node_id)
+
+    def on_agent_message(self, session: AgentSession, msg: agent_pb2.AgentMessage) -> None:
+        node_id = session.node_id
+        now_s = self.clock.now_s()
+        kind = msg.WhichOneof("msg")
+        if kind == "heartbeat":
+            hb = msg.heartbeat
+            step = self.core.heartbeat(
+                node_id,
+                [(r.job_id, r.attempt) for r in hb.running],
+                now_s,
+                power_draw_kw=hb.power_draw_kw,
+                gpu_utilization=hb.gpu_utilization,
+                draining=hb.draining,
+            )
+            self.apply(step)
+            if hb.free_slots:
+                self.kick()
+        elif kind == "started":
+            ref = msg.started.ref
+            self.apply(self.core.job_started(node_id, ref.job_id, ref.attempt, now_s))
+        elif kind == "progress":
+            p = msg.progress
+            if self.watchers.has(p.ref.job_id) and self.core.is_current(
+                node_id, p.ref.job_id, p.ref.attempt
+            ):
+                self.watchers.publish(
+                    p.ref.job_id,
+                    customer_pb2.JobEvent(
+                        tokens=customer_pb2.TokenDelta(
+                            text=p.text_delta, tokens_so_far=p.tokens_so_far
+                        )
+                    ),
+                )
+        elif kind == "outcome":
+            self._on_outcome(session, msg.outcome, now_s)
+
+    def _on_outcome(
+        self, session: AgentSession, outcome: agent_pb2.JobOutcome, now_s: float
+    ) -> None:
+        ref = outcome.ref
+        if outcome.WhichOneof("outcome") == "result":
+            result = outcome.result
+            verdict = self.core.job_outcome(
+                session.node_id, ref.job_id, ref.attempt, now_s,
+                result_blob=result.SerializeToString(),
+                run_ms=outcome.run_ms,
+                energy_kwh=outcome.energy_kwh,
+                tokens=result.prompt_tokens + result.completion_tokens,
+            )
+        else:
+            verdict = self.core.job_outcome(
+                session.node_id, ref.job_id, ref.attempt, now_s,
+                error=outcome.error or "unknown agent error", run_ms=outcome.run_ms,
+            )
+        self.apply(verdict.step)
+        if not verdict.accepted:
+            log.warning(
+                "refused outcome of %s attempt %d from %s: %s",
+                ref.job_id, ref.attempt, session.node_id, verdict.reason,
+            )
+        session.send(
+            agent_pb2.SchedulerMessage(
+                ack=agent_pb2.OutcomeAck(
+                    ref=ref, accepted=verdict.accepted, reason=verdict.reason
+                )
+            )
+        )
+        self.kick()
+
+    def active_counts(self) -> dict[JobState, int]:
+        counts: dict[JobState, int] = {}
+        for rec in self.core.jobs.values():
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        return counts
+
+
+def _latest(records: Sequence[JobRecord]) -> list[JobRecord]:
+    """The last version of each job in a step, in first-seen order."""
+    latest: dict[str, JobRecord] = {}
+    for rec in records:
+        latest[rec.job_id] = rec
+    return list(latest.values())

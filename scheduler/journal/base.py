@@ -1,0 +1,89 @@
+"""The durable journal's interface: jobs, credentials and decisions, written before acting.
+
+Two backends implement it: SQLite in WAL mode (one machine, the default) and PostgreSQL (a Ray
+cluster, where the journal must outlive any one node). Both are chosen by URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from scheduler.core.jobs import JobRecord
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request body."""
+
+    def __init__(self, existing: JobRecord) -> None:
+        super().__init__(
+            f"idempotency key {existing.idempotency_key!r} was already used for job "
+            f"{existing.job_id} with a different request"
+        )
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_id: str
+    key_hash: str
+    tenant: str
+    admin: bool
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    name: str
+    max_queued_jobs: int
+    submits_per_second: float
+
+
+class Journal(Protocol):
+    def close(self) -> None: ...
+
+    # jobs
+    def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """Insert new jobs in one transaction; returns (job, deduplicated) per input.
+
+        A job whose (tenant, idempotency key) exists with the same spec hash returns the stored
+        job with deduplicated=True; with another hash the whole batch raises IdempotencyConflict.
+        """
+        ...
+
+    def write_jobs(self, records: Sequence[JobRecord]) -> None:
+        """Upsert job states in one transaction."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(
+        self, tenant: str, state: str | None, page_size: int, after_job_id: str
+    ) -> list[JobRecord]: ...
+
+    def load_active_jobs(self) -> list[JobRecord]: ...
+
+    def count_jobs_by_state(self) -> dict[str, int]: ...
+
+    # credentials
+    def upsert_tenant(self, tenant: TenantRow) -> None: ...
+
+    def get_tenant(self, name: str) -> TenantRow | None: ...
+
+    def add_api_key(self, key_id: str, key_hash: str, tenant: str, admin: bool) -> None: ...
+
+    def get_api_key(self, key_id: str) -> ApiKeyRow | None: ...
+
+    def revoke_api_key(self, key_id: str) -> bool: ...
+
+    def add_agent_token(self, token_hash: str, agent_id: str) -> None: ...
+
+    def find_agent_token(self, token_hash: str) -> str | None:
+        """The agent id the token may claim ("*" for any), or None."""
+        ...
+
+    # decisions, for "why did job X go to site Y"
+    def record_decisions(self, rows: Sequence[tuple[float, str, str, str]]) -> None:
+        """(t_s, kind, subject, json detail) rows."""
+        ...

@@ -1,0 +1,69 @@
+"""JobRecord <-> journal row. Shared by the SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scheduler.core.job_states import JobState
+from scheduler.core.jobs import JobRecord, JobSpecData
+from scheduler.core.models import ModelKind, Tier
+
+JOB_COLUMNS = (
+    "job_id", "tenant", "state", "attempt", "node_id", "site", "region", "idempotency_key",
+    "spec_hash", "model", "kind", "tier", "input_tokens", "output_tokens_est", "deadline_s",
+    "allowed_regions", "memory_mb", "value_usd", "spec_blob", "submitted_s", "assigned_s",
+    "started_s", "finished_s", "lease_expires_s", "not_before_s", "error", "result_blob",
+    "run_ms", "energy_kwh", "history",
+)
+
+
+def to_row(r: JobRecord) -> tuple[Any, ...]:
+    s = r.spec
+    return (
+        r.job_id, r.tenant, r.state.value, r.attempt, r.node_id, r.site, r.region,
+        r.idempotency_key, r.spec_hash, s.model, s.kind.value, s.tier.value, s.input_tokens,
+        s.output_tokens_est, s.deadline_s, ",".join(sorted(s.allowed_regions)), s.memory_mb,
+        s.value_usd, r.spec_blob, r.submitted_s, r.assigned_s, r.started_s, r.finished_s,
+        r.lease_expires_s, r.not_before_s, r.error, r.result_blob, r.run_ms, r.energy_kwh,
+        json.dumps(list(r.history)),
+    )
+
+
+def from_row(row: tuple[Any, ...]) -> JobRecord:
+    d = dict(zip(JOB_COLUMNS, row, strict=True))
+    spec = JobSpecData(
+        model=d["model"],
+        kind=ModelKind(d["kind"]),
+        tier=Tier(d["tier"]),
+        input_tokens=int(d["input_tokens"]),
+        output_tokens_est=int(d["output_tokens_est"]),
+        deadline_s=float(d["deadline_s"]),
+        allowed_regions=frozenset(x for x in d["allowed_regions"].split(",") if x),
+        memory_mb=int(d["memory_mb"]),
+        value_usd=float(d["value_usd"]),
+    )
+    return JobRecord(
+        job_id=d["job_id"],
+        tenant=d["tenant"],
+        spec=spec,
+        spec_blob=bytes(d["spec_blob"]),
+        submitted_s=float(d["submitted_s"]),
+        state=JobState(d["state"]),
+        attempt=int(d["attempt"]),
+        node_id=d["node_id"],
+        site=d["site"],
+        region=d["region"],
+        idempotency_key=d["idempotency_key"],
+        spec_hash=d["spec_hash"],
+        assigned_s=float(d["assigned_s"]),
+        started_s=float(d["started_s"]),
+        finished_s=float(d["finished_s"]),
+        lease_expires_s=float(d["lease_expires_s"]),
+        not_before_s=float(d["not_before_s"]),
+        error=d["error"],
+        result_blob=bytes(d["result_blob"]),
+        run_ms=float(d["run_ms"]),
+        energy_kwh=float(d["energy_kwh"]),
+        history=tuple(json.loads(d["history"])),
+    )

@@ -1,0 +1,220 @@
+"""The SQLite journal (WAL mode): the default on one machine.
+
+Durability: every job is committed before its submit is answered. `synchronous=FULL` (the
+default here) fsyncs each commit, surviving power loss; `NORMAL` survives a killed process but may
+lose the last commits on power loss, and is several times faster on slow disks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from scheduler.core.jobs import JobRecord
+from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
+from scheduler.journal.codec import JOB_COLUMNS, from_row, to_row
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  job_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
+  node_id TEXT NOT NULL, site TEXT NOT NULL, region TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+  spec_hash TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL, tier TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL, output_tokens_est INTEGER NOT NULL, deadline_s REAL NOT NULL,
+  allowed_regions TEXT NOT NULL, memory_mb INTEGER NOT NULL, value_usd REAL NOT NULL,
+  spec_blob BLOB NOT NULL, submitted_s REAL NOT NULL, assigned_s REAL NOT NULL,
+  started_s REAL NOT NULL, finished_s REAL NOT NULL, lease_expires_s REAL NOT NULL,
+  not_before_s REAL NOT NULL, error TEXT NOT NULL, result_blob BLOB NOT NULL,
+  run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+  ON jobs (tenant, idempotency_key) WHERE idempotency_key != '';
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, job_id);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state)
+  WHERE state IN ('queued', 'assigned', 'running');
+CREATE TABLE IF NOT EXISTS tenants (
+  name TEXT PRIMARY KEY, max_queued_jobs INTEGER NOT NULL, submits_per_second REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+  key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+  admin INTEGER NOT NULL, created_s REAL NOT NULL, revoked_s REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS agent_tokens (
+  token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, t_s REAL NOT NULL, kind TEXT NOT NULL,
+  subject TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
+"""
+
+_COLS = ", ".join(JOB_COLUMNS)
+_MARKS = ", ".join("?" for _ in JOB_COLUMNS)
+_UPSERT = (
+    f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) ON CONFLICT(job_id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in JOB_COLUMNS if c != "job_id")
+)
+
+
+class SqliteJournal:
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection, used from the scheduler's event loop; the lock guards against a
+        # helper thread (metrics, admin) touching it at the same time.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ----- jobs ---------------------------------------------------------------------------
+
+    def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        out: list[tuple[JobRecord, bool]] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for rec in records:
+                    existing = self._by_key(rec.tenant, rec.idempotency_key)
+                    if existing is not None:
+                        if existing.spec_hash != rec.spec_hash:
+                            raise IdempotencyConflict(existing)
+                        out.append((existing, True))
+                        continue
+                    self._db.execute(f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS})", to_row(rec))
+                    out.append((rec, False))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return out
+
+    def _by_key(self, tenant: str, key: str) -> JobRecord | None:
+        if not key:
+            return None
+        row = self._db.execute(
+            f"SELECT {_COLS} FROM jobs WHERE tenant=? AND idempotency_key=?", (tenant, key)
+        ).fetchone()
+        return from_row(row) if row else None
+
+    def write_jobs(self, records: Sequence[JobRecord]) -> None:
+        if not records:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_UPSERT, [to_row(r) for r in records])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE job_id=?", (job_id,)
+            ).fetchone()
+        return from_row(row) if row else None
+
+    def list_jobs(
+        self, tenant: str, state: str | None, page_size: int, after_job_id: str
+    ) -> list[JobRecord]:
+        sql = f"SELECT {_COLS} FROM jobs WHERE tenant=? AND job_id>?"
+        args: list[object] = [tenant, after_job_id]
+        if state:
+            sql += " AND state=?"
+            args.append(state)
+        sql += " ORDER BY job_id LIMIT ?"
+        args.append(page_size)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [from_row(r) for r in rows]
+
+    def load_active_jobs(self) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE state IN ('queued', 'assigned', 'running')"
+            ).fetchall()
+        return [from_row(r) for r in rows]
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    # ----- credentials --------------------------------------------------------------------
+
+    def upsert_tenant(self, tenant: TenantRow) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tenants VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "max_queued_jobs=excluded.max_queued_jobs, "
+                "submits_per_second=excluded.submits_per_second",
+                (tenant.name, tenant.max_queued_jobs, tenant.submits_per_second),
+            )
+
+    def get_tenant(self, name: str) -> TenantRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, max_queued_jobs, submits_per_second FROM tenants WHERE name=?",
+                (name,),
+            ).fetchone()
+        return TenantRow(row[0], int(row[1]), float(row[2])) if row else None
+
+    def add_api_key(self, key_id: str, key_hash: str, tenant: str, admin: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys (key_id, key_hash, tenant, admin, created_s) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key_id, key_hash, tenant, int(admin), time.time()),
+            )
+
+    def get_api_key(self, key_id: str) -> ApiKeyRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key_id, key_hash, tenant, admin, revoked_s FROM api_keys WHERE key_id=?",
+                (key_id,),
+            ).fetchone()
+        return ApiKeyRow(row[0], row[1], row[2], bool(row[3]), row[4] > 0) if row else None
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE api_keys SET revoked_s=? WHERE key_id=? AND revoked_s=0",
+                (time.time(), key_id),
+            )
+        return cur.rowcount > 0
+
+    def add_agent_token(self, token_hash: str, agent_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO agent_tokens VALUES (?, ?, ?)",
+                (token_hash, agent_id, time.time()),
+            )
+
+    def find_agent_token(self, token_hash: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT agent_id FROM agent_tokens WHERE token_hash=?", (token_hash,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def record_decisions(self, rows: Sequence[tuple[float, str, str, str]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO decisions (t_s, kind, subject, detail) VALUES (?, ?, ?, ?)", rows
+            )

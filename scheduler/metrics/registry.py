@@ -1,0 +1,447 @@
+"""The scheduler's Prometheus metrics: every series it exports, made on one private registry.
+
+`SchedulerMetrics` owns a `CollectorRegistry` of its own (not prometheus_client's global one), so
+tests, the backtester and several servers in one process never clash over names. The edges call its
+typed methods with what they just did (a job submitted, a tick's site figures, a heartbeat); it
+decides nothing and reads no clock: timestamps come in as arguments.
+
+Naming follows the Prometheus conventions: a `hashserve_` prefix, base units in the name (seconds,
+watts, ratio), `_total` on counters. Money keeps the domain's units in the name (`usd_per_mwh`,
+`usd_per_hour`, `usd_per_phs_day`), as there is no base unit for a price. Power is exported in
+watts (Grafana scales to MW) although the methods take the domain's MW and kW.
+Labels take values from the closed sets in `labels.py`; node and site series go when the node or
+site does (`forget_node`, `forget_site`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from enum import Enum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scheduler.metrics.labels import (
+    JOB_OUTCOMES,
+    OTHER_MODEL,
+    PLACEMENT_OUTCOMES,
+    POWER_USES,
+    REASSIGN_REASONS,
+    REVENUE_SOURCES,
+    TIERS,
+    label_value,
+)
+
+_WATTS_PER_MW = 1_000_000.0
+_WATTS_PER_KW = 1_000.0
+
+# Queue waits run from milliseconds (interactive) to hours (flex waits for cheap power up to its
+# deadline, 6 h by default in scheduler/core/models.py), so the buckets span both. 2 s and 10 s
+# are the interactive latency targets of the catalogue (embeddings, generation).
+WAIT_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+)  # fmt: skip
+# Inference time: ~5 ms a sentence (MiniLM) to minutes (512 tokens of generation on a CPU).
+RUN_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+# DESIGN.md asks for placement "well under a millisecond at thousands of nodes".
+PLACEMENT_BUCKETS_S: tuple[float, ...] = (
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1, 1.0,
+)  # fmt: skip
+
+
+class SchedulerMetrics:
+    """All scheduler series on `self.registry`; one instance per scheduler process."""
+
+    def __init__(
+        self,
+        models: Iterable[str] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        # With a catalogue, unknown model names collapse into "other" so a client cannot mint
+        # series; without one the caller must pass only validated names.
+        self._models: frozenset[str] | None = frozenset(models) if models is not None else None
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._node_site: dict[str, str] = {}
+        self._site_region: dict[str, str] = {}
+
+        # Jobs
+        self.jobs_submitted = Counter(
+            "hashserve_jobs_submitted_total",
+            "Jobs accepted into the journal.",
+            ["tier", "model"],
+            registry=r,
+        )
+        self.jobs_finished = Counter(
+            "hashserve_jobs_finished_total",
+            "Jobs that reached a terminal state, by outcome.",
+            ["tier", "outcome"],
+            registry=r,
+        )
+        self.jobs_late = Counter(
+            "hashserve_jobs_late_total",
+            "Succeeded jobs whose submit-to-result time exceeded their tier's latency target.",
+            ["tier"],
+            registry=r,
+        )
+        self.jobs_queued = Gauge(
+            "hashserve_jobs_queued", "Jobs waiting for placement now.", ["tier"], registry=r
+        )
+        self.jobs_reassigned = Counter(
+            "hashserve_jobs_reassigned_total",
+            "Assignments taken back and the job queued again, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "hashserve_job_queue_wait_seconds",
+            "Submit to assignment (last attempt).",
+            ["tier"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.run_time = Histogram(
+            "hashserve_job_run_seconds",
+            "Agent-measured inference time of finished jobs.",
+            ["model"],
+            buckets=RUN_BUCKETS_S,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hashserve_job_latency_seconds",
+            "Submit to result of succeeded jobs.",
+            ["tier"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
+
+        # Placement
+        self.placement_time = Histogram(
+            "hashserve_placement_decision_seconds",
+            "Time of one placement decision (one job).",
+            buckets=PLACEMENT_BUCKETS_S,
+            registry=r,
+        )
+        self.placement_outcomes = Counter(
+            "hashserve_placement_outcomes_total",
+            "Placement decisions, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
+        # Market
+        self.hashprice = Gauge(
+            "hashserve_hashprice_usd_per_phs_day",
+            "Bitcoin hashprice the planner uses.",
+            registry=r,
+        )
+        self.btc_price = Gauge(
+            "hashserve_bitcoin_price_usd", "BTC/USD the planner uses.", registry=r
+        )
+        self.feed_age = Gauge(
+            "hashserve_feed_age_seconds",
+            "Age of the newest value from a market feed.",
+            ["feed", "zone"],
+            registry=r,
+        )
+        self.feed_max_age = Gauge(
+            "hashserve_feed_max_age_seconds",
+            "Age past which the planner treats a feed's value as stale.",
+            ["feed", "zone"],
+            registry=r,
+        )
+
+        # Sites
+        site = ["site", "region"]
+        self.site_price = Gauge(
+            "hashserve_site_power_price_usd_per_mwh", "Power price at the site.", site, registry=r
+        )
+        self.site_r_mine = Gauge(
+            "hashserve_site_mining_revenue_usd_per_mwh",
+            "R_mine: what one MWh earns hashing Bitcoin at the site.",
+            site,
+            registry=r,
+        )
+        self.site_opportunity = Gauge(
+            "hashserve_site_opportunity_price_usd_per_mwh",
+            "What one MWh given to AI costs the site (price, or max(price, R_mine) at the cap).",
+            site,
+            registry=r,
+        )
+        self.site_cap = Gauge(
+            "hashserve_site_power_cap_watts", "Site grid interconnect limit.", site, registry=r
+        )
+        self.site_power = Gauge(
+            "hashserve_site_power_watts",
+            "Site power by use (mining, ai, idle, curtailed).",
+            [*site, "use"],
+            registry=r,
+        )
+        self.site_revenue = Gauge(
+            "hashserve_site_revenue_usd_per_hour",
+            "Site revenue rate by source.",
+            [*site, "source"],
+            registry=r,
+        )
+        self.site_power_cost = Gauge(
+            "hashserve_site_power_cost_usd_per_hour", "Site power bill rate.", site, registry=r
+        )
+        self.site_mode_changes = Counter(
+            "hashserve_site_mode_changes_total",
+            "Power plan changes sent to the site.",
+            site,
+            registry=r,
+        )
+        self.site_feed_fallback = Gauge(
+            "hashserve_site_feed_fallback",
+            "1 while the planner runs the site on its safe fallback for want of market data.",
+            site,
+            registry=r,
+        )
+        self.site_last_heartbeat = Gauge(
+            "hashserve_site_last_heartbeat_timestamp_seconds",
+            "Unix time of the newest heartbeat from any node at the site.",
+            site,
+            registry=r,
+        )
+
+        # Nodes
+        node = ["node", "site"]
+        self.node_connected = Gauge(
+            "hashserve_node_connected", "1 while the node's agent stream is up.", node, registry=r
+        )
+        self.node_draining = Gauge(
+            "hashserve_node_draining", "1 while ops drain the node.", node, registry=r
+        )
+        self.node_gpu_utilization = Gauge(
+            "hashserve_node_gpu_utilization_ratio",
+            "GPU utilisation the agent reports, 0..1.",
+            node,
+            registry=r,
+        )
+        self.node_power = Gauge(
+            "hashserve_node_power_draw_watts", "Power draw the agent reports.", node, registry=r
+        )
+        self.node_jobs_running = Gauge(
+            "hashserve_node_jobs_running", "Jobs running on the node.", node, registry=r
+        )
+
+        self._initialise_bounded_series()
+
+    def _initialise_bounded_series(self) -> None:
+        # Series over closed label sets exist at 0 from the start, so rate() and the alert rules
+        # see a baseline instead of "no data" before the first event.
+        for tier in TIERS:
+            self.jobs_queued.labels(tier)
+            self.jobs_late.labels(tier)
+            self.queue_wait.labels(tier)
+            self.latency.labels(tier)
+            for outcome in JOB_OUTCOMES:
+                self.jobs_finished.labels(tier, outcome)
+            for model in sorted(self._models or ()):
+                self.jobs_submitted.labels(tier, model)
+        for outcome in PLACEMENT_OUTCOMES:
+            self.placement_outcomes.labels(outcome)
+        for reason in REASSIGN_REASONS:
+            self.jobs_reassigned.labels(reason)
+
+    def _model(self, model: str) -> str:
+        if self._models is None or model in self._models:
+            return model
+        return OTHER_MODEL
+
+    # Jobs ------------------------------------------------------------------------------------
+
+    def job_submitted(self, tier: str | Enum, model: str) -> None:
+        self.jobs_submitted.labels(label_value(tier, TIERS, "tier"), self._model(model)).inc()
+
+    def job_finished(
+        self,
+        tier: str | Enum,
+        model: str,
+        outcome: str | Enum,
+        *,
+        queue_s: float | None = None,
+        run_s: float | None = None,
+        latency_s: float | None = None,
+        latency_target_s: float | None = None,
+    ) -> None:
+        """One job reached a terminal state.
+
+        `queue_s` and `run_s` are None when the job never got that far (cancelled in the queue).
+        `latency_s` is submit to result; it defaults to queue + run. A succeeded job over
+        `latency_target_s` (its tier's promise) counts as late.
+        """
+        tier_label = label_value(tier, TIERS, "tier")
+        outcome_label = label_value(outcome, JOB_OUTCOMES, "outcome")
+        self.jobs_finished.labels(tier_label, outcome_label).inc()
+        if queue_s is not None:
+            self.queue_wait.labels(tier_label).observe(queue_s)
+        if run_s is not None:
+            self.run_time.labels(self._model(model)).observe(run_s)
+        if outcome_label != "succeeded":
+            return
+        if latency_s is None and queue_s is not None and run_s is not None:
+            latency_s = queue_s + run_s
+        if latency_s is None:
+            return
+        self.latency.labels(tier_label).observe(latency_s)
+        if latency_target_s is not None and latency_s > latency_target_s:
+            self.jobs_late.labels(tier_label).inc()
+
+    def set_queue_depth(self, tier: str | Enum, n: int) -> None:
+        self.jobs_queued.labels(label_value(tier, TIERS, "tier")).set(n)
+
+    def job_reassigned(self, reason: str) -> None:
+        self.jobs_reassigned.labels(label_value(reason, REASSIGN_REASONS, "reason")).inc()
+
+    # Placement -------------------------------------------------------------------------------
+
+    def observe_placement_s(self, seconds: float) -> None:
+        self.placement_time.observe(seconds)
+
+    def placement_outcome(self, outcome: str, n: int = 1) -> None:
+        self.placement_outcomes.labels(label_value(outcome, PLACEMENT_OUTCOMES, "outcome")).inc(n)
+
+    # Market ----------------------------------------------------------------------------------
+
+    def set_hashprice(self, usd_per_phs_day: float) -> None:
+        self.hashprice.set(usd_per_phs_day)
+
+    def set_btc_price(self, usd: float) -> None:
+        self.btc_price.set(usd)
+
+    def set_feed_age(self, feed: str, age_s: float, max_age_s: float, zone: str = "") -> None:
+        """A feed's newest value is `age_s` old; the planner calls it stale past `max_age_s`.
+
+        Exporting the threshold next to the age lets the alert rule use the planner's own limit
+        instead of a second copy of it.
+        """
+        self.feed_age.labels(feed, zone).set(age_s)
+        self.feed_max_age.labels(feed, zone).set(max_age_s)
+
+    # Sites -----------------------------------------------------------------------------------
+
+    def set_site(
+        self,
+        site: str,
+        region: str,
+        *,
+        price_usd_per_mwh: float,
+        r_mine_usd_per_mwh: float,
+        mining_mw: float,
+        ai_mw: float,
+        idle_mw: float,
+        curtailed_mw: float,
+        mining_revenue_usd_per_hour: float,
+        ai_revenue_usd_per_hour: float,
+        power_cost_usd_per_hour: float,
+        opportunity_price_usd_per_mwh: float | None = None,
+        power_cap_mw: float | None = None,
+    ) -> None:
+        """A site's figures after a control tick (what the plan says it does now)."""
+        self._remember_region(site, region)
+        labels = (site, region)
+        self.site_price.labels(*labels).set(price_usd_per_mwh)
+        self.site_r_mine.labels(*labels).set(r_mine_usd_per_mwh)
+        if opportunity_price_usd_per_mwh is not None:
+            self.site_opportunity.labels(*labels).set(opportunity_price_usd_per_mwh)
+        if power_cap_mw is not None:
+            self.site_cap.labels(*labels).set(power_cap_mw * _WATTS_PER_MW)
+        power_mw = {"mining": mining_mw, "ai": ai_mw, "idle": idle_mw, "curtailed": curtailed_mw}
+        for use in POWER_USES:
+            self.site_power.labels(*labels, use).set(power_mw[use] * _WATTS_PER_MW)
+        revenue = {"mining": mining_revenue_usd_per_hour, "ai": ai_revenue_usd_per_hour}
+        for source in REVENUE_SOURCES:
+            self.site_revenue.labels(*labels, source).set(revenue[source])
+        self.site_power_cost.labels(*labels).set(power_cost_usd_per_hour)
+        self.site_feed_fallback.labels(*labels)
+        self.site_mode_changes.labels(*labels)
+
+    def mode_changed(self, site: str, region: str) -> None:
+        self._remember_region(site, region)
+        self.site_mode_changes.labels(site, region).inc()
+
+    def set_feed_fallback(self, site: str, region: str, fallback: bool) -> None:
+        self._remember_region(site, region)
+        self.site_feed_fallback.labels(site, region).set(1 if fallback else 0)
+
+    def site_heartbeat(self, site: str, region: str, at_s: float) -> None:
+        """A node at the site sent a heartbeat at Unix time `at_s` (from the edge's clock)."""
+        self._remember_region(site, region)
+        self.site_last_heartbeat.labels(site, region).set(at_s)
+
+    def forget_site(self, site: str) -> None:
+        """Drop every series of a site taken out of the fleet file."""
+        region = self._site_region.pop(site, None)
+        if region is None:
+            return
+        for metric in (
+            self.site_price,
+            self.site_r_mine,
+            self.site_opportunity,
+            self.site_cap,
+            self.site_power_cost,
+            self.site_mode_changes,
+            self.site_feed_fallback,
+            self.site_last_heartbeat,
+        ):
+            _remove(metric, site, region)
+        for use in POWER_USES:
+            _remove(self.site_power, site, region, use)
+        for source in REVENUE_SOURCES:
+            _remove(self.site_revenue, site, region, source)
+
+    def _remember_region(self, site: str, region: str) -> None:
+        old = self._site_region.get(site)
+        if old is not None and old != region:
+            # A site that moved region in the fleet file: its old series would double count.
+            self.forget_site(site)
+        self._site_region[site] = region
+
+    # Nodes -----------------------------------------------------------------------------------
+
+    def set_node(
+        self,
+        node: str,
+        site: str,
+        *,
+        connected: bool,
+        gpu_utilization: float,
+        power_draw_kw: float,
+        jobs_running: int,
+        draining: bool = False,
+    ) -> None:
+        """A node's state from its latest heartbeat (or its disconnect)."""
+        old_site = self._node_site.get(node)
+        if old_site is not None and old_site != site:
+            self.forget_node(node)
+        self._node_site[node] = site
+        self.node_connected.labels(node, site).set(1 if connected else 0)
+        self.node_draining.labels(node, site).set(1 if draining else 0)
+        self.node_gpu_utilization.labels(node, site).set(gpu_utilization)
+        self.node_power.labels(node, site).set(power_draw_kw * _WATTS_PER_KW)
+        self.node_jobs_running.labels(node, site).set(jobs_running)
+
+    def forget_node(self, node: str) -> None:
+        """Drop a node's series (the node left the fleet, not merely disconnected)."""
+        site = self._node_site.pop(node, None)
+        if site is None:
+            return
+        for metric in (
+            self.node_connected,
+            self.node_draining,
+            self.node_gpu_utilization,
+            self.node_power,
+            self.node_jobs_running,
+        ):
+            _remove(metric, node, site)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    # A label set never set (e.g. a cap that was not given) raises KeyError: nothing to drop.
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -1,0 +1,120 @@
+"""The scheduler on Ray: an actor that hosts `SchedulerApp`, restarted by Ray when it dies.
+
+The actor's process runs the gRPC server in the actor's own event loop. When the process is killed,
+Ray starts a new one (max_restarts=-1) and the supervising driver calls `ensure_started` again;
+the new app recovers from the journal and agents reconnect to the same port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+
+from scheduler.settings import SchedulerSettings
+
+log = logging.getLogger("hashserve.scheduler")
+ACTOR_NAME = "hashserve-scheduler"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class SchedulerActor:
+    def __init__(self, settings_json: str) -> None:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        self.settings = SchedulerSettings.model_validate_json(settings_json)
+        self.app: Any = None
+        self.started_at = time.time()
+
+    async def ensure_started(self) -> dict[str, Any]:
+        if self.app is None:
+            from scheduler.runtime.app import SchedulerApp
+
+            app = SchedulerApp(self.settings)
+            await app.start()
+            self.app = app
+        return {"port": self.app.port, "pid": os.getpid(), "started_at": self.started_at}
+
+    async def stop(self) -> None:
+        if self.app is not None:
+            await self.app.stop()
+            self.app = None
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+
+def init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, 1),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+class SupervisedScheduler:
+    """Driver-side handle: starts the actor and brings the server back after Ray restarts it."""
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.actor: Any = None
+        self.info: dict[str, Any] = {}
+        self.restarts = 0
+        self._stop_watchdog = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
+        init_ray(self.settings.ray_address)
+        self.actor = SchedulerActor.options(name=ACTOR_NAME).remote(  # type: ignore[attr-defined]
+            self.settings.model_dump_json()
+        )
+        self.info = ray.get(self.actor.ensure_started.remote(), timeout=timeout_s)
+        self.start_watchdog()
+        return self.info
+
+    def start_watchdog(self, interval_s: float = 1.0) -> None:
+        """Bring the gRPC server back up whenever Ray has restarted the actor."""
+        self._stop_watchdog.clear()
+        thread = threading.Thread(
+            target=self._watch, args=(interval_s,), name="scheduler-watchdog", daemon=True
+        )
+        thread.start()
+        self._watchdog = thread
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stop_watchdog.wait(interval_s):
+            try:
+                info = ray.get(self.actor.ensure_started.remote(), timeout=60)
+            except Exception as err:  # restarting; try again next round
+                log.info("scheduler actor not ready: %s", err)
+                continue
+            if info["pid"] != self.info.get("pid"):
+                log.warning("scheduler actor restarted by Ray (pid %s)", info["pid"])
+                self.restarts += 1
+            self.info = info
+
+    def stop(self) -> None:
+        self._stop_watchdog.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=70)
+        if self.actor is not None:
+            try:
+                ray.get(self.actor.stop.remote(), timeout=15)
+            except Exception as err:
+                log.warning("scheduler did not stop cleanly: %s", err)
+            ray.kill(self.actor, no_restart=True)
+            self.actor = None
+        if ray.is_initialized():
+            ray.shutdown()

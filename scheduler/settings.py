@@ -1,0 +1,37 @@
+"""Scheduler configuration: defaults that run on one machine, overridable by HASHSERVE_* env vars
+and by CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REGIONS = ("north_america", "europe", "south_america", "asia_pacific")
+
+
+class SchedulerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HASHSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9100, ge=-1, le=65535, description="-1: no metrics endpoint")
+    journal_url: str = "sqlite:///var/hashserve/journal.db"
+    journal_synchronous: str = "FULL"
+    ray_address: str | None = None
+    fleet_path: str | None = None
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    tick_s: float = Field(0.5, gt=0, le=60)
+    lease_s: float = Field(15.0, gt=0)
+    disconnect_grace_s: float = Field(10.0, ge=0)
+    recovery_grace_s: float = Field(20.0, ge=0)
+    # Bootstrap credentials (a real deployment sets the admin key once, then uses the admin API).
+    admin_key: str | None = None
+    agent_token: str | None = None
+    # TLS: server TLS for customers and agents; with a client CA, agents must present a cert.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # Market: replay of the shipped history on a compressed clock (1 h of history per N seconds).
+    market_replay_start: str = "2024-07-01T00:00:00Z"
+    market_seconds_per_hour: float = Field(10.0, gt=0)
+    plan_interval_s: float = Field(2.0, gt=0)

@@ -1,0 +1,211 @@
+"""The embedded CPU backends against the real models.
+
+ONNX MiniLM: the backend's vectors against a computation written out here with onnxruntime and
+tokenizers directly (the tokenizer's own fixed 128-token padding, numpy pooling), and a semantic
+sanity check. llama.cpp SmolLM2: the backend's own token loop against `create_chat_completion`
+on a second, independent `Llama`, at temperature 0 and seeded sampling, plus streaming, token
+counts and cancellation.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from node_agent.backends.base import Cancelled, GenerateOutput, GenerateParams
+from node_agent.backends.onnx_embedding import (
+    OnnxEmbeddingBackend,
+    default_model_path,
+    default_tokenizer_dir,
+)
+
+pytestmark = pytest.mark.integration
+
+
+# --- ONNX embeddings ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_backend() -> OnnxEmbeddingBackend:
+    return OnnxEmbeddingBackend()
+
+
+def direct_embedding(text: str) -> np.ndarray:
+    """all-MiniLM-L6-v2 the long way: no code from the backend."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(default_tokenizer_dir() / "tokenizer.json"))
+    enc = tokenizer.encode(text)  # the file's own settings: truncate and pad to 128
+    ids = np.array([enc.ids], dtype=np.int64)
+    mask = np.array([enc.attention_mask], dtype=np.int64)
+    types = np.array([enc.type_ids], dtype=np.int64)
+    session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+    (hidden,) = session.run(
+        ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    )
+    weights = mask[0].astype(np.float64)
+    mean = (hidden[0] * weights[:, None]).sum(axis=0) / weights.sum()
+    return mean / np.linalg.norm(mean)
+
+
+def cosine(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_onnx_matches_a_direct_onnxruntime_run(onnx_backend: OnnxEmbeddingBackend) -> None:
+    text = "Bitcoin miners curtail when power prices spike above the hashprice."
+    out = onnx_backend.embed([text])
+    assert len(out.vectors) == 1 and len(out.vectors[0]) == 384
+    assert np.linalg.norm(out.vectors[0]) == pytest.approx(1.0, abs=1e-5)
+    assert cosine(out.vectors[0], direct_embedding(text)) >= 0.999
+    # [CLS] + words + [SEP]: far fewer than the 128 the direct run padded to.
+    assert 10 < out.prompt_tokens < 40
+
+
+def test_onnx_semantics(onnx_backend: OnnxEmbeddingBackend) -> None:
+    a, b, far = onnx_backend.embed(
+        [
+            "A man is playing a guitar on stage.",
+            "Someone performs music with a guitar.",
+            "The central bank raised interest rates again.",
+        ]
+    ).vectors
+    assert cosine(a, b) > cosine(a, far) + 0.2
+    assert cosine(a, b) > cosine(b, far) + 0.2
+
+
+def test_onnx_more_texts_than_one_batch(onnx_backend: OnnxEmbeddingBackend) -> None:
+    texts = [f"sentence number {i} about site {i % 7}" for i in range(70)]
+    out = onnx_backend.embed(texts)
+    assert len(out.vectors) == 70
+    # Batching (64 + 6, sorted by length) does not change a text's vector.
+    assert cosine(out.vectors[69], onnx_backend.embed([texts[69]]).vectors[0]) >= 0.9999
+
+
+# --- llama.cpp generation -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_module() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        pytest.skip("llama-cpp-python is not installed (pip install 'hashserve[llm]')")
+    return llama_cpp
+
+
+@pytest.fixture(scope="module")
+def llama_backend(llama_cpp_module: Any) -> Any:
+    from node_agent.backends.llama_cpp_generation import LlamaCppGenerationBackend
+
+    return LlamaCppGenerationBackend()
+
+
+@pytest.fixture(scope="module")
+def direct_llama(llama_cpp_module: Any) -> Any:
+    from node_agent.backends.llama_cpp_generation import find_smollm2_gguf
+
+    return llama_cpp_module.Llama(
+        model_path=str(find_smollm2_gguf()), n_ctx=2048, n_threads=1, verbose=False
+    )
+
+
+def direct_chat(llm: Any, prompt: str, max_tokens: int, temperature: float, seed: int) -> Any:
+    result = llm.create_chat_completion(
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
+    choice = result["choices"][0]
+    return choice["message"]["content"], result["usage"], choice["finish_reason"]
+
+
+def run(
+    backend: Any, params: GenerateParams, stop_after: int | None = None
+) -> tuple[GenerateOutput, list[str]]:
+    pieces: list[str] = []
+
+    def should_stop() -> bool:
+        return stop_after is not None and len(pieces) >= stop_after
+
+    out = backend.generate(params, pieces.append, should_stop)
+    return out, pieces
+
+
+@pytest.mark.llm
+@pytest.mark.parametrize(
+    ("prompt", "max_tokens", "temperature", "seed"),
+    [
+        ("What is the capital of France?", 48, 0.0, 0),
+        ("Say hi.", 200, 0.0, 0),  # ends on its own, before max_tokens
+        ("Write a haiku about electricity prices.", 40, 0.8, 42),  # seeded sampling
+    ],
+)
+def test_llama_equals_direct_create_chat_completion(
+    llama_backend: Any,
+    direct_llama: Any,
+    prompt: str,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+) -> None:
+    out, pieces = run(llama_backend, GenerateParams(prompt, max_tokens, temperature, seed))
+    text, usage, finish = direct_chat(direct_llama, prompt, max_tokens, temperature, seed)
+    assert out.text == text
+    assert out.text, "empty generation"
+    assert "".join(pieces) == out.text
+    assert (out.prompt_tokens, out.completion_tokens) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+    assert out.finish_reason == finish
+
+
+@pytest.mark.llm
+def test_llama_stops_at_max_tokens(llama_backend: Any) -> None:
+    out, _ = run(llama_backend, GenerateParams("Tell me a long story about a river.", 7))
+    assert (out.completion_tokens, out.finish_reason) == (7, "length")
+
+
+@pytest.mark.llm
+def test_llama_cancel_mid_generation_then_serve_again(llama_backend: Any) -> None:
+    params = GenerateParams("Tell me a long story about a river.", 64)
+    full, _ = run(llama_backend, params)
+    assert full.completion_tokens > 10
+    pieces: list[str] = []
+    with pytest.raises(Cancelled):
+        llama_backend.generate(params, pieces.append, lambda: len(pieces) >= 3)
+    assert len(pieces) == 3
+    assert full.text.startswith("".join(pieces))
+    # The context was left mid-sequence; the next job must not notice.
+    again, _ = run(llama_backend, params)
+    assert again.text == full.text
+
+
+@pytest.mark.llm
+def test_llama_concurrent_jobs_take_turns(llama_backend: Any) -> None:
+    prompts = ["Name a colour.", "Name an animal."]
+    alone = [run(llama_backend, GenerateParams(p, 16))[0].text for p in prompts]
+    results: dict[int, str] = {}
+
+    def job(i: int) -> None:
+        results[i] = run(llama_backend, GenerateParams(prompts[i], 16))[0].text
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [results[0], results[1]] == alone
+
+
+@pytest.mark.llm
+def test_llama_prompt_longer_than_context_is_refused(llama_backend: Any) -> None:
+    with pytest.raises(ValueError, match="context window"):
+        llama_backend.generate(GenerateParams("word " * 3000, 8), lambda s: None, lambda: False)
