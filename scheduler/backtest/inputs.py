@@ -67,11 +67,32 @@ def shared_data_dir() -> Path:
 
 
 def default_data_file(name: str) -> Path:
-    """The shipped copy in scheduler/data if there is one, else the shared data folder."""
-    shipped = repo_root() / "scheduler" / "data" / name
-    if shipped.exists():
-        return shipped
-    return shared_data_dir() / name
+    """The copy shipped in scheduler/data if there is one, else the shared data folder's."""
+    from scheduler import data as shipped
+
+    try:
+        return shipped.data_path(name)
+    except FileNotFoundError:
+        return shared_data_dir() / name
+
+
+def default_prices_path() -> Path:
+    return default_data_file(PRICE_FILE)
+
+
+def default_btc_paths() -> tuple[Path, Path | None]:
+    """(daily facts, extra fees file or None): the shipped facts carry fees already."""
+    from scheduler import data as shipped
+
+    try:
+        return shipped.btc_facts_file(), None
+    except FileNotFoundError:
+        folder = shared_data_dir()
+        return folder / BTC_FILE, folder / BTC_FEES_FILE
+
+
+def default_trace_paths() -> tuple[Path, ...]:
+    return tuple(default_data_file(name) for name in TRACE_FILES)
 
 
 # ---------------------------------------------------------------- CSV plumbing

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler.backtest.workload import WorkClass
+from scheduler.core.fleet import Fleet
 
 KW_PER_MW = 1000.0
 S_PER_H = 3600.0
@@ -70,12 +71,18 @@ class World:
     r_mine_usd_per_mwh: np.ndarray  # [S, T], what a MWh of mining earns (after pool fee)
     hashprice_usd_per_phs_day: np.ndarray  # [T]
     pools: tuple[GpuPool, ...]
-    # True: a GPU without work still draws idle power unless the plan powers it off; the
-    # accounting charges whatever the policy leaves on. The optimum may power idle GPUs off.
-    price_zone: tuple[str, ...] = ()
-    # Per site, the price outlook a policy may read (forecast, never the realised price for
-    # real-time markets): [S, T, H] is too big, so it is a function of the hour (see outlook).
-    forecast_usd_per_mwh: np.ndarray | None = None  # [S, T] what was expected for hour t
+    price_zone: tuple[str, ...] = ()  # per site
+    # What a policy may expect for hour t when it looks ahead (a forecast: the realised price for
+    # day-ahead markets, yesterday's for real-time ones; see scheduler.backtest.build). [S, T]
+    forecast_usd_per_mwh: np.ndarray | None = None
+    # The Bitcoin facts behind the hashprice, per hour (from the day's row), for market snapshots.
+    btc_usd: np.ndarray | None = None
+    difficulty: np.ndarray | None = None
+    fees_btc_per_block: np.ndarray | None = None
+    # The fleet the sites and pools were built from (the planner reads it); pool i of
+    # `pools` came from group `pool_group[i]` of its site.
+    fleet: Fleet | None = None
+    pool_group: tuple[int, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict)
 
     @property

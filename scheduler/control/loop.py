@@ -129,29 +129,7 @@ class ControlLoop:
         if not (step.changed or step.intents or step.decisions):
             return
         now_s = self.clock.now_s()
-        self.journal.write_jobs(_latest(step.changed))
-        placements = [d for d in step.decisions if isinstance(d, Placement)]
-        if placements:
-            self.journal.record_decisions(
-                [
-                    (
-                        now_s,
-                        "placement",
-                        p.job_id,
-                        json.dumps(
-                            {
-                                "node": p.node_id,
-                                "site": p.site,
-                                "energy_usd": p.score.energy_usd,
-                                "delay_usd": p.score.delay_usd,
-                                "warmth_usd": p.score.warmth_usd,
-                                "candidates": p.candidates,
-                            }
-                        ),
-                    )
-                    for p in placements
-                ]
-            )
+        self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
         for intent in step.intents:
             session = self.sessions.get(intent.node_id)
             if session is None:
@@ -325,6 +303,26 @@ class ControlLoop:
         for rec in self.core.jobs.values():
             counts[rec.state] = counts.get(rec.state, 0) + 1
         return counts
+
+
+def _decision_rows(step: Step, now_s: float) -> list[tuple[float, str, str, str]]:
+    rows = []
+    for d in step.decisions:
+        if isinstance(d, Placement):
+            detail = {
+                "node": d.node_id,
+                "site": d.site,
+                "energy_usd": d.score.energy_usd,
+                "delay_usd": d.score.delay_usd,
+                "warmth_usd": d.score.warmth_usd,
+                "candidates": d.candidates,
+            }
+            rows.append((now_s, "placement", d.job_id, json.dumps(detail)))
+    for job_id, node_id, attempt in step.answers:
+        rows.append(
+            (now_s, "outcome", job_id, json.dumps({"node": node_id, "attempt": attempt}))
+        )
+    return rows
 
 
 def _latest(records: Sequence[JobRecord]) -> list[JobRecord]:

@@ -59,6 +59,7 @@ BTC_USD = "btc_usd"
 DIFFICULTY = "difficulty"
 FEES = "fees_btc_per_block"
 SUBSIDY = "subsidy_btc"
+HASHPRICE = "hashprice_usd_per_phs_day"
 
 
 def price_field(zone: str) -> str:
@@ -92,6 +93,8 @@ class MarketQuotes:
     difficulty: Quote | None = None
     fees_btc_per_block: Quote | None = None
     subsidy_btc: Quote | None = None
+    # A hashprice quoted directly (ops, an index provider); used instead of the computed one.
+    hashprice_usd_per_phs_day: Quote | None = None
     market_time_s: float | None = None
     problems: tuple[str, ...] = ()
 
@@ -110,6 +113,24 @@ class MarketLimits:
     max_btc_usd: float = 10_000_000.0
     max_difficulty: float = 1e18  # ~1.1e14 in 2025
     max_fees_btc_per_block: float = 50.0
+    max_hashprice_usd_per_phs_day: float = 10_000.0  # the 2020-25 high was $415 (2021-08-13)
+
+    def scaled(self, speedup: float) -> MarketLimits:
+        """The same limits on a clock running `speedup` times faster than the market's (a replay
+        on a compressed clock): every age is divided by `speedup`; the value bounds stay."""
+        return MarketLimits(
+            max_price_age_s=self.max_price_age_s / speedup,
+            max_btc_age_s=self.max_btc_age_s / speedup,
+            max_difficulty_age_s=self.max_difficulty_age_s / speedup,
+            max_fees_age_s=self.max_fees_age_s / speedup,
+            max_future_s=self.max_future_s / speedup,
+            min_price_usd_per_mwh=self.min_price_usd_per_mwh,
+            max_price_usd_per_mwh=self.max_price_usd_per_mwh,
+            max_btc_usd=self.max_btc_usd,
+            max_difficulty=self.max_difficulty,
+            max_fees_btc_per_block=self.max_fees_btc_per_block,
+            max_hashprice_usd_per_phs_day=self.max_hashprice_usd_per_phs_day,
+        )
 
 
 DEFAULT_MARKET_LIMITS = MarketLimits()
@@ -121,8 +142,9 @@ class MarketSnapshot:
 
     A zone in `stale_zones` has no usable price and is absent from `price_usd_per_mwh_by_zone`.
     A None Bitcoin field could not be used; `hashprice_usd_per_phs_day` is None when the Bitcoin
-    price or difficulty is unusable. Missing fees count as 0 (a `problems` entry says so), which
-    understates hashprice by the fee share (about 1-5% in 2024-25).
+    price or difficulty is unusable (and no direct hashprice quote is usable). Missing fees count
+    as 0 (a `problems` entry says so), which understates hashprice by the fee share (about 1-5% in
+    2024-25). `sources` and `as_of_s` are keyed by field name (`price[ZONE]`, `btc_usd`, ...).
     """
 
     t_s: float
@@ -136,6 +158,7 @@ class MarketSnapshot:
     sources: Mapping[str, str] = field(default_factory=dict)
     market_time_s: float | None = None
     subsidy_btc: float | None = None
+    as_of_s: Mapping[str, float] = field(default_factory=dict)
 
     def usable_price(self, zone: str) -> float | None:
         """The zone's USD/MWh price, or None when it is missing or stale."""
@@ -187,12 +210,14 @@ def _pick(
     max_age_s: float,
     limits: MarketLimits,
     fx_usd_per_unit: Mapping[str, float],
-    low: float,
-    high: float,
-    low_inclusive: bool,
+    bounds: tuple[float, float, bool],
     problems: list[str],
-) -> tuple[float | None, str | None]:
-    """The first usable candidate (highest priority first); refusals go into `problems`."""
+) -> tuple[float, Quote] | None:
+    """The first usable candidate (highest priority first) in USD; refusals go into `problems`.
+
+    `bounds` is (low, high, low inclusive).
+    """
+    low, high, low_inclusive = bounds
     for quote in candidates:
         if quote is None:
             continue
@@ -200,11 +225,50 @@ def _pick(
             name, quote, now_s, max_age_s, limits.max_future_s, fx_usd_per_unit, low, high,
             low_inclusive,
         )
-        if problem is not None:
-            problems.append(problem)
+        if problem is not None or value is None:
+            problems.append(problem or f"{name}: refused")
             continue
-        return value, quote.source
-    return None, None
+        return value, quote
+    return None
+
+
+class _Assembler:
+    """Collects the picked values, their sources and times, and the problems of one snapshot."""
+
+    def __init__(
+        self,
+        now_s: float,
+        layers: Sequence[MarketQuotes],
+        fx_usd_per_unit: Mapping[str, float],
+        limits: MarketLimits,
+    ) -> None:
+        self.now_s = now_s
+        self.layers = layers
+        self.fx = fx_usd_per_unit
+        self.limits = limits
+        self.problems: list[str] = [p for layer in layers for p in layer.problems]
+        self.sources: dict[str, str] = {}
+        self.as_of: dict[str, float] = {}
+
+    def pick(
+        self,
+        name: str,
+        candidates: Sequence[Quote | None],
+        max_age_s: float,
+        bounds: tuple[float, float, bool],
+        report_missing: bool = True,
+    ) -> float | None:
+        picked = _pick(
+            name, candidates, self.now_s, max_age_s, self.limits, self.fx, bounds, self.problems
+        )
+        if picked is None:
+            if report_missing and all(c is None for c in candidates):
+                self.problems.append(f"{name}: missing")
+            return None
+        value, quote = picked
+        self.sources[name] = quote.source
+        self.as_of[name] = quote.as_of_s
+        return value
 
 
 def assemble_snapshot(
@@ -216,64 +280,51 @@ def assemble_snapshot(
 ) -> MarketSnapshot:
     """Merge sources (highest priority first) into a validated USD snapshot at `now_s`.
 
-    `zones` are the zones the caller needs; each without a usable price is reported missing and
-    put into `stale_zones`. Zones a source quotes beyond those are validated and kept too.
+    `zones` are the zones the caller needs; each without a usable price is reported and put into
+    `stale_zones`. Zones a source quotes beyond those are validated and kept too. A hashprice
+    quoted directly by any layer (first usable in priority order) is used as is; otherwise it is
+    computed from the Bitcoin price, difficulty, fees and the subsidy of the market's day.
     """
-    problems: list[str] = []
-    for layer in layers:
-        problems.extend(layer.problems)
-    sources: dict[str, str] = {}
+    lim = limits
+    asm = _Assembler(now_s, layers, fx_usd_per_unit, lim)
 
     wanted = list(dict.fromkeys(zones))
     quoted = [z for layer in layers for z in layer.prices_by_zone if z not in wanted]
     prices: dict[str, float] = {}
     stale: set[str] = set()
-    for zone in list(dict.fromkeys(wanted + quoted)):
-        name = price_field(zone)
-        value, source = _pick(
-            name,
-            [layer.prices_by_zone.get(zone) for layer in layers],
-            now_s,
-            limits.max_price_age_s,
-            limits,
-            fx_usd_per_unit,
-            limits.min_price_usd_per_mwh,
-            limits.max_price_usd_per_mwh,
-            True,
-            problems,
-        )
+    price_bounds = (lim.min_price_usd_per_mwh, lim.max_price_usd_per_mwh, True)
+    for zone in dict.fromkeys(wanted + quoted):
+        candidates = [layer.prices_by_zone.get(zone) for layer in layers]
+        value = asm.pick(price_field(zone), candidates, lim.max_price_age_s, price_bounds)
         if value is None:
             stale.add(zone)
-            if all(zone not in layer.prices_by_zone for layer in layers):
-                problems.append(f"{name}: missing")
-            continue
-        prices[zone] = value
-        sources[name] = source or ""
+        else:
+            prices[zone] = value
 
-    def pick_btc(name: str, attr: str, max_age_s: float, high: float) -> float | None:
-        candidates = [getattr(layer, attr) for layer in layers]
-        value, source = _pick(
-            name, candidates, now_s, max_age_s, limits, fx_usd_per_unit, 0.0, high, False,
-            problems,
-        )
-        if value is None:
-            if all(c is None for c in candidates):
-                problems.append(f"{name}: missing")
-            return None
-        sources[name] = source or ""
-        return value
-
-    btc_usd = pick_btc(BTC_USD, "btc_usd", limits.max_btc_age_s, limits.max_btc_usd)
-    difficulty = pick_btc(
-        DIFFICULTY, "difficulty", limits.max_difficulty_age_s, limits.max_difficulty
+    btc_usd = asm.pick(
+        BTC_USD, [q.btc_usd for q in layers], lim.max_btc_age_s, (0.0, lim.max_btc_usd, False)
     )
-    fee_candidates = [layer.fees_btc_per_block for layer in layers]
-    fees, fee_source = _pick(
-        FEES, fee_candidates, now_s, limits.max_fees_age_s, limits, fx_usd_per_unit, 0.0,
-        limits.max_fees_btc_per_block, True, problems,
+    difficulty = asm.pick(
+        DIFFICULTY,
+        [q.difficulty for q in layers],
+        lim.max_difficulty_age_s,
+        (0.0, lim.max_difficulty, False),
     )
-    if fees is not None:
-        sources[FEES] = fee_source or ""
+    fees = asm.pick(
+        FEES,
+        [q.fees_btc_per_block for q in layers],
+        lim.max_fees_age_s,
+        (0.0, lim.max_fees_btc_per_block, True),
+        report_missing=False,
+    )
+    direct_candidates = [q.hashprice_usd_per_phs_day for q in layers]
+    direct_hashprice = asm.pick(
+        HASHPRICE,
+        direct_candidates,
+        lim.max_btc_age_s,
+        (0.0, lim.max_hashprice_usd_per_phs_day, False),
+        report_missing=False,
+    )
 
     market_time_s = next(
         (layer.market_time_s for layer in layers if layer.market_time_s is not None), None
@@ -281,16 +332,16 @@ def assemble_snapshot(
     subsidy_quote = next((layer.subsidy_btc for layer in layers if layer.subsidy_btc), None)
     if subsidy_quote is not None and math.isfinite(subsidy_quote.value):
         subsidy_btc = subsidy_quote.value
-        sources[SUBSIDY] = subsidy_quote.source
+        asm.sources[SUBSIDY] = subsidy_quote.source
     else:
         # The subsidy follows from the calendar; in a replay the market's own time is the date.
         day_t_s = market_time_s if market_time_s is not None else now_s
         subsidy_btc = block_subsidy_btc(dt.datetime.fromtimestamp(day_t_s, tz=dt.UTC).date())
 
-    hashprice: float | None = None
-    if btc_usd is not None and difficulty is not None:
+    hashprice: float | None = direct_hashprice
+    if hashprice is None and btc_usd is not None and difficulty is not None:
         if fees is None:
-            problems.append(f"{FEES}: missing or refused, hashprice counts the subsidy only")
+            asm.problems.append(f"{FEES}: missing or refused, hashprice counts the subsidy only")
         hashprice = hashprice_usd_per_phs_day(btc_usd, difficulty, fees or 0.0, subsidy_btc)
 
     return MarketSnapshot(
@@ -300,9 +351,10 @@ def assemble_snapshot(
         difficulty=difficulty,
         fees_btc_per_block=fees,
         hashprice_usd_per_phs_day=hashprice,
-        problems=tuple(problems),
+        problems=tuple(asm.problems),
         stale_zones=frozenset(stale),
-        sources=sources,
+        sources=asm.sources,
         market_time_s=market_time_s,
         subsidy_btc=subsidy_btc,
+        as_of_s=asm.as_of,
     )

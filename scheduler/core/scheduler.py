@@ -96,11 +96,14 @@ class Step:
     changed: list[JobRecord] = field(default_factory=list)
     intents: list[Intent] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    # Results accepted in this step, as (job id, node id, attempt): each job gets at most one.
+    answers: list[tuple[str, str, int]] = field(default_factory=list)
 
     def extend(self, other: Step) -> Step:
         self.changed.extend(other.changed)
         self.intents.extend(other.intents)
         self.decisions.extend(other.decisions)
+        self.answers.extend(other.answers)
         return self
 
 
@@ -294,6 +297,7 @@ class SchedulerCore:
             rec, JobEvent.SUCCEED, now_s, step,
             result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh,
         )
+        step.answers.append((job_id, node_id, attempt))
         return OutcomeVerdict(True, "accepted", step)
 
     # ----- the control tick -----------------------------------------------------------------

@@ -52,8 +52,16 @@ class Journal(Protocol):
         """
         ...
 
-    def write_jobs(self, records: Sequence[JobRecord]) -> None:
-        """Upsert job states in one transaction."""
+    def write_jobs(
+        self,
+        records: Sequence[JobRecord],
+        decisions: Sequence[tuple[float, str, str, str]] = (),
+    ) -> None:
+        """Upsert job states, and record the decisions that made them, in one transaction.
+
+        A decision row is (t_s, kind, subject, json detail): "placement" and "outcome" rows let an
+        operator ask why a job went where it did, and a test count the answers a job got.
+        """
         ...
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -83,7 +91,4 @@ class Journal(Protocol):
         """The agent id the token may claim ("*" for any), or None."""
         ...
 
-    # decisions, for "why did job X go to site Y"
-    def record_decisions(self, rows: Sequence[tuple[float, str, str, str]]) -> None:
-        """(t_s, kind, subject, json detail) rows."""
-        ...
+    def decisions_for(self, subject: str) -> list[tuple[float, str, str]]: ...

@@ -109,13 +109,22 @@ class SqliteJournal:
         ).fetchone()
         return from_row(row) if row else None
 
-    def write_jobs(self, records: Sequence[JobRecord]) -> None:
-        if not records:
+    def write_jobs(
+        self,
+        records: Sequence[JobRecord],
+        decisions: Sequence[tuple[float, str, str, str]] = (),
+    ) -> None:
+        if not records and not decisions:
             return
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(_UPSERT, [to_row(r) for r in records])
+                if decisions:
+                    self._db.executemany(
+                        "INSERT INTO decisions (t_s, kind, subject, detail) VALUES (?, ?, ?, ?)",
+                        decisions,
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -211,10 +220,10 @@ class SqliteJournal:
             ).fetchone()
         return str(row[0]) if row else None
 
-    def record_decisions(self, rows: Sequence[tuple[float, str, str, str]]) -> None:
-        if not rows:
-            return
+    def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
+        """(t_s, kind, json detail) recorded about a job or site, oldest first."""
         with self._lock:
-            self._db.executemany(
-                "INSERT INTO decisions (t_s, kind, subject, detail) VALUES (?, ?, ?, ?)", rows
-            )
+            rows = self._db.execute(
+                "SELECT t_s, kind, detail FROM decisions WHERE subject=? ORDER BY id", (subject,)
+            ).fetchall()
+        return [(float(t), str(k), str(d)) for t, k, d in rows]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from node_agent.backends.llama_cpp_generation import ModelNotInstalled
 from node_agent.backends.openai_http import OpenAICompatibleBackend
 from node_agent.backends.registry import (
     MINILM_SPEC,
+    SMOLLM2_SPEC,
     BackendKind,
     BackendSpec,
     BackendSpecError,
@@ -118,3 +121,17 @@ def test_default_specs_always_include_minilm() -> None:
     assert specs[0] == MINILM_SPEC
     for spec in specs:
         parse_backend_spec(spec)
+
+
+def test_default_specs_with_llm_installed() -> None:
+    assert default_backend_specs(lambda: None) == [MINILM_SPEC, SMOLLM2_SPEC]
+
+
+def test_default_specs_drop_llama_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    def missing() -> None:
+        raise ModelNotInstalled("llama-cpp-python is not installed: pip install ...")
+
+    with caplog.at_level(logging.WARNING, logger="node_agent.backends.registry"):
+        assert default_backend_specs(missing) == [MINILM_SPEC]
+    assert "not serving smollm2-135m-instruct" in caplog.text
+    assert "pip install" in caplog.text

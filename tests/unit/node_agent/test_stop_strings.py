@@ -1,9 +1,9 @@
-"""The llama.cpp backend's stop-string handling: text that may begin a stop string is held back
+"""Stop-string handling in streamed text: text that may begin a stop string is held back
 until it cannot, and text is cut where a stop string starts."""
 
 from __future__ import annotations
 
-from node_agent.backends.llama_cpp_generation import StopStringFilter
+from node_agent.backends.stop_strings import StopStringFilter
 
 
 def feed(stops: list[str], steps: list[str]) -> tuple[list[str], StopStringFilter]:
