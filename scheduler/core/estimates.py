@@ -16,10 +16,16 @@ class NodeEstimates:
     tokens_per_s: dict[str, float] = field(default_factory=dict)
     kwh_per_token: dict[str, float] = field(default_factory=dict)
     jobs_seen: int = 0
+    run_s_mean: float = 1.0  # before any job: a guess of one second, replaced by the first job
 
     def learn(self, model: str, tokens: int, run_s: float, energy_kwh: float) -> None:
         if tokens <= 0 or run_s <= 0:
             return
+        self.run_s_mean = (
+            run_s
+            if self.jobs_seen == 0
+            else self.run_s_mean + EWMA_WEIGHT * (run_s - self.run_s_mean)
+        )
         self.jobs_seen += 1
         rate = tokens / run_s
         old = self.tokens_per_s.get(model)

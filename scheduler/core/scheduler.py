@@ -347,7 +347,8 @@ class SchedulerCore:
                     busy_power_kw=info.busy_power_kw,
                     tokens_per_s=dict(node.estimates.tokens_per_s),
                     warm_models=frozenset(node.warm_models),
-                    backlog_s=0.0,
+                    # Work already on the node, spread over its slots, delays a new job.
+                    backlog_s=len(node.running) * node.estimates.run_s_mean / info.slots_total,
                 )
             )
         return views
