@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hashserve.v1 import agent_pb2, customer_pb2, jobs_pb2
 from scheduler.api.convert import job_to_proto, timestamp
+from scheduler.control.observe import LoopObserver
 from scheduler.core.clock import Clock
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
@@ -54,9 +56,6 @@ class AgentSession:
         self.outbox.put_nowait(None)
 
 
-StepObserver = Callable[[Step, float], None]
-
-
 class ControlLoop:
     def __init__(
         self,
@@ -78,7 +77,7 @@ class ControlLoop:
         from scheduler.control.watchers import Watchers
 
         self.watchers = Watchers()
-        self.observers: list[StepObserver] = []
+        self.observers: list[LoopObserver] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -110,12 +109,18 @@ class ControlLoop:
             self._kick.clear()
             now_s = self.clock.now_s()
             try:
-                if now_s >= next_tick_s:
+                started = time.perf_counter()
+                ticked = now_s >= next_tick_s
+                if ticked:
                     step = self.core.tick(now_s)
                     next_tick_s = now_s + self.tick_s
                 else:
                     step = self.core.schedule(now_s)
-                self.apply(step)
+                decide_s = time.perf_counter() - started
+                self.apply(step, decide_s)
+                if ticked:
+                    for observer in self.observers:
+                        observer.on_queue(self.core.jobs)
             except Exception:  # the loop must outlive one bad turn; the journal is intact
                 log.exception("control loop turn failed")
                 await asyncio.sleep(self.tick_s)
@@ -125,7 +130,7 @@ class ControlLoop:
 
     # ----- the one boundary for side effects -------------------------------------------------
 
-    def apply(self, step: Step) -> None:
+    def apply(self, step: Step, decide_s: float = 0.0) -> None:
         if not (step.changed or step.intents or step.decisions):
             return
         now_s = self.clock.now_s()
@@ -162,7 +167,7 @@ class ControlLoop:
                     rec.job_id, customer_pb2.JobEvent(job=job_to_proto(rec)), final=rec.terminal
                 )
         for observer in self.observers:
-            observer(step, now_s)
+            observer.on_step(step, now_s, decide_s)
 
     # ----- customers ------------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class ControlLoop:
         if fresh:
             self.kick()
             for observer in self.observers:
-                observer(Step(changed=fresh), self.clock.now_s())
+                observer.on_submitted(fresh)
         return results
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -227,6 +232,10 @@ class ControlLoop:
         if self.sessions.get(session.node_id) is session:
             del self.sessions[session.node_id]
             self.core.disconnect_node(session.node_id, self.clock.now_s())
+            node = self.core.nodes.get(session.node_id)
+            if node is not None:
+                for observer in self.observers:
+                    observer.on_node(node, self.clock.now_s())
             log.info("agent %s disconnected", session.node_id)
 
     def on_agent_message(self, session: AgentSession, msg: agent_pb2.AgentMessage) -> None:
@@ -244,6 +253,10 @@ class ControlLoop:
                 draining=hb.draining,
             )
             self.apply(step)
+            node = self.core.nodes.get(node_id)
+            if node is not None:
+                for observer in self.observers:
+                    observer.on_node(node, now_s)
             if hb.free_slots:
                 self.kick()
         elif kind == "started":

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+from grpc_health.v1.health import HealthServicer
+
 from scheduler.api.agent_service import AgentService
 from scheduler.api.auth import Authenticator
 from scheduler.api.customer_service import CustomerService
 from scheduler.api.server import build_server, mark_serving, server_credentials
 from scheduler.control.loop import ControlLoop
+from scheduler.control.observe import MetricsObserver
 from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.models import DEFAULT_CATALOGUE
 from scheduler.core.scheduler import SchedulerPolicy
 from scheduler.journal import open_journal
+from scheduler.metrics.grpc_interceptor import GrpcServerMetrics, MetricsServerInterceptor
+from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
+from scheduler.metrics.registry import SchedulerMetrics
 from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
@@ -46,14 +53,21 @@ class SchedulerApp:
             policy=policy,
             tick_s=settings.tick_s,
         )
+        self.metrics = SchedulerMetrics(models=DEFAULT_CATALOGUE)
+        self.loop.observers.append(MetricsObserver(self.metrics, DEFAULT_CATALOGUE))
         self.port = 0
-        self._server = None
-        self._health = None
+        self.metrics_port = 0
+        self._metrics_http: MetricsHttpServer | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: HealthServicer | None = None
 
     async def start(self) -> int:
         await self.loop.start()
         server, health_servicer = build_server(
-            CustomerService(self.loop, self.auth), AgentService(self.loop, self.auth), None
+            CustomerService(self.loop, self.auth),
+            AgentService(self.loop, self.auth),
+            None,
+            interceptors=[MetricsServerInterceptor(GrpcServerMetrics(self.metrics.registry))],
         )
         address = f"{self.settings.host}:{self.settings.port}"
         if self.settings.tls_cert and self.settings.tls_key:
@@ -68,6 +82,12 @@ class SchedulerApp:
         await server.start()
         mark_serving(health_servicer, True)
         self._server, self._health = server, health_servicer
+        if self.settings.metrics_port >= 0:
+            self._metrics_http = start_metrics_http_server(
+                self.metrics.registry, self.settings.host, self.settings.metrics_port
+            )
+            self.metrics_port = self._metrics_http.port
+            log.info("metrics on %s:%d", self.settings.host, self.metrics_port)
         log.info("scheduler serving on %s:%d", self.settings.host, self.port)
         return self.port
 
@@ -77,4 +97,6 @@ class SchedulerApp:
         await self.loop.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
         self.journal.close()

@@ -38,7 +38,12 @@ class SchedulerActor:
             app = SchedulerApp(self.settings)
             await app.start()
             self.app = app
-        return {"port": self.app.port, "pid": os.getpid(), "started_at": self.started_at}
+        return {
+            "port": self.app.port,
+            "metrics_port": self.app.metrics_port,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+        }
 
     async def stop(self) -> None:
         if self.app is not None:

@@ -1,0 +1,93 @@
+"""Metrics at the edge: the control loop reports what happened, this turns it into series.
+
+The core returns data and never counts anything itself; this observer reads that data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from scheduler.core.job_states import JobState
+from scheduler.core.jobs import JobRecord
+from scheduler.core.models import ModelSpec, Tier
+from scheduler.core.placement import Deferral, Placement
+from scheduler.core.scheduler import NodeState, Step
+from scheduler.metrics.registry import SchedulerMetrics
+
+
+class LoopObserver(Protocol):
+    def on_submitted(self, records: Sequence[JobRecord]) -> None: ...
+
+    def on_step(self, step: Step, now_s: float, decide_s: float) -> None: ...
+
+    def on_node(self, node: NodeState, now_s: float) -> None: ...
+
+    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None: ...
+
+
+class MetricsObserver:
+    def __init__(self, metrics: SchedulerMetrics, catalogue: Mapping[str, ModelSpec]) -> None:
+        self.metrics = metrics
+        self.catalogue = catalogue
+
+    def on_submitted(self, records: Sequence[JobRecord]) -> None:
+        for rec in records:
+            self.metrics.job_submitted(rec.spec.tier.value, rec.spec.model)
+
+    def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
+        decided = [d for d in step.decisions if isinstance(d, Placement | Deferral)]
+        if step.decisions:
+            per_job_s = decide_s / len(step.decisions)
+            for _ in step.decisions:
+                self.metrics.observe_placement_s(per_job_s)
+            placed = sum(1 for d in decided if isinstance(d, Placement))
+            deferred = len(decided) - placed
+            if placed:
+                self.metrics.placement_outcome("placed", placed)
+            if deferred:
+                self.metrics.placement_outcome("deferred", deferred)
+            if len(step.decisions) - len(decided):
+                self.metrics.placement_outcome("unplaceable", len(step.decisions) - len(decided))
+        for rec in step.changed:
+            if not rec.terminal:
+                continue
+            spec = self.catalogue.get(rec.spec.model)
+            target = (
+                spec.tiers[rec.spec.tier].latency_target_s
+                if spec is not None and rec.spec.tier in spec.tiers
+                else None
+            )
+            queue_s = rec.assigned_s - rec.submitted_s if rec.assigned_s else None
+            run_s = rec.run_ms / 1000.0 if rec.state is JobState.SUCCEEDED else None
+            self.metrics.job_finished(
+                rec.spec.tier.value,
+                rec.spec.model,
+                rec.state.value,
+                queue_s=queue_s,
+                run_s=run_s,
+                latency_s=rec.finished_s - rec.submitted_s,
+                latency_target_s=target,
+            )
+
+    def on_node(self, node: NodeState, now_s: float) -> None:
+        info = node.info
+        self.metrics.set_node(
+            info.node_id,
+            info.site,
+            connected=node.connected,
+            gpu_utilization=node.gpu_utilization,
+            power_draw_kw=node.power_draw_kw,
+            jobs_running=len(node.running),
+            draining=node.draining or node.agent_draining,
+        )
+        if node.connected:
+            self.metrics.site_heartbeat(info.site, info.region, now_s)
+
+    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
+        counts = dict.fromkeys(Tier, 0)
+        for rec in jobs.values():
+            if rec.state is JobState.QUEUED:
+                counts[rec.spec.tier] += 1
+        for tier, n in counts.items():
+            self.metrics.set_queue_depth(tier.value, n)
