@@ -80,15 +80,22 @@ def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 @app.command()
 def scheduler(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="gRPC port")] = 50051,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus port; -1: none")] = 9100,
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on [default: 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port [default: 50051]")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus port; -1: none [default: 9100]")
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="join this Ray cluster (default: a local Ray)")
     ] = None,
     journal: Annotated[
-        str, typer.Option(help="sqlite:///PATH or postgresql://...")
-    ] = "sqlite:///var/hashserve/journal.db",
+        str | None,
+        typer.Option(
+            help="sqlite:///PATH or postgresql://... [default: sqlite:///var/hashserve/journal.db]"
+        ),
+    ] = None,
     fleet: Annotated[str | None, typer.Option(help="fleet YAML (default: shipped example)")] = None,
     tls_cert: Annotated[str | None, typer.Option(help="server certificate (PEM)")] = None,
     tls_key: Annotated[str | None, typer.Option(help="server key (PEM)")] = None,
@@ -102,14 +109,25 @@ def scheduler(
     from scheduler.runtime.ray_host import SupervisedScheduler
     from scheduler.settings import SchedulerSettings
 
-    settings = SchedulerSettings(
-        host=host, port=port, metrics_port=metrics_port, journal_url=journal,
-        ray_address=ray_address, fleet_path=fleet, tls_cert=tls_cert, tls_key=tls_key,
-        tls_client_ca=tls_client_ca,
-    )
+    given = {
+        "host": host,
+        "port": port,
+        "metrics_port": metrics_port,
+        "journal_url": journal,
+        "ray_address": ray_address,
+        "fleet_path": fleet,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_client_ca": tls_client_ca,
+    }
+    # Flags left unset fall through to HASHSERVE_* environment variables and the defaults.
+    settings = SchedulerSettings(**{k: v for k, v in given.items() if v is not None})
     supervised = SupervisedScheduler(settings)
     info = supervised.start()
-    console.print(f"scheduler serving on {host}:{info['port']} (actor pid {info['pid']})")
+    console.print(
+        f"scheduler serving on {settings.host}:{info['port']} (actor pid {info['pid']}), "
+        f"metrics on port {info['metrics_port']}"
+    )
     try:
         asyncio.run(_wait_for_signal())
     finally:
@@ -160,17 +178,28 @@ def agent(
     from node_agent.settings import AgentSettings
 
     values: dict[str, object] = {
-        "scheduler": scheduler, "site": site, "region": region, "gpu_kind": gpu_kind,
-        "gpu_count": gpu_count, "gpu_memory_mb": gpu_memory_mb,
-        "max_concurrent_jobs": max_concurrent_jobs, "idle_power_kw": idle_power_kw,
-        "busy_power_kw": busy_power_kw, "threads_per_job": threads_per_job,
-        "metrics_port": metrics_port, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
-        "tls_server_name": tls_server_name, "token_file": token_file,
+        "scheduler": scheduler,
+        "site": site,
+        "region": region,
+        "gpu_kind": gpu_kind,
+        "gpu_count": gpu_count,
+        "gpu_memory_mb": gpu_memory_mb,
+        "max_concurrent_jobs": max_concurrent_jobs,
+        "idle_power_kw": idle_power_kw,
+        "busy_power_kw": busy_power_kw,
+        "threads_per_job": threads_per_job,
+        "metrics_port": metrics_port,
+        "tls_ca": tls_ca,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_server_name": tls_server_name,
+        "token_file": token_file,
         "token": token or os.environ.get("HASHSERVE_AGENT_TOKEN"),
     }
     if agent_id:
         values["agent_id"] = agent_id
-    settings = AgentSettings(**values)  # type: ignore[arg-type]
+    # Flags left unset fall through to HASHSERVE_AGENT_* environment variables and the defaults.
+    settings = AgentSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
     specs = list(backend or settings.backends or default_backend_specs())
     try:
         backends = build_backends(specs, threads=settings.threads_per_job)
@@ -182,8 +211,11 @@ def agent(
         from node_agent.metrics import AgentMetrics, start_metrics_http_server
 
         metrics = AgentMetrics(
-            agent_id=settings.agent_id, site=settings.site, region=settings.region,
-            gpu_kind=settings.gpu_kind, models=list(backends),
+            agent_id=settings.agent_id,
+            site=settings.site,
+            region=settings.region,
+            gpu_kind=settings.gpu_kind,
+            models=list(backends),
         )
         server = start_metrics_http_server(
             metrics.registry, settings.metrics_host, settings.metrics_port
@@ -201,7 +233,10 @@ def agent(
         await node.run(stop)
 
     logging.getLogger("hashserve.agent").info(
-        "agent %s at %s/%s serving %s", settings.agent_id, settings.region, settings.site,
+        "agent %s at %s/%s serving %s",
+        settings.agent_id,
+        settings.region,
+        settings.site,
         ", ".join(sorted(backends)),
     )
     asyncio.run(main_async())
@@ -226,8 +261,10 @@ def up(
 
         saved = read_credentials(workdir / "credentials.env")
         cluster.credentials = Credentials(
-            saved["HASHSERVE_API_KEY"], saved["HASHSERVE_ADMIN_KEY"],
-            saved["HASHSERVE_AGENT_TOKEN"], "demo",
+            saved["HASHSERVE_API_KEY"],
+            saved["HASHSERVE_ADMIN_KEY"],
+            saved["HASHSERVE_AGENT_TOKEN"],
+            "demo",
         )
     try:
         cluster.start_scheduler()
@@ -380,8 +417,14 @@ def jobs(
         async with _client(scheduler, api_key, tls_ca) as client:
             resp = await client.list_jobs(limit, page_token, codes.get(state or "", 0))
         if json_out:
-            print(json.dumps({"jobs": [job_to_dict(j) for j in resp.jobs],
-                              "next_page_token": resp.next_page_token}))
+            print(
+                json.dumps(
+                    {
+                        "jobs": [job_to_dict(j) for j in resp.jobs],
+                        "next_page_token": resp.next_page_token,
+                    }
+                )
+            )
             return
         table = Table("id", "state", "model", "tier", "site", "node", "total ms")
         for j in resp.jobs:
@@ -389,8 +432,13 @@ def jobs(
             timings = d["timings"]
             assert isinstance(timings, dict)
             table.add_row(
-                str(d["id"]), str(d["state"]), str(d["model"]), str(d["tier"]), str(d["site"]),
-                str(d["node"]), f"{timings['total_ms']:.0f}",
+                str(d["id"]),
+                str(d["state"]),
+                str(d["model"]),
+                str(d["tier"]),
+                str(d["site"]),
+                str(d["node"]),
+                f"{timings['total_ms']:.0f}",
             )
         out.print(table)
         if resp.next_page_token:
@@ -465,14 +513,17 @@ def models(
         table = Table("model", "kind", "max in", "max out", "nodes", "USD / M tokens by tier")
         for m in resp.models:
             prices = ", ".join(
-                f"{next(k for k, v in TIERS.items() if v == p.tier)} "
-                f"{p.usd_per_million_tokens:g}"
+                f"{next(k for k, v in TIERS.items() if v == p.tier)} {p.usd_per_million_tokens:g}"
                 for p in m.prices
             )
             kind = "embedding" if m.kind == 1 else "generation"
             table.add_row(
-                m.name, kind, str(m.max_input_tokens), str(m.max_output_tokens),
-                str(m.nodes_serving), prices,
+                m.name,
+                kind,
+                str(m.max_input_tokens),
+                str(m.max_output_tokens),
+                str(m.nodes_serving),
+                prices,
             )
         out.print(table)
 

@@ -18,6 +18,9 @@ class SchedulerSettings(BaseSettings):
     journal_url: str = "sqlite:///var/hashserve/journal.db"
     journal_synchronous: str = "FULL"
     ray_address: str | None = None
+    # Custom Ray resources the scheduler actor asks for, e.g. {"hashserve_scheduler": 0.01} to pin
+    # it to the KubeRay head pod that the Service points at.
+    ray_actor_resources: dict[str, float] = Field(default_factory=dict)
     fleet_path: str | None = None
     regions: tuple[str, ...] = DEFAULT_REGIONS
     tick_s: float = Field(0.5, gt=0, le=60)

@@ -122,6 +122,13 @@ def _read_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]], 
     return header, ((i + 2, row) for i, row in enumerate(reader)), handle
 
 
+def read_header(path: Path) -> list[str]:
+    """The header row of a CSV file (names stripped)."""
+    header, _rows, handle = _read_rows(Path(path))
+    handle.close()
+    return header
+
+
 def _column(path: Path, header: Sequence[str], name: str) -> int:
     try:
         return header.index(name)

@@ -348,35 +348,48 @@ class SchedulerCore:
                     tokens_per_s=dict(node.estimates.tokens_per_s),
                     warm_models=frozenset(node.warm_models),
                     # Work already on the node, spread over its slots, delays a new job.
-                    backlog_s=len(node.running) * node.estimates.run_s_mean / info.slots_total,
+                    backlog_s=(
+                        len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)
+                    ),
                 )
             )
         return views
 
     def schedule(self, now_s: float) -> Step:
         step = Step()
-        nodes = self.node_views()
-        free = sum(n.slots_free for n in nodes if n.serving and n.healthy)
-        if free == 0 or not self._queue:
-            return step
-        batch = self._pop_ready(now_s, min(free, self.policy.max_placements_per_tick))
-        if not batch:
-            return step
-        decisions = place(
-            [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
-        )
-        step.decisions.extend(decisions)
-        for decision in decisions:
-            rec = self.jobs[decision.job_id]
-            if isinstance(decision, Placement):
-                self._assign(rec, decision, now_s, step)
-            elif isinstance(decision, Deferral):
-                self._put(rec.evolve(not_before_s=decision.until_s), step)
-                self._push(self.jobs[rec.job_id])
-            else:
-                # Unplaceable now. Even "unresolvable" may change when a node joins, so the job
-                # waits in the queue and its deadline bounds the wait.
-                self._push(rec)
+        budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
+        unplaced: list[JobRecord] = []
+        rounds = 0
+        while budget > 0:
+            nodes = self.node_views()
+            free = sum(n.slots_free for n in nodes if n.serving and n.healthy)
+            if free == 0 or not self._queue:
+                break
+            # One job per free slot first. Jobs that could not use the free slots (another
+            # model or region, deferred) must not hold back those behind them, so while slots
+            # stay free look further down the queue, twice as far each round.
+            batch = self._pop_ready(now_s, min(free << rounds, budget))
+            if not batch:
+                break
+            rounds += 1
+            budget -= len(batch)
+            decisions = place(
+                [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
+            )
+            step.decisions.extend(decisions)
+            for decision in decisions:
+                rec = self.jobs[decision.job_id]
+                if isinstance(decision, Placement):
+                    self._assign(rec, decision, now_s, step)
+                elif isinstance(decision, Deferral):
+                    self._put(rec.evolve(not_before_s=decision.until_s), step)
+                    self._push(self.jobs[rec.job_id])
+                else:
+                    unplaced.append(rec)
+        # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits in
+        # the queue and its deadline bounds the wait; back on the heap only after this tick.
+        for rec in unplaced:
+            self._push(rec)
         return step
 
     # ----- internals ------------------------------------------------------------------------
@@ -403,14 +416,15 @@ class SchedulerCore:
         step.intents.append(Assign(placement.node_id, rec.job_id, attempt, lease, placement))
 
     def _retry(self, rec: JobRecord, now_s: float, step: Step, reason: str) -> None:
+        if rec.attempt >= self.policy.max_attempts:
+            # _finish frees the slot and cancels on the node (once).
+            self._finish(rec, JobEvent.FAIL, now_s, step, error=f"gave up: {reason}")
+            return
         node = self.nodes.get(rec.node_id)
         if node is not None:
             node.running.discard((rec.job_id, rec.attempt))
             if node.connected:
                 step.intents.append(CancelOnNode(rec.node_id, rec.job_id, rec.attempt, reason))
-        if rec.attempt >= self.policy.max_attempts:
-            self._finish(rec, JobEvent.FAIL, now_s, step, error=f"gave up: {reason}")
-            return
         new = rec.evolve(
             state=transition(rec.state, JobEvent.RETRY), node_id="", site="", region="",
             lease_expires_s=0.0, error="",

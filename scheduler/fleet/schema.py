@@ -37,7 +37,7 @@ class AsicModel(_Strict):
 class GpuGroupModel(_Strict):
     kind: str = Field(min_length=1)
     count: int = Field(ge=0, description="number of nodes (servers)")
-    gpus_per_node: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=1, ge=0, description="0 for CPU-only nodes")
     idle_power_kw: float = Field(ge=0, description="per node, on and idle")
     busy_power_kw: float = Field(gt=0, description="per node, fully busy")
     memory_mb: int = Field(gt=0, description="accelerator memory per node for models")

@@ -82,7 +82,10 @@ class SupervisedScheduler:
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
         init_ray(self.settings.ray_address)
-        self.actor = SchedulerActor.options(name=ACTOR_NAME).remote(  # type: ignore[attr-defined]
+        options: dict[str, Any] = {"name": ACTOR_NAME}
+        if self.settings.ray_actor_resources:
+            options["resources"] = dict(self.settings.ray_actor_resources)
+        self.actor = SchedulerActor.options(**options).remote(  # type: ignore[attr-defined]
             self.settings.model_dump_json()
         )
         self.info = ray.get(self.actor.ensure_started.remote(), timeout=timeout_s)

@@ -30,7 +30,7 @@ class SitePowerPlan:
     price_usd_per_mwh: float  # the price decided on (the fallback price when the zone's is unknown)
     r_mine_usd_per_mwh: float
     opportunity_price_usd_per_mwh: float  # cost of one more MWh for AI here
-    at_cap: bool
+    at_cap: bool  # more AI here would displace mining (no room left, or AI holds mining's room)
     mode_changed_at_s: float  # last change of the mining level (what dwell is measured from)
     reasons: tuple[str, ...]
     fallback: bool  # a fallback policy decided (zone price or hashprice unknown)

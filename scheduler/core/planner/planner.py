@@ -258,7 +258,12 @@ def _make_plan(
     curtailed_mw = max(0.0, site.asic.power_mw - split.mining_mw) + max(
         0.0, site.gpu_busy_mw - serving_mw
     )
-    at_cap = cap_mw - split.mining_mw - serving_mw <= _EPS
+    # At the cap: no room left, or AI holds room that whole mining blocks would use while mining
+    # pays. Either way more AI here displaces mining, so its opportunity price includes R_mine.
+    mining_room_mw = AsicLevels.of(site.asic).floor(min(cap_mw, site.asic.power_mw))
+    at_cap = cap_mw - split.mining_mw - serving_mw <= _EPS or (
+        serving_mw > _EPS and split.mining_mw + _EPS < mining_room_mw and price < r_mine
+    )
     changed = previous is None or abs(split.mining_mw - previous.mining_mw) > _EPS
     return SitePowerPlan(
         site=site.name,
