@@ -50,7 +50,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         problem = _check_hello(hello, self.loop.known_regions)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if allowed_id not in ("*", hello.agent_id):
+        if not Authenticator.may_claim(allowed_id, hello.agent_id):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this token may not act as agent {hello.agent_id!r}",

@@ -79,6 +79,11 @@ class Authenticator:
             raise AuthError("this call needs an admin key")
         return principal
 
+    @staticmethod
+    def may_claim(allowed_id: str, claimed_id: str) -> bool:
+        """May a token bound to `allowed_id` act as agent `claimed_id`? ("*": any, demos only)."""
+        return allowed_id == "*" or hmac.compare_digest(allowed_id, claimed_id)
+
     def agent(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
         """The agent identity this token may claim ("*": any)."""
         token = bearer_from_metadata(metadata)
@@ -110,8 +115,14 @@ class Authenticator:
                 "a bootstrap key must read hsk_<id>_<secret of 20+ characters>; "
                 "make one with `hashserve admin new-key`"
             )
-        if self.journal.get_api_key(key_id) is None:
+        row = self.journal.get_api_key(key_id)
+        if row is None:
             self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
+        elif not hmac.compare_digest(row.key_hash, hash_secret(key)):
+            raise ValueError(
+                f"a different key with id {key_id} is already registered: give the new key a "
+                "new id (revoke the old one with `hashserve admin revoke-key`)"
+            )
 
     def ensure_agent_token(self, token: str, agent_id: str = "*") -> None:
         if self.journal.find_agent_token(hash_secret(token)) is None:

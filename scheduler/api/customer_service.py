@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.api.admission import Admission, AdmissionRefused
 from scheduler.api.auth import Authenticator, AuthError, Principal
 from scheduler.api.convert import (
     STATE_FROM_PROTO,
@@ -45,6 +46,7 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
     def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
         self.loop = loop
         self.auth = auth
+        self.admission = Admission(loop)  # per-tenant rate and quota, capacity by tier
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
         try:
@@ -86,6 +88,10 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
             )
+        try:
+            self.admission.admit(principal.tenant, records)
+        except AdmissionRefused as refusal:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
         try:
             results = self.loop.submit(records)
         except IdempotencyConflict as err:

@@ -42,7 +42,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def check_job_id(job_id: str) -> str:
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise InvalidRequest(
             "INVALID_ARGUMENT", f"job_id {job_id[:80]!r} is malformed: expected job_<32 hex digits>"
         )
@@ -55,7 +55,7 @@ def check_idempotency_key(key: str) -> str:
             "INVALID_ARGUMENT",
             f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS}",
         )
-    if key and not _KEY_RE.match(key):
+    if key and not _KEY_RE.fullmatch(key):
         raise InvalidRequest(
             "INVALID_ARGUMENT", "idempotency_key must be printable ASCII without spaces"
         )

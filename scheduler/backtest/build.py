@@ -42,6 +42,7 @@ from scheduler.core.economics import (
 )
 from scheduler.core.fleet import Fleet, SiteSpec
 from scheduler.core.market import PRICE_ZONE_CURRENCY
+from scheduler.core.planner.split import AsicLevels
 from scheduler.core.models import DEFAULT_CATALOGUE, ModelKind, ModelSpec, Tier
 
 # Real-time (not day-ahead) series in the shipped price file, per the shared data README:
@@ -193,6 +194,7 @@ def build_world(
         difficulty=btc.difficulty[:days][day_of_hour],
         fees_btc_per_block=btc.fees_btc_per_block[:days][day_of_hour],
         fleet=fleet,
+        asic_levels=tuple(AsicLevels.of(s.asic) for s in sites),
         pool_group=pool_group,
         meta={"outlook": outlook.value},
     )

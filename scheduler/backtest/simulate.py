@@ -70,8 +70,10 @@ def simulate(
         if world.forecast_usd_per_mwh is not None
         else world.price_usd_per_mwh
     )
+    # Nothing is known past the period's end: a policy cannot plan work into hours that the
+    # accounting will never see (NaN = no forecast).
     forecast_padded = np.concatenate(
-        [forecast, np.repeat(forecast[:, -1:], OUTLOOK_H, axis=1)], axis=1
+        [forecast, np.full((world.sites, OUTLOOK_H), np.nan)], axis=1
     )
     eligible = [frozenset(world.eligible_pools(c)) for c in workload.classes]
     pool_site = np.array([p.site_index for p in world.pools], dtype=np.int64)
@@ -103,7 +105,7 @@ def simulate(
         )
         plan = policy.decide(view)
         busy_gpu_h = _apply_assignments(plan, queue, world, eligible, books, t)
-        _check_power(plan, busy_gpu_h, pool_gpus, mining_limit, t)
+        _check_power(plan, world, busy_gpu_h, pool_gpus, mining_limit, t)
         gpus_on = np.asarray(plan.gpus_on, dtype=float)
         idle_gpu_h = np.maximum(gpus_on - busy_gpu_h, 0.0)
         busy_mw_site = np.bincount(pool_site, busy_gpu_h * pool_busy_mw, world.sites)
@@ -151,42 +153,46 @@ def _apply_assignments(
 ) -> np.ndarray:
     """Serve the assigned tokens; returns the GPU-hours used per pool."""
     busy_gpu_h = np.zeros(len(world.pools))
+    served_mtok: dict[int, float] = {}
     for a in plan.assignments:
         item = queue.get(a.item_id)
         if item is None:
             raise PlanError(f"hour {t}: work item {a.item_id} is not queued")
         if a.pool_index not in eligible[item.class_index]:
             raise PlanError(f"hour {t}: pool {a.pool_index} cannot run {item.work.key}")
-        if a.mtok < 0 or a.mtok > item.mtok * (1 + 1e-9) + _TOLERANCE:
+        if a.mtok < 0:
+            raise PlanError(f"hour {t}: negative work assigned to item {a.item_id}")
+        total = served_mtok.get(a.item_id, 0.0) + a.mtok
+        if total > item.mtok * (1 + 1e-9) + _TOLERANCE:
             raise PlanError(
-                f"hour {t}: {a.mtok} Mtok assigned of item {a.item_id} that has {item.mtok}"
+                f"hour {t}: {total} Mtok assigned of item {a.item_id} that has {item.mtok}"
             )
-        mtok = min(a.mtok, item.mtok)
+        served_mtok[a.item_id] = total
         pool = world.pools[a.pool_index]
-        busy_gpu_h[a.pool_index] += mtok / pool.mtok_per_gpu_hour(item.work.model)
-        tier = item.work.tier.value
-        share = mtok / item.mtok if item.mtok > 0 else 0.0
-        served_requests = item.requests * share
-        revenue = item.work.usd_per_mtok * mtok
-        books.ai_revenue[tier] += revenue
+        busy_gpu_h[a.pool_index] += a.mtok / pool.mtok_per_gpu_hour(item.work.model)
+        revenue = item.work.usd_per_mtok * a.mtok
+        books.ai_revenue[item.work.tier.value] += revenue
         books.profit_by_hour[t] += revenue
-        books.served[tier] += served_requests
         if item.work.tier is Tier.INTERACTIVE:
-            books.interactive_mtok_by_pool[a.pool_index] += mtok
+            books.interactive_mtok_by_pool[a.pool_index] += a.mtok
+    for item_id, mtok in served_mtok.items():
+        item = queue[item_id]
+        share = min(mtok / item.mtok, 1.0) if item.mtok > 0 else 1.0
+        books.served[item.work.tier.value] += item.requests * share
         remaining = item.mtok - mtok
         if remaining <= _TOLERANCE * max(item.mtok, 1.0):
-            del queue[a.item_id]
+            del queue[item_id]
         else:
-            queue[a.item_id] = WorkItem(
+            queue[item_id] = WorkItem(
                 item.item_id, item.class_index, item.work, item.arrived_hour, item.due_hour,
-                remaining, item.requests - served_requests,
+                remaining, item.requests * (1.0 - share),
             )
     return busy_gpu_h
 
 
 def _check_power(
-    plan: HourPlan, busy_gpu_h: np.ndarray, pool_gpus: np.ndarray, mining_limit: np.ndarray,
-    t: int,
+    plan: HourPlan, world: World, busy_gpu_h: np.ndarray, pool_gpus: np.ndarray,
+    mining_limit: np.ndarray, t: int,
 ) -> None:
     gpus_on = np.asarray(plan.gpus_on, dtype=float)
     if (gpus_on > pool_gpus + _TOLERANCE).any() or (gpus_on < -_TOLERANCE).any():
@@ -199,6 +205,12 @@ def _check_power(
     mining = np.asarray(plan.mining_mw, dtype=float)
     if (mining < -_TOLERANCE).any() or (mining > mining_limit + _TOLERANCE_MW).any():
         raise PlanError(f"hour {t}: mining MW outside 0..ASIC draw")
+    for s, mw in enumerate(mining):
+        if abs(world.mining_floor_mw(s, float(mw) + _TOLERANCE_MW) - mw) > _TOLERANCE_MW:
+            raise PlanError(
+                f"hour {t}: site {world.site_names[s]} mining {mw} MW is not a whole number of "
+                "its curtailment blocks"
+            )
 
 
 def _expire(queue: dict[int, WorkItem], books: _Books, t: int) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from scheduler.backtest.workload import WorkClass
 from scheduler.core.fleet import Fleet
+from scheduler.core.planner.split import AsicLevels
 
 KW_PER_MW = 1000.0
 S_PER_H = 3600.0
@@ -82,6 +83,8 @@ class World:
     # The fleet the sites and pools were built from (the planner reads it); pool i of
     # `pools` came from group `pool_group[i]` of its site.
     fleet: Fleet | None = None
+    # The mining levels each site's controls can run (whole curtailment blocks); empty: any MW.
+    asic_levels: tuple[AsicLevels, ...] = ()
     pool_group: tuple[int, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict)
 
@@ -106,6 +109,12 @@ class World:
         for pool in self.pools:
             out[pool.site_index] += pool.idle_mw
         return out
+
+    def mining_floor_mw(self, site_index: int, mw: float) -> float:
+        """The highest mining level the site can run at or below `mw`."""
+        if not self.asic_levels:
+            return max(mw, 0.0)
+        return self.asic_levels[site_index].floor(mw)
 
     def eligible_pools(self, work: WorkClass) -> tuple[int, ...]:
         """Pools that can run a class at all: model served, memory fits, region allowed."""

@@ -2,6 +2,8 @@
 
 Plain frozen dataclasses; no parsing or validation here. `scheduler.fleet` reads and validates the
 YAML file and builds these; the planner, the placer and the backtester only read them.
+Derived figures are cached on first use (`cached_property` writes the instance's __dict__ directly,
+which a frozen dataclass allows): the planner reads them for every site on every tick.
 Powers are nameplate figures: what the hardware draws when it runs (ASICs hashing, GPU nodes busy
 or idle), in MW at the site level and kW per GPU node as datasheets give them.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from scheduler.core.economics import asic_power_mw
 
@@ -27,11 +30,11 @@ class AsicFleetSpec:
     curtail_block_mw: float  # smallest power step the site's controls switch (a container, a row)
     ramp_s: float  # time for a block to stop or come back to full hashrate
 
-    @property
+    @cached_property
     def power_mw(self) -> float:
         return asic_power_mw(self.hashrate_phs, self.efficiency_j_per_th)
 
-    @property
+    @cached_property
     def full_blocks(self) -> int:
         """Number of whole blocks; what is left over (`partial_block_mw`) is one smaller block."""
         if self.curtail_block_mw <= 0.0:
@@ -39,7 +42,7 @@ class AsicFleetSpec:
         # A tiny epsilon so 20 MW / 2.5 MW is 8 blocks despite float rounding.
         return math.floor(self.power_mw / self.curtail_block_mw + 1e-9)
 
-    @property
+    @cached_property
     def partial_block_mw(self) -> float:
         rest = self.power_mw - self.full_blocks * self.curtail_block_mw
         return rest if rest > 1e-9 else 0.0
@@ -57,12 +60,12 @@ class GpuNodeGroup:
     models: tuple[str, ...]
     gpus_per_node: int = 1
 
-    @property
+    @cached_property
     def busy_power_mw(self) -> float:
         """All nodes of the group busy."""
         return self.count * self.busy_power_kw / 1000.0
 
-    @property
+    @cached_property
     def idle_power_mw(self) -> float:
         """All nodes of the group on and idle."""
         return self.count * self.idle_power_kw / 1000.0
@@ -81,15 +84,15 @@ class SiteSpec:
     asic: AsicFleetSpec
     gpu_groups: tuple[GpuNodeGroup, ...] = ()
 
-    @property
+    @cached_property
     def gpu_busy_mw(self) -> float:
         return sum(g.busy_power_mw for g in self.gpu_groups)
 
-    @property
+    @cached_property
     def gpu_idle_mw(self) -> float:
         return sum(g.idle_power_mw for g in self.gpu_groups)
 
-    @property
+    @cached_property
     def gpu_idle_fraction(self) -> float:
         """Idle draw as a fraction of busy draw over the site's GPU nodes (0 without GPUs)."""
         busy = self.gpu_busy_mw
@@ -99,7 +102,7 @@ class SiteSpec:
     def gpu_count(self) -> int:
         return sum(g.gpu_count for g in self.gpu_groups)
 
-    @property
+    @cached_property
     def nameplate_mw(self) -> float:
         """Everything on at once (ASICs mining, GPU nodes busy); may exceed the cap."""
         return self.asic.power_mw + self.gpu_busy_mw

@@ -41,6 +41,9 @@ class SchedulerPolicy:
     recovery_grace_s: float = 20.0  # after a scheduler restart, agents have this long to re-adopt
     max_attempts: int = 5
     max_placements_per_tick: int = 4096
+    # Past jobs that cannot use the free slots, look this many rounds further down the queue,
+    # twice as far each round (6: up to 127 jobs per free slot), then wait for the next tick.
+    lookahead_rounds: int = 6
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,7 @@ class SchedulerCore:
         budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
         unplaced: list[JobRecord] = []
         rounds = 0
-        while budget > 0:
+        while budget > 0 and rounds <= self.policy.lookahead_rounds:
             nodes = self.node_views()
             free = sum(n.slots_free for n in nodes if n.serving and n.healthy)
             if free == 0 or not self._queue:

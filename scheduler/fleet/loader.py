@@ -55,6 +55,10 @@ def _path(loc: tuple[int | str, ...], data: Any) -> str:
     return out or "(top level)"
 
 
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
 def _message(error: Mapping[str, Any]) -> str:
     kind = error.get("type", "")
     ctx = error.get("ctx") or {}
@@ -65,9 +69,8 @@ def _message(error: Mapping[str, Any]) -> str:
         "less_than_equal": "must be <= {le}",
     }
     if kind in bounds:
-        return bounds[kind].format(**{k: ctx.get(k) for k in ("gt", "ge", "lt", "le")}) + (
-            f" (got {error.get('input')!r})"
-        )
+        limits = {k: _number(ctx.get(k)) for k in ("gt", "ge", "lt", "le")}
+        return bounds[kind].format(**limits) + f" (got {error.get('input')!r})"
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":

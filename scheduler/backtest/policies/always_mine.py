@@ -25,7 +25,10 @@ class AlwaysMine:
 
     def decide(self, view: HourView) -> HourPlan:
         world = self.world
-        mining = np.minimum(world.asic_mw, world.cap_mw)
+        mining = np.array([
+            world.mining_floor_mw(s, float(x))
+            for s, x in enumerate(np.minimum(world.asic_mw, world.cap_mw))
+        ])
         book = PowerBook(world, world.cap_mw - mining)
         book.power_on()
         # Cheapest site now first; ties by pool index so a run replays exactly.

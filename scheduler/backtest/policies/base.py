@@ -40,7 +40,8 @@ class HourView:
     price_usd_per_mwh: np.ndarray  # [S] this hour, USD
     r_mine_usd_per_mwh: np.ndarray  # [S] this hour
     hashprice_usd_per_phs_day: float
-    # [S, H]: expected price for hours t+1 .. t+H (a forecast; see scheduler.backtest.outlook).
+    # [S, H]: expected price for hours t+1 .. t+H (a forecast, see scheduler.backtest.build;
+    # NaN past the end of the period).
     outlook_usd_per_mwh: np.ndarray
     queue: tuple[WorkItem, ...]
 

@@ -111,7 +111,10 @@ def mine_if_profitable(
 ) -> np.ndarray:
     """Mining MW per site with the power GPUs leave; only where R_mine beats the price (or always)."""
     room = np.maximum(world.cap_mw - gpu_draw_mw, 0.0)
-    mining = np.minimum(world.asic_mw, room)
+    # Whole curtailment blocks only: the site's controls switch containers, not megawatts.
+    mining = np.array([
+        world.mining_floor_mw(s, float(x)) for s, x in enumerate(np.minimum(world.asic_mw, room))
+    ])
     if always:
         return mining
     return np.where(view.r_mine_usd_per_mwh > view.price_usd_per_mwh, mining, 0.0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,6 +58,15 @@ DISPLACE = "~displace"  # suffix of the node and site keys for power taken from 
 _TIER_RANK = {Tier.INTERACTIVE: 0, Tier.STANDARD: 1, Tier.FLEX: 2}
 
 
+def _outlooks_only_for(
+    sites: Mapping[str, SiteView], open_sites: frozenset[str]
+) -> dict[str, SiteView]:
+    return {
+        key: site if key.removesuffix(DISPLACE) in open_sites else replace(site, outlook=())
+        for key, site in sites.items()
+    }
+
+
 @dataclass
 class _Segment:
     """Part of a pool offered to the placer at one cost: GPUs left, and the site key it prices at."""
@@ -74,7 +83,7 @@ class HashservePolicy:
         self,
         profile: ScoringProfile = DEFAULT_PROFILE,
         planner_config: PlannerConfig = DEFAULT_PLANNER_CONFIG,
-        max_rounds: int = 3,
+        max_rounds: int = 8,
     ) -> None:
         self.profile = profile
         self.planner_config = planner_config
@@ -90,6 +99,7 @@ class HashservePolicy:
         self.held_until_hour: dict[int, int] = {}
         self.pool_site = np.array([p.site_index for p in world.pools], dtype=np.int64)
         self.busy_mw = np.array([p.busy_kw_per_gpu / KW_PER_MW for p in world.pools])
+        self.gpu_busy_mw = world.gpu_busy_mw_by_site()
         self.site_pools = [world.pools_at(s) for s in range(world.sites)]
         self.pool_index = {p.pool_id: i for i, p in enumerate(world.pools)}
         self.site_index = {name: i for i, name in enumerate(world.site_names)}
@@ -108,7 +118,7 @@ class HashservePolicy:
             max(base.sites[n].cap_mw - base.sites[n].mining_mw, 0.0) for n in world.site_names
         ])
         cap_mw = np.array([base.sites[n].cap_mw for n in world.site_names])
-        sites = self._site_views(view, base)
+        sites = self._site_views(view, base, headroom_mw)
         # GPUs each pool may still give this hour: its own, and no more than the cap carries.
         gpus_free = np.array([float(p.gpus) for p in world.pools])
         site_room_mw = cap_mw.copy()
@@ -154,9 +164,18 @@ class HashservePolicy:
             market_time_s=view.now_s,
         )
 
-    def _site_views(self, view: HourView, base: PowerPlan) -> dict[str, SiteView]:
-        """Two views per site: power within its headroom (price), power taken from mining."""
+    def _site_views(
+        self, view: HourView, base: PowerPlan, headroom_mw: np.ndarray
+    ) -> dict[str, SiteView]:
+        """Two views per site: power within its headroom (price), power taken from mining.
+
+        The outlook (what later hours will cost) goes on one of the two only, as the live
+        scheduler shows one outlook per site: on the displacing view when the site's GPUs do not
+        fit in its headroom (more work there will displace mining later too), else on the spare
+        view. A sliver of spare power must not advertise cheap hours for all the work.
+        """
         world = self.world
+        gpu_busy_mw = self.gpu_busy_mw
         out: dict[str, SiteView] = {}
         for s, name in enumerate(world.site_names):
             site_plan = base.sites[name]
@@ -164,6 +183,7 @@ class HashservePolicy:
             r_mine = site_plan.r_mine_usd_per_mwh
             region = world.site_regions[s]
             ahead = view.outlook_usd_per_mwh[s]
+            site_at_cap = headroom_mw[s] + _EPS_MW < gpu_busy_mw[s]
             for key, at_cap in ((name, False), (name + DISPLACE, True)):
                 outlook = tuple(
                     PriceOutlook(
@@ -171,6 +191,7 @@ class HashservePolicy:
                         opportunity_price_usd_per_mwh(float(ahead[h]), r_mine, at_cap),
                     )
                     for h in range(ahead.size)
+                    if math.isfinite(ahead[h]) and at_cap == site_at_cap
                 )
                 out[key] = SiteView(
                     site=key,
@@ -255,14 +276,21 @@ class HashservePolicy:
         segments = self._segments(gpus_free, headroom_mw, closed)
         by_node = {self._node_view(seg).node_id: seg for seg in segments}
         nodes = {node_id: self._node_view(seg) for node_id, seg in by_node.items()}
+        views: dict[frozenset[str], Mapping[str, SiteView]] = {}
         for item in view.queue:
             if self.held_until_hour.get(item.item_id, -1) > view.t:
                 continue
             request = self._request(item)
             model = item.work.model
             while left[item.item_id] > _EPS_MTOK and nodes:
-                decision = place([request], list(nodes.values()), sites, view.now_s,
-                                 self.profile)[0]
+                # A site whose GPUs are all taken now is expected to be taken later too (the
+                # work that filled it comes every hour): its outlook must not lure flex work to
+                # wait for it. The placer's deferral does not look at capacity, so the views do.
+                open_sites = frozenset(n.site.removesuffix(DISPLACE) for n in nodes.values())
+                if open_sites not in views:
+                    views[open_sites] = _outlooks_only_for(sites, open_sites)
+                decision = place([request], list(nodes.values()), views[open_sites],
+                                 view.now_s, self.profile)[0]
                 if isinstance(decision, Deferral):
                     until_hour = int(math.ceil((decision.until_s - self.world.start_s) / S_PER_H))
                     self.held_until_hour[item.item_id] = max(until_hour, view.t + 1)

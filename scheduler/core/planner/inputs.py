@@ -86,6 +86,19 @@ class PlannerConfig:
     # Hashprice unknown: R_mine is computed from this floor. $30/PH/day is below every daily
     # (subsidy-only) hashprice in the shipped 2020-07..2025-03 data (lowest $37.46, 2024-08-05).
     fallback_hashprice_usd_per_phs_day: float = 30.0
+    # How much faster the scheduler's clock runs than the market's (a replay on a compressed
+    # clock: 360 when an hour of history passes in 10 s). The durations above and the sites'
+    # `ramp_s` are in market seconds; the planner divides them by this. Windows are given on the
+    # scheduler's clock and are not scaled.
+    clock_speedup: float = 1.0
+
+    def dwell_s(self, ramp_s: float) -> float:
+        """Minimum dwell on the scheduler's clock for a site whose blocks ramp in `ramp_s`."""
+        return max(self.min_dwell_s, ramp_s) / self.clock_speedup
+
+    @property
+    def fallback_hold_scheduler_s(self) -> float:
+        return self.fallback_hold_s / self.clock_speedup
 
 
 DEFAULT_PLANNER_CONFIG = PlannerConfig()

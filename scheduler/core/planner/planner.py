@@ -10,7 +10,8 @@ Order of precedence for a site (the first that applies decides, later ones fill 
    `hysteresis_usd_per_mwh` on each MW of mining or AI changed versus the previous plan.
 5. Minimum dwell on the mining level: after a change, the level is held for
    `max(min_dwell_s, asic.ramp_s)`, except that a cut while the price is above R_mine (cutting a
-   loss) is made at once; the level then waits the full dwell before it may rise again.
+   loss) is made at once, and a cap lowered below the level frees the choice (the economics then
+   decide what gives way); the level then waits the full dwell before it may rise again.
 AI load is not held by dwell: it follows its demand within the power left to it.
 
 The plan is data; nothing here talks to a site. The previous tick's plan is the only memory.
@@ -189,7 +190,7 @@ def plan_site(
         reasons.append("ops: force serve")
     elif not price_known:
         holding = previous is not None and fallback_since_s is not None and (
-            now_s - fallback_since_s < config.fallback_hold_s
+            now_s - fallback_since_s < config.fallback_hold_scheduler_s
         )
         split = _fallback_split(problem, running_mw, prev_mining if holding else None, config)
         reasons.append(
@@ -201,9 +202,11 @@ def plan_site(
         split = solve_split(problem)
         if previous is not None and prev_mining is not None:
             held = levels.floor(min(prev_mining, cap_mw))
-            if abs(split.mining_mw - held) > _EPS:
+            # A lower cap (ops, a window) forces a change anyway: the economics then choose it.
+            forced_by_cap = held + _EPS < prev_mining
+            if abs(split.mining_mw - held) > _EPS and not forced_by_cap:
                 cutting_loss = split.mining_mw < held and price > r_mine
-                dwell_s = max(config.min_dwell_s, site.asic.ramp_s)
+                dwell_s = config.dwell_s(site.asic.ramp_s)
                 dwell_over = now_s - previous.mode_changed_at_s >= dwell_s
                 if not cutting_loss and not dwell_over:
                     split = solve_split(problem, mining_fixed_mw=held)

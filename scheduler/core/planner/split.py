@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from scheduler.core.fleet import AsicFleetSpec
 
@@ -39,9 +40,7 @@ class AsicLevels:
 
     @classmethod
     def of(cls, asic: AsicFleetSpec) -> AsicLevels:
-        if asic.power_mw <= 0.0 or asic.curtail_block_mw <= 0.0:
-            return cls(block_mw=0.0, full_blocks=0, partial_mw=0.0)
-        return cls(asic.curtail_block_mw, asic.full_blocks, asic.partial_block_mw)
+        return _levels_of(asic)
 
     @property
     def max_mw(self) -> float:
@@ -78,6 +77,13 @@ class AsicLevels:
             if j <= self.full_blocks:
                 found.append(j * self.block_mw + self.partial_mw)
         return min(found) if found else None
+
+
+@lru_cache(maxsize=4096)
+def _levels_of(asic: AsicFleetSpec) -> AsicLevels:
+    if asic.power_mw <= 0.0 or asic.curtail_block_mw <= 0.0:
+        return AsicLevels(block_mw=0.0, full_blocks=0, partial_mw=0.0)
+    return AsicLevels(asic.curtail_block_mw, asic.full_blocks, asic.partial_block_mw)
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,7 @@ def candidate_levels(problem: SplitProblem, items: list[_Item]) -> list[float]:
     _, _, cumulative = _fill(items, math.inf, max(0.0, problem.gpu_busy_mw))
     kinks.extend(cap - used for used in cumulative)
     found: set[float] = {0.0, top}
-    for x in kinks:
-        x = min(max(x, 0.0), top)
+    for x in {min(max(k, 0.0), top) for k in kinks}:
         found.add(problem.levels.floor(x))
         up = problem.levels.ceil(x)
         if up is not None and up <= top + _EPS:

@@ -293,3 +293,30 @@ def test_plan_invariants(price: float, cap_mw: float, demand_mw: float) -> None:
     assert p.curtailed_mw == pytest.approx(22.0 - p.mining_mw - p.serving_mw)
     assert any(math.isclose(p.mining_mw, level) for level in
                [3.0 * j for j in range(7)] + [3.0 * j + 2.0 for j in range(7)])
+
+
+def test_a_compressed_clock_shortens_dwell_and_hold() -> None:
+    # 360x: 900 s of dwell (ramp 60 s) is 2.5 s on the scheduler's clock.
+    fast = PlannerConfig(min_dwell_s=900.0, clock_speedup=360.0)
+    assert fast.dwell_s(60.0) == 2.5 and fast.dwell_s(3600.0) == 10.0
+    assert fast.fallback_hold_scheduler_s == 2.5
+    site = make_site()
+    fleet = Fleet((site,), {"USD": 1.0})
+
+    def step(price: float, previous: PowerPlan | None, now_s: float) -> PowerPlan:
+        return plan_power(fleet, make_market(price, 40.0, now_s), {}, previous, {}, now_s, fast)
+
+    spike = step(200.0, step(50.0, None, T0), T0 + 1)
+    assert step(50.0, spike, T0 + 3).sites["s1"].mining_mw == 0.0  # 2 s < 2.5 s
+    assert step(50.0, spike, T0 + 3.5).sites["s1"].mining_mw == 20.0
+
+
+def test_a_lowered_cap_inside_dwell_cuts_mining_not_the_more_valuable_ai() -> None:
+    # Running AI (2 MW at $1,500) with 17.5 MW mining; then ops cap the site at 10 MW one minute
+    # later, inside the dwell: mining gives way (7.5 MW), the AI keeps running.
+    demand = SiteAiDemand(ai_busy_mw=2.0, value_usd_per_mwh=1500.0)
+    first = plan(price=50.0, demand=demand)
+    assert (first.mining_mw, first.ai_mw) == (17.5, 2.0)
+    capped = plan(price=50.0, demand=demand, previous=first, now_s=T0 + 60,
+                  override=SiteOverride(cap_mw=10.0))
+    assert (capped.mining_mw, capped.ai_mw) == (7.5, 2.0)

@@ -3,15 +3,16 @@
 Four sites of the shipped example fleet on four zones with spikes and negative hours (ERCOT,
 Germany, the Netherlands, New South Wales), a steady AI load on each, a 4-hour dwell so that the
 dwell matters at hourly ticks. Checked over the year: a price above R_mine (beyond the hysteresis
-band) stops mining in that very tick; a negative price turns on everything that can consume once
-the dwell allows; and no site changes its mining level sooner than its dwell after the previous
-change, except to cut a loss (price above R_mine) or on a fallback.
+band) stops mining in that very tick; a negative price turns on everything that can consume, as
+far as the cap allows, once the dwell allows; and no site changes its mining level sooner than
+its dwell after the previous change, except to cut a loss (price above R_mine) or on a fallback.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from functools import cache
+from itertools import pairwise
 
 from scheduler.core.fleet import Fleet
 from scheduler.core.planner import PlannerConfig, PowerPlan, SiteAiDemand, plan_power
@@ -47,7 +48,7 @@ def run_year() -> tuple[Fleet, list[PowerPlan]]:
 def test_a_price_above_r_mine_stops_mining_in_the_same_tick() -> None:
     fleet, plans = run_year()
     spikes = 0
-    for before, now in zip(plans, plans[1:], strict=False):
+    for before, now in pairwise(plans):
         for site in fleet.sites:
             p = now.sites[site.name]
             if p.fallback:
@@ -62,7 +63,7 @@ def test_a_price_above_r_mine_stops_mining_in_the_same_tick() -> None:
 def test_a_negative_price_turns_on_everything_that_can_consume() -> None:
     fleet, plans = run_year()
     negative_hours = all_on = 0
-    for before, now in zip(plans, plans[1:], strict=False):
+    for before, now in pairwise(plans):
         for site in fleet.sites:
             p = now.sites[site.name]
             prev = before.sites[site.name]

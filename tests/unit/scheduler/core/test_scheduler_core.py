@@ -483,6 +483,21 @@ def test_an_unplaceable_head_of_the_queue_does_not_block_others() -> None:
     assert h.job("stuck").state is JobState.QUEUED
 
 
+@pytest.mark.parametrize(("stuck", "placed"), [(6, True), (7, False)])
+def test_the_lookahead_past_unplaceable_jobs_is_bounded(stuck: int, placed: bool) -> None:
+    # One free slot, two lookahead rounds: the tick looks at 1 + 2 + 4 = 7 jobs. Behind 6 stuck
+    # jobs the fitting one is the 7th and is placed; behind 7 it waits for a later tick.
+    h = Harness(SchedulerPolicy(lookahead_rounds=2))
+    h.connect()
+    h.submit(*(make_record(f"stuck{i}", tier="interactive", model=GEN_MODEL)
+               for i in range(stuck)))
+    h.submit(make_record("fits"))
+    step = h.tick()
+    assert assigns(step) == ([("n1", "fits", 1)] if placed else [])
+    assert len(step.decisions) == 7
+    assert h.core.queued_count() == stuck + (0 if placed else 1)
+
+
 def test_a_deferred_flex_job_waits_until_its_window() -> None:
     # Power at 50 $/MWh now, 10 $/MWh from T0 + 3600 (see test_placement for the arithmetic).
     h = Harness()
