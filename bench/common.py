@@ -155,7 +155,8 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     lines = []
     for r in cells:
         parts = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
         lines.append("  ".join(parts))
     return "\n".join(lines)

@@ -36,5 +36,11 @@ class SchedulerSettings(BaseSettings):
     tls_client_ca: str | None = None
     # Market: replay of the shipped history on a compressed clock (1 h of history per N seconds).
     market_replay_start: str = "2024-07-01T00:00:00Z"
-    market_seconds_per_hour: float = Field(10.0, gt=0)
+    market_seconds_per_hour: float = Field(
+        5.0, gt=0, description="scheduler seconds per hour of history; 3600 replays in real time"
+    )
+    market_http_url: str | None = Field(None, description="poll this JSON endpoint for prices")
+    market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
+    # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).
+    ai_value_floor_usd_per_mwh: float = Field(1000.0, ge=0)

@@ -33,8 +33,8 @@ from scheduler.backtest.inputs import (
     read_header,
 )
 from scheduler.backtest.throughput import tokens_per_s
-from scheduler.backtest.world import GpuPool, World
 from scheduler.backtest.workload import Workload, build_workload
+from scheduler.backtest.world import GpuPool, World
 from scheduler.core.economics import (
     block_subsidy_btc,
     hashprice_usd_per_phs_day,
@@ -42,8 +42,8 @@ from scheduler.core.economics import (
 )
 from scheduler.core.fleet import Fleet, SiteSpec
 from scheduler.core.market import PRICE_ZONE_CURRENCY
-from scheduler.core.planner.split import AsicLevels
 from scheduler.core.models import DEFAULT_CATALOGUE, ModelKind, ModelSpec, Tier
+from scheduler.core.planner.split import AsicLevels
 
 # Real-time (not day-ahead) series in the shipped price file, per the shared data README:
 # PJM real-time hourly LMP, Ontario's HOEP, AEMO NSW hourly mean of 5-minute prices.
@@ -122,7 +122,7 @@ def scaled_fleet(fleet: Fleet, gpu_scale: float) -> Fleet:
         replace(
             site,
             gpu_groups=tuple(
-                replace(g, count=int(round(g.count * gpu_scale))) for g in site.gpu_groups
+                replace(g, count=round(g.count * gpu_scale)) for g in site.gpu_groups
             ),
         )
         for site in fleet.sites

@@ -53,6 +53,54 @@ DEFAULT_END = "2024-07-31"
 DEFAULT_TIER_MIX = "interactive=0.3,standard=0.3,flex=0.4"
 
 
+# The command's options (typer reads the help from the annotations).
+_FleetOpt = Annotated[Path | None, typer.Option(help="Fleet YAML (default: the example fleet).")]
+_PricesOpt = Annotated[
+    Path | None, typer.Option(help="Hourly price CSV: timestamp_utc and one column per zone.")
+]
+_BtcOpt = Annotated[Path | None, typer.Option(help="Bitcoin daily CSV (price, difficulty, fees).")]
+_BtcFeesOpt = Annotated[Path | None, typer.Option(help="Extra daily fees CSV (fees_btc_per_day).")]
+_TraceOpt = Annotated[
+    list[Path] | None, typer.Option(help="Azure trace CSV (repeat for several).")
+]
+_StartOpt = Annotated[str, typer.Option(help="First day (UTC), YYYY-MM-DD.")]
+_EndOpt = Annotated[str, typer.Option(help="Last day (UTC, inclusive), YYYY-MM-DD.")]
+_RateOpt = Annotated[
+    float | None, typer.Option(help="Requests per second (default: from --gpu-load).")
+]
+_LoadOpt = Annotated[
+    float, typer.Option(help="Without --rate-rps: the share of the fleet's GPU throughput.")
+]
+_MixOpt = Annotated[
+    str, typer.Option(help="Shares per tier: interactive=0.3,standard=0.3,flex=0.4.")
+]
+_DailyOpt = Annotated[float, typer.Option(help="Daily demand cycle, 0 (flat) to 1.")]
+_ModelOpt = Annotated[
+    str | None, typer.Option(help="Model the traces ask for (default: the fleet's LLM).")
+]
+_OutlookOpt = Annotated[OutlookMode, typer.Option(help="Price outlook the policies may read.")]
+_PolicyOpt = Annotated[
+    list[str] | None, typer.Option(help="Policies to run (default: all; repeat).")
+]
+_SweepOpt = Annotated[
+    str | None, typer.Option(help="What-if sweep: hashprice=0.8,1,1.2 | gpus=... | load=...")
+]
+_ThroughputOpt = Annotated[
+    list[str] | None, typer.Option(help="KIND:MODEL=TOKENS_PER_S per accelerator (repeat).")
+]
+_WindowOpt = Annotated[
+    int, typer.Option(help="Optimum LP window in hours (0: the whole period at once).")
+]
+_NoOptimumOpt = Annotated[bool, typer.Option("--no-optimum", help="Skip the hindsight LP.")]
+_NoRayOpt = Annotated[
+    bool, typer.Option("--no-ray", help="Run in this process, one run after another.")
+]
+_JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+_ReportOpt = Annotated[
+    Path | None, typer.Option(help="Write report.md, results.json and PNG charts here.")
+]
+
+
 class BacktestFailed(Exception):
     """A problem with the inputs or options, worded for the operator."""
 
@@ -106,6 +154,10 @@ def prepare(
         "requests_per_s": round(base_rate or 0.0, 3),
         "tier_mix": {t.value: round(v, 4) for t, v in mix.items()},
         "outlook": outlook.value,
+        "tokens_per_s": {
+            f"{pool.gpu_kind}:{model.name}": pool.tokens_per_s.get(model.name, 0.0)
+            for pool in (prepared[0].world.pools if prepared else ())
+        },
         "price_hours_filled": {k: v for k, v in market.prices.filled_hours.items() if v},
         "btc_fee_days": market.btc.fee_days,
     }
@@ -113,27 +165,27 @@ def prepare(
 
 
 def run_backtest_command(
-    fleet: Annotated[Path | None, typer.Option(help="Fleet YAML (default: the example fleet).")] = None,
-    prices: Annotated[Path | None, typer.Option(help="Hourly price CSV (timestamp_utc + zones).")] = None,
-    btc: Annotated[Path | None, typer.Option(help="Bitcoin daily CSV (price, difficulty, fees).")] = None,
-    btc_fees: Annotated[Path | None, typer.Option(help="Extra daily fees CSV (fees_btc_per_day).")] = None,
-    trace: Annotated[list[Path] | None, typer.Option(help="Azure trace CSV; repeat for several.")] = None,
-    start: Annotated[str, typer.Option(help="First day (UTC), YYYY-MM-DD.")] = DEFAULT_START,
-    end: Annotated[str, typer.Option(help="Last day (UTC, inclusive), YYYY-MM-DD.")] = DEFAULT_END,
-    rate_rps: Annotated[float | None, typer.Option(help="Requests per second (default: from --gpu-load).")] = None,
-    gpu_load: Annotated[float, typer.Option(help="Without --rate-rps: share of the fleet's GPU throughput.")] = 0.6,
-    tier_mix: Annotated[str, typer.Option(help="Shares per tier, e.g. interactive=0.3,standard=0.3,flex=0.4.")] = DEFAULT_TIER_MIX,
-    daily_amplitude: Annotated[float, typer.Option(help="Daily demand cycle, 0 (flat) to 1.")] = 0.0,
-    model: Annotated[str | None, typer.Option(help="Model the traces ask for (default: the fleet's generation model).")] = None,
-    outlook: Annotated[OutlookMode, typer.Option(help="Price outlook policies may read.")] = OutlookMode.MARKET,
-    policy: Annotated[list[str] | None, typer.Option(help="Policies to run (default: all); repeat.")] = None,
-    sweep: Annotated[str | None, typer.Option(help="What-if: hashprice=0.8,1,1.2 | gpus=... | load=...")] = None,
-    throughput: Annotated[list[str] | None, typer.Option(help="KIND:MODEL=TOKENS_PER_S per GPU; repeat.")] = None,
-    window_h: Annotated[int, typer.Option(help="Optimum LP window in hours (0: the whole period).")] = DEFAULT_WINDOW_H,
-    no_optimum: Annotated[bool, typer.Option("--no-optimum", help="Skip the hindsight LP.")] = False,
-    no_ray: Annotated[bool, typer.Option("--no-ray", help="Run in this process, one after another.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
-    report: Annotated[Path | None, typer.Option(help="Write report.md, results.json and PNG charts here.")] = None,
+    fleet: _FleetOpt = None,
+    prices: _PricesOpt = None,
+    btc: _BtcOpt = None,
+    btc_fees: _BtcFeesOpt = None,
+    trace: _TraceOpt = None,
+    start: _StartOpt = DEFAULT_START,
+    end: _EndOpt = DEFAULT_END,
+    rate_rps: _RateOpt = None,
+    gpu_load: _LoadOpt = 0.6,
+    tier_mix: _MixOpt = DEFAULT_TIER_MIX,
+    daily_amplitude: _DailyOpt = 0.0,
+    model: _ModelOpt = None,
+    outlook: _OutlookOpt = OutlookMode.MARKET,
+    policy: _PolicyOpt = None,
+    sweep: _SweepOpt = None,
+    throughput: _ThroughputOpt = None,
+    window_h: _WindowOpt = DEFAULT_WINDOW_H,
+    no_optimum: _NoOptimumOpt = False,
+    no_ray: _NoRayOpt = False,
+    json_out: _JsonOpt = False,
+    report: _ReportOpt = None,
 ) -> None:
     """Backtest hashserve and the baselines on real prices, Bitcoin data and request traces."""
     err = Console(stderr=True)

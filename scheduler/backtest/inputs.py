@@ -105,7 +105,7 @@ def _open_text(path: Path) -> io.TextIOBase:
         raise InputError(path, "not a file")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 (closed by the caller)
+    return open(path, encoding="utf-8", newline="")
 
 
 def _read_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]], io.TextIOBase]:

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
-from scheduler.backtest.world import KW_PER_MW, World
 from scheduler.backtest.workload import WorkClass, Workload
+from scheduler.backtest.world import KW_PER_MW, World
 
 DEFAULT_WINDOW_H = 168
 

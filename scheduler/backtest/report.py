@@ -11,7 +11,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,10 @@ class ScenarioOutcome:
 def optimum_summary(opt: OptimumResult) -> dict[str, Any]:
     return {
         "profit_usd": round(opt.profit_usd, 2),
-        "revenue_usd": {"mining": round(opt.mining_revenue_usd, 2), "ai": round(opt.ai_revenue_usd, 2)},
+        "revenue_usd": {
+            "mining": round(opt.mining_revenue_usd, 2),
+            "ai": round(opt.ai_revenue_usd, 2),
+        },
         "power_cost_usd": round(opt.power_cost_usd, 2),
         "boundary_credit_usd": round(opt.boundary_credit_usd, 2),
         "mwh": {
@@ -66,15 +68,18 @@ def optimum_summary(opt: OptimumResult) -> dict[str, Any]:
 
 
 def json_document(outcomes: Sequence[ScenarioOutcome], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """One object: the first scenario's policies at the top, every scenario under "scenarios"."""
+    """One object: the first scenario's policies at the top; with a sweep, every scenario under
+    "scenarios" too."""
     first = outcomes[0].summary() if outcomes else {"policies": {}, "optimum": None}
-    return {
+    document = {
         **meta,
         "scenario": outcomes[0].name if outcomes else None,
         "policies": first["policies"],
         "optimum": first["optimum"],
-        "scenarios": {o.name: o.summary() for o in outcomes},
     }
+    if len(outcomes) > 1:
+        document["scenarios"] = {o.name: o.summary() for o in outcomes}
+    return document
 
 
 def dumps_line(document: Mapping[str, Any]) -> str:
@@ -177,7 +182,12 @@ def write_report(
         " windows whose boundary credits keep it an upper bound; every policy's fraction is its"
         " profit over that bound.",
         "- Interactive latency is the run time the placer estimates (tokens / GPU rate); work that"
-        " found no GPU in its hour counts as a deadline miss instead.",
+        " found no GPU in its hour counts as a deadline miss instead. \"over target\" counts"
+        " served interactive requests slower than the tier's latency target (CPU nodes).",
+        "- Served, missed and carried are requests (the traces scaled to the rate above). Carried"
+        " past end: flex work still queued, not yet due, when the period ended (earns nothing).",
+        "- GPU throughput per kind and model: see `tokens_per_s` above and"
+        " scheduler/backtest/throughput.py (GPU figures are assumptions, not measurements).",
         "",
     ]
     path = directory / "report.md"
@@ -198,9 +208,10 @@ def _scenario_section(
     lines = [f"## Scenario `{outcome.name}`", ""]
     lines.append(
         "| policy | profit $ | of optimum | mining $ | AI $ | power $ | mining MWh | AI MWh "
-        "| served | missed (interactive) | interactive p50 / p95 / p99 s |"
+        "| served | missed (interactive) | carried past end | interactive p50 / p95 / p99 s "
+        "| interactive over target |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(outcome.results, key=lambda r: -r.profit_usd):
         lat = r.interactive_latency_s
         lines.append(
@@ -210,14 +221,16 @@ def _scenario_section(
             f"{_money(r.power_cost_usd)} | {r.mining_mwh:,.0f} | "
             f"{r.ai_busy_mwh + r.ai_idle_mwh:,.0f} | {r.requests_served:,.0f} | "
             f"{r.deadline_misses:,.0f} ({r.interactive_misses:,.0f}) | "
-            f"{lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('p99', 0):.2f} |"
+            f"{r.carried_past_end_requests:,.0f} | "
+            f"{lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('p99', 0):.2f} | "
+            f"{r.latency_target_misses:,.0f} |"
         )
     if outcome.optimum is not None:
         o = outcome.optimum
         lines.append(
             f"| hindsight optimum | {_money(o.profit_usd)} | 100% | {_money(o.mining_revenue_usd)}"
             f" | {_money(o.ai_revenue_usd)} | {_money(o.power_cost_usd)} | {o.mining_mwh:,.0f} | "
-            f"{o.ai_busy_mwh + o.ai_idle_mwh:,.0f} | - | - | - |"
+            f"{o.ai_busy_mwh + o.ai_idle_mwh:,.0f} | - | - | - | - | - |"
         )
         lines += [
             "",
@@ -243,10 +256,11 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def _hours_axis(world: World | None, hours: int) -> list[datetime] | np.ndarray:
+def _hours_axis(world: World | None, hours: int) -> np.ndarray:
+    """Hour starts as datetime64 (UTC) when the world is known, else hour numbers."""
     if world is None:
         return np.arange(hours)
-    return [datetime.fromtimestamp(world.hour_s(t), tz=UTC) for t in range(hours)]
+    return (int(world.start_s) + np.arange(hours) * 3600).astype("datetime64[s]")
 
 
 def _plot_cumulative(path: Path, outcome: ScenarioOutcome) -> None:

@@ -75,7 +75,9 @@ class PolicyResult:
                 "curtailed": round(self.curtailed_mwh, 3),
             },
             "jobs_served": round(self.requests_served, 1),
-            "jobs_served_by_tier": {k: round(v, 1) for k, v in self.requests_served_by_tier.items()},
+            "jobs_served_by_tier": {
+                k: round(v, 1) for k, v in self.requests_served_by_tier.items()
+            },
             "deadline_misses": round(self.deadline_misses, 1),
             "deadline_misses_by_tier": {
                 k: round(v, 1) for k, v in self.deadline_misses_by_tier.items()

@@ -28,8 +28,8 @@ from scheduler.backtest.policies import make_policy
 from scheduler.backtest.report import ScenarioOutcome
 from scheduler.backtest.results import PolicyResult
 from scheduler.backtest.simulate import simulate
-from scheduler.backtest.world import World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import World
 
 RAY_CPUS = 2
 RAY_OBJECT_STORE_BYTES = 512 * 1024 * 1024
@@ -42,12 +42,50 @@ class PreparedScenario:
     workload: Workload
 
 
-def run_policy(world: World, workload: Workload, policy: str, scenario: str) -> PolicyResult:
-    return simulate(make_policy(policy), world, workload, scenario)
+def run_policy(
+    world: World, workload: Workload, policy: str, scenario: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> PolicyResult:
+    return simulate(make_policy(policy), world, workload, scenario, progress)
 
 
-def run_optimum(world: World, workload: Workload, window_h: int | None) -> OptimumResult:
-    return hindsight_optimum(world, workload, window_h)
+def run_optimum(
+    world: World, workload: Workload, window_h: int | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> OptimumResult:
+    return hindsight_optimum(world, workload, window_h, progress)
+
+
+class ProgressBoard:
+    """A Ray actor the tasks report to, so the driver can draw real progress bars."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[int, int]] = {}
+
+    def update(self, key: str, done: int, total: int) -> None:
+        self.state[key] = (done, total)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return dict(self.state)
+
+
+def _reporter(board: Any, key: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        board.update.remote(key, done, total)
+
+    return report
+
+
+def _policy_task(
+    world: World, workload: Workload, policy: str, scenario: str, board: Any, key: str
+) -> PolicyResult:
+    return run_policy(world, workload, policy, scenario, _reporter(board, key))
+
+
+def _optimum_task(
+    world: World, workload: Workload, window_h: int | None, board: Any, key: str
+) -> OptimumResult:
+    return run_optimum(world, workload, window_h, _reporter(board, key))
 
 
 def run_all(
@@ -142,35 +180,50 @@ def _run_on_ray(
             runtime_env={"env_vars": {"PYTHONPATH": path}},
         )
     try:
-        policy_task = ray.remote(num_cpus=1)(run_policy)
-        optimum_task = ray.remote(num_cpus=1)(run_optimum)
-        pending: dict[Any, tuple[str, str, TaskID]] = {}
+        # Ray's handles are dynamic (`.remote`); typed loosely here, checked by the tests.
+        remote: Any = ray.remote
+        board: Any = remote(num_cpus=0)(ProgressBoard).remote()
+        policy_task: Any = remote(num_cpus=1)(_policy_task)
+        optimum_task: Any = remote(num_cpus=1)(_optimum_task)
+        bars: dict[str, TaskID] = {}
+        policy_refs: dict[Any, tuple[str, str]] = {}
+        optimum_refs: dict[Any, str] = {}
         for prepared in scenarios:
             world_ref = ray.put(prepared.world)
             workload_ref = ray.put(prepared.workload)
             if with_optimum:
-                ref = optimum_task.remote(world_ref, workload_ref, window_h)
-                task = progress.add_task(f"{prepared.name} / hindsight optimum (LP)", total=1)
-                pending[ref] = (prepared.name, "", task)
+                key = f"{prepared.name} / hindsight optimum (LP)"
+                bars[key] = progress.add_task(key, total=None)
+                optimum_ref = optimum_task.remote(world_ref, workload_ref, window_h, board, key)
+                optimum_refs[optimum_ref] = prepared.name
             for name in policies:
-                ref = policy_task.remote(world_ref, workload_ref, name, prepared.name)
-                task = progress.add_task(f"{prepared.name} / {name}", total=1)
-                pending[ref] = (prepared.name, name, task)
-        out: _Raw = {p.name: ([], None) for p in scenarios}
-        waiting = list(pending)
+                key = f"{prepared.name} / {name}"
+                bars[key] = progress.add_task(key, total=None)
+                policy_ref = policy_task.remote(
+                    world_ref, workload_ref, name, prepared.name, board, key
+                )
+                policy_refs[policy_ref] = (prepared.name, name)
+        results: dict[str, list[PolicyResult]] = {p.name: [] for p in scenarios}
+        optima: dict[str, OptimumResult | None] = {p.name: None for p in scenarios}
+        waiting = [*optimum_refs, *policy_refs]
         while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
+            done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
+            snapshot: dict[str, tuple[int, int]] = ray.get(board.snapshot.remote())
+            for key, (count, total) in snapshot.items():
+                progress.update(bars[key], completed=count, total=total)
             for ref in done:
-                scenario, policy, task = pending[ref]
-                value = ray.get(ref)
-                progress.update(task, completed=1)
-                results, optimum = out[scenario]
-                if policy:
-                    results.append(value)
+                if ref in optimum_refs:
+                    scenario = optimum_refs[ref]
+                    optimum: OptimumResult = ray.get(ref)
+                    optima[scenario] = optimum
+                    key = f"{scenario} / hindsight optimum (LP)"
                 else:
-                    optimum = value
-                out[scenario] = (results, optimum)
-        return out
+                    scenario, name = policy_refs[ref]
+                    result: PolicyResult = ray.get(ref)
+                    results[scenario].append(result)
+                    key = f"{scenario} / {name}"
+                progress.update(bars[key], completed=1, total=1)
+        return {name: (results[name], optima[name]) for name in results}
     finally:
         if started_here:
             ray.shutdown()

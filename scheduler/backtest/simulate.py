@@ -1,4 +1,4 @@
-"""The backtest loop: hour by hour, show a policy the market and its queue, check and account its plan.
+"""The backtest loop: hour by hour, show a policy the market and its queue; check and book its plan.
 
 What it decides: nothing about where work goes or how power is used (the policy does); it owns the
 queue (arrivals, deferred work, deadlines), checks each `HourPlan` against the plant (caps, GPUs,
@@ -20,8 +20,8 @@ import numpy as np
 
 from scheduler.backtest.policies.base import HourPlan, HourView, Policy, WorkItem
 from scheduler.backtest.results import LATENCY_PERCENTILES, PolicyResult, weighted_percentiles
-from scheduler.backtest.world import KW_PER_MW, World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import KW_PER_MW, World
 from scheduler.core.models import Tier
 
 OUTLOOK_H = 12  # hours of price outlook a policy sees (longer than any flex deadline)
@@ -206,7 +206,7 @@ def _check_power(
     if (mining < -_TOLERANCE).any() or (mining > mining_limit + _TOLERANCE_MW).any():
         raise PlanError(f"hour {t}: mining MW outside 0..ASIC draw")
     for s, mw in enumerate(mining):
-        if abs(world.mining_floor_mw(s, float(mw) + _TOLERANCE_MW) - mw) > _TOLERANCE_MW:
+        if world.mining_floor_mw(s, float(mw) + _TOLERANCE_MW) < mw - _TOLERANCE_MW:
             raise PlanError(
                 f"hour {t}: site {world.site_names[s]} mining {mw} MW is not a whole number of "
                 "its curtailment blocks"
@@ -281,7 +281,9 @@ def _interactive_latency(
     values = np.concatenate([tokens / rate for rate in rates])
     # Requests of every size land on each pool kind alike, so a kind's share of the served tokens
     # is its share of the served requests: each trace request carries that share equally.
-    weights = np.concatenate([np.full(tokens.size, share / tokens.size) for share in rates.values()])
+    weights = np.concatenate(
+        [np.full(tokens.size, share / tokens.size) for share in rates.values()]
+    )
     pct = weighted_percentiles(values, weights, LATENCY_PERCENTILES)
     slow_share = float(weights[values > target_s].sum() / weights.sum())
     served_requests = books.served[Tier.INTERACTIVE.value]

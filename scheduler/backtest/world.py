@@ -57,7 +57,7 @@ class GpuPool:
         return self.busy_kw_per_gpu / KW_PER_MW / rate if rate > 0 else float("inf")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class World:
     """Sites x hours. Arrays are indexed [site] or [site, hour]; hour 0 starts at `start_s`."""
 

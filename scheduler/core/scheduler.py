@@ -23,6 +23,7 @@ from scheduler.core.placement import (
     DEFAULT_PROFILE,
     Decision,
     Deferral,
+    NodeIndex,
     NodeView,
     Placement,
     ScoringProfile,
@@ -61,6 +62,9 @@ class NodeInfo:
 
 @dataclass
 class NodeState:
+    """A node as the core tracks it. Changed only by SchedulerCore's methods, which tell the
+    placement index which nodes changed (a change made from outside would not be seen by it)."""
+
     info: NodeInfo
     connected: bool = True
     draining: bool = False  # set by ops; survives reconnects
@@ -128,9 +132,29 @@ class SchedulerCore:
         self.jobs: dict[str, JobRecord] = {}  # non-terminal jobs only; the journal keeps the rest
         self.nodes: dict[str, NodeState] = {}
         self.site_views: dict[str, SiteView] = {}
-        self.serving_sites: set[str] | None = None  # None: every site may serve
+        self._serving_sites: set[str] | None = None  # None: every site may serve
         self._queue: list[tuple[tuple[int, float, float, str], str]] = []
         self._in_queue: set[str] = set()  # one heap entry per job at most
+        # The nodes as placement reads them, kept up to date row by row: a tick costs what
+        # changed since the last one, not the whole fleet (see placement/index.py).
+        self._index = NodeIndex()
+        self._changed_nodes: set[str] = set()
+        self._nodes_at_site: dict[str, set[str]] = {}
+
+    @property
+    def serving_sites(self) -> frozenset[str] | None:
+        """Sites whose plan lets AI run now (None: every site). Assign a new set to change it:
+        the nodes of the sites that changed are marked for the placement index."""
+        return None if self._serving_sites is None else frozenset(self._serving_sites)
+
+    @serving_sites.setter
+    def serving_sites(self, sites: Iterable[str] | None) -> None:
+        new = None if sites is None else set(sites)
+        old = self._serving_sites
+        self._serving_sites = new
+        for site, node_ids in self._nodes_at_site.items():
+            if (old is None or site in old) != (new is None or site in new):
+                self._changed_nodes.update(node_ids)
 
     # ----- jobs -----------------------------------------------------------------------------
 
@@ -173,7 +197,10 @@ class SchedulerCore:
         if old is not None:
             node.estimates, node.draining = old.estimates, old.draining
             node.warm_models = old.warm_models
+            self._nodes_at_site.get(old.info.site, set()).discard(info.node_id)
         self.nodes[info.node_id] = node
+        self._nodes_at_site.setdefault(info.site, set()).add(info.node_id)
+        self._changed_nodes.add(info.node_id)
         step = Step()
         reported = set(running)
         for job_id, attempt in reported:
@@ -208,7 +235,9 @@ class SchedulerCore:
             return step
         node.last_seen_s = now_s
         node.power_draw_kw, node.gpu_utilization = power_draw_kw, gpu_utilization
-        node.agent_draining = draining
+        if node.agent_draining != draining:
+            node.agent_draining = draining
+            self._changed_nodes.add(node_id)
         listed = set(running)
         for key in listed & node.running:
             rec = self.jobs.get(key[0])
@@ -227,12 +256,14 @@ class SchedulerCore:
         if node is not None and node.connected:
             node.connected = False
             node.disconnected_s = now_s
+            self._changed_nodes.add(node_id)
 
     def set_draining(self, node_id: str, draining: bool) -> bool:
         node = self.nodes.get(node_id)
         if node is None:
             return False
         node.draining = draining
+        self._changed_nodes.add(node_id)
         return True
 
     def is_current(self, node_id: str, job_id: str, attempt: int) -> bool:
@@ -276,6 +307,7 @@ class SchedulerCore:
         node = self.nodes.get(node_id)
         if node is not None:
             node.running.discard((job_id, attempt))
+            self._changed_nodes.add(node_id)
         if rec is None:
             return OutcomeVerdict(False, "job is already answered or unknown", Step())
         if rec.node_id != node_id or rec.attempt != attempt:
@@ -316,6 +348,7 @@ class SchedulerCore:
                     if rec is not None and rec.attempt == attempt:
                         self._retry(rec, now_s, step, f"agent {node.info.node_id} lost")
                 node.running.clear()
+                self._changed_nodes.add(node.info.node_id)
         for rec in list(self.jobs.values()):
             if now_s > rec.spec.deadline_s:
                 self._finish(
@@ -328,35 +361,47 @@ class SchedulerCore:
         return step.extend(self.schedule(now_s))
 
     def node_views(self) -> list[NodeView]:
-        views = []
-        for node in self.nodes.values():
-            info = node.info
-            site_ok = self.serving_sites is None or info.site in self.serving_sites
-            views.append(
-                NodeView(
-                    node_id=info.node_id,
-                    site=info.site,
-                    region=info.region,
-                    models=info.models,
-                    memory_mb=info.memory_mb,
-                    slots_free=max(info.slots_total - len(node.running), 0),
-                    slots_total=info.slots_total,
-                    serving=(
-                        node.connected and not node.draining and not node.agent_draining
-                        and site_ok
-                    ),
-                    healthy=node.connected,
-                    idle_power_kw=info.idle_power_kw,
-                    busy_power_kw=info.busy_power_kw,
-                    tokens_per_s=dict(node.estimates.tokens_per_s),
-                    warm_models=frozenset(node.warm_models),
-                    # Work already on the node, spread over its slots, delays a new job.
-                    backlog_s=(
-                        len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)
-                    ),
-                )
-            )
-        return views
+        return [self._view(node) for node in self.nodes.values()]
+
+    def _view(self, node: NodeState) -> NodeView:
+        info = node.info
+        site_ok = self._serving_sites is None or info.site in self._serving_sites
+        return NodeView(
+            node_id=info.node_id,
+            site=info.site,
+            region=info.region,
+            models=info.models,
+            memory_mb=info.memory_mb,
+            slots_free=max(info.slots_total - len(node.running), 0),
+            slots_total=info.slots_total,
+            serving=(
+                node.connected and not node.draining and not node.agent_draining and site_ok
+            ),
+            healthy=node.connected,
+            idle_power_kw=info.idle_power_kw,
+            busy_power_kw=info.busy_power_kw,
+            tokens_per_s=dict(node.estimates.tokens_per_s),
+            warm_models=frozenset(node.warm_models),
+            # Work already on the node, spread over its slots, delays a new job.
+            backlog_s=(
+                len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)
+            ),
+        )
+
+    def placement_index(self) -> NodeIndex:
+        """The placement index with every node change since the last call written into it."""
+        index = self._index
+        for node_id in self._changed_nodes:
+            node = self.nodes.get(node_id)
+            if node is None:
+                index.remove(node_id)
+            else:
+                index.upsert(self._view(node))
+        self._changed_nodes.clear()
+        if len(index) != len(self.nodes):
+            # `nodes` was changed from outside the core's methods: start afresh.
+            self._index = index = NodeIndex(self._view(n) for n in self.nodes.values())
+        return index.refresh()
 
     def schedule(self, now_s: float) -> Step:
         step = Step()
@@ -364,8 +409,8 @@ class SchedulerCore:
         unplaced: list[JobRecord] = []
         rounds = 0
         while budget > 0 and rounds <= self.policy.lookahead_rounds:
-            nodes = self.node_views()
-            free = sum(n.slots_free for n in nodes if n.serving and n.healthy)
+            nodes = self.placement_index()
+            free = nodes.free_slots()
             if free == 0 or not self._queue:
                 break
             # One job per free slot first. Jobs that could not use the free slots (another
@@ -403,6 +448,7 @@ class SchedulerCore:
         node = self.nodes[placement.node_id]
         node.running.add((rec.job_id, attempt))
         node.warm_models.add(rec.spec.model)
+        self._changed_nodes.add(placement.node_id)
         self._put(
             rec.evolve(
                 state=transition(rec.state, JobEvent.ASSIGN),
@@ -426,6 +472,7 @@ class SchedulerCore:
         node = self.nodes.get(rec.node_id)
         if node is not None:
             node.running.discard((rec.job_id, rec.attempt))
+            self._changed_nodes.add(rec.node_id)
             if node.connected:
                 step.intents.append(CancelOnNode(rec.node_id, rec.job_id, rec.attempt, reason))
         new = rec.evolve(
@@ -441,6 +488,7 @@ class SchedulerCore:
         node = self.nodes.get(rec.node_id)
         if node is not None:
             node.running.discard((rec.job_id, rec.attempt))
+            self._changed_nodes.add(rec.node_id)
             if event is not JobEvent.SUCCEED and node.connected and rec.state in (
                 JobState.ASSIGNED, JobState.RUNNING
             ):

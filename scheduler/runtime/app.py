@@ -7,19 +7,30 @@ from the journal on start, so a restart after a crash carries on where the journ
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1.health import HealthServicer
 
+from scheduler.api.admin_service import AdminService
 from scheduler.api.agent_service import AgentService
 from scheduler.api.auth import Authenticator
 from scheduler.api.customer_service import CustomerService
 from scheduler.api.server import build_server, mark_serving, server_credentials
 from scheduler.control.loop import ControlLoop
 from scheduler.control.observe import MetricsObserver
+from scheduler.control.power import PowerController
 from scheduler.core.clock import Clock, SystemClock
+from scheduler.core.fleet import Fleet
+from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.core.planner import PlannerConfig
 from scheduler.core.scheduler import SchedulerPolicy
+from scheduler.feeds.http_json import HttpJsonFeed
+from scheduler.feeds.layered import LayeredFeed
+from scheduler.feeds.ops import OpsFeed
+from scheduler.feeds.replay import ReplayFeed
+from scheduler.fleet import default_fleet_path, load_fleet
 from scheduler.journal import open_journal
 from scheduler.metrics.grpc_interceptor import GrpcServerMetrics, MetricsServerInterceptor
 from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
@@ -27,6 +38,49 @@ from scheduler.metrics.registry import SchedulerMetrics
 from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
+
+
+def market_speedup(settings: SchedulerSettings) -> float:
+    """How much faster than real time the market replay runs."""
+    return 3600.0 / settings.market_seconds_per_hour
+
+
+@dataclass
+class MarketFeeds:
+    ops: OpsFeed
+    replay: ReplayFeed
+    http: HttpJsonFeed | None
+    layered: LayeredFeed
+
+
+def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -> MarketFeeds:
+    """Ops values over an HTTP endpoint (when configured) over the replay of shipped history."""
+    speedup = market_speedup(settings)
+    limits = DEFAULT_MARKET_LIMITS.scaled(speedup)
+    zones = sorted(fleet.price_zones)
+    fx = dict(fleet.fx_usd_per_unit)
+    ops = OpsFeed(zones, fx, limits)
+    replay = ReplayFeed(
+        start=settings.market_replay_start,
+        speedup=speedup,
+        clock=clock,
+        zones=zones,
+        fx_usd_per_unit=fx,
+        limits=limits,
+    )
+    http = None
+    if settings.market_http_url:
+        http = HttpJsonFeed(
+            settings.market_http_url,
+            settings.market_http_interval_s,
+            clock,
+            zones=zones,
+            fx_usd_per_unit=fx,
+            limits=limits,
+        )
+    return MarketFeeds(
+        ops, replay, http, LayeredFeed.standard(zones, ops, http, replay, fx, limits)
+    )
 
 
 class SchedulerApp:
@@ -40,6 +94,7 @@ class SchedulerApp:
             self.auth.ensure_api_key(settings.admin_key, "admin", admin=True)
         if settings.agent_token:
             self.auth.ensure_agent_token(settings.agent_token, "*")
+        self.fleet = load_fleet(settings.fleet_path or default_fleet_path())
         policy = SchedulerPolicy(
             lease_s=settings.lease_s,
             disconnect_grace_s=settings.disconnect_grace_s,
@@ -48,13 +103,27 @@ class SchedulerApp:
         self.loop = ControlLoop(
             self.journal,
             DEFAULT_CATALOGUE,
-            settings.regions,
+            sorted({s.region for s in self.fleet.sites} | set(settings.regions)),
             self.clock,
             policy=policy,
             tick_s=settings.tick_s,
         )
         self.metrics = SchedulerMetrics(models=DEFAULT_CATALOGUE)
         self.loop.observers.append(MetricsObserver(self.metrics, DEFAULT_CATALOGUE))
+        self.feeds = build_market_feed(settings, self.fleet, self.clock)
+        self.http_feed = self.feeds.http
+        self.power = PowerController(
+            self.loop,
+            self.fleet,
+            self.feeds.layered,
+            self.clock,
+            PlannerConfig(clock_speedup=market_speedup(settings)),
+            replay=self.feeds.replay,
+            interval_s=settings.plan_interval_s,
+            ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,
+        )
+        self.power.metrics = self.metrics
+        self.loop.observers.append(self.power)
         self.port = 0
         self.metrics_port = 0
         self._metrics_http: MetricsHttpServer | None = None
@@ -63,10 +132,13 @@ class SchedulerApp:
 
     async def start(self) -> int:
         await self.loop.start()
+        await self.power.start()
+        if self.http_feed is not None:
+            self.http_feed.start()
         server, health_servicer = build_server(
             CustomerService(self.loop, self.auth),
             AgentService(self.loop, self.auth),
-            None,
+            AdminService(self.loop, self.power, self.feeds.ops, self.auth),
             interceptors=[MetricsServerInterceptor(GrpcServerMetrics(self.metrics.registry))],
         )
         address = f"{self.settings.host}:{self.settings.port}"
@@ -94,6 +166,9 @@ class SchedulerApp:
     async def stop(self, grace_s: float = 2.0) -> None:
         if self._health is not None:
             mark_serving(self._health, False)
+        await self.power.stop()
+        if self.http_feed is not None:
+            self.http_feed.stop()
         await self.loop.stop()
         if self._server is not None:
             await self._server.stop(grace_s)

@@ -209,10 +209,15 @@ class WireAgent:
             )
         )
 
-    async def connect(self, first: agent_pb2.AgentMessage | None = None) -> None:
+    async def connect(
+        self, first: agent_pb2.AgentMessage | None = None, say_hello: bool = True
+    ) -> None:
+        """Open the stream and send `first` (default: the hello). Without a hello, a refused
+        credential comes back cleanly: nothing is being written when the server aborts."""
         self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
-        self._up.put_nowait(first if first is not None else self.hello())
+        if say_hello:
+            self._up.put_nowait(first if first is not None else self.hello())
 
         async def requests() -> Any:
             while True:

@@ -129,7 +129,7 @@ class TcpProxy:
                         return
                 dst.sendall(data)
                 self.bytes_forwarded += len(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: closed by sever() under our feet
             pass
         finally:
             for s in (src, dst):

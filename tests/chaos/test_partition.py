@@ -106,6 +106,7 @@ def test_outcome_of_a_replaced_attempt_is_refused_after_the_link_heals(
             p.outcome(job_id, 1, text="late result of attempt 1")
             await wait_for(lambda: job(sched, job_id).attempt >= 2, 4 * LEASE_S, "re-placement")
             holder = job(sched, job_id).node_id
+            print(f"attempt 2 placed on {holder}")
             if holder == "wire-q":
                 second = await q.recv_kind("assign")
                 attempt = second.assign.ref.attempt
@@ -221,6 +222,7 @@ def test_real_agent_partitioned_mid_job_its_late_result_is_refused(
         if q_proc is not None:
             stop_process(q_proc)
     rec = job(sched, job_id)
+    print(f"{heal}: attempts {rec.history}")
     assert rec.attempt >= 2 and rec.state is JobState.SUCCEEDED
     assert len(rec.history) >= 2 and rec.history[0] == f"{p_plan.agent_id}#1"
     # The agent itself was told: its log has the scheduler's refusal of attempt 1.

@@ -34,10 +34,15 @@ def make_policy(name: str) -> Policy:
 __all__ = [
     "BASELINES",
     "POLICIES",
+    "AlwaysMine",
     "Assignment",
+    "CheapestNow",
+    "HashservePolicy",
     "HourPlan",
     "HourView",
     "Policy",
+    "RoundRobin",
+    "ServeFirst",
     "WorkItem",
     "make_policy",
 ]

@@ -13,8 +13,8 @@ import numpy as np
 
 from scheduler.backtest.policies.base import HourPlan, HourView, WorkItem
 from scheduler.backtest.policies.greedy import PowerBook, fill, mine_if_profitable
-from scheduler.backtest.world import World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import World
 
 
 class CheapestNow:

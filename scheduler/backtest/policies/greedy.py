@@ -109,7 +109,7 @@ def spread(
 def mine_if_profitable(
     world: World, view: HourView, gpu_draw_mw: np.ndarray, always: bool = False
 ) -> np.ndarray:
-    """Mining MW per site with the power GPUs leave; only where R_mine beats the price (or always)."""
+    """Mining MW per site with the power the GPUs leave: where R_mine beats the price, or always."""
     room = np.maximum(world.cap_mw - gpu_draw_mw, 0.0)
     # Whole curtailment blocks only: the site's controls switch containers, not megawatts.
     mining = np.array([

@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from scheduler.backtest.policies.base import Assignment, HourPlan, HourView, WorkItem
-from scheduler.backtest.world import KW_PER_MW, S_PER_H, TOKENS_PER_MTOK, World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import KW_PER_MW, S_PER_H, TOKENS_PER_MTOK, World
 from scheduler.core.economics import opportunity_price_usd_per_mwh
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import MarketSnapshot
@@ -58,18 +58,25 @@ DISPLACE = "~displace"  # suffix of the node and site keys for power taken from 
 _TIER_RANK = {Tier.INTERACTIVE: 0, Tier.STANDARD: 1, Tier.FLEX: 2}
 
 
-def _outlooks_only_for(
-    sites: Mapping[str, SiteView], open_sites: frozenset[str]
-) -> dict[str, SiteView]:
-    return {
-        key: site if key.removesuffix(DISPLACE) in open_sites else replace(site, outlook=())
-        for key, site in sites.items()
-    }
+@dataclass(frozen=True)
+class _SiteViews:
+    """Each site key's view with its price outlook, and without one."""
+
+    with_outlook: Mapping[str, SiteView]
+    without: Mapping[str, SiteView]
+
+    def open_only(self, open_sites: frozenset[str]) -> dict[str, SiteView]:
+        """Outlooks only for the sites that still have free GPUs."""
+        return {
+            key: (self.with_outlook if key.removesuffix(DISPLACE) in open_sites
+                  else self.without)[key]
+            for key in self.without
+        }
 
 
 @dataclass
 class _Segment:
-    """Part of a pool offered to the placer at one cost: GPUs left, and the site key it prices at."""
+    """Part of a pool offered to the placer at one cost: its GPUs left and the site key it uses."""
 
     pool: int
     site_key: str
@@ -94,18 +101,15 @@ class HashservePolicy:
             raise ValueError("the hashserve policy needs the world's fleet (for the planner)")
         self.world = world
         self.fleet: Fleet = world.fleet
-        self.workload = workload
         self.previous: PowerPlan | None = None
         self.held_until_hour: dict[int, int] = {}
-        self.pool_site = np.array([p.site_index for p in world.pools], dtype=np.int64)
         self.busy_mw = np.array([p.busy_kw_per_gpu / KW_PER_MW for p in world.pools])
         self.gpu_busy_mw = world.gpu_busy_mw_by_site()
         self.site_pools = [world.pools_at(s) for s in range(world.sites)]
         self.pool_index = {p.pool_id: i for i, p in enumerate(world.pools)}
-        self.site_index = {name: i for i, name in enumerate(world.site_names)}
         mean_in = workload.mean_input_tokens
         mean_out = workload.mean_output_tokens
-        self.rep_tokens = (max(int(round(mean_in)), 0), max(int(round(mean_out)), 0))
+        self.rep_tokens = (max(round(mean_in), 0), max(round(mean_out), 0))
 
     # ------------------------------------------------------------ one hour
 
@@ -166,7 +170,7 @@ class HashservePolicy:
 
     def _site_views(
         self, view: HourView, base: PowerPlan, headroom_mw: np.ndarray
-    ) -> dict[str, SiteView]:
+    ) -> _SiteViews:
         """Two views per site: power within its headroom (price), power taken from mining.
 
         The outlook (what later hours will cost) goes on one of the two only, as the live
@@ -175,34 +179,38 @@ class HashservePolicy:
         view. A sliver of spare power must not advertise cheap hours for all the work.
         """
         world = self.world
-        gpu_busy_mw = self.gpu_busy_mw
-        out: dict[str, SiteView] = {}
+        with_outlook: dict[str, SiteView] = {}
+        without: dict[str, SiteView] = {}
+        ahead_h = view.outlook_usd_per_mwh.shape[1]
+        starts = [view.now_s + (h + 1) * S_PER_H for h in range(ahead_h)]
         for s, name in enumerate(world.site_names):
             site_plan = base.sites[name]
             price = site_plan.price_usd_per_mwh
             r_mine = site_plan.r_mine_usd_per_mwh
             region = world.site_regions[s]
-            ahead = view.outlook_usd_per_mwh[s]
-            site_at_cap = headroom_mw[s] + _EPS_MW < gpu_busy_mw[s]
+            site_at_cap = headroom_mw[s] + _EPS_MW < self.gpu_busy_mw[s]
             for key, at_cap in ((name, False), (name + DISPLACE, True)):
-                outlook = tuple(
-                    PriceOutlook(
-                        view.now_s + (h + 1) * S_PER_H,
-                        opportunity_price_usd_per_mwh(float(ahead[h]), r_mine, at_cap),
-                    )
-                    for h in range(ahead.size)
-                    if math.isfinite(ahead[h]) and at_cap == site_at_cap
-                )
-                out[key] = SiteView(
+                bare = SiteView(
                     site=key,
                     region=region,
                     price_usd_per_mwh=price,
                     opportunity_price_usd_per_mwh=opportunity_price_usd_per_mwh(
                         price, r_mine, at_cap
                     ),
-                    outlook=outlook,
                 )
-        return out
+                without[key] = bare
+                if at_cap != site_at_cap:
+                    with_outlook[key] = bare
+                    continue
+                outlook = tuple(
+                    PriceOutlook(start_s, opportunity_price_usd_per_mwh(ahead, r_mine, at_cap))
+                    for start_s, ahead in zip(
+                        starts, view.outlook_usd_per_mwh[s].tolist(), strict=True
+                    )
+                    if math.isfinite(ahead)
+                )
+                with_outlook[key] = replace(bare, outlook=outlook)
+        return _SiteViews(with_outlook, without)
 
     def _segments(
         self, gpus_free: np.ndarray, headroom_mw: np.ndarray, closed: np.ndarray
@@ -271,7 +279,7 @@ class HashservePolicy:
         gpus_free: np.ndarray,
         headroom_mw: np.ndarray,
         closed: np.ndarray,
-        sites: Mapping[str, SiteView],
+        sites: _SiteViews,
     ) -> None:
         segments = self._segments(gpus_free, headroom_mw, closed)
         by_node = {self._node_view(seg).node_id: seg for seg in segments}
@@ -288,11 +296,11 @@ class HashservePolicy:
                 # wait for it. The placer's deferral does not look at capacity, so the views do.
                 open_sites = frozenset(n.site.removesuffix(DISPLACE) for n in nodes.values())
                 if open_sites not in views:
-                    views[open_sites] = _outlooks_only_for(sites, open_sites)
+                    views[open_sites] = sites.open_only(open_sites)
                 decision = place([request], list(nodes.values()), views[open_sites],
                                  view.now_s, self.profile)[0]
                 if isinstance(decision, Deferral):
-                    until_hour = int(math.ceil((decision.until_s - self.world.start_s) / S_PER_H))
+                    until_hour = math.ceil((decision.until_s - self.world.start_s) / S_PER_H)
                     self.held_until_hour[item.item_id] = max(until_hour, view.t + 1)
                     break
                 if not isinstance(decision, Placement):

@@ -1,15 +1,16 @@
 """Baseline "price-blind round robin": ignores every price.
 
 Decides: every GPU switched on, requests dealt to the GPUs in turn (by the hour: every GPU gets
-the same share of the work, wherever it is), every ASIC mining with the power the GPUs leave. What it shows: what the fleet earns with no economics at all.
+the same share of the work, wherever it is), every ASIC mining with the power the GPUs leave.
+What it shows: what the fleet earns with no economics at all.
 """
 
 from __future__ import annotations
 
 from scheduler.backtest.policies.base import HourPlan, HourView
 from scheduler.backtest.policies.greedy import PowerBook, mine_if_profitable, spread
-from scheduler.backtest.world import World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import World
 
 
 class RoundRobin:

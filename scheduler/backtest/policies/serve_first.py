@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from scheduler.backtest.policies.base import HourPlan, HourView
 from scheduler.backtest.policies.greedy import PowerBook, mine_if_profitable, spread
-from scheduler.backtest.world import World
 from scheduler.backtest.workload import Workload
+from scheduler.backtest.world import World
 
 
 class ServeFirst:

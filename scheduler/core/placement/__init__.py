@@ -1,9 +1,11 @@
 """Where a job is placed: filter the nodes, score the survivors in USD, pick the cheapest.
 
-Entry point: `place(jobs, nodes, sites, now_s) -> list[Placement | Deferral | Unplaceable]`.
+Entry point: `place(jobs, nodes, sites, now_s) -> list[Placement | Deferral | Unplaceable]`, where
+`nodes` is a list of `NodeView`s or a `NodeIndex` its owner keeps up to date.
 """
 
-from scheduler.core.placement.placer import place, queue_order
+from scheduler.core.placement.index import NodeIndex
+from scheduler.core.placement.placer import place, place_by_scan, queue_order
 from scheduler.core.placement.scores import DEFAULT_PROFILE, ScoringProfile
 from scheduler.core.placement.types import (
     Decision,
@@ -23,6 +25,7 @@ __all__ = [
     "Decision",
     "Deferral",
     "JobRequest",
+    "NodeIndex",
     "NodeView",
     "Placement",
     "PriceOutlook",
@@ -32,5 +35,6 @@ __all__ = [
     "StatusCode",
     "Unplaceable",
     "place",
+    "place_by_scan",
     "queue_order",
 ]

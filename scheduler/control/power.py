@@ -1,0 +1,384 @@
+"""Where the power mode is decided, live: market snapshot -> `plan_power` -> sites and agents.
+
+Every plan interval this edge reads the market feed, builds each site's AI demand from the
+connected agents, asks the pure planner for a `PowerPlan`, then carries it out:
+- the placer's view of each site (price, opportunity price, an outlook for flex deferral) and
+  which sites may take AI work now;
+- a `PowerMode` to every agent at each site (their power adapters apply it);
+- accounting per site and hour, metrics, and a journal row for every mining-level change with the
+  planner's reasons ("why did site Z curtail at 14:00").
+Ops overrides and curtailment windows are held here and passed to the planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from hashserve.v1 import agent_pb2
+from scheduler.core.accounting import Accounting, account_interval
+from scheduler.core.clock import Clock
+from scheduler.core.fleet import Fleet
+from scheduler.core.jobs import JobRecord
+from scheduler.core.market import MarketSnapshot
+from scheduler.core.outlook import hour_of_day_outlook
+from scheduler.core.placement import PriceOutlook, SiteView
+from scheduler.core.planner import (
+    CurtailmentWindow,
+    ForceMode,
+    PlannerConfig,
+    PowerPlan,
+    SiteAiDemand,
+    SiteOverride,
+    SitePowerPlan,
+    plan_power,
+)
+from scheduler.core.scheduler import NodeState, Step
+from scheduler.feeds.base import MarketFeed
+from scheduler.feeds.replay import ReplayFeed
+from scheduler.metrics.registry import SchedulerMetrics
+
+if TYPE_CHECKING:
+    from scheduler.control.loop import ControlLoop
+
+log = logging.getLogger("hashserve.scheduler.power")
+KW_PER_MW = 1000.0
+OUTLOOK_HOURS = 12
+PAST_HOURS = 7 * 24
+DEFAULT_PRICE_USD_PER_MILLION_TOKENS = 0.15
+
+
+class PowerController:
+    def __init__(
+        self,
+        loop: ControlLoop,
+        fleet: Fleet,
+        feed: MarketFeed,
+        clock: Clock,
+        config: PlannerConfig,
+        replay: ReplayFeed | None = None,
+        interval_s: float = 2.0,
+        ai_value_floor_usd_per_mwh: float = 1000.0,
+    ) -> None:
+        self.loop = loop
+        self.fleet = fleet
+        self.feed = feed
+        self.clock = clock
+        self.config = config
+        self.replay = replay
+        self.interval_s = interval_s
+        self.ai_value_floor_usd_per_mwh = ai_value_floor_usd_per_mwh
+        self.overrides: dict[str, SiteOverride] = {}
+        self.plan: PowerPlan | None = None
+        self.market: MarketSnapshot | None = None
+        self.accounting = Accounting()
+        self.metrics: SchedulerMetrics | None = None
+        self._ai_revenue_usd: dict[str, float] = {}
+        self._regions = {s.name: s.region for s in fleet.sites}
+        self._task: asyncio.Task[None] | None = None
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.tick(self.clock.now_s())
+        self._task = asyncio.create_task(self._run(), name="power-planner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.tick(self.clock.now_s())
+            except Exception:  # a bad market value must not stop planning for good
+                log.exception("power planning tick failed")
+
+    # ----- one tick -------------------------------------------------------------------------
+
+    def tick(self, now_s: float) -> PowerPlan:
+        core = self.loop.core
+        market = self.feed.snapshot(now_s)
+        demand = self._demand(core.nodes.values())
+        previous = self.plan
+        plan = plan_power(self.fleet, market, demand, previous, self.overrides, now_s, self.config)
+        self._account(previous, market, now_s)
+        self.plan, self.market = plan, market
+        core.site_views = self._site_views(plan, market, now_s)
+        fleet_sites = set(self._regions)
+        outside = {n.info.site for n in core.nodes.values()} - fleet_sites
+        core.serving_sites = {s for s, p in plan.sites.items() if self._may_serve(p)} | outside
+        self._send_modes(plan)
+        self._record(previous, plan, market, now_s)
+        self.loop.kick()
+        return plan
+
+    def _may_serve(self, p: SitePowerPlan) -> bool:
+        """May the placer send new work to this site's nodes?
+
+        Yes where the plan switched GPU capacity on. Also where it did not only because a few
+        kW of AI would cost a whole ASIC block: the placer then weighs the site at its
+        opportunity price (max(price, R_mine) at the cap) and uses it only when cheaper sites are
+        full, and the next plan sees that load. No where ops curtail or force mining, where the
+        cap is zero, or where power costs more than AI work is worth (a price spike).
+        """
+        if p.serving_mw > 0:
+            return True
+        override = self.overrides.get(p.site)
+        if override is not None and override.force in (ForceMode.CURTAIL, ForceMode.MINE):
+            return False
+        return (
+            p.cap_mw > 0
+            and p.price_known
+            and p.price_usd_per_mwh <= self.ai_value_floor_usd_per_mwh
+        )
+
+    def _demand(self, nodes: Iterable[NodeState]) -> dict[str, SiteAiDemand]:
+        """AI demand per site from the connected agents: busy power of what runs, and standby
+        for the rest of their capacity.
+
+        Its value is what the nodes' measured throughput earns per MWh, but never less than
+        `ai_value_floor_usd_per_mwh`: serving capacity is sold with latency promises, and keeping
+        it is worth that much to the business (the price of a broken promise). Below the floor
+        price a site keeps its connected nodes serving; above it (a real price spike) AI curtails
+        there and the placer sends work elsewhere.
+        """
+        busy_kw: dict[str, float] = {}
+        standby_kw: dict[str, float] = {}
+        value_weighted: dict[str, float] = {}
+        for node in nodes:
+            if not node.connected:
+                continue
+            info = node.info
+            share = min(len(node.running) / max(info.slots_total, 1), 1.0)
+            busy_kw[info.site] = busy_kw.get(info.site, 0.0) + info.busy_power_kw * share
+            standby_kw[info.site] = standby_kw.get(info.site, 0.0) + info.busy_power_kw * (
+                1.0 - share
+            )
+            value_weighted[info.site] = value_weighted.get(info.site, 0.0) + (
+                self._node_value_usd_per_mwh(node) * info.busy_power_kw
+            )
+        demand = {}
+        for site, kw in standby_kw.items():
+            total_kw = kw + busy_kw.get(site, 0.0)
+            demand[site] = SiteAiDemand(
+                ai_busy_mw=busy_kw.get(site, 0.0) / KW_PER_MW,
+                ai_queued_mw=0.0,
+                value_usd_per_mwh=max(
+                    value_weighted[site] / total_kw if total_kw else 0.0,
+                    self.ai_value_floor_usd_per_mwh,
+                ),
+                standby_mw=kw / KW_PER_MW,
+            )
+        return demand
+
+    def _node_value_usd_per_mwh(self, node: NodeState) -> float:
+        """Tokens a node turns out per MWh of busy power, times what a token sells for."""
+        info = node.info
+        rates = node.estimates.tokens_per_s or {m: 100.0 for m in info.models}
+        best = 0.0
+        for model, tokens_per_s in rates.items():
+            price = self.fleet.tier_prices_usd_per_million_tokens.get(model, {}).get(
+                "standard", DEFAULT_PRICE_USD_PER_MILLION_TOKENS
+            )
+            tokens_per_mwh = tokens_per_s * 3600.0 / max(info.busy_power_kw / KW_PER_MW, 1e-9)
+            best = max(best, tokens_per_mwh * price / 1e6)
+        return best
+
+    def _site_views(
+        self, plan: PowerPlan, market: MarketSnapshot, now_s: float
+    ) -> dict[str, SiteView]:
+        views = {}
+        for site, p in plan.sites.items():
+            views[site] = SiteView(
+                site=site,
+                region=self._regions[site],
+                price_usd_per_mwh=p.price_usd_per_mwh,
+                opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
+                outlook=self._outlook(p.price_zone, p.r_mine_usd_per_mwh, p.at_cap, now_s),
+            )
+        return views
+
+    def _outlook(
+        self, zone: str, r_mine_usd_per_mwh: float, at_cap: bool, now_s: float
+    ) -> tuple[PriceOutlook, ...]:
+        if self.replay is None or not zone:
+            return ()
+        table = self.replay.prices
+        row = table.row_at(self.replay.history_time(now_s))
+        if row is None:
+            return ()
+        fx = dict(self.fleet.fx_usd_per_unit)
+        column = table.zone_index(zone)
+        rate = fx.get(table.currencies[column], math.nan)
+        past = [
+            float(v) * rate for v in table.prices[max(row - PAST_HOURS + 1, 0) : row + 1, column]
+        ]
+        hour_start_hist_s = float(table.t_s[row])
+        windows = []
+        for ahead, price in enumerate(hour_of_day_outlook(past, OUTLOOK_HOURS), start=1):
+            if math.isnan(price):
+                continue
+            opportunity = max(price, r_mine_usd_per_mwh) if at_cap else price
+            start_s = self.replay.scheduler_time(hour_start_hist_s + ahead * table.step_s)
+            windows.append(PriceOutlook(start_s, opportunity))
+        return tuple(windows)
+
+    def _send_modes(self, plan: PowerPlan) -> None:
+        core = self.loop.core
+        sessions = self.loop.sessions
+        for node_id, session in list(sessions.items()):
+            node = core.nodes.get(node_id)
+            p = plan.sites.get(node.info.site) if node is not None else None
+            if p is None:
+                continue
+            session.send(
+                agent_pb2.SchedulerMessage(
+                    power_mode=agent_pb2.PowerMode(
+                        site=p.site,
+                        mining_mw=p.mining_mw,
+                        ai_mw=p.ai_mw,
+                        curtailed_mw=p.curtailed_mw,
+                        reason="; ".join(p.reasons)[:500],
+                    )
+                )
+            )
+
+    def _account(self, previous: PowerPlan | None, market: MarketSnapshot, now_s: float) -> None:
+        if previous is None or self.market is None:
+            return
+        duration_s = now_s - previous.t_s
+        if duration_s <= 0:
+            return
+        # The compressed clock: an interval of scheduler time stands for more market time.
+        market_duration_s = duration_s * self.config.clock_speedup
+        for site, p in previous.sites.items():
+            revenue = self._ai_revenue_usd.pop(site, 0.0)
+            self.accounting.add(
+                account_interval(
+                    p,
+                    self.market,
+                    market_duration_s,
+                    revenue,
+                    start_s=self._market_time(previous.t_s),
+                )
+            )
+
+    def _market_time(self, now_s: float) -> float:
+        return self.replay.history_time(now_s) if self.replay is not None else now_s
+
+    def _record(
+        self, previous: PowerPlan | None, plan: PowerPlan, market: MarketSnapshot, now_s: float
+    ) -> None:
+        rows = []
+        for site, p in plan.sites.items():
+            old = previous.sites.get(site) if previous is not None else None
+            if old is None or abs(old.mining_mw - p.mining_mw) > 1e-6:
+                rows.append(
+                    (
+                        now_s,
+                        "power_mode",
+                        site,
+                        json.dumps(
+                            {
+                                "mining_mw": round(p.mining_mw, 4),
+                                "ai_mw": round(p.ai_mw, 6),
+                                "curtailed_mw": round(p.curtailed_mw, 4),
+                                "price_usd_per_mwh": round(p.price_usd_per_mwh, 2),
+                                "r_mine_usd_per_mwh": round(p.r_mine_usd_per_mwh, 2),
+                                "fallback": p.fallback,
+                                "reasons": list(p.reasons),
+                            }
+                        ),
+                    )
+                )
+                if old is not None and self.metrics is not None:
+                    self.metrics.mode_changed(site, self._regions[site])
+        if rows:
+            self.loop.journal.write_jobs([], rows)
+        if self.metrics is not None:
+            self._export(plan, market, now_s)
+
+    def _export(self, plan: PowerPlan, market: MarketSnapshot, now_s: float) -> None:
+        m = self.metrics
+        assert m is not None
+        if market.hashprice_usd_per_phs_day is not None:
+            m.set_hashprice(market.hashprice_usd_per_phs_day)
+        if market.btc_usd is not None:
+            m.set_btc_price(market.btc_usd)
+        for site, p in plan.sites.items():
+            region = self._regions[site]
+            price = p.price_usd_per_mwh if math.isfinite(p.price_usd_per_mwh) else 0.0
+            m.set_site(
+                site,
+                region,
+                price_usd_per_mwh=price,
+                r_mine_usd_per_mwh=p.r_mine_usd_per_mwh,
+                mining_mw=p.mining_mw,
+                ai_mw=p.ai_mw,
+                idle_mw=p.idle_gpu_mw,
+                curtailed_mw=p.curtailed_mw,
+                mining_revenue_usd_per_hour=p.mining_mw * p.r_mine_usd_per_mwh,
+                ai_revenue_usd_per_hour=0.0,
+                power_cost_usd_per_hour=p.load_mw * price,
+                opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
+                power_cap_mw=p.cap_mw,
+            )
+            m.set_feed_fallback(site, region, p.fallback)
+        for field, as_of in market.as_of_s.items():
+            zone = field[6:-1] if field.startswith("price[") else ""
+            name = "price" if zone else field
+            m.set_feed_age(
+                name, max(now_s - as_of, 0.0), 2 * 3600.0 / self.config.clock_speedup, zone
+            )
+
+    # ----- what happened to jobs (a LoopObserver) ---------------------------------------------
+
+    def on_submitted(self, records: Sequence[JobRecord]) -> None:
+        pass
+
+    def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
+        for rec in step.changed:
+            if rec.terminal and rec.state.value == "succeeded" and rec.site:
+                self._ai_revenue_usd[rec.site] = (
+                    self._ai_revenue_usd.get(rec.site, 0.0) + rec.spec.value_usd
+                )
+
+    def on_node(self, node: NodeState, now_s: float) -> None:
+        pass
+
+    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
+        pass
+
+    # ----- ops ------------------------------------------------------------------------------
+
+    def set_override(self, site: str, mode: str, cap_mw: float | None) -> SiteOverride:
+        self.fleet.site(site)  # KeyError for an unknown site
+        old = self.overrides.get(site, SiteOverride())
+        force = None if mode in ("", "auto") else ForceMode(mode)
+        new = replace(old, force=force, cap_mw=cap_mw if cap_mw else None)
+        self.overrides[site] = new
+        self.tick(self.clock.now_s())
+        return new
+
+    def schedule_curtailment(
+        self, site: str, start_s: float, end_s: float, reason: str, max_load_mw: float = 0.0
+    ) -> SiteOverride:
+        self.fleet.site(site)
+        old = self.overrides.get(site, SiteOverride())
+        now_s = self.clock.now_s()
+        windows = tuple(w for w in old.windows if w.end_s > now_s)
+        window = CurtailmentWindow(start_s, end_s, max_load_mw, reason or "demand response")
+        new = replace(old, windows=(*windows, window))
+        self.overrides[site] = new
+        self.tick(now_s)
+        return new
