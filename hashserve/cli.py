@@ -26,6 +26,7 @@ from hashserve.client import (
     job_to_dict,
     resolve,
 )
+from hashserve.v1 import jobs_pb2
 
 app = typer.Typer(
     help="hashserve: mine or serve. A Ray scheduler for AI inference at Bitcoin-mining sites.",
@@ -121,7 +122,7 @@ def scheduler(
         "tls_client_ca": tls_client_ca,
     }
     # Flags left unset fall through to HASHSERVE_* environment variables and the defaults.
-    settings = SchedulerSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = SchedulerSettings.model_validate({k: v for k, v in given.items() if v is not None})
     supervised = SupervisedScheduler(settings)
     info = supervised.start()
     console.print(
@@ -163,6 +164,13 @@ def agent(
     ] = None,
     threads_per_job: int = 1,
     metrics_port: Annotated[int, typer.Option(help="Prometheus port; -1: none")] = -1,
+    asic_hashrate_phs: Annotated[
+        float | None,
+        typer.Option(help="drive the site's ASIC fleet (simulated) of this many PH/s"),
+    ] = None,
+    asic_efficiency_j_per_th: float | None = None,
+    asic_block_mw: float | None = None,
+    asic_ramp_s: float | None = None,
     tls_ca: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
@@ -370,7 +378,7 @@ def _set_deadline(spec: object, text: str) -> None:
     spec.deadline.FromNanoseconds(int(t_s * 1e9))  # type: ignore[attr-defined]
 
 
-async def _follow(client: Client, job_id: str, stream_tokens: bool) -> object:
+async def _follow(client: Client, job_id: str, stream_tokens: bool) -> jobs_pb2.Job:
     last = None
     async for event in client.watch(job_id):
         if event.HasField("tokens") and stream_tokens:
@@ -528,6 +536,25 @@ def models(
         out.print(table)
 
     _run_rpc(go())
+
+
+# ----- operators: `hashserve sites`, `hashserve market`, `hashserve admin ...` ------------------
+from hashserve.admin_cli import register as _register_admin_commands  # noqa: E402
+
+_register_admin_commands(app)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def backtest(ctx: typer.Context) -> None:
+    """Replay history through the scheduler's core and the baselines; compare them with the
+    hindsight optimum (`hashserve backtest --help` for its options)."""
+    # Imported here: the backtester pulls in SciPy, which the other commands do not need.
+    from scheduler.backtest.cli import app as backtest_app
+
+    backtest_app(args=list(ctx.args), prog_name="hashserve backtest")
 
 
 def main() -> None:

@@ -109,7 +109,11 @@ class Client:
         self, page_size: int = 50, page_token: str = "", state: int = 0
     ) -> customer_pb2.ListJobsResponse:
         return await self.stub.ListJobs(
-            customer_pb2.ListJobsRequest(page_size=page_size, page_token=page_token, state=state),
+            customer_pb2.ListJobsRequest(
+                page_size=page_size,
+                page_token=page_token,
+                state=jobs_pb2.JobState.ValueType(state),
+            ),
             metadata=self.metadata,
             timeout=10.0,
         )

@@ -1,7 +1,9 @@
 """`hashserve demo`: the whole system on one machine, driven by the real Azure LLM trace.
 
 Starts Ray, the scheduler and agents at sites in four regions; submits embedding and generation
-jobs sized from the trace over gRPC; shows progress; prints a summary; stops everything.
+jobs sized from the trace over gRPC; shows progress and, live, each site's power price, mode split
+and money as the market history replays on a compressed clock (an hour every 5 s); prints a
+summary; stops everything.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hashserve.client import STATE_NAMES, Client, embed_spec, generate_spec
+from hashserve.demo_economics import AdminReader, live_table, money_table
 from hashserve.demo_text import PROMPTS, SENTENCES
 from hashserve.local import AgentPlan, LocalCluster
 from hashserve.v1 import jobs_pb2
 
+FLEX_DEADLINE_S = 30.0
 EMBED_MODEL = "all-minilm-l6-v2"
 GEN_MODEL = "smollm2-135m-instruct"
 
@@ -40,35 +45,35 @@ DEMO_SITES: tuple[tuple[str, str], ...] = (
 )
 
 
-def demo_sites() -> list[tuple[str, str]]:
-    """Sites of the shipped example fleet, one region after another; else the built-in list."""
-    try:
-        from scheduler.fleet import default_fleet_path, load_fleet
-
-        fleet = load_fleet(default_fleet_path())
-        by_region: dict[str, list[str]] = {}
-        for site in fleet.sites:
-            by_region.setdefault(site.region, []).append(site.name)
-        ordered: list[tuple[str, str]] = []
-        while any(by_region.values()):
-            for region in sorted(by_region):
-                if by_region[region]:
-                    ordered.append((by_region[region].pop(0), region))
-        return ordered or list(DEMO_SITES)
-    except Exception:
-        return list(DEMO_SITES)
-
-
 def demo_agents(n: int) -> list[AgentPlan]:
-    sites = demo_sites()
-    return [
-        AgentPlan(
-            agent_id=f"{sites[i % len(sites)][0]}-gpu{i // len(sites)}",
-            site=sites[i % len(sites)][0],
-            region=sites[i % len(sites)][1],
+    """`n` agents at the demo sites, one site after another; the first agent at each site also
+    drives the site's (simulated) ASIC fleet, sized from the shipped example fleet."""
+    from scheduler.fleet import default_fleet_path, load_fleet
+
+    fleet = load_fleet(default_fleet_path())
+    plans = []
+    for i in range(n):
+        site, region = DEMO_SITES[i % len(DEMO_SITES)]
+        spec = fleet.site(site)
+        asic = spec.asic
+        plans.append(
+            AgentPlan(
+                agent_id=f"{site}-cpu{i // len(DEMO_SITES)}",
+                site=site,
+                region=region,
+                asic=(
+                    (
+                        asic.hashrate_phs,
+                        asic.efficiency_j_per_th,
+                        asic.curtail_block_mw,
+                        asic.ramp_s,
+                    )
+                    if i < len(DEMO_SITES)
+                    else None
+                ),
+            )
         )
-        for i in range(n)
-    ]
+    return plans
 
 
 def trace_rows() -> list[tuple[float, int, int]]:
@@ -94,6 +99,7 @@ class DemoJob:
     kind: str
     tier: str
     at_s: float
+    deadline_after_s: float = 0.0  # 0: the tier's default
 
 
 def build_workload(n: int, rate_per_s: float, seed: int) -> list[DemoJob]:
@@ -105,18 +111,20 @@ def build_workload(n: int, rate_per_s: float, seed: int) -> list[DemoJob]:
     for i, (_, context_tokens, generated_tokens) in enumerate(picked):
         tier = rng.choices(["interactive", "standard", "flex"], weights=[3, 5, 2])[0]
         at_s = i / rate_per_s
+        # Flex work may wait for cheaper power until its deadline: here 30 s, six hours of the
+        # market replayed at an hour every 5 s.
+        deadline_s = FLEX_DEADLINE_S if tier == "flex" else 0.0
         if rng.random() < 0.35:
             # Generated lengths from the trace, scaled to what a CPU answers in a demo.
             max_tokens = max(8, min(generated_tokens, 40))
             spec = generate_spec(GEN_MODEL, rng.choice(PROMPTS), max_tokens, tier)
-            jobs.append(DemoJob(spec, "generate", tier, at_s))
+            jobs.append(DemoJob(spec, "generate", tier, at_s, deadline_s))
         else:
             # One text per 512 context tokens (at most 8), each up to the model's window.
             n_texts = max(1, min(context_tokens // 512, 8))
-            texts = [
-                " ".join(rng.sample(SENTENCES, k=rng.randint(1, 4))) for _ in range(n_texts)
-            ]
-            jobs.append(DemoJob(embed_spec(EMBED_MODEL, texts, tier), "embed", tier, at_s))
+            texts = [" ".join(rng.sample(SENTENCES, k=rng.randint(1, 4))) for _ in range(n_texts)]
+            spec = embed_spec(EMBED_MODEL, texts, tier)
+            jobs.append(DemoJob(spec, "embed", tier, at_s, deadline_s))
     return jobs
 
 
@@ -149,17 +157,28 @@ async def _drive(
                 " running embedding jobs only[/]"
             )
             workload = [j for j in workload if j.kind == "embed"]
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console,
-        ) as progress:
-            submitted = progress.add_task("submitted", total=len(workload))
-            finished = progress.add_task("finished ", total=len(workload))
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        submitted = progress.add_task("submitted", total=len(workload))
+        finished = progress.add_task("finished ", total=len(workload))
+        sites = {a.site for a in cluster.agents}
+        reader = AdminReader(cluster.address, cluster.credentials.admin_key)
+        econ = await reader.read()
+        with Live(Group(progress, live_table(econ, sites)), console=console) as live:
             t0 = time.monotonic()
 
             async def one(job: DemoJob) -> None:
                 await asyncio.sleep(max(job.at_s - (time.monotonic() - t0), 0))
                 sent = time.monotonic()
+                if job.deadline_after_s:
+                    job.spec.deadline.FromNanoseconds(
+                        int((time.time() + job.deadline_after_s) * 1e9)
+                    )
                 resp = await client.submit(job.spec)
                 progress.advance(submitted)
                 final = await client.wait(resp.job.id, timeout_s=600)
@@ -178,7 +197,21 @@ async def _drive(
                     }
                 )
 
-            await asyncio.gather(*(one(j) for j in workload))
+            async def refresh() -> None:
+                nonlocal econ
+                while True:
+                    await asyncio.sleep(1.0)
+                    econ = await reader.read()
+                    live.update(Group(progress, live_table(econ, sites)))
+
+            refresher = asyncio.create_task(refresh())
+            try:
+                await asyncio.gather(*(one(j) for j in workload))
+            finally:
+                refresher.cancel()
+        econ = await reader.read()
+        await reader.close()
+        console.print(money_table(econ, sites))
     return results
 
 
@@ -207,7 +240,12 @@ def summarise(results: list[dict[str, Any]], console: Console, wall_s: float) ->
         p = {q: _percentile(ms, q) for q in (0.5, 0.9, 0.99)}
         latency[f"{kind}/{tier}"] = {"p50": p[0.5], "p90": p[0.9], "p99": p[0.99]}
         lat.add_row(
-            kind, tier, str(len(rs)), f"{p[0.5]:.0f}", f"{p[0.9]:.0f}", f"{p[0.99]:.0f}",
+            kind,
+            tier,
+            str(len(rs)),
+            f"{p[0.5]:.0f}",
+            f"{p[0.9]:.0f}",
+            f"{p[0.99]:.0f}",
             f"{_percentile(run, 0.5):.0f}",
         )
     console.print(lat)

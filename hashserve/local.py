@@ -46,6 +46,8 @@ class AgentPlan:
     backends: tuple[str, ...] = ()
     idle_power_kw: float = 0.3
     busy_power_kw: float = 0.7
+    # The site's (simulated) ASIC fleet, when this agent drives it: PH/s, J/TH, block MW, ramp s.
+    asic: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -93,6 +95,12 @@ def spawn_agent(
     ]
     for spec in plan.backends:
         args += ["--backend", spec]
+    if plan.asic is not None:
+        phs, j_per_th, block_mw, ramp_s = plan.asic
+        args += [
+            "--asic-hashrate-phs", str(phs), "--asic-efficiency-j-per-th", str(j_per_th),
+            "--asic-block-mw", str(block_mw), "--asic-ramp-s", str(ramp_s),
+        ]
     env = dict(os.environ)
     env["HASHSERVE_AGENT_TOKEN"] = token
     # One inference thread per job: the agents share this machine's few cores.

@@ -25,8 +25,9 @@ import grpc
 
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
 from node_agent.backends.base import Cancelled, GenerateParams
-from node_agent.power import job_energy_kwh
+from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
 from node_agent.settings import AgentSettings
+from scheduler.core.clock import SystemClock
 
 log = logging.getLogger("hashserve.agent")
 AttemptKey = tuple[str, int]
@@ -65,12 +66,20 @@ class NodeAgent:
         self.jobs_done = 0
         self.draining = False
         self.last_power_mode: agent_pb2.PowerMode | None = None
+        self.power_adapter: SimulatedAsicFleet | None = None
+        if settings.asic_hashrate_phs > 0:
+            self.power_adapter = SimulatedAsicFleet(
+                settings.asic_hashrate_phs, settings.asic_efficiency_j_per_th,
+                settings.asic_block_mw, settings.asic_ramp_s, SystemClock(),
+            )
+        self._lost_since: float | None = None
+        self.in_fallback = False
 
     # ----- connection -----------------------------------------------------------------------
 
     def _channel(self) -> grpc.aio.Channel:
         s = self.settings
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
@@ -108,6 +117,7 @@ class NodeAgent:
                     self.metrics.set_connected(False)
             if stop.is_set():
                 break
+            self.check_fallback(time.monotonic())
             if time.monotonic() - started > 10.0:
                 backoff_s = self.settings.backoff_initial_s  # it was a healthy connection
             # Full jitter keeps a fleet of agents from reconnecting in lockstep.
@@ -249,10 +259,51 @@ class NodeAgent:
                     msg.ack.ref.job_id, msg.ack.ref.attempt, msg.ack.reason,
                 )
         elif kind == "power_mode":
-            self.last_power_mode = msg.power_mode
-            if self.metrics is not None:
-                pm = msg.power_mode
-                self.metrics.set_power_mode(pm.mining_mw, pm.ai_mw, pm.curtailed_mw)
+            self._apply_power_mode(msg.power_mode)
+
+    def _apply_power_mode(self, pm: agent_pb2.PowerMode) -> None:
+        previous = self.last_power_mode
+        self.last_power_mode = pm
+        self._set_fallback(False)
+        if self.metrics is not None:
+            self.metrics.set_power_mode(pm.mining_mw, pm.ai_mw, pm.curtailed_mw)
+        if self.power_adapter is None:
+            return
+        try:
+            target = SitePowerTarget(pm.mining_mw, pm.ai_mw, pm.curtailed_mw)
+        except ValueError as err:
+            log.warning("ignoring an invalid power mode: %s", err)
+            return
+        applied = self.power_adapter.apply(target)
+        if previous is None or abs(previous.mining_mw - pm.mining_mw) > 1e-6:
+            log.info(
+                "power mode for %s: mining %.2f MW (%d blocks), AI %.4f MW, curtailed %.2f MW: %s",
+                pm.site, applied.mining_mw, applied.blocks_on, pm.ai_mw, applied.curtailed_mw,
+                pm.reason,
+            )
+
+    def _set_fallback(self, active: bool) -> None:
+        if active == self.in_fallback:
+            return
+        self.in_fallback = active
+        if self.metrics is not None:
+            self.metrics.set_fallback(active)
+        if active and self.power_adapter is not None:
+            log.warning(
+                "no scheduler for %.0f s: safe local policy, mining stops; AI work finishes",
+                self.settings.fallback_hold_s,
+            )
+            self.power_adapter.apply(SitePowerTarget(0.0, 0.0, self.power_adapter.full_power_mw))
+
+    def check_fallback(self, now_s: float) -> None:
+        """Called while disconnected: after the hold time, fall back to the safe local policy."""
+        if self.connected.is_set():
+            self._lost_since = None
+            return
+        if self._lost_since is None:
+            self._lost_since = now_s
+        elif now_s - self._lost_since >= self.settings.fallback_hold_s:
+            self._set_fallback(True)
 
     def _start(self, assign: agent_pb2.Assignment) -> None:
         key = (assign.ref.job_id, assign.ref.attempt)

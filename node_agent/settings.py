@@ -30,6 +30,15 @@ class AgentSettings(BaseSettings):
     backoff_max_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(-1, ge=-1, le=65535, description="-1: no metrics endpoint")
     metrics_host: str = "127.0.0.1"
+    # The site's ASIC fleet, when this agent drives it (one agent per site does); 0: none. The
+    # embedded adapter is a simulation; a real site plugs its controller in behind PowerAdapter.
+    asic_hashrate_phs: float = Field(0.0, ge=0)
+    asic_efficiency_j_per_th: float = Field(17.5, gt=0)
+    asic_block_mw: float = Field(1.25, gt=0)
+    asic_ramp_s: float = Field(300.0, ge=0)
+    # Cut off from the scheduler, hold the last power mode this long, then stop mining (without
+    # prices the agent cannot know that mining still pays); running AI work always finishes.
+    fallback_hold_s: float = Field(900.0, ge=0)
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -159,8 +159,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.Market:
         who = await self._admin(context)
         now_s = self.loop.clock.now_s()
-        if request.clear:
-            self.ops.clear()
+        # Check every value before changing any: a refused request changes nothing.
+        if not (
+            request.clear or request.zone or request.btc_usd or request.hashprice_usd_per_phs_day
+        ):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "set zone and price_usd_per_mwh, btc_usd, hashprice_usd_per_phs_day, or clear",
+            )
+        price = request.price_usd_per_mwh
         if request.zone:
             if request.zone not in self.power.fleet.price_zones:
                 await context.abort(
@@ -168,7 +175,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     f"no price zone {request.zone[:40]!r}; "
                     f"zones: {', '.join(sorted(self.power.fleet.price_zones))}",
                 )
-            price = request.price_usd_per_mwh
             if not (
                 math.isfinite(price) and MIN_PRICE_USD_PER_MWH <= price <= MAX_PRICE_USD_PER_MWH
             ):
@@ -177,28 +183,26 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     f"price_usd_per_mwh {price} is outside [{MIN_PRICE_USD_PER_MWH:g}, "
                     f"{MAX_PRICE_USD_PER_MWH:g}]",
                 )
-            self.ops.set_price(request.zone, price, now_s)
-        for name, value, setter in (
+        setters = (
             ("btc_usd", request.btc_usd, self.ops.set_btc_usd),
             (
                 "hashprice_usd_per_phs_day",
                 request.hashprice_usd_per_phs_day,
                 self.ops.set_hashprice,
             ),
-        ):
+        )
+        for name, value, _ in setters:
+            if value and not (math.isfinite(value) and value > 0):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a positive number"
+                )
+        if request.clear:
+            self.ops.clear()
+        if request.zone:
+            self.ops.set_price(request.zone, price, now_s)
+        for _, value, setter in setters:
             if value:
-                if not (math.isfinite(value) and value > 0):
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a positive number"
-                    )
                 setter(value, now_s)
-        if not (
-            request.clear or request.zone or request.btc_usd or request.hashprice_usd_per_phs_day
-        ):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "set zone and price_usd_per_mwh, btc_usd, hashprice_usd_per_phs_day, or clear",
-            )
         log.info("market value set by key %s: %s", who.key_id, request)
         self.power.tick(now_s)
         return self.market_message()

@@ -6,10 +6,13 @@ functions the planner calls), the GPU pools (one per node group, in accelerators
 outlook policies may read, and the request rate when none is given (a share of the fleet's GPU
 throughput). What it leaves to others: reading and checking files (inputs), policies, the LP.
 
-Outlook: day-ahead markets publish tomorrow's hourly prices around midday today, so for the next
-hours of a day-ahead zone the realised price is what a scheduler would have known. The real-time
-series (PJM real-time LMP, Ontario HOEP, AEMO NSW; see the shared data README) are not known in
-advance: for them the outlook is the same hour yesterday (persistence).
+Outlook (what policies may expect of the hours ahead; never the realised price unless it was
+published in advance): by default what the live scheduler forecasts, the mean price at the same
+hour of day over the past week. Alternatives: `market` -- day-ahead markets publish tomorrow's
+hourly prices around midday today, so for the next hours of a day-ahead zone the realised price
+is what a scheduler could have known, while the real-time series (PJM real-time LMP, Ontario
+HOEP, AEMO NSW; see the shared data README) get the same hour yesterday; `persistence`; and
+`perfect` (an upper bound on what forecasting can give).
 """
 
 from __future__ import annotations
@@ -52,9 +55,31 @@ PERSISTENCE_H = 24
 
 
 class OutlookMode(str, Enum):
+    # What the live scheduler forecasts (scheduler.core.outlook.hour_of_day_outlook): the mean
+    # price at the same hour of day over the past week, in every zone.
+    LIVE = "live"
     MARKET = "market"  # day-ahead zones: realised; real-time zones: same hour yesterday
     PERSISTENCE = "persistence"  # every zone: same hour yesterday
     PERFECT = "perfect"  # every zone: realised (an upper bound on forecasting)
+
+
+def week_hour_of_day_mean(native: np.ndarray, lookback_h: int, hours: int) -> np.ndarray:
+    """For each period hour t: the mean of the prices at t - 24, t - 48, ..., t - 168.
+
+    What `scheduler.core.outlook.hour_of_day_outlook` expects for an hour 1 to 24 ahead from a
+    week of past prices (the unit tests check the two agree); vectorised here because a year has
+    8,784 hours per site.
+    """
+    days = min(lookback_h // PERSISTENCE_H, 7)
+    if days < 1:
+        raise ValueError("the live outlook needs at least a day of past prices")
+    start = lookback_h
+    stacked = np.stack([
+        native[start - k * PERSISTENCE_H : start - k * PERSISTENCE_H + hours]
+        for k in range(1, days + 1)
+    ])
+    result: np.ndarray = stacked.mean(axis=0)
+    return result
 
 
 @dataclass(frozen=True)
@@ -134,7 +159,7 @@ def build_world(
     fleet: Fleet,
     market: MarketData,
     throughput: Mapping[tuple[str, str], float] | None = None,
-    outlook: OutlookMode = OutlookMode.MARKET,
+    outlook: OutlookMode = OutlookMode.LIVE,
     hashprice_scale: float = 1.0,
     fleet_source: str = "",
 ) -> World:
@@ -150,7 +175,9 @@ def build_world(
         realtime = outlook is OutlookMode.PERSISTENCE or (
             outlook is OutlookMode.MARKET and site.price_zone in REALTIME_ZONES
         )
-        if realtime:
+        if outlook is OutlookMode.LIVE:
+            forecast[s] = week_hour_of_day_mean(native, lookback, hours)
+        elif realtime:
             shifted = lookback - PERSISTENCE_H
             forecast[s] = native[shifted : shifted + hours]
         else:

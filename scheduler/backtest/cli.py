@@ -6,7 +6,8 @@ build the worlds, run, show). The lead mounts `run_backtest_command` as `hashser
 
 Defaults: the example fleet and the data shipped in scheduler/data (else ../shared/data), July
 2024, the two Azure traces scaled to 60% of the fleet's GPU throughput with 30% interactive,
-30% standard and 40% flex requests, every policy, the optimum in weekly windows, on Ray.
+30% standard and 40% flex requests, the live scheduler's price outlook (the past week's mean at
+each hour of day), every policy, the optimum in weekly windows, on Ray.
 The table goes to stdout, progress to stderr; with --json the last line of stdout is one JSON
 object.
 """
@@ -177,7 +178,7 @@ def run_backtest_command(
     tier_mix: _MixOpt = DEFAULT_TIER_MIX,
     daily_amplitude: _DailyOpt = 0.0,
     model: _ModelOpt = None,
-    outlook: _OutlookOpt = OutlookMode.MARKET,
+    outlook: _OutlookOpt = OutlookMode.LIVE,
     policy: _PolicyOpt = None,
     sweep: _SweepOpt = None,
     throughput: _ThroughputOpt = None,

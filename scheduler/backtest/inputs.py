@@ -7,8 +7,8 @@ operator can open the file at the right place. What it leaves to others: what th
 (FX conversion and economics belong to the fleet and scheduler.core.economics), and how a trace
 becomes hourly work (scheduler.backtest.workload).
 
-Only the rows of the period are checked for numbers (plus a day before it, which the price
-outlook reads); a malformed value elsewhere in a five-year file does not stop a one-week run.
+Only the rows of the period are checked for numbers (plus the week before it, which the price
+outlooks read); a malformed value elsewhere in a five-year file does not stop a one-week run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 S_PER_H = 3600
 S_PER_DAY = 86_400
 BLOCKS_PER_DAY = 144  # one block per 600 s target spacing (Bitcoin consensus rule)
-PRICE_LOOKBACK_H = 24  # the persistence outlook reads yesterday's price
+PRICE_LOOKBACK_H = 7 * 24  # the outlooks read up to a week of past prices
 
 PRICE_FILE = "elec_prices_hourly_12regions_2020_2024.csv.gz"
 BTC_FILE = "btc_daily_price_hashrate_2020_2026.csv"
@@ -188,7 +188,7 @@ class PriceTable:
     """Hourly prices per zone column, native currency per MWh, hour-start timestamps.
 
     `start_s` is the first hour of the backtested period; the arrays begin `lookback_h` hours
-    earlier so that a persistence outlook can read yesterday's price at the first hour.
+    earlier so that the outlooks can read past prices at the first hour.
     """
 
     path: str
@@ -305,7 +305,7 @@ def _carry_forward(
             run = 0
             last = float(series[i])
     # Lookback hours before the file's first value take the first period value: they only feed
-    # the persistence outlook of the first day.
+    # the outlooks of the first week.
     head = series[:lookback_h]
     head[np.isnan(head)] = series[lookback_h]
     return filled

@@ -264,22 +264,35 @@ def _hours_axis(world: World | None, hours: int) -> np.ndarray:
 
 
 def _plot_cumulative(path: Path, outcome: ScenarioOutcome) -> None:
+    """Cumulative profit per policy, and below it each policy's shortfall against the optimum
+    (the policies lie close together when mining dominates, the shortfall shows them apart)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
     hours = outcome.results[0].profit_by_hour_usd.size if outcome.results else 0
     x = _hours_axis(outcome.world, hours)
+    optimum = outcome.optimum
+    best = (
+        np.cumsum(optimum.profit_by_hour_usd)
+        if optimum is not None and optimum.profit_by_hour_usd.size == hours
+        else None
+    )
     for r in sorted(outcome.results, key=lambda r: -r.profit_usd):
-        ax.plot(x, np.cumsum(r.profit_by_hour_usd) / 1e6, label=r.policy, linewidth=1.2)
-    if outcome.optimum is not None and outcome.optimum.profit_by_hour_usd.size == hours:
-        ax.plot(
-            x, np.cumsum(outcome.optimum.profit_by_hour_usd) / 1e6, label="hindsight optimum",
-            color="black", linestyle="--", linewidth=1.0,
-        )
-    ax.set_ylabel("cumulative profit, million USD")
-    ax.set_title(f"Cumulative profit per policy ({outcome.name})")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
+        cumulative = np.cumsum(r.profit_by_hour_usd)
+        top.plot(x, cumulative / 1e6, label=r.policy, linewidth=1.2)
+        if best is not None:
+            bottom.plot(x, (cumulative - best) / 1e6, label=r.policy, linewidth=1.2)
+    if best is not None:
+        top.plot(x, best / 1e6, label="hindsight optimum", color="black", linestyle="--",
+                 linewidth=1.0)
+        bottom.axhline(0.0, color="black", linestyle="--", linewidth=1.0)
+    top.set_ylabel("cumulative profit, million USD")
+    top.set_title(f"Cumulative profit per policy ({outcome.name})")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("minus the optimum, million USD")
+    bottom.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -29,10 +29,11 @@ from scheduler.core.placement import (
     ScoringProfile,
     SiteView,
     place,
-    queue_order,
 )
+from scheduler.core.placement.rules import order_key
 
 AttemptKey = tuple[str, int]
+_LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,14 @@ class SchedulerCore:
         self._serving_sites: set[str] | None = None  # None: every site may serve
         self._queue: list[tuple[tuple[int, float, float, str], str]] = []
         self._in_queue: set[str] = set()  # one heap entry per job at most
+        # When jobs may time out, so a tick looks at those jobs only, not at every job: each job's
+        # place in `jobs` (a tick handles them in that order), its deadline, and the lease of
+        # assigned and running jobs. Entries go stale (a lease renewed, a job finished) and are
+        # checked against the job when they come due.
+        self._seq: dict[str, int] = {}
+        self._next_seq = 0
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._leases: list[tuple[float, int, str]] = []
         # The nodes as placement reads them, kept up to date row by row: a tick costs what
         # changed since the last one, not the whole fleet (see placement/index.py).
         self._index = NodeIndex()
@@ -166,11 +175,13 @@ class SchedulerCore:
             if rec.state in (JobState.ASSIGNED, JobState.RUNNING):
                 # Its agent may still be running it: give it time to reconnect and re-adopt.
                 rec = rec.evolve(lease_expires_s=now_s + self.policy.recovery_grace_s)
+            self._track(rec)
             self.jobs[rec.job_id] = rec
             if rec.state is JobState.QUEUED:
                 self._push(rec)
 
     def submit(self, record: JobRecord) -> Step:
+        self._track(record)
         self.jobs[record.job_id] = record
         self._push(record)
         return Step(changed=[record])
@@ -349,7 +360,7 @@ class SchedulerCore:
                         self._retry(rec, now_s, step, f"agent {node.info.node_id} lost")
                 node.running.clear()
                 self._changed_nodes.add(node.info.node_id)
-        for rec in list(self.jobs.values()):
+        for rec in self._due(now_s):
             if now_s > rec.spec.deadline_s:
                 self._finish(
                     rec, JobEvent.EXPIRE, now_s, step, error="deadline passed before it finished"
@@ -498,16 +509,57 @@ class SchedulerCore:
         done = rec.evolve(state=transition(rec.state, event), finished_s=now_s, **fields)
         step.changed.append(done)
         self.jobs.pop(rec.job_id, None)
+        self._seq.pop(rec.job_id, None)
 
     def _put(self, rec: JobRecord, step: Step) -> None:
+        self._track(rec)
         self.jobs[rec.job_id] = rec
         step.changed.append(rec)
+
+    def _track(self, rec: JobRecord) -> None:
+        """Note when `rec` may time out; call before it replaces the job's record in `jobs`."""
+        old = self.jobs.get(rec.job_id)
+        seq = self._seq.get(rec.job_id)
+        if old is None or seq is None:
+            seq = self._seq[rec.job_id] = self._next_seq
+            self._next_seq += 1
+        if old is None or rec.spec.deadline_s != old.spec.deadline_s:
+            heapq.heappush(self._deadlines, (rec.spec.deadline_s, seq, rec.job_id))
+        if rec.state in _LEASED and (
+            old is None or old.state not in _LEASED
+            or rec.lease_expires_s < old.lease_expires_s
+        ):
+            # A renewal (a later lease) needs no entry: the earlier one is moved when it is due.
+            heapq.heappush(self._leases, (rec.lease_expires_s, seq, rec.job_id))
+
+    def _due(self, now_s: float) -> list[JobRecord]:
+        """Jobs whose deadline or lease has passed by `now_s`, in the order of `jobs`."""
+        due: set[str] = set()
+        while self._deadlines and self._deadlines[0][0] < now_s:
+            _, seq, job_id = heapq.heappop(self._deadlines)
+            if self._seq.get(job_id) == seq:
+                due.add(job_id)
+        renewed: list[tuple[float, int, str]] = []
+        while self._leases and self._leases[0][0] < now_s:
+            _, seq, job_id = heapq.heappop(self._leases)
+            rec = self.jobs.get(job_id)
+            if rec is None or self._seq.get(job_id) != seq or rec.state not in _LEASED:
+                continue
+            if now_s > rec.lease_expires_s:
+                due.add(job_id)
+            else:
+                renewed.append((rec.lease_expires_s, seq, job_id))
+        for entry in renewed:
+            heapq.heappush(self._leases, entry)
+        return [self.jobs[job_id] for job_id in sorted(due, key=self._seq.__getitem__)]
 
     def _push(self, rec: JobRecord) -> None:
         if rec.job_id in self._in_queue:
             return
         self._in_queue.add(rec.job_id)
-        heapq.heappush(self._queue, (queue_order(rec.as_request()), rec.job_id))
+        spec = rec.spec
+        key = order_key(spec.tier, spec.deadline_s, rec.submitted_s, rec.job_id)
+        heapq.heappush(self._queue, (key, rec.job_id))
 
     def _pop_ready(self, now_s: float, limit: int) -> list[JobRecord]:
         """Up to `limit` queued jobs in queue order; deferred jobs go back on the heap."""

@@ -7,7 +7,7 @@ from the journal on start, so a restart after a crash carries on where the journ
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1.health import HealthServicer
@@ -24,6 +24,7 @@ from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.core.placement import DEFAULT_PROFILE
 from scheduler.core.planner import PlannerConfig
 from scheduler.core.scheduler import SchedulerPolicy
 from scheduler.feeds.http_json import HttpJsonFeed
@@ -106,6 +107,12 @@ class SchedulerApp:
             sorted({s.region for s in self.fleet.sites} | set(settings.regions)),
             self.clock,
             policy=policy,
+            # On a compressed market clock every duration the placer weighs shrinks with it.
+            profile=replace(
+                DEFAULT_PROFILE,
+                defer_deadline_margin_s=DEFAULT_PROFILE.defer_deadline_margin_s
+                / market_speedup(settings),
+            ),
             tick_s=settings.tick_s,
         )
         self.metrics = SchedulerMetrics(models=DEFAULT_CATALOGUE)

@@ -115,11 +115,15 @@ def issue_agent_token(journal_path: Path, agent_id: str) -> str:
 class InProcessScheduler:
     """`SchedulerApp` on a private event loop in a daemon thread; `call` runs work on it."""
 
-    def __init__(self, workdir: Path, **overrides: object) -> None:
+    def __init__(
+        self, workdir: Path, credentials: Credentials | None = None, **overrides: object
+    ) -> None:
+        """A fresh journal in `workdir` with new credentials, or, with `credentials`, the
+        journal already there (a restart)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.journal_path = workdir / "journal.db"
-        self.credentials: Credentials = bootstrap_credentials(self.journal_path)
+        self.credentials: Credentials = credentials or bootstrap_credentials(self.journal_path)
         values: dict[str, object] = {
             "host": "127.0.0.1",
             "port": 0,

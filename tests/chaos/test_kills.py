@@ -88,6 +88,7 @@ def test_scheduler_sigkilled_three_times_under_load(cluster: LocalCluster) -> No
         rate_per_s=12.0, key_prefix="sched-kill",
     )
     killed: list[int] = []
+    down_s: list[float] = []
 
     async def killer(stop: asyncio.Event) -> None:
         try:
@@ -95,9 +96,11 @@ def test_scheduler_sigkilled_three_times_under_load(cluster: LocalCluster) -> No
                 await asyncio.sleep(4.0)  # the load runs against a live scheduler a while
                 pid = pid_of(cluster)
                 os.kill(pid, signal.SIGKILL)
+                t_kill = time.monotonic()
                 killed.append(pid)
                 await until(lambda p=pid: pid_of(cluster) != p, 90, "Ray to restart the actor")  # type: ignore[misc]
                 await wait_serving(cluster.address)
+                down_s.append(time.monotonic() - t_kill)
             await asyncio.sleep(3.0)
         finally:
             stop.set()
@@ -109,7 +112,8 @@ def test_scheduler_sigkilled_three_times_under_load(cluster: LocalCluster) -> No
     run(go())
     states = wait_until_final(cluster.journal_path, list(load.acked.values()), 180)
     print(
-        f"scheduler pids killed: {killed}; submits retried {load.retries} times; "
+        f"scheduler pids killed: {killed}, down {[round(d, 1) for d in down_s]} s each; "
+        f"submits retried {load.retries} times; "
         f"final states: { {s: list(states.values()).count(s) for s in set(states.values())} }"
     )
     counts = account(
@@ -183,4 +187,7 @@ def test_agents_sigkilled_mid_job_under_load(cluster: LocalCluster) -> None:
     finally:
         db.close()
     assert retried >= 3
-    wait_for_agents(cluster, len(AGENTS))
+    print({k: v.poll() for k, v in cluster.procs.items()})
+    from tests.integration.cluster import with_client
+    print(with_client(cluster, lambda c: c.models()))
+    wait_for_agents(cluster, len(AGENTS), timeout_s=20)

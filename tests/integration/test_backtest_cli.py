@@ -22,7 +22,7 @@ def test_one_week_through_the_cli_on_ray(tmp_path: Path) -> None:
     )}
     completed = subprocess.run(
         [
-            sys.executable, "-m", "scheduler.backtest.cli",
+            sys.executable, "-m", "hashserve", "backtest",
             "--start", "2024-07-01", "--end", "2024-07-07",
             "--json", "--report", str(report),
         ],

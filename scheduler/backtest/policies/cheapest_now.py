@@ -1,10 +1,10 @@
 """Baseline "cheapest site now": AI goes where power is cheapest this hour, with no deferral.
 
-Decides: every GPU switched on, each queued item served now on the pools of the cheapest sites
-by this hour's power price (not the opportunity price: it ignores the mining it displaces at a
-site at its cap), and mining with the power left wherever R_mine beats the price. What it shows:
-the value of deferring flex work to cheaper hours, of pricing AI power at its opportunity cost,
-and of switching idle GPUs off.
+Decides: each queued item served now on the pools of the cheapest sites by this hour's power
+price (not the opportunity price: it ignores the mining it displaces at a site at its cap), only
+the GPUs it uses switched on, and mining with the power left, in whole curtailment blocks,
+wherever R_mine beats the price. What it shows: the value of deferring flex work to cheaper hours
+and of pricing AI power at its opportunity cost.
 """
 
 from __future__ import annotations
@@ -36,5 +36,6 @@ class CheapestNow:
             return order
 
         assignments = fill(view, world, book, pools_for, self.eligible)
+        book.power_off_idle()
         mining = mine_if_profitable(world, view, book.gpu_draw_mw_by_site())
         return HourPlan(mining, book.on.copy(), tuple(assignments))

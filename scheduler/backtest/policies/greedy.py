@@ -47,6 +47,10 @@ class PowerBook:
     def use(self, p: int, gpu_h: float) -> None:
         self.used_gpu_h[p] += gpu_h
 
+    def power_off_idle(self) -> None:
+        """Switch off every GPU that got no work (whole GPUs: a busy fraction stays on)."""
+        self.on = np.minimum(self.on, np.ceil(self.used_gpu_h - 1e-9))
+
     def gpu_draw_mw_by_site(self) -> np.ndarray:
         idle = (self.on - self.used_gpu_h) * self.idle_mw
         busy = self.used_gpu_h * self.busy_mw

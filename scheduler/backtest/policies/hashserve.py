@@ -90,7 +90,7 @@ class HashservePolicy:
         self,
         profile: ScoringProfile = DEFAULT_PROFILE,
         planner_config: PlannerConfig = DEFAULT_PLANNER_CONFIG,
-        max_rounds: int = 8,
+        max_rounds: int | None = None,
     ) -> None:
         self.profile = profile
         self.planner_config = planner_config
@@ -135,7 +135,8 @@ class HashservePolicy:
         items = {item.item_id: item for item in view.queue}
         placed: dict[tuple[int, int], float] = {}  # (item, pool) -> Mtok
         plan = base
-        for _round in range(self.max_rounds):
+        # Each round that takes work back closes at least one site, so sites + 1 rounds suffice.
+        for _round in range(self.max_rounds or world.sites + 1):
             self._place_queue(view, items, left, placed, gpus_free, headroom_mw, closed, sites)
             plan = plan_power(self.fleet, snapshot, self._demand(placed, items), self.previous,
                               {}, view.now_s, self.planner_config)

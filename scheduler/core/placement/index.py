@@ -109,6 +109,8 @@ class NodeIndex:
 
     def free_slots(self) -> int:
         """Free slots on nodes that are serving and healthy."""
+        if not self._views:
+            return 0
         self.refresh()
         usable = self.serving & self.healthy
         return int(self.slots_free[usable].sum())

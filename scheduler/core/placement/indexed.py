@@ -9,7 +9,9 @@ index itself is never changed by placing.
 
 When a job is unplaceable, the verdicts are rebuilt from the masks: each filter's verdict comes
 from the first node, in id order, for which it was the first to fail, and the verdicts are ordered
-by that node, exactly as the scan collects them.
+by that node, exactly as the scan collects them. A queue holds many jobs alike to the filters
+(same model, regions and memory): that such a job fits nowhere, and its verdicts, are worked out
+once per call (the verdicts again after each reservation, which can reorder them).
 
 Returns None (and the caller scans) when a total comes out NaN, or a job, the profile, a site
 price or an outlook window holds a number that is not finite: the cases where vector arithmetic

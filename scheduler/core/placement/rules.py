@@ -27,7 +27,14 @@ TIER_RANK = {Tier.INTERACTIVE: 0, Tier.STANDARD: 1, Tier.FLEX: 2}
 
 def queue_order(job: JobRequest) -> tuple[int, float, float, str]:
     """Interactive first, then earliest deadline, then first come."""
-    return (TIER_RANK[job.tier], job.deadline_s, job.submitted_s, job.job_id)
+    return order_key(job.tier, job.deadline_s, job.submitted_s, job.job_id)
+
+
+def order_key(
+    tier: Tier, deadline_s: float, submitted_s: float, job_id: str
+) -> tuple[int, float, float, str]:
+    """`queue_order` from the fields themselves (the core orders records without a request)."""
+    return (TIER_RANK[tier], deadline_s, submitted_s, job_id)
 
 
 def latency_target_s(job: JobRequest, catalogue: Mapping[str, ModelSpec]) -> float:

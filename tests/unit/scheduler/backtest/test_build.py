@@ -16,6 +16,7 @@ from scheduler.backtest.build import (
     generation_model,
     load_market,
     make_workload,
+    week_hour_of_day_mean,
 )
 from scheduler.backtest.cli import app
 from scheduler.backtest.inputs import (
@@ -31,6 +32,7 @@ from scheduler.core.economics import (
     mining_revenue_usd_per_mwh,
 )
 from scheduler.core.fleet import Fleet
+from scheduler.core.outlook import hour_of_day_outlook
 from scheduler.fleet import default_fleet_path, load_fleet
 
 
@@ -96,3 +98,17 @@ def test_cli_reports_a_bad_input_file(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "prices.csv" in result.output and "no price column for zone" in result.output
+
+
+def test_live_outlook_is_the_core_forecast() -> None:
+    # The live scheduler's forecast for hour t + a (a = 1..12), made at hour t from the week up
+    # to t, must equal the vectorised table the backtest precomputes for hour t + a.
+    rng = np.random.default_rng(7)
+    lookback, hours = 168, 60
+    native = rng.uniform(-20, 300, size=lookback + hours)
+    table = week_hour_of_day_mean(native, lookback, hours)
+    for t in (0, 5, 23, 40):
+        now = lookback + t
+        past = native[now - 167 : now + 1].tolist()
+        expected = hour_of_day_outlook(past, 12)
+        np.testing.assert_allclose(table[t + 1 : t + 13], expected[: hours - t - 1])

@@ -32,11 +32,27 @@ def test_matches_the_optimum_on_the_hand_worked_world() -> None:
     assert result.mining_mw[0, 2] == 0.0  # 200 > R_mine 100: A curtails
 
 
-def test_beats_every_baseline_here() -> None:
+def test_no_baseline_beats_it_on_the_hand_worked_world() -> None:
     world = two_site_world(with_fleet=True)
     ours = simulate(HashservePolicy(), world, standard_workload()).profit_usd
     for name in BASELINES:
-        assert ours > simulate(make_policy(name), world, standard_workload()).profit_usd
+        assert ours >= simulate(make_policy(name), world, standard_workload()).profit_usd - 1e-6
+
+
+def test_prices_ai_at_the_opportunity_price_where_cheapest_now_does_not() -> None:
+    # Interactive 1,000 Mtok an hour only. Hour 0: A is cheapest by price (20) but at its cap,
+    # so its GPUs displace mining worth 100 - 20 = 80/MWh; B costs 60 with spare power.
+    # hashserve serves at B (60 x 1 MWh); cheapest_now at A (20 + 80 of lost mining): 40 less.
+    # Hours 1 and 2 both use B. hashserve: mining (10 + 10 + 0 + 9) * 100 = 2,900, AI 6,000,
+    # power A 10*20 + 10*50 = 700, B 4 * 100 = 400: 2,900 + 6,000 - 1,100 = 7,800 = the LP.
+    world = two_site_world(with_fleet=True)
+    work = workload([(work_class(Tier.INTERACTIVE, 2.0, 1), (1000, 1000, 1000))])
+    ours = simulate(HashservePolicy(), world, work).profit_usd
+    assert ours == pytest.approx(7_800.0)
+    assert ours == pytest.approx(hindsight_optimum(world, work).profit_usd)
+    assert simulate(make_policy("cheapest_now"), world, work).profit_usd == pytest.approx(7_760.0)
+    for name in BASELINES:
+        assert ours > simulate(make_policy(name), world, work).profit_usd
 
 
 def test_flex_work_waits_for_the_cheap_hour() -> None:

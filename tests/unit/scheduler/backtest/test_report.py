@@ -29,8 +29,9 @@ def outcome() -> ScenarioOutcome:
 def test_json_has_each_policy_and_its_fraction() -> None:
     document = json.loads(dumps_line(json_document([outcome()], {"period": "x"})))
     cheapest = document["policies"]["cheapest_now"]
-    # 11,860 / 11,950 (see test_baselines and test_optimum)
-    assert cheapest["fraction_of_optimum"] == round(11_860 / 11_950, 5)
+    # 11,950 / 11,950 (see test_baselines and test_optimum); always_mine 6,800 / 11,950
+    assert cheapest["fraction_of_optimum"] == 1.0
+    assert document["policies"]["always_mine"]["fraction_of_optimum"] == round(6_800 / 11_950, 5)
     for key in ("profit_usd", "revenue_usd", "power_cost_usd", "mwh", "jobs_served",
                 "deadline_misses", "interactive_latency_s"):
         assert key in cheapest

@@ -23,6 +23,9 @@ from dataclasses import replace
 
 import pytest
 
+from scheduler.core.clock import ManualClock
+from scheduler.core.job_states import JobState
+from scheduler.core.jobs import JobRecord
 from scheduler.core.models import DEFAULT_CATALOGUE, ModelSpec, Tier
 from scheduler.core.placement import (
     DEFAULT_PROFILE,
@@ -44,12 +47,15 @@ from scheduler.core.placement import (
 from scheduler.core.placement.filters import DEFAULT_FILTERS, FilterFn, has_capacity, model_served
 from scheduler.core.placement.scores import energy_usd, estimated_run_s, score
 from scheduler.core.placement.types import FilterVerdict
+from scheduler.core.scheduler import SchedulerCore, SchedulerPolicy
 from tests.unit.scheduler.core.builders import (
     EMBED_MODEL,
     GEN_MODEL,
     T0_S,
     make_job,
     make_node,
+    make_node_info,
+    make_record,
     make_site,
 )
 
@@ -420,3 +426,115 @@ def test_flex_queues_facing_cheaper_windows_are_deferred_the_same_way() -> None:
         assert place(jobs, NodeIndex(nodes), sites, NOW_S) == expected, seed
         deferred += sum(isinstance(d, Deferral) for d in expected)
     assert deferred >= 50, deferred
+
+
+# ----- the scheduler core: its kept index and timeout heaps ------------------------------------
+
+
+class RebuildingCore(SchedulerCore):
+    """The core as it ran before: the index rebuilt from every node's view for each placement
+    round, and every job looked at on every tick for its deadline and lease."""
+
+    def placement_index(self) -> NodeIndex:
+        self._changed_nodes.clear()
+        return NodeIndex(self.node_views())
+
+    def _due(self, now_s: float) -> list[JobRecord]:
+        return list(self.jobs.values())
+
+
+def _random_events(seed: int, n_events: int) -> None:
+    """Play the same random events into both cores; every Step must be equal."""
+    rng = random.Random(seed)
+    policy = SchedulerPolicy(lease_s=15.0, disconnect_grace_s=10.0, recovery_grace_s=20.0,
+                             max_attempts=3, max_placements_per_tick=rng.choice([4, 64]))
+    fast, slow = SchedulerCore(policy), RebuildingCore(policy)
+    clock = ManualClock(NOW_S)
+    sites = [f"s{i}" for i in range(6)]
+    node_ids = [f"n{i:02d}" for i in range(rng.randint(3, 40))]
+    job_count = 0
+    jobs: dict[str, JobRecord] = {}
+
+    def both(call: str, *args: object, **kwargs: object) -> object:
+        a = getattr(fast, call)(*args, **kwargs)
+        b = getattr(slow, call)(*args, **kwargs)
+        assert a == b, f"seed {seed}: {call}{args} differs"
+        return a
+
+    for _ in range(n_events):
+        now_s = clock.now_s()
+        draw = rng.random()
+        if draw < 0.15:  # an agent says hello (again), maybe reporting what it runs
+            node_id = rng.choice(node_ids)
+            site = rng.choice(sites)
+            info = make_node_info(
+                node_id, site=site, region=f"r{int(site[1:]) % 3}",
+                models=rng.sample([EMBED_MODEL, GEN_MODEL], rng.randint(1, 2)),
+                memory_mb=rng.choice([256, 8192]), slots_total=rng.randint(1, 3),
+                busy_power_kw=rng.choice([0.7, 1.5]),
+            )
+            # What it still runs: what the core thinks it holds (after a restart too), or less.
+            running = sorted(
+                (j.job_id, j.attempt) for j in fast.jobs.values()
+                if j.node_id == node_id and j.state in (JobState.ASSIGNED, JobState.RUNNING)
+            )
+            kept = rng.sample(running, rng.randint(len(running) // 2, len(running)))
+            both("connect_node", info, kept, now_s)
+        elif draw < 0.40:  # a customer submits
+            job_count += 1
+            tier = rng.choice(["interactive", "standard", "flex"])
+            model = rng.choice([EMBED_MODEL, GEN_MODEL])
+            record = make_record(
+                f"job{job_count:04d}", tier=tier, model=model, submitted_s=now_s,
+                output_tokens_est=0 if model == EMBED_MODEL else 50,
+                deadline_s=now_s + rng.choice([5.0, 30.0, 600.0, 7200.0]),
+                allowed_regions=rng.sample(["r0", "r1", "r2"], rng.choice([0, 0, 1])),
+            )
+            both("submit", record)
+        elif draw < 0.60:
+            clock.advance(rng.choice([0.5, 0.5, 2.0, 11.0, 16.0]))
+            both("tick", clock.now_s())
+        elif draw < 0.72 and fast.nodes:  # a heartbeat, listing all, some or none it runs
+            node_id = rng.choice(sorted(fast.nodes))
+            running = sorted(fast.nodes[node_id].running)
+            listed = rng.sample(running, rng.randint(0, len(running)))
+            both("heartbeat", node_id, listed, now_s, draining=rng.random() < 0.1)
+        elif draw < 0.84:  # a start or a result, sometimes from a stale attempt
+            held = [(n, j, a) for n, node in sorted(fast.nodes.items()) for j, a in node.running]
+            if held:
+                node_id, job_id, attempt = rng.choice(held)
+                if rng.random() < 0.3:
+                    both("job_started", node_id, job_id, attempt, now_s)
+                else:
+                    both("job_outcome", node_id, job_id, attempt - rng.choice([0, 0, 1]), now_s,
+                         error=rng.choice(["", "", "oom"]), tokens=rng.randint(1, 400),
+                         run_ms=rng.uniform(10.0, 5000.0))
+        elif draw < 0.88 and fast.nodes:
+            both("disconnect_node", rng.choice(sorted(fast.nodes)), now_s)
+        elif draw < 0.91 and fast.nodes:
+            both("set_draining", rng.choice(sorted(fast.nodes)), rng.random() < 0.5)
+        elif draw < 0.93 and job_count:
+            both("cancel", f"job{rng.randint(1, job_count):04d}", now_s)
+        elif draw < 0.95:  # the scheduler restarts: jobs come back from the journal
+            fast, slow = SchedulerCore(policy), RebuildingCore(policy)
+            both("restore", list(jobs.values()), now_s)
+        elif draw < 0.97:
+            serving = None if rng.random() < 0.3 else set(rng.sample(sites, rng.randint(0, 6)))
+            fast.serving_sites = serving
+            slow.serving_sites = serving
+        else:
+            views = {
+                s: make_site(s, f"r{int(s[1:]) % 3}", opportunity_usd_per_mwh=rng.uniform(0, 90),
+                             outlook=[(now_s + 3600.0, rng.uniform(0, 40))])
+                for s in sites if rng.random() < 0.8
+            }
+            fast.site_views = views
+            slow.site_views = dict(views)
+        assert fast.jobs == slow.jobs, f"seed {seed}"
+        assert fast.node_views() == slow.node_views(), f"seed {seed}"
+        jobs = dict(fast.jobs)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_core_decides_as_one_that_rebuilds_and_scans_everything(seed: int) -> None:
+    _random_events(seed, 400)

@@ -1,0 +1,334 @@
+"""Submit path: acknowledged submits per second through hashserve's gRPC front, journal on, next to
+a bare gRPC server answering the same request with a canned response, on this machine, in one run.
+
+    python bench/submit.py [--seconds 5] [--concurrency 64] [--channels 4] [--batch 50] [--smoke]
+
+Servers (each fresh, in this process, on a free port):
+  bare:       grpc.aio with CustomerService.SubmitJob/SubmitJobs returning a canned response of
+              the same size as hashserve's (same server options; nothing else)
+  hashserve:  scheduler.runtime.app.SchedulerApp with a temporary SQLite journal (no agents: the
+              jobs just queue), once with synchronous=FULL (the default: every acknowledged job is
+              on disk) and once with NORMAL (survives a killed process, not a power cut)
+Load: a separate client process (so client and server do not share one Python interpreter) runs
+`--concurrency` coroutines over `--channels` real TCP connections, each sending the next request
+as soon as its last is answered: a one-sentence interactive embedding with its own idempotency
+key (what a careful client sends), or a SubmitJobs batch of `--batch` of them. Counted: answers
+with status OK in the measured window, after a warm-up. Server and client CPU seconds are
+reported so a saturated client can be told from a saturated server.
+Targets: single submits at >= 70 % of the bare server; a batch beats the bare single rate per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+
+from bench.common import finish, parser, percentile, table
+from hashserve.client import embed_spec
+from hashserve.local import free_port
+from hashserve.v1 import customer_pb2, customer_pb2_grpc
+from scheduler.api.auth import Authenticator
+from scheduler.api.convert import canonical_spec_blob, job_to_proto, spec_hash
+from scheduler.api.validation import validate_spec
+from scheduler.core.jobs import JobRecord
+from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.journal.sqlite import SqliteJournal
+from scheduler.settings import DEFAULT_REGIONS
+
+SENTENCE = "Grid operators pay large consumers to cut load during price spikes."
+MODEL = "all-minilm-l6-v2"
+TIER = "interactive"
+SERVER_OPTIONS = [  # as scheduler/api/server.py build_server, so both servers run alike
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.max_send_message_length", 8 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+# ----- the load (runs in a child process) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    address: str
+    api_key: str
+    seconds: float
+    warmup_s: float
+    concurrency: int
+    channels: int
+    batch: int  # 0: SubmitJob; n: SubmitJobs of n jobs
+    tag: str  # makes idempotency keys unique across runs
+
+
+def _client_main(load: Load, out: Any) -> None:
+    result = asyncio.run(_drive(load))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["client_cpu_s"] = usage.ru_utime + usage.ru_stime
+    out.send(result)
+    out.close()
+
+
+async def _drive(load: Load) -> dict[str, Any]:
+    channels = [
+        grpc.aio.insecure_channel(load.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(load.channels)
+    ]
+    stubs = [customer_pb2_grpc.CustomerServiceStub(ch) for ch in channels]
+    metadata = (("authorization", f"Bearer {load.api_key}"),)
+    spec = embed_spec(MODEL, [SENTENCE], TIER)
+    t_start = time.perf_counter()
+    t_measure = t_start + load.warmup_s
+    t_end = t_measure + load.seconds
+    latencies: list[float] = []
+    counts = {"ok": 0, "jobs": 0, "errors": 0}
+    errors: dict[str, int] = {}
+
+    async def worker(w: int) -> None:
+        stub = stubs[w % len(stubs)]
+        n = 0
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                return
+            n += 1
+            key = f"{load.tag}-{w}-{n}"
+            try:
+                t0 = time.perf_counter()
+                if load.batch:
+                    reqs = [
+                        customer_pb2.SubmitJobRequest(spec=spec, idempotency_key=f"{key}-{k}")
+                        for k in range(load.batch)
+                    ]
+                    await stub.SubmitJobs(
+                        customer_pb2.SubmitJobsRequest(jobs=reqs), metadata=metadata, timeout=30
+                    )
+                else:
+                    await stub.SubmitJob(
+                        customer_pb2.SubmitJobRequest(spec=spec, idempotency_key=key),
+                        metadata=metadata, timeout=30,
+                    )
+                t1 = time.perf_counter()
+            except grpc.aio.AioRpcError as err:
+                if t0 >= t_measure:
+                    counts["errors"] += 1
+                    name = err.code().name
+                    errors[name] = errors.get(name, 0) + 1
+                continue
+            if t0 >= t_measure and t1 <= t_end:
+                counts["ok"] += 1
+                counts["jobs"] += load.batch or 1
+                latencies.append(t1 - t0)
+
+    # Every connection is open before the clock starts.
+    for ch in channels:
+        await ch.channel_ready()
+    await asyncio.gather(*(worker(w) for w in range(load.concurrency)))
+    for ch in channels:
+        await ch.close()
+    return {
+        **counts,
+        "errors_by_code": errors,
+        "seconds": load.seconds,
+        "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3),
+    }
+
+
+async def run_load(load: Load) -> dict[str, Any]:
+    """The load in a child process; this process's event loop keeps serving meanwhile."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_client_main, args=(load, child), daemon=True)
+    cpu0 = time.process_time()
+    proc.start()
+    child.close()
+    loop = asyncio.get_running_loop()
+    result: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
+    await loop.run_in_executor(None, proc.join)
+    result["server_cpu_s"] = round(time.process_time() - cpu0, 3)
+    result["per_s"] = round(result["ok"] / load.seconds, 1)
+    result["jobs_per_s"] = round(result["jobs"] / load.seconds, 1)
+    return result
+
+
+# ----- the servers -----------------------------------------------------------------------------
+
+
+def canned_response() -> customer_pb2.SubmitJobResponse:
+    """What hashserve answers for the same request (a queued job), built the same way."""
+    now_s = time.time()
+    spec = embed_spec(MODEL, [SENTENCE], TIER)
+    data, filled = validate_spec(spec, DEFAULT_CATALOGUE, DEFAULT_REGIONS, now_s)
+    blob = canonical_spec_blob(filled)
+    rec = JobRecord(
+        job_id="job_" + "0" * 32, tenant="bench", spec=data, spec_blob=blob, submitted_s=now_s,
+        idempotency_key="bench-0-1", spec_hash=spec_hash(canonical_spec_blob(spec)),
+    )
+    return customer_pb2.SubmitJobResponse(job=job_to_proto(rec))
+
+
+class BareService(customer_pb2_grpc.CustomerServiceServicer):
+    def __init__(self) -> None:
+        self.one = canned_response()
+
+    async def SubmitJob(
+        self, request: customer_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobResponse:
+        return self.one
+
+    async def SubmitJobs(
+        self, request: customer_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobsResponse:
+        return customer_pb2.SubmitJobsResponse(jobs=[self.one] * len(request.jobs))
+
+
+async def bare(load: Load) -> dict[str, Any]:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    customer_pb2_grpc.add_CustomerServiceServicer_to_server(BareService(), server)
+    port = server.add_insecure_port(load.address)
+    await server.start()
+    try:
+        return await run_load(_at(load, port))
+    finally:
+        await server.stop(0)
+
+
+def _at(load: Load, port: int) -> Load:
+    return Load(f"127.0.0.1:{port}", load.api_key, load.seconds, load.warmup_s, load.concurrency,
+                load.channels, load.batch, load.tag)
+
+
+def bench_credentials(journal_path: Path) -> str:
+    """A tenant whose own limits are out of the way (the bench measures the path, not quotas)."""
+    journal = SqliteJournal(journal_path)
+    try:
+        auth = Authenticator(journal)
+        auth.create_tenant("bench", max_queued_jobs=10**9, rate=1e9)
+        return auth.issue_api_key("bench")[1]
+    finally:
+        journal.close()
+
+
+async def hashserve(load: Load, synchronous: str, workdir: Path) -> dict[str, Any]:
+    from scheduler.runtime.app import SchedulerApp
+    from scheduler.settings import SchedulerSettings
+
+    journal_path = workdir / f"journal-{load.tag}.db"
+    api_key = bench_credentials(journal_path)
+    port = free_port()
+    values: dict[str, object] = {
+        "host": "127.0.0.1", "port": port, "metrics_port": -1,
+        "journal_url": f"sqlite:///{journal_path}", "journal_synchronous": synchronous,
+    }
+    settings = SchedulerSettings(**values)  # type: ignore[arg-type]
+    app = SchedulerApp(settings)
+    journal = app.journal
+    if isinstance(journal, SqliteJournal):
+        journal.set_synchronous(synchronous)  # the setting is not wired to open_journal yet
+    await app.start()
+    try:
+        result = await run_load(Load(
+            f"127.0.0.1:{app.port}", api_key, load.seconds, load.warmup_s, load.concurrency,
+            load.channels, load.batch, load.tag,
+        ))
+        result["journal_synchronous"] = (
+            journal.synchronous() if isinstance(journal, SqliteJournal) else "unknown"
+        )
+        result["jobs_in_journal"] = journal.count_jobs_by_state().get("queued", 0)
+        return result
+    finally:
+        await app.stop(0.5)
+
+
+async def main_async(args: Any) -> dict[str, Any]:
+    seconds, warmup = (1.0, 0.3) if args.smoke else (args.seconds, args.warmup)
+    base = Load("127.0.0.1:0", "unused", seconds, warmup, args.concurrency, args.channels, 0, "")
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="hashserve-bench-") as tmp:
+        workdir = Path(tmp)
+
+        def with_(tag: str, batch: int = 0) -> Load:
+            return Load(base.address, base.api_key, seconds, warmup, base.concurrency,
+                        base.channels, batch, tag)
+
+        runs["bare"] = await bare(with_("bare"))
+        runs["hashserve_full"] = await hashserve(with_("full"), "FULL", workdir)
+        runs["hashserve_normal"] = await hashserve(with_("normal"), "NORMAL", workdir)
+        runs["bare_batch"] = await bare(with_("bare-batch", args.batch))
+        runs["hashserve_batch_full"] = await hashserve(
+            with_("batch-full", args.batch), "FULL", workdir
+        )
+        runs["hashserve_batch_normal"] = await hashserve(
+            with_("batch-normal", args.batch), "NORMAL", workdir
+        )
+    return runs
+
+
+def main() -> int:
+    p = parser(__doc__)
+    p.add_argument("--seconds", type=float, default=5.0, help="measured window per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured start of each run")
+    p.add_argument("--concurrency", type=int, default=64, help="client coroutines")
+    p.add_argument("--channels", type=int, default=4, help="client TCP connections")
+    p.add_argument("--batch", type=int, default=50, help="jobs per SubmitJobs call")
+    args = p.parse_args()
+    if args.smoke:
+        args.concurrency, args.channels, args.batch = 8, 2, 10
+    runs = asyncio.run(main_async(args))
+    bare_rate = runs["bare"]["per_s"]
+    rows = []
+    for name, r in runs.items():
+        rows.append([
+            name, r["per_s"], r["jobs_per_s"], r["p50_ms"], r["p99_ms"], r["errors"],
+            r["server_cpu_s"], round(r["client_cpu_s"], 2),
+            r["jobs_per_s"] / bare_rate if bare_rate else float("nan"),
+        ])
+    print(f"{args.concurrency} client coroutines over {args.channels} connections, "
+          f"{runs['bare']['seconds']:g} s measured per run, {os.cpu_count()} CPUs")
+    print(table(rows, [
+        "server", "calls/s", "jobs/s", "p50 ms", "p99 ms", "errors", "server CPU s",
+        "client CPU s", "jobs/s vs bare",
+    ]))
+    ratios = {
+        "full_vs_bare": _ratio(runs["hashserve_full"]["jobs_per_s"], bare_rate),
+        "normal_vs_bare": _ratio(runs["hashserve_normal"]["jobs_per_s"], bare_rate),
+        "batch_full_vs_bare_single": _ratio(runs["hashserve_batch_full"]["jobs_per_s"], bare_rate),
+        "batch_normal_vs_bare_single": _ratio(
+            runs["hashserve_batch_normal"]["jobs_per_s"], bare_rate
+        ),
+    }
+    print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    summary = {
+        "single_full_at_least_70pct": ratios["full_vs_bare"] >= 0.7,
+        "single_normal_at_least_70pct": ratios["normal_vs_bare"] >= 0.7,
+        "batch_beats_bare_single": ratios["batch_full_vs_bare_single"] > 1.0,
+    }
+    finish("submit", args, {
+        "concurrency": args.concurrency, "channels": args.channels, "batch": args.batch,
+        "runs": runs, "ratios": ratios, "summary": summary,
+    })
+    return 0
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

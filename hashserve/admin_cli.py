@@ -1,0 +1,677 @@
+"""The operators' commands: `hashserve sites`, `hashserve market` and `hashserve admin ...`.
+
+Thin, like `cli.py`: each command checks what it can without a server (a mode name, a finite
+price, a window that ends after it starts, a time it can read), makes one or two AdminService
+calls through `AdminClient`, and prints a table, or with `--json` one line of JSON (the last line
+printed). Everything else is the server's to decide and to refuse: its gRPC status is printed as
+`CODE: details` with exit status 1. Usage errors exit with status 2.
+
+The admin key comes from --admin-key, env HASHSERVE_ADMIN_KEY, or var/hashserve/credentials.env
+(written by `hashserve up`); the scheduler address likewise from --scheduler, HASHSERVE_SCHEDULER
+or that file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+import grpc
+import typer
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from hashserve.admin_client import AdminClient, resolve_admin_key
+from hashserve.client import resolve
+from hashserve.v1 import admin_pb2
+
+T = TypeVar("T")
+DEFAULT_SCHEDULER = "127.0.0.1:50051"
+HOUR_S = 3600.0
+
+admin_app = typer.Typer(
+    help="Operators' commands (need an admin key): nodes, overrides, market values, tenants, "
+    "keys and accounting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one greppable line
+out = Console()
+
+SchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="HOST:PORT [env HASHSERVE_SCHEDULER]")
+]
+AdminKeyOpt = Annotated[
+    str | None, typer.Option("--admin-key", help="[env HASHSERVE_ADMIN_KEY]")
+]
+TlsCaOpt = Annotated[str | None, typer.Option("--tls-ca", help="CA to verify the scheduler")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print one line of JSON (the last line) instead")
+]
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    curtail = "curtail"
+    mine = "mine"
+    serve = "serve"
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the operators' commands on the main `hashserve` app."""
+    app.command("sites")(sites)
+    app.command("market")(market)
+    app.add_typer(admin_app, name="admin")
+
+
+# ----- plumbing ---------------------------------------------------------------------------------
+
+
+def usage_error(message: str) -> typer.Exit:
+    err_console.print(f"[red]{message}[/]")
+    return typer.Exit(2)
+
+
+def call(
+    scheduler: str | None,
+    admin_key: str | None,
+    tls_ca: str | None,
+    fn: Callable[[AdminClient], Awaitable[T]],
+) -> T:
+    """Run `fn` with a client; a gRPC error becomes `CODE: details` and exit status 1."""
+    address = resolve(scheduler, "HASHSERVE_SCHEDULER", DEFAULT_SCHEDULER)
+    assert address is not None
+    key = resolve_admin_key(admin_key)
+    if not key:
+        raise usage_error(
+            "no admin key: pass --admin-key, set HASHSERVE_ADMIN_KEY, or run `hashserve up` "
+            "here (it writes var/hashserve/credentials.env)"
+        )
+
+    async def go() -> T:
+        async with AdminClient(address, key, tls_ca) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as err:
+        hint = ""
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            hint = f" (is the scheduler running at {address}? --scheduler / HASHSERVE_SCHEDULER)"
+        err_console.print(f"[red]{err.code().name}[/]: {err.details()}{hint}")
+        raise typer.Exit(1) from None
+    except OSError as err:  # an unreadable --tls-ca
+        raise usage_error(str(err)) from None
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, sort_keys=False))
+
+
+def parse_when(text: str, now_s: float) -> float:
+    """Seconds from now (`30`, `-5`, `now`) or an RFC 3339 time (`2025-01-31T14:00:00Z`)."""
+    text = text.strip()
+    if text.lower() == "now":
+        return now_s
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r} is not a time")
+        return now_s + seconds
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: give seconds from now (e.g. 600) or an RFC 3339 time "
+            "(e.g. 2025-01-31T14:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z or an offset such as +02:00")
+    return when.timestamp()
+
+
+def _seconds(ts: Any) -> float:
+    return float(ts.seconds) + ts.nanos / 1e9
+
+
+def _iso(t_s: float) -> str:
+    if t_s <= 0:
+        return "-"
+    return dt.datetime.fromtimestamp(t_s, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _mw(x: float) -> str:
+    """MW with enough digits for a CPU node's 0.0007 MW and a site's 47.25 MW."""
+    if x == 0:
+        return "0"
+    return f"{x:.4f}" if abs(x) < 0.1 else f"{x:.2f}"
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+# ----- sites ------------------------------------------------------------------------------------
+
+SITE_SUMS = ("mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "nodes_connected", "jobs_running",
+             "profit_usd_per_hour")
+
+
+def site_totals(sites: Iterable[admin_pb2.Site]) -> dict[str, float]:
+    totals = dict.fromkeys(SITE_SUMS, 0.0)
+    for site in sites:
+        for name in SITE_SUMS:
+            totals[name] += float(getattr(site, name))
+    return totals
+
+
+def _override(site: admin_pb2.Site) -> str:
+    parts = [site.override] if site.override else []
+    if site.override_cap_mw:
+        parts.append(f"cap {site.override_cap_mw:g} MW")
+    return ", ".join(parts) or "-"
+
+
+def sites_table(sites: Sequence[admin_pb2.Site], title: str | None = None) -> Table:
+    table = Table(
+        "site", "region", "zone", "$/MWh", "R_mine", "mining MW", "AI MW", "idle MW",
+        "curtailed MW", "override", "nodes", "jobs", "profit $/h", "fallback",
+        title=title, show_footer=len(sites) > 1,
+    )
+    for s in sites:
+        table.add_row(
+            s.name, s.region, s.price_zone, f"{s.price_usd_per_mwh:.2f}",
+            f"{s.r_mine_usd_per_mwh:.2f}", _mw(s.mining_mw), _mw(s.ai_mw), _mw(s.idle_mw),
+            _mw(s.curtailed_mw), _override(s), str(s.nodes_connected), str(s.jobs_running),
+            _usd(s.profit_usd_per_hour), "yes" if s.feed_fallback else "",
+        )
+    if len(sites) > 1:
+        t = site_totals(sites)
+        footers = [f"total ({len(sites)})", "", "", "", "", _mw(t["mining_mw"]), _mw(t["ai_mw"]),
+                   _mw(t["idle_mw"]), _mw(t["curtailed_mw"]), "",
+                   str(int(t["nodes_connected"])), str(int(t["jobs_running"])),
+                   _usd(t["profit_usd_per_hour"]), ""]
+        for column, footer in zip(table.columns, footers, strict=True):
+            column.footer = footer
+    return table
+
+
+def sites(
+    region: Annotated[str | None, typer.Option(help="only the sites of this region")] = None,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Every site: price, R_mine, how its power is split (MW), overrides, nodes, jobs, profit."""
+
+    async def go(c: AdminClient) -> admin_pb2.ListSitesResponse:
+        return await c.sites()
+
+    resp = call(scheduler, admin_key, tls_ca, go)
+    chosen = [s for s in resp.sites if region is None or s.region == region]
+    if region is not None and not chosen:
+        regions = sorted({s.region for s in resp.sites})
+        raise usage_error(f"no site in region {region!r}; regions: {', '.join(regions)}")
+    if json_out:
+        print_json(
+            {
+                "as_of": resp.as_of.ToJsonString() if resp.HasField("as_of") else None,
+                "sites": [as_dict(s) for s in chosen],
+                "totals": site_totals(chosen),
+            }
+        )
+        return
+    out.print(sites_table(chosen, title=f"sites at {_iso(_seconds(resp.as_of))}"))
+    for s in chosen:
+        if s.override or s.feed_fallback:
+            out.print(f"[bold]{s.name}[/]: {s.mode_reason}")
+
+
+# ----- market -----------------------------------------------------------------------------------
+
+
+def market(
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Zone prices with their source and age, BTC price, hashprice, difficulty, problems."""
+
+    async def go(c: AdminClient) -> admin_pb2.Market:
+        return await c.market()
+
+    m = call(scheduler, admin_key, tls_ca, go)
+    print_market(m, json_out, time.time())
+
+
+def print_market(m: admin_pb2.Market, json_out: bool, now_s: float) -> None:
+    zones = []
+    for z in m.zones:
+        as_of_s = _seconds(z.as_of)
+        d = as_dict(z)
+        # Age on the scheduler's clock (on a compressed replay an hour of market is a few s).
+        d["age_s"] = round(now_s - as_of_s, 3) if as_of_s > 0 else None
+        zones.append(d)
+    if json_out:
+        d = as_dict(m)
+        d["zones"] = zones
+        print_json(d)
+        return
+    table = Table("zone", "$/MWh", "source", "as of", "age s", "stale", title="power prices")
+    for z, raw in zip(zones, m.zones, strict=True):
+        age = "-" if z["age_s"] is None else f"{z['age_s']:.1f}"
+        table.add_row(
+            raw.zone, f"{raw.price_usd_per_mwh:.2f}" if not raw.stale else "-",
+            raw.source or "-", _iso(_seconds(raw.as_of)), age,
+            "[red]stale[/]" if raw.stale else "",
+        )
+    out.print(table)
+    out.print(
+        f"BTC ${m.btc_usd:,.0f}   hashprice ${m.hashprice_usd_per_phs_day:.2f}/PH/day   "
+        f"difficulty {m.difficulty:.4g}   market time {_iso(_seconds(m.as_of))}"
+    )
+    for problem in m.problems:
+        out.print(f"[yellow]problem:[/] {problem}")
+
+
+# ----- admin: nodes -----------------------------------------------------------------------------
+
+
+def nodes_table(nodes: Sequence[admin_pb2.Node]) -> Table:
+    table = Table("node", "site", "region", "gpu", "connected", "draining", "jobs", "power kW",
+                  "util", "models", "last seen")
+    for n in nodes:
+        table.add_row(
+            n.id, n.site, n.region, n.gpu_kind, "yes" if n.connected else "[red]no[/]",
+            "[yellow]draining[/]" if n.draining else "",
+            f"{n.running_jobs}/{n.max_concurrent_jobs}", f"{n.power_draw_kw:.2f}",
+            f"{n.gpu_utilization:.0%}", ", ".join(n.models), _iso(_seconds(n.last_seen)),
+        )
+    return table
+
+
+@admin_app.command("nodes")
+def admin_nodes(
+    site: Annotated[str, typer.Option(help="only the nodes of this site")] = "",
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """The node agents the scheduler knows: connected, draining, jobs, power, models."""
+
+    async def go(c: AdminClient) -> admin_pb2.ListNodesResponse:
+        return await c.nodes(site)
+
+    resp = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json({"nodes": [as_dict(n) for n in resp.nodes]})
+        return
+    out.print(nodes_table(resp.nodes))
+
+
+def _node_command(node_id: str, drain: bool, json_out: bool, scheduler: str | None,
+                  admin_key: str | None, tls_ca: str | None) -> None:
+    async def go(c: AdminClient) -> admin_pb2.Node:
+        return await (c.drain(node_id) if drain else c.resume(node_id))
+
+    node = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json(as_dict(node))
+        return
+    what = "draining: no new work; running jobs finish" if node.draining else "takes new work"
+    out.print(f"{node.id}: {what}")
+    out.print(nodes_table([node]))
+
+
+@admin_app.command("drain")
+def admin_drain(
+    node_id: Annotated[str, typer.Argument(help="node (agent) id, see `hashserve admin nodes`")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Stop placing new work on a node; what runs there finishes."""
+    _node_command(node_id, True, json_out, scheduler, admin_key, tls_ca)
+
+
+@admin_app.command("resume")
+def admin_resume(
+    node_id: Annotated[str, typer.Argument(help="node (agent) id")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Let a drained node take new work again."""
+    _node_command(node_id, False, json_out, scheduler, admin_key, tls_ca)
+
+
+# ----- admin: site overrides --------------------------------------------------------------------
+
+
+def _print_site(site: admin_pb2.Site, json_out: bool) -> None:
+    if json_out:
+        print_json(as_dict(site))
+        return
+    out.print(sites_table([site]))
+    out.print(f"[bold]why:[/] {site.mode_reason or '-'}")
+
+
+@admin_app.command("set-mode")
+def admin_set_mode(
+    site: Annotated[str, typer.Argument(help="site name, see `hashserve sites`")],
+    mode: Annotated[
+        Mode, typer.Argument(help="auto: the planner decides; curtail, mine or serve: forced")
+    ],
+    cap_mw: Annotated[
+        float, typer.Option(help="ops cap on the site's power in MW; 0: none")
+    ] = 0.0,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Force a site's power mode (or give it back to the planner with `auto`), and cap it."""
+    if not math.isfinite(cap_mw) or cap_mw < 0:
+        raise usage_error(f"--cap-mw must be a number >= 0, got {cap_mw}")
+
+    async def go(c: AdminClient) -> admin_pb2.Site:
+        return await c.set_mode(site, mode.value, cap_mw)
+
+    _print_site(call(scheduler, admin_key, tls_ca, go), json_out)
+
+
+@admin_app.command("curtail")
+def admin_curtail(
+    site: Annotated[str, typer.Argument(help="site name")],
+    end: Annotated[str, typer.Option("--end", help="seconds from now or an RFC 3339 time")],
+    start: Annotated[
+        str, typer.Option("--start", help="seconds from now or an RFC 3339 time")
+    ] = "now",
+    reason: Annotated[str, typer.Option(help="why (shown in the plan's reasons)")] = "",
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Schedule a demand-response window: the site draws nothing from --start to --end."""
+    now_s = time.time()
+    try:
+        start_s = parse_when(start, now_s)
+        end_s = parse_when(end, now_s)
+    except ValueError as err:
+        raise usage_error(str(err)) from None
+    if end_s <= start_s:
+        raise usage_error(f"--end ({_iso(end_s)}) must be after --start ({_iso(start_s)})")
+    if end_s <= now_s:
+        raise usage_error(f"--end ({_iso(end_s)}) is in the past")
+    if len(reason) > 200:
+        raise usage_error("--reason: at most 200 characters")
+
+    async def go(c: AdminClient) -> admin_pb2.Site:
+        return await c.curtail(site, start_s, end_s, reason)
+
+    _print_site(call(scheduler, admin_key, tls_ca, go), json_out)
+
+
+# ----- admin: market values ---------------------------------------------------------------------
+
+
+# A price can be negative: let `-50` through as the argument instead of an unknown option.
+@admin_app.command("set-price", context_settings={"ignore_unknown_options": True})
+def admin_set_price(
+    zone: Annotated[str, typer.Argument(help="price zone, see `hashserve market`")],
+    usd_per_mwh: Annotated[float, typer.Argument(help="USD per MWh; may be negative")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Set a zone's power price (ops value; beats the feeds until `clear-market` or a day)."""
+    if not math.isfinite(usd_per_mwh):
+        raise usage_error(f"USD_PER_MWH must be a finite number, got {usd_per_mwh}")
+
+    async def go(c: AdminClient) -> admin_pb2.Market:
+        return await c.set_price(zone, usd_per_mwh)
+
+    print_market(call(scheduler, admin_key, tls_ca, go), json_out, time.time())
+
+
+@admin_app.command("set-btc")
+def admin_set_btc(
+    btc_usd: Annotated[float, typer.Option(help="Bitcoin price in USD")] = 0.0,
+    hashprice: Annotated[
+        float, typer.Option(help="hashprice in USD per PH/s per day (used as is)")
+    ] = 0.0,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Set the Bitcoin price and/or the hashprice (ops values)."""
+    if not btc_usd and not hashprice:
+        raise usage_error("give --btc-usd X, --hashprice X, or both")
+    for name, value in (("--btc-usd", btc_usd), ("--hashprice", hashprice)):
+        if value and not (math.isfinite(value) and value > 0):
+            raise usage_error(f"{name} must be a positive number, got {value}")
+
+    async def go(c: AdminClient) -> admin_pb2.Market:
+        return await c.set_btc(btc_usd, hashprice)
+
+    print_market(call(scheduler, admin_key, tls_ca, go), json_out, time.time())
+
+
+@admin_app.command("clear-market")
+def admin_clear_market(
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Drop every ops-set market value; the feeds decide again."""
+
+    async def go(c: AdminClient) -> admin_pb2.Market:
+        return await c.clear_market()
+
+    print_market(call(scheduler, admin_key, tls_ca, go), json_out, time.time())
+
+
+# ----- admin: tenants and credentials -----------------------------------------------------------
+
+
+@admin_app.command("create-tenant")
+def admin_create_tenant(
+    name: Annotated[str, typer.Argument(help="lowercase letters, digits, '.', '_', '-'")],
+    max_queued: Annotated[int, typer.Option(help="jobs it may have queued; 0: default")] = 0,
+    rate: Annotated[float, typer.Option(help="submits per second; 0: default")] = 0.0,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Create a tenant (or change its limits)."""
+    if max_queued < 0:
+        raise usage_error("--max-queued must be >= 0")
+    if not math.isfinite(rate) or rate < 0:
+        raise usage_error("--rate must be a number >= 0")
+
+    async def go(c: AdminClient) -> admin_pb2.Tenant:
+        return await c.create_tenant(name, max_queued, rate)
+
+    tenant = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json(as_dict(tenant))
+        return
+    out.print(
+        f"tenant {tenant.name}: at most {tenant.max_queued_jobs:,} queued jobs, "
+        f"{tenant.submits_per_second:g} submits/s"
+    )
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    tenant: Annotated[str, typer.Argument(help="the tenant the key acts for")],
+    admin: Annotated[bool, typer.Option("--admin", help="an admin key (all of this API)")] = False,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Issue an API key for a tenant. It is printed once: only its hash is stored."""
+
+    async def go(c: AdminClient) -> admin_pb2.CreateApiKeyResponse:
+        return await c.create_key(tenant, admin)
+
+    resp = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json({"key_id": resp.key_id, "api_key": resp.api_key, "tenant": tenant,
+                    "admin": admin})
+        return
+    err_console.print(
+        f"{'admin ' if admin else ''}key {resp.key_id} for tenant {tenant}; it is shown once, "
+        f"keep it (revoke with `hashserve admin revoke-key {resp.key_id}`):"
+    )
+    print(resp.api_key)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key id (hsk_<key id>_...)")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Revoke an API key; calls with it fail UNAUTHENTICATED from now on."""
+
+    async def go(c: AdminClient) -> admin_pb2.RevokeApiKeyResponse:
+        return await c.revoke_key(key_id)
+
+    call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json({"key_id": key_id, "revoked": True})
+        return
+    out.print(f"key {key_id} revoked")
+
+
+@admin_app.command("agent-token")
+def admin_agent_token(
+    agent_id: Annotated[
+        str, typer.Argument(help="the agent id the token may claim; '*' for any (demos only)")
+    ],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Issue a token an agent dials in with (--token-file). Printed once."""
+
+    async def go(c: AdminClient) -> admin_pb2.CreateAgentTokenResponse:
+        return await c.agent_token(agent_id)
+
+    resp = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json({"agent_id": agent_id, "token": resp.token})
+        return
+    err_console.print(f"token for agent {agent_id!r}; it is shown once:")
+    print(resp.token)
+
+
+@admin_app.command("new-key")
+def admin_new_key() -> None:
+    """Make a fresh admin key offline, for the scheduler's bootstrap HASHSERVE_ADMIN_KEY."""
+    from scheduler.api.auth import new_api_key
+
+    _, key = new_api_key()
+    print(key)
+
+
+# ----- admin: accounting ------------------------------------------------------------------------
+
+ACCOUNT_SUMS = ("mining_mwh", "ai_mwh", "idle_mwh", "curtailed_mwh", "mining_revenue_usd",
+                "ai_revenue_usd", "power_cost_usd", "profit_usd")
+
+
+def accounting_totals(rows: Iterable[admin_pb2.AccountingRow]) -> dict[str, float]:
+    totals = dict.fromkeys(ACCOUNT_SUMS, 0.0)
+    for row in rows:
+        for name in ACCOUNT_SUMS:
+            totals[name] += getattr(row, name)
+    return totals
+
+
+def accounting_table(rows: Sequence[admin_pb2.AccountingRow]) -> Table:
+    table = Table("site", "hour (UTC)", "mining MWh", "AI MWh", "idle MWh", "curtailed MWh",
+                  "mining $", "AI $", "power $", "profit $", show_footer=True)
+    for r in rows:
+        table.add_row(
+            r.site, _iso(_seconds(r.hour))[:-4] + "Z", _mw(r.mining_mwh), _mw(r.ai_mwh),
+            _mw(r.idle_mwh), _mw(r.curtailed_mwh), _usd(r.mining_revenue_usd),
+            _usd(r.ai_revenue_usd), _usd(r.power_cost_usd), _usd(r.profit_usd),
+        )
+    t = accounting_totals(rows)
+    footers = [f"total ({len(rows)} rows)", "", _mw(t["mining_mwh"]), _mw(t["ai_mwh"]),
+               _mw(t["idle_mwh"]), _mw(t["curtailed_mwh"]), _usd(t["mining_revenue_usd"]),
+               _usd(t["ai_revenue_usd"]), _usd(t["power_cost_usd"]), _usd(t["profit_usd"])]
+    for column, footer in zip(table.columns, footers, strict=True):
+        column.footer = footer
+    return table
+
+
+@admin_app.command("accounting")
+def admin_accounting(
+    site: Annotated[str, typer.Option(help="only this site")] = "",
+    hours: Annotated[int, typer.Option(help="the last N market hours, the current one included")]
+    = 6,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """MWh by use, revenue by source, power cost and profit, per site and hour; totals.
+
+    Hours are the market's (on a compressed replay, an hour of history passes in seconds), so
+    the window is counted back from the market time the scheduler reports.
+    """
+    if hours < 1:
+        raise usage_error("--hours must be >= 1")
+
+    async def go(c: AdminClient) -> tuple[float, admin_pb2.GetAccountingResponse]:
+        m = await c.market()
+        market_now_s = _seconds(m.as_of) if m.HasField("as_of") else time.time()
+        start_s = (market_now_s // HOUR_S - (hours - 1)) * HOUR_S
+        return start_s, await c.accounting(site, start_s=start_s)
+
+    start_s, resp = call(scheduler, admin_key, tls_ca, go)
+    rows = list(resp.rows)
+    if json_out:
+        print_json(
+            {
+                "start": dt.datetime.fromtimestamp(start_s, tz=dt.UTC).isoformat(),
+                "rows": [as_dict(r) for r in rows],
+                "totals": accounting_totals(rows),
+            }
+        )
+        return
+    out.print(accounting_table(rows))
