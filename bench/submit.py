@@ -1,7 +1,8 @@
 """Submit path: acknowledged submits per second through hashserve's gRPC front, journal on, next to
 a bare gRPC server answering the same request with a canned response, on this machine, in one run.
 
-    python bench/submit.py [--seconds 5] [--concurrency 64] [--channels 4] [--batch 50] [--smoke]
+    python bench/submit.py [--seconds 4] [--rounds 3] [--concurrency 64] [--channels 4]
+                           [--batch 50] [--smoke]
 
 Servers (each fresh, in this process, on a free port):
   bare:       grpc.aio with CustomerService.SubmitJob/SubmitJobs returning a canned response of
@@ -13,8 +14,10 @@ Load: a separate client process (so client and server do not share one Python in
 `--concurrency` coroutines over `--channels` real TCP connections, each sending the next request
 as soon as its last is answered: a one-sentence interactive embedding with its own idempotency
 key (what a careful client sends), or a SubmitJobs batch of `--batch` of them. Counted: answers
-with status OK in the measured window, after a warm-up. Server and client CPU seconds are
-reported so a saturated client can be told from a saturated server.
+with status OK in the measured window, after a warm-up. Every configuration runs once per round,
+`--rounds` times, and medians are reported (this machine is shared; rates drift between runs).
+Server CPU time per job is reported too: unlike a rate, it hardly moves when other work competes
+for the cores.
 Targets: single submits at >= 70 % of the bare server; a batch beats the bare single rate per job.
 """
 
@@ -96,7 +99,7 @@ async def _drive(load: Load) -> dict[str, Any]:
     t_measure = t_start + load.warmup_s
     t_end = t_measure + load.seconds
     latencies: list[float] = []
-    counts = {"ok": 0, "jobs": 0, "errors": 0}
+    counts = {"ok": 0, "jobs": 0, "errors": 0, "jobs_total": 0}
     errors: dict[str, int] = {}
 
     async def worker(w: int) -> None:
@@ -124,6 +127,7 @@ async def _drive(load: Load) -> dict[str, Any]:
                         metadata=metadata, timeout=30,
                     )
                 t1 = time.perf_counter()
+                counts["jobs_total"] += load.batch or 1
             except grpc.aio.AioRpcError as err:
                 if t0 >= t_measure:
                     counts["errors"] += 1
@@ -164,6 +168,11 @@ async def run_load(load: Load) -> dict[str, Any]:
     result["server_cpu_s"] = round(time.process_time() - cpu0, 3)
     result["per_s"] = round(result["ok"] / load.seconds, 1)
     result["jobs_per_s"] = round(result["jobs"] / load.seconds, 1)
+    # CPU per job over the whole run (warm-up included, as the CPU clock is): robust to a noisy
+    # machine in a way a rate is not, since waiting for a core costs no CPU time.
+    result["server_cpu_us_per_job"] = round(
+        result["server_cpu_s"] / max(result["jobs_total"], 1) * 1e6, 1
+    )
     return result
 
 
@@ -256,61 +265,91 @@ async def hashserve(load: Load, synchronous: str, workdir: Path) -> dict[str, An
         await app.stop(0.5)
 
 
-async def main_async(args: Any) -> dict[str, Any]:
+CONFIGS: tuple[tuple[str, str, bool], ...] = (
+    # (name, server: bare or the journal's synchronous level, batch)
+    ("bare", "bare", False),
+    ("hashserve_full", "FULL", False),
+    ("hashserve_normal", "NORMAL", False),
+    ("bare_batch", "bare", True),
+    ("hashserve_batch_full", "FULL", True),
+    ("hashserve_batch_normal", "NORMAL", True),
+)
+
+
+async def main_async(args: Any) -> list[dict[str, dict[str, Any]]]:
+    """Every configuration once per round, rounds one after the other: a machine whose speed
+    drifts (other work on it) then affects each configuration alike."""
     seconds, warmup = (1.0, 0.3) if args.smoke else (args.seconds, args.warmup)
-    base = Load("127.0.0.1:0", "unused", seconds, warmup, args.concurrency, args.channels, 0, "")
-    runs: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="hashserve-bench-") as tmp:
-        workdir = Path(tmp)
-
-        def with_(tag: str, batch: int = 0) -> Load:
-            return Load(base.address, base.api_key, seconds, warmup, base.concurrency,
-                        base.channels, batch, tag)
-
-        runs["bare"] = await bare(with_("bare"))
-        runs["hashserve_full"] = await hashserve(with_("full"), "FULL", workdir)
-        runs["hashserve_normal"] = await hashserve(with_("normal"), "NORMAL", workdir)
-        runs["bare_batch"] = await bare(with_("bare-batch", args.batch))
-        runs["hashserve_batch_full"] = await hashserve(
-            with_("batch-full", args.batch), "FULL", workdir
-        )
-        runs["hashserve_batch_normal"] = await hashserve(
-            with_("batch-normal", args.batch), "NORMAL", workdir
-        )
-    return runs
+        for r in range(args.rounds):
+            runs: dict[str, dict[str, Any]] = {}
+            for name, server, batched in CONFIGS:
+                load = Load("127.0.0.1:0", "unused", seconds, warmup, args.concurrency,
+                            args.channels, args.batch if batched else 0, f"{name}-{r}")
+                if server == "bare":
+                    runs[name] = await bare(load)
+                else:
+                    runs[name] = await hashserve(load, server, Path(tmp))
+            rounds.append(runs)
+    return rounds
 
 
 def main() -> int:
     p = parser(__doc__)
-    p.add_argument("--seconds", type=float, default=5.0, help="measured window per run")
+    p.add_argument("--seconds", type=float, default=4.0, help="measured window per run")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured start of each run")
+    p.add_argument("--rounds", type=int, default=3, help="repeat every configuration")
     p.add_argument("--concurrency", type=int, default=64, help="client coroutines")
     p.add_argument("--channels", type=int, default=4, help="client TCP connections")
     p.add_argument("--batch", type=int, default=50, help="jobs per SubmitJobs call")
     args = p.parse_args()
     if args.smoke:
-        args.concurrency, args.channels, args.batch = 8, 2, 10
-    runs = asyncio.run(main_async(args))
-    bare_rate = runs["bare"]["per_s"]
-    rows = []
-    for name, r in runs.items():
-        rows.append([
-            name, r["per_s"], r["jobs_per_s"], r["p50_ms"], r["p99_ms"], r["errors"],
-            r["server_cpu_s"], round(r["client_cpu_s"], 2),
-            r["jobs_per_s"] / bare_rate if bare_rate else float("nan"),
-        ])
+        args.concurrency, args.channels, args.batch, args.rounds = 8, 2, 10, 1
+    rounds = asyncio.run(main_async(args))
+
+    def median(values: list[float]) -> float:
+        return percentile(values, 0.5)
+
+    names = [name for name, _, _ in CONFIGS]
+    summary_runs: dict[str, dict[str, float]] = {}
+    for name in names:
+        per = [rnd[name] for rnd in rounds]
+        summary_runs[name] = {
+            "jobs_per_s": round(median([r["jobs_per_s"] for r in per]), 1),
+            "calls_per_s": round(median([r["per_s"] for r in per]), 1),
+            "p50_ms": round(median([r["p50_ms"] for r in per]), 3),
+            "p99_ms": round(median([r["p99_ms"] for r in per]), 3),
+            "errors": sum(r["errors"] for r in per),
+            "server_cpu_us_per_job": round(median([r["server_cpu_us_per_job"] for r in per]), 1),
+            # Each round's rate against that round's bare single submits.
+            "vs_bare": round(median([rnd[name]["jobs_per_s"] / rnd["bare"]["jobs_per_s"]
+                                     for rnd in rounds]), 3),
+        }
+    rows = [
+        [name, r["calls_per_s"], r["jobs_per_s"], r["p50_ms"], r["p99_ms"], r["errors"],
+         r["server_cpu_us_per_job"], r["vs_bare"]]
+        for name, r in summary_runs.items()
+    ]
     print(f"{args.concurrency} client coroutines over {args.channels} connections, "
-          f"{runs['bare']['seconds']:g} s measured per run, {os.cpu_count()} CPUs")
+          f"{args.rounds} round(s) of {1.0 if args.smoke else args.seconds:g} s per run, medians, "
+          f"{os.cpu_count()} CPUs")
     print(table(rows, [
-        "server", "calls/s", "jobs/s", "p50 ms", "p99 ms", "errors", "server CPU s",
-        "client CPU s", "jobs/s vs bare",
+        "server", "calls/s", "jobs/s", "p50 ms", "p99 ms", "errors", "server CPU us/job",
+        "jobs/s vs bare single",
     ]))
     ratios = {
-        "full_vs_bare": _ratio(runs["hashserve_full"]["jobs_per_s"], bare_rate),
-        "normal_vs_bare": _ratio(runs["hashserve_normal"]["jobs_per_s"], bare_rate),
-        "batch_full_vs_bare_single": _ratio(runs["hashserve_batch_full"]["jobs_per_s"], bare_rate),
-        "batch_normal_vs_bare_single": _ratio(
-            runs["hashserve_batch_normal"]["jobs_per_s"], bare_rate
+        "full_vs_bare": summary_runs["hashserve_full"]["vs_bare"],
+        "normal_vs_bare": summary_runs["hashserve_normal"]["vs_bare"],
+        "batch_full_vs_bare_single": summary_runs["hashserve_batch_full"]["vs_bare"],
+        "batch_normal_vs_bare_single": summary_runs["hashserve_batch_normal"]["vs_bare"],
+        "cpu_per_job_full_vs_bare": _ratio(
+            summary_runs["hashserve_full"]["server_cpu_us_per_job"],
+            summary_runs["bare"]["server_cpu_us_per_job"],
+        ),
+        "cpu_per_job_normal_vs_bare": _ratio(
+            summary_runs["hashserve_normal"]["server_cpu_us_per_job"],
+            summary_runs["bare"]["server_cpu_us_per_job"],
         ),
     }
     print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
@@ -321,7 +360,7 @@ def main() -> int:
     }
     finish("submit", args, {
         "concurrency": args.concurrency, "channels": args.channels, "batch": args.batch,
-        "runs": runs, "ratios": ratios, "summary": summary,
+        "rounds": rounds, "medians": summary_runs, "ratios": ratios, "summary": summary,
     })
     return 0
 

@@ -15,21 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import grpc
 import typer
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from rich.console import Console
-from rich.table import Table
 
 from hashserve.admin_client import AdminClient, resolve_admin_key
+from hashserve.admin_views import (
+    accounting_table,
+    accounting_totals,
+    as_dict,
+    iso,
+    nodes_table,
+    print_json,
+    print_market,
+    seconds,
+    site_totals,
+    sites_table,
+)
 from hashserve.client import resolve
 from hashserve.v1 import admin_pb2
 
@@ -112,29 +120,19 @@ def call(
         raise usage_error(str(err)) from None
 
 
-def as_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def print_json(value: object) -> None:
-    print(json.dumps(value, sort_keys=False))
-
-
 def parse_when(text: str, now_s: float) -> float:
     """Seconds from now (`30`, `-5`, `now`) or an RFC 3339 time (`2025-01-31T14:00:00Z`)."""
     text = text.strip()
     if text.lower() == "now":
         return now_s
     try:
-        seconds = float(text)
+        offset_s = float(text)
     except ValueError:
         pass
     else:
-        if not math.isfinite(seconds):
+        if not math.isfinite(offset_s):
             raise ValueError(f"{text!r} is not a time")
-        return now_s + seconds
+        return now_s + offset_s
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -147,70 +145,7 @@ def parse_when(text: str, now_s: float) -> float:
     return when.timestamp()
 
 
-def _seconds(ts: Any) -> float:
-    return float(ts.seconds) + ts.nanos / 1e9
-
-
-def _iso(t_s: float) -> str:
-    if t_s <= 0:
-        return "-"
-    return dt.datetime.fromtimestamp(t_s, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _mw(x: float) -> str:
-    """MW with enough digits for a CPU node's 0.0007 MW and a site's 47.25 MW."""
-    if x == 0:
-        return "0"
-    return f"{x:.4f}" if abs(x) < 0.1 else f"{x:.2f}"
-
-
-def _usd(x: float) -> str:
-    return f"{x:,.2f}"
-
-
-# ----- sites ------------------------------------------------------------------------------------
-
-SITE_SUMS = ("mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "nodes_connected", "jobs_running",
-             "profit_usd_per_hour")
-
-
-def site_totals(sites: Iterable[admin_pb2.Site]) -> dict[str, float]:
-    totals = dict.fromkeys(SITE_SUMS, 0.0)
-    for site in sites:
-        for name in SITE_SUMS:
-            totals[name] += float(getattr(site, name))
-    return totals
-
-
-def _override(site: admin_pb2.Site) -> str:
-    parts = [site.override] if site.override else []
-    if site.override_cap_mw:
-        parts.append(f"cap {site.override_cap_mw:g} MW")
-    return ", ".join(parts) or "-"
-
-
-def sites_table(sites: Sequence[admin_pb2.Site], title: str | None = None) -> Table:
-    table = Table(
-        "site", "region", "zone", "$/MWh", "R_mine", "mining MW", "AI MW", "idle MW",
-        "curtailed MW", "override", "nodes", "jobs", "profit $/h", "fallback",
-        title=title, show_footer=len(sites) > 1,
-    )
-    for s in sites:
-        table.add_row(
-            s.name, s.region, s.price_zone, f"{s.price_usd_per_mwh:.2f}",
-            f"{s.r_mine_usd_per_mwh:.2f}", _mw(s.mining_mw), _mw(s.ai_mw), _mw(s.idle_mw),
-            _mw(s.curtailed_mw), _override(s), str(s.nodes_connected), str(s.jobs_running),
-            _usd(s.profit_usd_per_hour), "yes" if s.feed_fallback else "",
-        )
-    if len(sites) > 1:
-        t = site_totals(sites)
-        footers = [f"total ({len(sites)})", "", "", "", "", _mw(t["mining_mw"]), _mw(t["ai_mw"]),
-                   _mw(t["idle_mw"]), _mw(t["curtailed_mw"]), "",
-                   str(int(t["nodes_connected"])), str(int(t["jobs_running"])),
-                   _usd(t["profit_usd_per_hour"]), ""]
-        for column, footer in zip(table.columns, footers, strict=True):
-            column.footer = footer
-    return table
+# ----- sites and market -------------------------------------------------------------------------
 
 
 def sites(
@@ -239,13 +174,10 @@ def sites(
             }
         )
         return
-    out.print(sites_table(chosen, title=f"sites at {_iso(_seconds(resp.as_of))}"))
+    out.print(sites_table(chosen, title=f"sites at {iso(seconds(resp.as_of))}"))
     for s in chosen:
         if s.override or s.feed_fallback:
             out.print(f"[bold]{s.name}[/]: {s.mode_reason}")
-
-
-# ----- market -----------------------------------------------------------------------------------
 
 
 def market(
@@ -263,50 +195,7 @@ def market(
     print_market(m, json_out, time.time())
 
 
-def print_market(m: admin_pb2.Market, json_out: bool, now_s: float) -> None:
-    zones = []
-    for z in m.zones:
-        as_of_s = _seconds(z.as_of)
-        d = as_dict(z)
-        # Age on the scheduler's clock (on a compressed replay an hour of market is a few s).
-        d["age_s"] = round(now_s - as_of_s, 3) if as_of_s > 0 else None
-        zones.append(d)
-    if json_out:
-        d = as_dict(m)
-        d["zones"] = zones
-        print_json(d)
-        return
-    table = Table("zone", "$/MWh", "source", "as of", "age s", "stale", title="power prices")
-    for z, raw in zip(zones, m.zones, strict=True):
-        age = "-" if z["age_s"] is None else f"{z['age_s']:.1f}"
-        table.add_row(
-            raw.zone, f"{raw.price_usd_per_mwh:.2f}" if not raw.stale else "-",
-            raw.source or "-", _iso(_seconds(raw.as_of)), age,
-            "[red]stale[/]" if raw.stale else "",
-        )
-    out.print(table)
-    out.print(
-        f"BTC ${m.btc_usd:,.0f}   hashprice ${m.hashprice_usd_per_phs_day:.2f}/PH/day   "
-        f"difficulty {m.difficulty:.4g}   market time {_iso(_seconds(m.as_of))}"
-    )
-    for problem in m.problems:
-        out.print(f"[yellow]problem:[/] {problem}")
-
-
 # ----- admin: nodes -----------------------------------------------------------------------------
-
-
-def nodes_table(nodes: Sequence[admin_pb2.Node]) -> Table:
-    table = Table("node", "site", "region", "gpu", "connected", "draining", "jobs", "power kW",
-                  "util", "models", "last seen")
-    for n in nodes:
-        table.add_row(
-            n.id, n.site, n.region, n.gpu_kind, "yes" if n.connected else "[red]no[/]",
-            "[yellow]draining[/]" if n.draining else "",
-            f"{n.running_jobs}/{n.max_concurrent_jobs}", f"{n.power_draw_kw:.2f}",
-            f"{n.gpu_utilization:.0%}", ", ".join(n.models), _iso(_seconds(n.last_seen)),
-        )
-    return table
 
 
 @admin_app.command("nodes")
@@ -423,9 +312,9 @@ def admin_curtail(
     except ValueError as err:
         raise usage_error(str(err)) from None
     if end_s <= start_s:
-        raise usage_error(f"--end ({_iso(end_s)}) must be after --start ({_iso(start_s)})")
+        raise usage_error(f"--end ({iso(end_s)}) must be after --start ({iso(start_s)})")
     if end_s <= now_s:
-        raise usage_error(f"--end ({_iso(end_s)}) is in the past")
+        raise usage_error(f"--end ({iso(end_s)}) is in the past")
     if len(reason) > 200:
         raise usage_error("--reason: at most 200 characters")
 
@@ -564,6 +453,8 @@ def admin_revoke_key(
     tls_ca: TlsCaOpt = None,
 ) -> None:
     """Revoke an API key; calls with it fail UNAUTHENTICATED from now on."""
+    if key_id.startswith("hsk_"):  # the whole key was pasted: its id is the second part
+        key_id = key_id.split("_", 2)[1]
 
     async def go(c: AdminClient) -> admin_pb2.RevokeApiKeyResponse:
         return await c.revoke_key(key_id)
@@ -609,35 +500,6 @@ def admin_new_key() -> None:
 
 # ----- admin: accounting ------------------------------------------------------------------------
 
-ACCOUNT_SUMS = ("mining_mwh", "ai_mwh", "idle_mwh", "curtailed_mwh", "mining_revenue_usd",
-                "ai_revenue_usd", "power_cost_usd", "profit_usd")
-
-
-def accounting_totals(rows: Iterable[admin_pb2.AccountingRow]) -> dict[str, float]:
-    totals = dict.fromkeys(ACCOUNT_SUMS, 0.0)
-    for row in rows:
-        for name in ACCOUNT_SUMS:
-            totals[name] += getattr(row, name)
-    return totals
-
-
-def accounting_table(rows: Sequence[admin_pb2.AccountingRow]) -> Table:
-    table = Table("site", "hour (UTC)", "mining MWh", "AI MWh", "idle MWh", "curtailed MWh",
-                  "mining $", "AI $", "power $", "profit $", show_footer=True)
-    for r in rows:
-        table.add_row(
-            r.site, _iso(_seconds(r.hour))[:-4] + "Z", _mw(r.mining_mwh), _mw(r.ai_mwh),
-            _mw(r.idle_mwh), _mw(r.curtailed_mwh), _usd(r.mining_revenue_usd),
-            _usd(r.ai_revenue_usd), _usd(r.power_cost_usd), _usd(r.profit_usd),
-        )
-    t = accounting_totals(rows)
-    footers = [f"total ({len(rows)} rows)", "", _mw(t["mining_mwh"]), _mw(t["ai_mwh"]),
-               _mw(t["idle_mwh"]), _mw(t["curtailed_mwh"]), _usd(t["mining_revenue_usd"]),
-               _usd(t["ai_revenue_usd"]), _usd(t["power_cost_usd"]), _usd(t["profit_usd"])]
-    for column, footer in zip(table.columns, footers, strict=True):
-        column.footer = footer
-    return table
-
 
 @admin_app.command("accounting")
 def admin_accounting(
@@ -659,7 +521,7 @@ def admin_accounting(
 
     async def go(c: AdminClient) -> tuple[float, admin_pb2.GetAccountingResponse]:
         m = await c.market()
-        market_now_s = _seconds(m.as_of) if m.HasField("as_of") else time.time()
+        market_now_s = seconds(m.as_of) if m.HasField("as_of") else time.time()
         start_s = (market_now_s // HOUR_S - (hours - 1)) * HOUR_S
         return start_s, await c.accounting(site, start_s=start_s)
 

@@ -58,6 +58,12 @@ CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
 
 _COLS = ", ".join(JOB_COLUMNS)
 _MARKS = ", ".join("?" for _ in JOB_COLUMNS)
+# Skipped (no error) when the tenant already used the idempotency key; any other conflict (a
+# duplicate job id) still fails.
+_INSERT_NEW = (
+    f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) "
+    "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key != '' DO NOTHING"
+)
 _UPSERT = (
     f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) ON CONFLICT(job_id) DO UPDATE SET "
     + ", ".join(f"{c}=excluded.{c}" for c in JOB_COLUMNS if c != "job_id")
@@ -121,6 +127,10 @@ class SqliteJournal:
 
     def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         with self._lock:
+            if len(records) == 1:
+                # One insert is its own transaction: no BEGIN and COMMIT round trips. A refusal
+                # (a conflicting key, a duplicate id) is raised before anything is written.
+                return self._insert(records)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 out = self._insert(records)
@@ -162,17 +172,20 @@ class SqliteJournal:
         return out
 
     def _insert(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
-        """Inside a transaction: insert new jobs, return stored ones for known keys."""
+        """Insert new jobs, return the stored ones for keys already used (in a transaction when
+        there are several). A new key, the common case, costs one statement: the insert is
+        skipped by the key's unique index when the key is taken, and only then is it read."""
         out: list[tuple[JobRecord, bool]] = []
         for rec in records:
-            existing = self._by_key(rec.tenant, rec.idempotency_key)
-            if existing is not None:
-                if existing.spec_hash != rec.spec_hash:
-                    raise IdempotencyConflict(existing)
-                out.append((existing, True))
+            if self._db.execute(_INSERT_NEW, to_row(rec)).rowcount == 1:
+                out.append((rec, False))
                 continue
-            self._db.execute(f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS})", to_row(rec))
-            out.append((rec, False))
+            existing = self._by_key(rec.tenant, rec.idempotency_key)
+            if existing is None:  # skipped, yet no job holds the key: cannot be; refuse
+                raise sqlite3.IntegrityError(f"job {rec.job_id} was not inserted")
+            if existing.spec_hash != rec.spec_hash:
+                raise IdempotencyConflict(existing)
+            out.append((existing, True))
         return out
 
     def _by_key(self, tenant: str, key: str) -> JobRecord | None:

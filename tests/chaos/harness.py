@@ -65,16 +65,18 @@ def customer_stub(address: str) -> tuple[grpc.aio.Channel, customer_pb2_grpc.Cus
     return channel, customer_pb2_grpc.CustomerServiceStub(channel)
 
 
-def embed_spec(text: str, tier: int = jobs_pb2.TIER_STANDARD, regions: tuple[str, ...] = ()) -> (
-    jobs_pb2.JobSpec
-):
+def embed_spec(
+    text: str, tier: jobs_pb2.Tier = jobs_pb2.TIER_STANDARD, regions: tuple[str, ...] = ()
+) -> jobs_pb2.JobSpec:
     return jobs_pb2.JobSpec(
         model=EMBED, embed=jobs_pb2.EmbedInput(texts=[text]), tier=tier,
         allowed_regions=list(regions),
     )
 
 
-def gen_spec(prompt: str, max_tokens: int, tier: int = jobs_pb2.TIER_STANDARD) -> jobs_pb2.JobSpec:
+def gen_spec(
+    prompt: str, max_tokens: int, tier: jobs_pb2.Tier = jobs_pb2.TIER_STANDARD
+) -> jobs_pb2.JobSpec:
     return jobs_pb2.JobSpec(
         model=GEN,
         generate=jobs_pb2.GenerateInput(prompt=prompt, max_tokens=max_tokens, temperature=0.0),

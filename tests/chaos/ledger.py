@@ -83,7 +83,9 @@ def wait_until_final(
         time.sleep(0.25)
 
 
-def outcome_rows(journal_path: Path, job_ids: Collection[str]) -> dict[str, list[dict[str, object]]]:
+def outcome_rows(
+    journal_path: Path, job_ids: Collection[str]
+) -> dict[str, list[dict[str, object]]]:
     db = _connect(journal_path)
     try:
         out: dict[str, list[dict[str, object]]] = {j: [] for j in job_ids}

@@ -208,6 +208,7 @@ def test_sigterm_to_the_scheduler_under_load_leaves_a_consistent_journal(
 
     load = SteadyLoad(dep.address, dep.credentials.api_key, spec, 8.0, key_prefix="term")
     stopped: dict[str, float] = {}
+    in_flight: list[tuple[str, str, int]] = []  # (job, node, attempt) held when it stopped
     replacement: list[InProcessScheduler] = []
 
     async def operator(stop: asyncio.Event) -> None:
@@ -218,7 +219,7 @@ def test_sigterm_to_the_scheduler_under_load_leaves_a_consistent_journal(
             rc = await asyncio.to_thread(dep.scheduler.wait, 90)
             stopped["exit_code"] = rc
             stopped["stop_s"] = time.monotonic() - t0
-            check_journal(dep.journal_path, list(load.acked.values()))
+            in_flight.extend(check_journal(dep.journal_path, list(load.acked.values())))
             # Back on the same journal and port (here in this process: it is the same app the
             # actor hosts); agents reconnect and re-adopt what they still run.
             replacement.append(
@@ -241,7 +242,16 @@ def test_sigterm_to_the_scheduler_under_load_leaves_a_consistent_journal(
     finally:
         for s in replacement:
             s.stop()
-    print(f"scheduler SIGTERM: exit code {stopped['exit_code']} after {stopped['stop_s']:.1f} s")
+    after = {
+        j: (n, a)
+        for j, n, a in journal_rows(dep.journal_path, "SELECT job_id, node_id, attempt FROM jobs")
+    }
+    readopted = sum(1 for j, n, a in in_flight if after[j] == (n, a))
+    print(
+        f"scheduler SIGTERM: exit code {stopped['exit_code']} after {stopped['stop_s']:.1f} s; "
+        f"{len(in_flight)} jobs held by agents then, {readopted} finished by the same attempt "
+        f"(re-adopted), {len(in_flight) - readopted} placed again"
+    )
     assert stopped["exit_code"] == 0
     counts = account(
         "scheduler SIGTERM under load", dep.journal_path, load.acked, tenant=dep.credentials.tenant
@@ -251,9 +261,10 @@ def test_sigterm_to_the_scheduler_under_load_leaves_a_consistent_journal(
     assert counts.duplicated == 0, counts.duplicated_ids
 
 
-def check_journal(path: Path, acked: list[str]) -> None:
+def check_journal(path: Path, acked: list[str]) -> list[tuple[str, str, int]]:
     """No half-written state: the file is sound, every row reads back, every acknowledged job is
-    there, and each job's state fits its fields."""
+    there, and each job's state fits its fields. Returns the jobs agents held (job, node,
+    attempt)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -271,3 +282,7 @@ def check_journal(path: Path, acked: list[str]) -> None:
             assert not rec.node_id, rec
         if rec.state.value == "succeeded":
             assert rec.result_blob and rec.finished_s > 0, rec
+    return [
+        (r.job_id, r.node_id, r.attempt) for r in records
+        if r.state.value in ("assigned", "running")
+    ]

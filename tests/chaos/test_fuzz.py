@@ -201,7 +201,9 @@ def _keys(env: Env) -> st.SearchStrategy[str]:
 
 @FUZZ
 @given(data=st.data())
-def test_customer_rpcs_answer_any_message_with_a_clear_status(env: Env, data: st.DataObject) -> None:
+def test_customer_rpcs_answer_any_message_with_a_clear_status(
+    env: Env, data: st.DataObject
+) -> None:
     method = data.draw(st.sampled_from(list(CUSTOMER.methods)), label="method")
     request = data.draw(message_of(method.input_type, _hints(env)), label="request")
     key = data.draw(_keys(env), label="key")
@@ -221,7 +223,9 @@ def test_customer_rpcs_answer_garbage_bytes_with_a_clear_status(
     code, details = _call(
         env.channel, CUSTOMER.full_name, method, body, env.sched.credentials.api_key
     )
-    assert _clear(code, details) or _known_decode_failure(code, details), (method.name, code, details)
+    assert _clear(code, details) or _known_decode_failure(code, details), (
+        method.name, code, details
+    )
     if code != grpc.StatusCode.OK:
         assert _job_count(env.sched.journal_path) == before
 
@@ -244,7 +248,7 @@ def test_an_undecodable_request_gets_invalid_argument(env: Env, method: str, bod
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
 
 
-def _bad_timestamps() -> list[tuple[str, str, bytes, str]]:
+def _bad_timestamps() -> list[tuple[str, str, str, bytes]]:
     deadline = embed_spec("x")
     deadline.deadline.seconds = int(1e9)
     deadline.deadline.nanos = -1
@@ -410,7 +414,8 @@ def _named_cases() -> list[tuple[str, str, bytes, set[grpc.StatusCode], str]]:
     )
     return [
         ("oversized message", "SubmitJob",
-         _submit(jobs_pb2.JobSpec(model=GEN, generate=jobs_pb2.GenerateInput(prompt="x" * 9_000_000))),
+         _submit(jobs_pb2.JobSpec(
+             model=GEN, generate=jobs_pb2.GenerateInput(prompt="x" * 9_000_000))),
          re, "larger than max"),
         ("batch over the limit", "SubmitJobs",
          customer_pb2.SubmitJobsRequest(
@@ -424,9 +429,12 @@ def _named_cases() -> list[tuple[str, str, bytes, set[grpc.StatusCode], str]]:
         ("page size 2^32-1", "ListJobs",
          customer_pb2.ListJobsRequest(page_size=2**32 - 1).SerializeToString(), ia, "page_size"),
         ("unknown state filter", "ListJobs",
-         customer_pb2.ListJobsRequest(state=99).SerializeToString(), ia, "state 99"),
+         customer_pb2.ListJobsRequest(state=99).SerializeToString(),  # type: ignore[arg-type]
+         ia, "state 99"),
         ("negative tier", "SubmitJob",
-         _submit(jobs_pb2.JobSpec(model=EMBED, embed=jobs_pb2.EmbedInput(texts=["x"]), tier=-1)),
+         _submit(jobs_pb2.JobSpec(
+             model=EMBED, embed=jobs_pb2.EmbedInput(texts=["x"]), tier=-1,  # type: ignore[arg-type]
+         )),
          ia, "tier -1"),
         ("max_tokens 2^32-1", "SubmitJob", _submit(gen(max_tokens=2**32 - 1)), ia, "max_tokens"),
         ("temperature NaN", "SubmitJob", _submit(gen(temperature=float("nan"))), ia, "temperature"),
@@ -487,7 +495,9 @@ def test_replayed_idempotency_key_with_another_body_is_refused_and_changes_nothi
     batch = customer_pb2.SubmitJobsRequest(
         jobs=[
             customer_pb2.SubmitJobRequest(spec=embed_spec("fresh"), idempotency_key="replay-2"),
-            customer_pb2.SubmitJobRequest(spec=embed_spec("body three"), idempotency_key="replay-1"),
+            customer_pb2.SubmitJobRequest(
+                spec=embed_spec("body three"), idempotency_key="replay-1"
+            ),
         ]
     )
     with pytest.raises(grpc.RpcError) as err:

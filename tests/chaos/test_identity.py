@@ -107,7 +107,9 @@ def test_an_agent_cannot_start_report_or_adopt_a_job_that_is_not_its_own(
             owner.started(held, 1)
             # A job nobody holds yet: parked in a region without agents.
             parked = (await stub.SubmitJob(
-                customer_pb2.SubmitJobRequest(spec=embed_spec("parked", regions=("south_america",))),
+                customer_pb2.SubmitJobRequest(
+                    spec=embed_spec("parked", regions=("south_america",))
+                ),
                 metadata=md,
             )).job.id
             before = {j: job(sched, j) for j in (held, parked)}

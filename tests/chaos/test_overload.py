@@ -85,7 +85,7 @@ def test_rate_limit_is_a_token_bucket_per_tenant(loop: ControlLoop) -> None:
     # Another tenant (no row: the defaults, 200/s) is not slowed by this one.
     admit_and_submit(admission, loop, [make_record("other") for _ in range(50)])
     # A batch bigger than the bucket can never pass: said so, not "retry".
-    with pytest.raises(AdmissionRefused, match="over tenant 'slow'.s burst of 10"):
+    with pytest.raises(AdmissionRefused, match=r"over tenant 'slow'.s burst of 10"):
         admission.admit("slow", [make_record("slow") for _ in range(11)])
     # A clock stepping back does not drain the bucket (elapsed is never negative).
     clock.advance(10.0)
@@ -202,7 +202,7 @@ async def submit_all(
     return accepted, refused
 
 
-def parked(i: int, tier: int = jobs_pb2.TIER_STANDARD) -> jobs_pb2.JobSpec:
+def parked(i: int, tier: jobs_pb2.Tier = jobs_pb2.TIER_STANDARD) -> jobs_pb2.JobSpec:
     # No agent serves south_america in this module: these stay queued, holding their places.
     return embed_spec(f"parked {i}", tier, ("south_america",))
 
@@ -259,7 +259,9 @@ def test_a_full_scheduler_refuses_flex_first_and_keeps_room_for_interactive(
         admission.limits = original
 
 
-def test_interactive_jobs_overtake_a_flex_backlog(sched: InProcessScheduler, tmp_path: Path) -> None:
+def test_interactive_jobs_overtake_a_flex_backlog(
+    sched: InProcessScheduler, tmp_path: Path
+) -> None:
     """One agent (2 slots) and a flood of flex work; interactive jobs sent into the flood are
     placed ahead of every flex job that was waiting when they arrived."""
     region = "asia_pacific"

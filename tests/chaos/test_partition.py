@@ -119,7 +119,8 @@ def test_outcome_of_a_replaced_attempt_is_refused_after_the_link_heals(
             refused = await p.recv_kind("ack", timeout_s=10)
             assert refused.ack.ref.job_id == job_id and refused.ack.ref.attempt == 1
             assert not refused.ack.accepted
-            assert "stale attempt 1" in refused.ack.reason or "already answered" in refused.ack.reason
+            reason = refused.ack.reason
+            assert "stale attempt 1" in reason or "already answered" in reason
             if holder == "wire-p":
                 # Placed again on the silent agent (see test_a_silent_agent_gets_no_new_work):
                 # it runs the new attempt once the link is back.

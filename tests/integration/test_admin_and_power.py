@@ -201,7 +201,8 @@ def test_every_admin_call_needs_an_admin_key(h: Harness) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 h.admin(call, key=key)
             assert err.value.code() == code, (name, err.value.details())
-    # None of the refused calls changed anything.
+    # None of the refused calls changed anything (looked at after two plan ticks).
+    time.sleep(PLAN_TICKS_S)
     site = h.site("tx-odessa")
     assert site.override == "" and site.mining_mw > 0
     assert site.price_usd_per_mwh != 5000.0
@@ -568,7 +569,7 @@ def test_cli_prints_sites_market_nodes_and_accounting(h: Harness, tmp_path: Path
     assert "tx-odessa" in table.stdout and "total (44)" in table.stdout
 
 
-def test_cli_sets_a_negative_price_and_reports_grpc_errors(h: Harness, tmp_path: Path) -> None:
+def test_cli_sets_prices_revokes_keys_and_reports_grpc_errors(h: Harness, tmp_path: Path) -> None:
     try:
         market = _last_json(_cli(h, tmp_path, "admin", "set-price", "FR", "-50", "--json"))
         fr = next(z for z in market["zones"] if z["zone"] == "FR")
@@ -584,6 +585,17 @@ def test_cli_sets_a_negative_price_and_reports_grpc_errors(h: Harness, tmp_path:
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     absurd = _cli(h, tmp_path, "admin", "set-price", "FR", "99999")
     assert absurd.returncode == 1 and "INVALID_ARGUMENT" in absurd.stderr
+
+    # A key made with the CLI, printed once on stdout; revoked by pasting the whole key.
+    made = _cli(h, tmp_path, "admin", "create-key", "demo")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    h.customer(lambda c: c.list_jobs(5), key=key)  # accepted before the revoke
+    revoked = _cli(h, tmp_path, "admin", "revoke-key", key)
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        h.customer(lambda c: c.list_jobs(5), key=key)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # ----- demand response (last: its window outlives the test) -------------------------------------

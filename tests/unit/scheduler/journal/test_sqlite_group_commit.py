@@ -1,5 +1,6 @@
-"""Group commit in the SQLite journal: several submits in one transaction, each all or nothing,
-and the idempotency-key lookup served by its index (not a scan of the tenant's jobs)."""
+"""Group commit in the SQLite journal: several submits in one transaction, each all or nothing;
+the idempotency-key lookup served by its index (not a scan of the tenant's jobs); a single
+insert as one statement that still refuses without writing."""
 
 from __future__ import annotations
 
@@ -76,9 +77,10 @@ def test_no_groups_commit_nothing(journal: SqliteJournal) -> None:
 def test_the_key_lookup_uses_the_idempotency_index(journal: SqliteJournal) -> None:
     # The partial unique index applies only when the query implies its WHERE clause; otherwise
     # SQLite walks every job of the tenant for each keyed submit (slower as the journal grows).
+    journal.insert_jobs([keyed("j1", "order-1", "h1")])
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
-    journal.insert_jobs([keyed("j1", "order-1", "h1")])
+    assert journal.insert_jobs([keyed("j2", "order-1", "h1")])[0][1]  # a retry: looked up
     journal._db.set_trace_callback(None)
     lookups = [s for s in statements if s.startswith("SELECT") and "idempotency_key" in s]
     assert len(lookups) == 1
@@ -92,3 +94,15 @@ def test_synchronous_can_be_changed_and_read(journal: SqliteJournal) -> None:
     assert journal.synchronous() == "NORMAL"
     with pytest.raises(ValueError):
         journal.set_synchronous("OFF")
+
+
+def test_a_single_insert_refused_writes_nothing(journal: SqliteJournal) -> None:
+    journal.insert_jobs([keyed("j1", "order-1", "h1")])
+    with pytest.raises(IdempotencyConflict):
+        journal.insert_jobs([keyed("j2", "order-1", "other")])
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.insert_jobs([keyed("j1", "order-2", "h2")])  # the id is taken
+    assert journal.get_job("j2") is None
+    assert journal.count_jobs_by_state() == {"queued": 1}
+    # The connection is not left inside a transaction.
+    assert journal.insert_jobs([keyed("j3", "order-3", "h3")])[0][1] is False

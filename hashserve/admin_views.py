@@ -1,0 +1,170 @@
+"""How the operators' CLI shows AdminService answers: rich tables, totals, and JSON.
+
+Pure formatting of protobuf messages (no calls, no argument checks: `admin_cli.py` does those).
+Money in USD, power in MW, energy in MWh, as the API gives them. Times: `Site`/`Node`/`ZonePrice`
+times are on the scheduler's clock; `Market.as_of` and accounting hours are on the market's
+timeline (history, on a compressed replay).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from hashserve.v1 import admin_pb2
+
+out = Console()
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, sort_keys=False))
+
+
+def seconds(ts: Any) -> float:
+    return float(ts.seconds) + ts.nanos / 1e9
+
+
+def iso(t_s: float) -> str:
+    if t_s <= 0:
+        return "-"
+    return dt.datetime.fromtimestamp(t_s, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _mw(x: float) -> str:
+    """MW with enough digits for a CPU node's 0.0007 MW and a site's 47.25 MW."""
+    if x == 0:
+        return "0"
+    return f"{x:.4f}" if abs(x) < 0.1 else f"{x:.2f}"
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+SITE_SUMS = ("mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "nodes_connected", "jobs_running",
+             "profit_usd_per_hour")
+
+
+def site_totals(sites: Iterable[admin_pb2.Site]) -> dict[str, float]:
+    totals = dict.fromkeys(SITE_SUMS, 0.0)
+    for site in sites:
+        for name in SITE_SUMS:
+            totals[name] += float(getattr(site, name))
+    return totals
+
+
+def _override(site: admin_pb2.Site) -> str:
+    parts = [site.override] if site.override else []
+    if site.override_cap_mw:
+        parts.append(f"cap {site.override_cap_mw:g} MW")
+    return ", ".join(parts) or "-"
+
+
+def sites_table(sites: Sequence[admin_pb2.Site], title: str | None = None) -> Table:
+    table = Table(
+        "site", "region", "zone", "$/MWh", "R_mine", "mining MW", "AI MW", "idle MW",
+        "curtailed MW", "override", "nodes", "jobs", "profit $/h", "fallback",
+        title=title, show_footer=len(sites) > 1,
+    )
+    for s in sites:
+        table.add_row(
+            s.name, s.region, s.price_zone, f"{s.price_usd_per_mwh:.2f}",
+            f"{s.r_mine_usd_per_mwh:.2f}", _mw(s.mining_mw), _mw(s.ai_mw), _mw(s.idle_mw),
+            _mw(s.curtailed_mw), _override(s), str(s.nodes_connected), str(s.jobs_running),
+            _usd(s.profit_usd_per_hour), "yes" if s.feed_fallback else "",
+        )
+    if len(sites) > 1:
+        t = site_totals(sites)
+        footers = [f"total ({len(sites)})", "", "", "", "", _mw(t["mining_mw"]), _mw(t["ai_mw"]),
+                   _mw(t["idle_mw"]), _mw(t["curtailed_mw"]), "",
+                   str(int(t["nodes_connected"])), str(int(t["jobs_running"])),
+                   _usd(t["profit_usd_per_hour"]), ""]
+        for column, footer in zip(table.columns, footers, strict=True):
+            column.footer = footer
+    return table
+
+
+def print_market(m: admin_pb2.Market, json_out: bool, now_s: float) -> None:
+    zones = []
+    for z in m.zones:
+        as_of_s = seconds(z.as_of)
+        d = as_dict(z)
+        # Age on the scheduler's clock (on a compressed replay an hour of market is a few s).
+        d["age_s"] = round(now_s - as_of_s, 3) if as_of_s > 0 else None
+        zones.append(d)
+    if json_out:
+        d = as_dict(m)
+        d["zones"] = zones
+        print_json(d)
+        return
+    table = Table("zone", "$/MWh", "source", "as of", "age s", "stale", title="power prices")
+    for z, raw in zip(zones, m.zones, strict=True):
+        age = "-" if z["age_s"] is None else f"{z['age_s']:.1f}"
+        table.add_row(
+            raw.zone, f"{raw.price_usd_per_mwh:.2f}" if not raw.stale else "-",
+            raw.source or "-", iso(seconds(raw.as_of)), age,
+            "[red]stale[/]" if raw.stale else "",
+        )
+    out.print(table)
+    out.print(
+        f"BTC ${m.btc_usd:,.0f}   hashprice ${m.hashprice_usd_per_phs_day:.2f}/PH/day   "
+        f"difficulty {m.difficulty:.4g}   market time {iso(seconds(m.as_of))}"
+    )
+    for problem in m.problems:
+        out.print(f"[yellow]problem:[/] {problem}")
+
+
+def nodes_table(nodes: Sequence[admin_pb2.Node]) -> Table:
+    table = Table("node", "site", "region", "gpu", "connected", "draining", "jobs", "power kW",
+                  "util", "models", "last seen")
+    for n in nodes:
+        table.add_row(
+            n.id, n.site, n.region, n.gpu_kind, "yes" if n.connected else "[red]no[/]",
+            "[yellow]draining[/]" if n.draining else "",
+            f"{n.running_jobs}/{n.max_concurrent_jobs}", f"{n.power_draw_kw:.2f}",
+            f"{n.gpu_utilization:.0%}", ", ".join(n.models), iso(seconds(n.last_seen)),
+        )
+    return table
+
+
+ACCOUNT_SUMS = ("mining_mwh", "ai_mwh", "idle_mwh", "curtailed_mwh", "mining_revenue_usd",
+                "ai_revenue_usd", "power_cost_usd", "profit_usd")
+
+
+def accounting_totals(rows: Iterable[admin_pb2.AccountingRow]) -> dict[str, float]:
+    totals = dict.fromkeys(ACCOUNT_SUMS, 0.0)
+    for row in rows:
+        for name in ACCOUNT_SUMS:
+            totals[name] += getattr(row, name)
+    return totals
+
+
+def accounting_table(rows: Sequence[admin_pb2.AccountingRow]) -> Table:
+    table = Table("site", "hour (UTC)", "mining MWh", "AI MWh", "idle MWh", "curtailed MWh",
+                  "mining $", "AI $", "power $", "profit $", show_footer=True)
+    for r in rows:
+        table.add_row(
+            r.site, iso(seconds(r.hour))[:-4] + "Z", _mw(r.mining_mwh), _mw(r.ai_mwh),
+            _mw(r.idle_mwh), _mw(r.curtailed_mwh), _usd(r.mining_revenue_usd),
+            _usd(r.ai_revenue_usd), _usd(r.power_cost_usd), _usd(r.profit_usd),
+        )
+    t = accounting_totals(rows)
+    footers = [f"total ({len(rows)} rows)", "", _mw(t["mining_mwh"]), _mw(t["ai_mwh"]),
+               _mw(t["idle_mwh"]), _mw(t["curtailed_mwh"]), _usd(t["mining_revenue_usd"]),
+               _usd(t["ai_revenue_usd"]), _usd(t["power_cost_usd"]), _usd(t["profit_usd"])]
+    for column, footer in zip(table.columns, footers, strict=True):
+        column.footer = footer
+    return table
