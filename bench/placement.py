@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    POOL_FEE,
     MarketHour,
     SitePlan,
     finish,
@@ -113,7 +114,7 @@ def site_views(sites: Sequence[SitePlan], market: MarketHour) -> dict[str, SiteV
     views = {}
     for s in sites:
         r_mine = mining_revenue_usd_per_mwh(
-            market.hashprice_usd_per_phs_day, s.efficiency_j_per_th, 0.02
+            market.hashprice_usd_per_phs_day, s.efficiency_j_per_th, POOL_FEE
         )
         price = market.price_usd_per_mwh[s.zone]
         outlook = tuple(

@@ -201,7 +201,7 @@ async def soak(
         try:
             deadline = time.monotonic() + args.minutes * 60
             turn = 0
-            while time.monotonic() + args.kill_every < deadline:
+            while args.kill_every > 0 and time.monotonic() + args.kill_every < deadline:
                 await asyncio.sleep(args.kill_every)
                 if turn % 2 == 0:
                     pid = int(cluster.supervisor.info["pid"])  # type: ignore[attr-defined]
@@ -222,6 +222,8 @@ async def soak(
                     cluster.start_agent(plans[node])
                 print(f"  kill {len(kills)}: {kills[-1]} ({len(load.acked)} acknowledged so far)")
                 turn += 1
+            if args.kill_every <= 0:  # no kills: hold the load for the whole time
+                await asyncio.sleep(max(deadline - time.monotonic(), 0))
         finally:
             stop.set()
 
@@ -262,7 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=10.0, help="submits per second")
-    parser.add_argument("--kill-every", type=float, default=30.0, help="seconds between kills")
+    parser.add_argument(
+        "--kill-every", type=float, default=30.0, help="seconds between kills; 0: none"
+    )
     parser.add_argument("--queue", type=int, default=0, help="flex jobs parked before the load")
     parser.add_argument("--smoke", action="store_true", help="a half-minute run")
     args = parser.parse_args()

@@ -9,7 +9,8 @@ Servers (each fresh, in this process, on a free port):
               the same size as hashserve's (same server options; nothing else)
   hashserve:  scheduler.runtime.app.SchedulerApp with a temporary SQLite journal (no agents: the
               jobs just queue), once with synchronous=FULL (the default: every acknowledged job is
-              on disk) and once with NORMAL (survives a killed process, not a power cut)
+              on disk) and once with NORMAL (survives a killed process, not a power cut); the
+              journal starts with `--prefill` finished jobs of the tenant, as one in use would
 Load: a separate client process (so client and server do not share one Python interpreter) runs
 `--concurrency` coroutines over `--channels` real TCP connections, each sending the next request
 as soon as its last is answered: a one-sentence interactive embedding with its own idempotency
@@ -30,7 +31,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from hashserve.v1 import customer_pb2, customer_pb2_grpc
 from scheduler.api.auth import Authenticator
 from scheduler.api.convert import canonical_spec_blob, job_to_proto, spec_hash
 from scheduler.api.validation import validate_spec
+from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.models import DEFAULT_CATALOGUE
 from scheduler.journal.sqlite import SqliteJournal
@@ -179,17 +181,21 @@ async def run_load(load: Load) -> dict[str, Any]:
 # ----- the servers -----------------------------------------------------------------------------
 
 
-def canned_response() -> customer_pb2.SubmitJobResponse:
-    """What hashserve answers for the same request (a queued job), built the same way."""
+def canned_record() -> JobRecord:
+    """The job hashserve makes of the bench's request (queued), built the same way."""
     now_s = time.time()
     spec = embed_spec(MODEL, [SENTENCE], TIER)
     data, filled = validate_spec(spec, DEFAULT_CATALOGUE, DEFAULT_REGIONS, now_s)
     blob = canonical_spec_blob(filled)
-    rec = JobRecord(
+    return JobRecord(
         job_id="job_" + "0" * 32, tenant="bench", spec=data, spec_blob=blob, submitted_s=now_s,
         idempotency_key="bench-0-1", spec_hash=spec_hash(canonical_spec_blob(spec)),
     )
-    return customer_pb2.SubmitJobResponse(job=job_to_proto(rec))
+
+
+def canned_response() -> customer_pb2.SubmitJobResponse:
+    """What hashserve answers for the same request."""
+    return customer_pb2.SubmitJobResponse(job=job_to_proto(canned_record()))
 
 
 class BareService(customer_pb2_grpc.CustomerServiceServicer):
@@ -223,23 +229,35 @@ def _at(load: Load, port: int) -> Load:
                 load.channels, load.batch, load.tag)
 
 
-def bench_credentials(journal_path: Path) -> str:
-    """A tenant whose own limits are out of the way (the bench measures the path, not quotas)."""
+def bench_credentials(journal_path: Path, prefill: int = 0) -> str:
+    """A tenant whose own limits are out of the way (the bench measures the path, not quotas),
+    with `prefill` finished jobs of its own already in the journal (a journal in use keeps every
+    job it answered; what a submit costs may grow with them)."""
     journal = SqliteJournal(journal_path)
     try:
         auth = Authenticator(journal)
         auth.create_tenant("bench", max_queued_jobs=10**9, rate=1e9)
-        return auth.issue_api_key("bench")[1]
+        key = auth.issue_api_key("bench")[1]
+        done = canned_record()
+        for start in range(0, prefill, 10_000):
+            journal.write_jobs([
+                replace(done, job_id=f"job_{i:032x}", idempotency_key=f"old-{i}",
+                        state=JobState.SUCCEEDED)
+                for i in range(start, min(start + 10_000, prefill))
+            ])
+        return key
     finally:
         journal.close()
 
 
-async def hashserve(load: Load, synchronous: str, workdir: Path) -> dict[str, Any]:
+async def hashserve(
+    load: Load, synchronous: str, workdir: Path, prefill: int = 0
+) -> dict[str, Any]:
     from scheduler.runtime.app import SchedulerApp
     from scheduler.settings import SchedulerSettings
 
     journal_path = workdir / f"journal-{load.tag}.db"
-    api_key = bench_credentials(journal_path)
+    api_key = bench_credentials(journal_path, prefill)
     port = free_port()
     values: dict[str, object] = {
         "host": "127.0.0.1", "port": port, "metrics_port": -1,
@@ -290,7 +308,7 @@ async def main_async(args: Any) -> list[dict[str, dict[str, Any]]]:
                 if server == "bare":
                     runs[name] = await bare(load)
                 else:
-                    runs[name] = await hashserve(load, server, Path(tmp))
+                    runs[name] = await hashserve(load, server, Path(tmp), args.prefill)
             rounds.append(runs)
     return rounds
 
@@ -303,9 +321,14 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64, help="client coroutines")
     p.add_argument("--channels", type=int, default=4, help="client TCP connections")
     p.add_argument("--batch", type=int, default=50, help="jobs per SubmitJobs call")
+    p.add_argument(
+        "--prefill", type=int, default=20_000,
+        help="finished jobs of the tenant already in the journal before each hashserve run",
+    )
     args = p.parse_args()
     if args.smoke:
         args.concurrency, args.channels, args.batch, args.rounds = 8, 2, 10, 1
+        args.prefill = min(args.prefill, 1_000)
     rounds = asyncio.run(main_async(args))
 
     def median(values: list[float]) -> float:
@@ -360,6 +383,7 @@ def main() -> int:
     }
     finish("submit", args, {
         "concurrency": args.concurrency, "channels": args.channels, "batch": args.batch,
+        "prefill": args.prefill,
         "rounds": rounds, "medians": summary_runs, "ratios": ratios, "summary": summary,
     })
     return 0

@@ -43,9 +43,10 @@ class AdmissionRefused(Exception):
 
 @dataclass(frozen=True)
 class AdmissionLimits:
-    # About 2.5 KiB of scheduler memory per active job besides its spec (the JobRecord, its queue
-    # entry and index entries; measured with `python bench/soak.py --queue N`, see the report
-    # there), so 100,000 active jobs are ~250 MiB plus their specs, which the byte limit bounds.
+    # About 1.8 KiB of scheduler memory per queued one-sentence job (its JobRecord, queue and
+    # index entries, spec): `python bench/soak.py --queue 50000` took the actor from 140 to
+    # 226 MiB RSS. So 100,000 active jobs hold ~180 MiB plus what larger specs add, which the
+    # byte limit bounds (512 MiB: a thousand of the largest, 64 texts of 8 KiB, fit in it).
     max_active_jobs: int = 100_000
     max_active_spec_bytes: int = 512 * 1024 * 1024
     # Share of the capacity each tier may fill. Interactive gets all of it: a flood of flex work

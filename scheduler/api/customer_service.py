@@ -32,7 +32,7 @@ from scheduler.api.validation import (
 from scheduler.control.loop import ControlLoop, new_job_id
 from scheduler.core.jobs import JobRecord
 from scheduler.core.models import ModelKind
-from scheduler.journal.base import IdempotencyConflict
+from scheduler.journal.base import IdempotencyConflict, JournalUnavailable
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -96,6 +96,9 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             results = self.loop.submit(records)
         except IdempotencyConflict as err:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+        except JournalUnavailable as err:
+            # Not acknowledged: the customer retries with the same idempotency key.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {err}")
         return [
             customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=dedup)
             for rec, dedup in results

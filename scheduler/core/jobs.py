@@ -72,4 +72,5 @@ class JobRecord:
             allowed_regions=s.allowed_regions,
             memory_mb=s.memory_mb,
             value_usd=s.value_usd,
+            deferrable=self.not_before_s == 0.0,
         )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, Journal, TenantRow
+from scheduler.journal.base import (
+    ApiKeyRow,
+    IdempotencyConflict,
+    Journal,
+    JournalUnavailable,
+    TenantRow,
+)
 from scheduler.journal.sqlite import SqliteJournal
 
 
-def open_journal(url: str) -> Journal:
-    """`sqlite:///path/to/file.db` (or a bare path), or `postgresql://...`."""
+def open_journal(url: str, synchronous: str = "FULL") -> Journal:
+    """`sqlite:///path/to/file.db` (or a bare path), or `postgresql://...`.
+
+    `synchronous` applies to SQLite (FULL: survives power loss; NORMAL: survives a killed
+    process); PostgreSQL follows its server's own settings.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         from scheduler.journal.postgres import PostgresJournal
 
@@ -15,13 +25,14 @@ def open_journal(url: str) -> Journal:
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if not path:
         raise ValueError(f"journal URL {url!r} names no file")
-    return SqliteJournal(path)
+    return SqliteJournal(path, synchronous)
 
 
 __all__ = [
     "ApiKeyRow",
     "IdempotencyConflict",
     "Journal",
+    "JournalUnavailable",
     "SqliteJournal",
     "TenantRow",
     "open_journal",

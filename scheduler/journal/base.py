@@ -13,6 +13,11 @@ from typing import Protocol
 from scheduler.core.jobs import JobRecord
 
 
+class JournalUnavailable(ConnectionError):
+    """The journal cannot be reached, or a commit's outcome is unknown (a retry with the same
+    idempotency key is then the safe way on)."""
+
+
 class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request body."""
 

@@ -88,7 +88,7 @@ class SchedulerApp:
     def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.journal = open_journal(settings.journal_url)
+        self.journal = open_journal(settings.journal_url, settings.journal_synchronous)
         self.auth = Authenticator(self.journal)
         if settings.admin_key:
             self.auth.create_tenant("admin")

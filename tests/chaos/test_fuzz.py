@@ -68,21 +68,17 @@ CLEAR = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.OUT_OF_RANGE,
 }
+# Known bugs, each pinned below by a strict xfail (it turns into a failure once fixed, so the
+# marker is removed with the fix). Details and the fix are in the chaos report of issue 6.
 DECODE_BUG = (
-    "bug: a body that is not a valid message (corrupt wire format, invalid UTF-8 in a string) "
-    "never reaches a handler: grpc.aio fails in its deserializer and answers UNKNOWN "
-    "\"Unexpected <class 'DecodeError'>\", logging an ERROR traceback per call (on the agent "
-    "stream the session just ends with OK). Fix: an "
-    "interceptor in build_server that wraps request_deserializer and aborts INVALID_ARGUMENT "
-    "(see the chaos report)"
+    "bug: an undecodable body (corrupt wire format, invalid UTF-8) gets UNKNOWN from grpc.aio's "
+    "deserializer, not INVALID_ARGUMENT; fix: a decode-guard interceptor in build_server"
 )
 
 
 TIMESTAMP_BUG = (
-    "bug: a Timestamp with nanos outside [0, 1e9) or seconds outside years 1-9999 raises "
-    "ValueError in ToNanoseconds() (scheduler/api/validation.py spec.deadline; "
-    "scheduler/api/admin_service.py start/end), answered UNKNOWN; it should be INVALID_ARGUMENT "
-    "naming the field"
+    "bug: an out-of-range Timestamp raises ValueError in ToNanoseconds() (validation.py "
+    "deadline, admin_service.py start/end): UNKNOWN, not INVALID_ARGUMENT"
 )
 
 
@@ -290,10 +286,8 @@ def test_an_invalid_timestamp_gets_invalid_argument(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug in scheduler/api/agent_service.py _check_hello: idle/busy power are not checked; "
-    "an agent saying busy_power_kw=inf (or NaN, or negative) is welcomed, and the power "
-    "controller's per-site AI value (value * busy kW summed over the site's agents) becomes "
-    "0*inf=NaN, so one bad agent zeroes AI value for every agent at its site",
+    reason="bug: _check_hello (agent_service.py) accepts NaN/inf/negative power; one agent with "
+    "busy_power_kw=inf drops its whole site's AI value to 0 in the power controller",
 )
 @pytest.mark.parametrize("power_kw", [float("inf"), float("nan"), -1.0, 1e12])
 def test_an_agent_claiming_absurd_power_is_refused(env: Env, power_kw: float) -> None:

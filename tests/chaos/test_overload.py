@@ -259,6 +259,7 @@ def test_a_full_scheduler_refuses_flex_first_and_keeps_room_for_interactive(
         admission.limits = original
 
 
+@pytest.mark.integration
 def test_interactive_jobs_overtake_a_flex_backlog(
     sched: InProcessScheduler, tmp_path: Path
 ) -> None:

@@ -236,9 +236,8 @@ def test_real_agent_partitioned_mid_job_its_late_result_is_refused(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug in scheduler/core/scheduler.py: a connected but silent agent stays 'healthy' and "
-    "'serving' (node_views uses node.connected only; last_seen_s is never checked), so new work "
-    "is placed into a dead link until gRPC keepalive closes the stream (~30 s)",
+    reason="bug: a connected but silent agent stays healthy in the core (node_views uses "
+    "node.connected only), so work is placed into a dead link until keepalive ends it (~30 s)",
 )
 def test_a_silent_agent_gets_no_new_work(sched: InProcessScheduler, proxy: TcpProxy) -> None:
     creds = sched.credentials

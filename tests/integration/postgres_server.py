@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,14 +32,17 @@ DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PG_BIN_ENV = "HASHSERVE_PG_BIN"
 OS_USER = "postgres"
 SUPERUSER = "hashserve"
+# The server's own tools and the two client tools used here; Debian puts all in one folder.
+TOOLS = ("initdb", "pg_ctl", "postgres", "psql", "pg_isready")
 INSTALL_HINT = (
     "PostgreSQL server binaries not found: install Debian's `postgresql` package "
-    f"(apt-get install -y postgresql) or set {PG_BIN_ENV} to a folder holding initdb and pg_ctl"
+    f"(apt-get install -y postgresql) or set {PG_BIN_ENV} to a folder holding "
+    + ", ".join(TOOLS)
 )
 
 
 def _has_tools(folder: Path) -> bool:
-    return all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
+    return all((folder / tool).is_file() for tool in TOOLS)
 
 
 def _version_key(folder: Path) -> tuple[int, ...]:
@@ -47,7 +51,7 @@ def _version_key(folder: Path) -> tuple[int, ...]:
 
 
 def find_pg_bin() -> Path | None:
-    """The folder holding initdb, pg_ctl and postgres, or None."""
+    """The folder holding initdb, pg_ctl, postgres, psql and pg_isready, or None."""
     configured = os.environ.get(PG_BIN_ENV)
     if configured:
         folder = Path(configured)
@@ -78,6 +82,12 @@ def unavailable_reason() -> str | None:
         except KeyError:
             return f"running as root needs an OS user {OS_USER!r} to run PostgreSQL as"
     return None
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    returncode: int
+    output: str
 
 
 def free_port() -> int:
@@ -117,6 +127,15 @@ class PostgresServer:
         # Over TCP with a password (scram-sha-256), as a journal on another Ray node would be.
         return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
+    def create_database(self, name: str, icu_locale: str | None = None) -> str:
+        """A further, empty database on this server; returns its URL.
+
+        icu_locale (for example "en-US"): text sorts by that locale's rules (ICU, built into
+        Debian's server) instead of byte by byte, as on many production servers.
+        """
+        self._create_database(name, icu_locale)
+        return self.url_for(name)
+
     # ----- life cycle -----------------------------------------------------------------------
 
     def start(self) -> PostgresServer:
@@ -134,10 +153,22 @@ class PostgresServer:
             self._pg_ctl("stop", "-m", "fast", "-w")
             self._running = False
 
+    def relaunch(self) -> None:
+        """Start a stopped server again, on the same port with the same data."""
+        if not self._running:
+            self._pg_ctl(
+                "start", "-w", "-t", str(int(self.start_timeout_s)), "-l", str(self.log_path)
+            )
+            self._running = True
+            self._wait_until_ready()
+
     def restart(self) -> None:
         """Fast restart: the server ends every session (clients see their connection drop),
         then comes back on the same port with the same data."""
-        self._pg_ctl("restart", "-m", "fast", "-w", "-t", str(int(self.start_timeout_s)))
+        self._pg_ctl(
+            "restart", "-m", "fast", "-w", "-t", str(int(self.start_timeout_s)),
+            "-l", str(self.log_path),
+        )
         self._running = True
         self._wait_until_ready()
 
@@ -210,7 +241,7 @@ class PostgresServer:
                 self._running = True
                 self._wait_until_ready()
                 return
-            last_error = result.stdout + result.stderr
+            last_error = result.output
             if "could not bind" not in self.log_tail():
                 break
         raise RuntimeError(
@@ -231,8 +262,8 @@ class PostgresServer:
             result = self._run(
                 "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-d", "postgres",
                 check=False,
-            ) if (self.bin_dir / "pg_isready").is_file() else None
-            if result is None or result.returncode == 0:
+            )
+            if result.returncode == 0:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -241,41 +272,44 @@ class PostgresServer:
                 )
             time.sleep(0.1)
 
-    def create_database(self, name: str) -> str:
-        """A further, empty database on this server; returns its URL."""
-        self._create_database(name)
-        return self.url_for(name)
-
-    def _create_database(self, name: str) -> None:
+    def _create_database(self, name: str, icu_locale: str | None = None) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"database name {name!r}: use lower-case letters, digits and _")
+        sql = f"CREATE DATABASE {name}"
+        if icu_locale is not None:
+            if not re.fullmatch(r"[A-Za-z0-9_@=-]+", icu_locale):
+                raise ValueError(f"ICU locale {icu_locale!r}: letters, digits, - _ @ = only")
+            # Another locale than the cluster's needs the pristine template.
+            sql += f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
         self._run(
             "psql", "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER,
-            "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", f"CREATE DATABASE {name}",
+            "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql,
         )
 
     # ----- running the binaries -------------------------------------------------------------
 
-    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _pg_ctl(self, *args: str, check: bool = True) -> ToolResult:
         return self._run("pg_ctl", "-D", str(self.data_dir), *args, check=check)
 
-    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        path = self.bin_dir / tool
-        if not path.is_file():
-            # psql and pg_isready come from the client package, which Debian puts beside them
-            # (both are in /usr/lib/postgresql/<version>/bin); fall back to PATH.
-            path = Path(shutil.which(tool) or path)
-        cmd = [str(path), *args]
+    def _run(self, tool: str, *args: str, check: bool = True) -> ToolResult:
+        cmd = [str(self.bin_dir / tool), *args]
         if self._as_root:
             cmd = ["runuser", "-u", OS_USER, "--", *cmd]
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, cwd=self.root, check=False, timeout=120
-        )
+        # Output to a file, not a pipe: a server that pg_ctl leaves running inherits the
+        # descriptors, and a pipe would then never close.
+        with tempfile.TemporaryFile("w+") as out:
+            result = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.root, check=False, timeout=120,
+            )
+            out.seek(0)
+            output = out.read().strip()
         if check and result.returncode != 0:
             raise RuntimeError(
-                f"{tool} failed ({result.returncode}): {(result.stdout + result.stderr).strip()}"
+                f"{tool} failed ({result.returncode}): {output}"
                 f"\n--- server log ---\n{self.log_tail()}"
             )
+        return ToolResult(result.returncode, output)
         return result
 
 

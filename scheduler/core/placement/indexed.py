@@ -32,7 +32,13 @@ from scheduler.core.models import ModelSpec, Tier
 from scheduler.core.placement.filters import DEFAULT_FILTERS
 from scheduler.core.placement.index import ModelColumns, NodeIndex
 from scheduler.core.placement.rules import deferral, latency_target_s, queue_order, unplaceable
-from scheduler.core.placement.scores import KW_PER_MW, S_PER_H, ScoringProfile, estimated_run_s
+from scheduler.core.placement.scores import (
+    KW_PER_MW,
+    MIN_RATE_TOKENS_PER_S,
+    S_PER_H,
+    ScoringProfile,
+    estimated_run_s,
+)
 from scheduler.core.placement.site_table import NotFinite, SiteTable
 from scheduler.core.placement.types import (
     Decision,
@@ -42,9 +48,6 @@ from scheduler.core.placement.types import (
     ScoreBreakdown,
     SiteView,
 )
-
-MIN_RATE_TOKENS_PER_S = 1e-6  # as scores.estimated_run_s: a rate is never taken below this
-
 
 # What makes two jobs alike to the filters: model, allowed regions, memory.
 FitKey = tuple[str, frozenset[str], float]
@@ -155,7 +158,7 @@ def _place_one(
     i = int(cand[k])
     node = index.views[i]
     breakdown = ScoreBreakdown(float(energy[k]), float(delay[k]), float(warmth[k]))
-    if job.tier is Tier.FLEX:
+    if job.tier is Tier.FLEX and job.deferrable:
         wait = deferral(job, breakdown, table.best_window(job, node, now_s, profile), profile)
         if wait is not None:
             return wait

@@ -92,7 +92,7 @@ def _place_one(
     if best is None or best_score is None:
         return unplaceable(job, verdicts.values())
     node = nodes[best[1]]
-    if job.tier is Tier.FLEX:
+    if job.tier is Tier.FLEX and job.deferrable:
         wait = deferral(job, best_score, best_window(job, node, sites, now_s, profile), profile)
         if wait is not None:
             return wait

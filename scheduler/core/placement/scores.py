@@ -13,6 +13,7 @@ from scheduler.core.placement.types import JobRequest, NodeView, ScoreBreakdown,
 
 KW_PER_MW = 1000.0
 S_PER_H = 3600.0
+MIN_RATE_TOKENS_PER_S = 1e-6  # a learned rate is never taken below this (no division by zero)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ DEFAULT_PROFILE = ScoringProfile()
 
 def estimated_run_s(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
     rate = node.tokens_per_s.get(job.model, profile.default_tokens_per_s)
-    return (job.input_tokens + job.output_tokens_est) / max(rate, 1e-6)
+    return (job.input_tokens + job.output_tokens_est) / max(rate, MIN_RATE_TOKENS_PER_S)
 
 
 def marginal_energy_mwh(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:

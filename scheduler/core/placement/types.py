@@ -26,6 +26,9 @@ class JobRequest:
     memory_mb: int = 0
     # What the customer pays for it; bounds what the job may spend on energy and waiting.
     value_usd: float = 0.0
+    # A flex job waits for cheaper power once: when its window comes it runs. Deferring again
+    # and again on a rolling forecast would chain waits up to the deadline.
+    deferrable: bool = True
 
 
 @dataclass(frozen=True)

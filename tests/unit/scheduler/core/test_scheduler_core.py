@@ -513,6 +513,23 @@ def test_a_deferred_flex_job_waits_until_its_window() -> None:
     assert assigns(h.tick(1.0)) == [("n1", "j1", 1)]
 
 
+def test_a_deferred_flex_job_is_deferred_only_once() -> None:
+    # When its window comes, the rolling forecast shows yet another cheaper hour: the job runs
+    # anyway, because chaining waits on a rolling forecast would push it to its deadline.
+    h = Harness()
+    h.core.site_views = {
+        "s1": make_site(opportunity_usd_per_mwh=50.0, outlook=[(T0_S + 3600, 10.0)])
+    }
+    h.connect()
+    h.submit(make_record(tier="flex", deadline_s=T0_S + 6 * 3600))
+    h.tick()
+    assert h.job().not_before_s == T0_S + 3600
+    h.core.site_views = {
+        "s1": make_site(opportunity_usd_per_mwh=50.0, outlook=[(T0_S + 7200, 5.0)])
+    }
+    assert assigns(h.tick(3600.0)) == [("n1", "j1", 1)]
+
+
 @pytest.mark.parametrize("slots", [0, 1])
 def test_queued_count(slots: int) -> None:
     h = Harness()

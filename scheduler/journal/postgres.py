@@ -1,0 +1,399 @@
+"""The PostgreSQL journal: for a Ray cluster, where the journal must outlive any one node.
+
+The same tables, rows and answers as the SQLite journal (scheduler/journal/sqlite.py), so a
+scheduler moved from one to the other behaves alike; what differs is how the database gets there:
+a URL (`postgresql://user:password@host:port/db`) instead of a file.
+
+Transactions: every call is one explicit transaction (autocommit off), so a batch of submits or
+a write of states and their decisions is all or nothing. Idempotent inserts use
+`INSERT ... ON CONFLICT DO NOTHING` and then read the stored row in the same transaction: two
+schedulers (or two connections) submitting the same key at once end with one job, because the
+second insert waits for the first transaction and then sees its row.
+
+Connections: one for writes and one for reads, each behind a lock, as in the SQLite journal: an
+API-key lookup on every call does not queue behind a commit. When the server drops a connection
+(a restart, a failover), the call reconnects once and runs again if that is safe: always for a
+read, and for a write only when it broke before the commit was sent. A connection that breaks
+during the commit leaves its outcome unknown; that, and a server that stays away, raise
+`JournalUnavailable` naming the server (never the password).
+
+What it leaves to others: the server itself (backups, replication, failover), and the schema's
+future migrations (tables are created if missing, never altered).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from scheduler.core.jobs import JobRecord
+from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavailable, TenantRow
+from scheduler.journal.codec import JOB_COLUMNS, from_row, to_row
+
+T = TypeVar("T")
+
+# Text keys compare byte by byte (COLLATE "C"), as SQLite compares them: the page order and the
+# `job_id > after` cursor of list_jobs then do not depend on the server's locale.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  job_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT COLLATE "C" NOT NULL, state TEXT NOT NULL,
+  attempt BIGINT NOT NULL, node_id TEXT NOT NULL, site TEXT NOT NULL, region TEXT NOT NULL,
+  idempotency_key TEXT COLLATE "C" NOT NULL, spec_hash TEXT NOT NULL, model TEXT NOT NULL,
+  kind TEXT NOT NULL, tier TEXT NOT NULL, input_tokens BIGINT NOT NULL,
+  output_tokens_est BIGINT NOT NULL, deadline_s DOUBLE PRECISION NOT NULL,
+  allowed_regions TEXT NOT NULL, memory_mb BIGINT NOT NULL, value_usd DOUBLE PRECISION NOT NULL,
+  spec_blob BYTEA NOT NULL, submitted_s DOUBLE PRECISION NOT NULL,
+  assigned_s DOUBLE PRECISION NOT NULL, started_s DOUBLE PRECISION NOT NULL,
+  finished_s DOUBLE PRECISION NOT NULL, lease_expires_s DOUBLE PRECISION NOT NULL,
+  not_before_s DOUBLE PRECISION NOT NULL, error TEXT NOT NULL, result_blob BYTEA NOT NULL,
+  run_ms DOUBLE PRECISION NOT NULL, energy_kwh DOUBLE PRECISION NOT NULL, history TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+  ON jobs (tenant, idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, job_id);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state)
+  WHERE state IN ('queued', 'assigned', 'running');
+CREATE TABLE IF NOT EXISTS tenants (
+  name TEXT PRIMARY KEY, max_queued_jobs BIGINT NOT NULL,
+  submits_per_second DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+  key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+  admin BOOLEAN NOT NULL, created_s DOUBLE PRECISION NOT NULL,
+  revoked_s DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS agent_tokens (
+  token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+  id BIGSERIAL PRIMARY KEY, t_s DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
+  subject TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
+"""
+
+# Two schedulers starting at once on an empty database would race in CREATE TABLE IF NOT EXISTS
+# (it is not atomic against itself in PostgreSQL); an advisory lock makes them take turns. The
+# number is arbitrary, fixed so that every hashserve process agrees on it.
+_SCHEMA_LOCK = 0x68617368  # "hash"
+
+_COLS = ", ".join(JOB_COLUMNS)
+_MARKS = ", ".join("%s" for _ in JOB_COLUMNS)
+_SELECT = f"SELECT {_COLS} FROM jobs"
+_INSERT_NEW = (
+    f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) "
+    # Naming the partial index's predicate lets PostgreSQL infer it as the conflict target.
+    # Only a clash on (tenant, key) is swallowed; a clash on job_id still raises.
+    "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING "
+    "RETURNING job_id"
+)
+_UPSERT = (
+    f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) ON CONFLICT (job_id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in JOB_COLUMNS if c != "job_id")
+)
+_ACTIVE = ("queued", "assigned", "running")
+_CONNECT_TIMEOUT_S = 10
+
+
+def _no_nul(value: object) -> object:
+    # PostgreSQL text cannot hold U+0000 (SQLite's can); an agent's error message with one would
+    # otherwise fail the whole write of a tick's job states. It becomes U+FFFD.
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _job_row(rec: JobRecord) -> tuple[Any, ...]:
+    return tuple(_no_nul(v) for v in to_row(rec))
+
+
+def describe(url: str) -> str:
+    """`user@host:port/db` for messages: enough to find the server, never the password."""
+    try:
+        d = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparseable URL)"
+    host = d.get("host") or "localhost"
+    port = d.get("port") or 5432
+    return f"{d.get('user') or ''}@{host}:{port}/{d.get('dbname') or ''}".lstrip("@")
+
+
+class _Link:
+    """One connection and its lock; reconnects at most once per call."""
+
+    def __init__(self, conninfo: str, where: str, read_only: bool) -> None:
+        self._conninfo = conninfo
+        self._where = where
+        self._read_only = read_only
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
+        with self._lock:
+            self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.OperationalError as e:
+            raise JournalUnavailable(
+                f"cannot reach the PostgreSQL journal at {self._where}: {e}".strip()
+            ) from e
+        if self._read_only:
+            conn.read_only = True
+        self._conn = conn
+        return conn
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], *, replayable: bool) -> T:
+        """`work` inside one transaction, committed on return, rolled back on an exception.
+
+        replayable: running `work` twice is harmless even if the first run committed (reads).
+        Otherwise it is run again only when the connection broke before the commit was sent.
+        """
+        with self._lock:
+            if self._closed:
+                raise JournalUnavailable(f"the journal at {self._where} is closed")
+            for attempt in (1, 2):
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                committing = False
+                try:
+                    with conn.transaction():
+                        result = work(conn)
+                        committing = True  # the block's exit sends COMMIT
+                    return result
+                except psycopg.OperationalError as e:
+                    if not (conn.broken or conn.closed):
+                        raise  # a live connection refused the statement: not ours to retry
+                    self._conn = None
+                    conn.close()
+                    if committing and not replayable:
+                        raise JournalUnavailable(
+                            f"the connection to the PostgreSQL journal at {self._where} broke "
+                            "while committing: the write may or may not have been stored"
+                        ) from e
+                    if attempt == 2:
+                        raise JournalUnavailable(
+                            f"lost the PostgreSQL journal at {self._where} twice in one call: {e}"
+                        ) from e
+            raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class PostgresJournal:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = describe(url)
+        params: dict[str, Any] = {"application_name": "hashserve-journal"}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            params["connect_timeout"] = _CONNECT_TIMEOUT_S
+        conninfo = make_conninfo(url, **params)
+        self._write = _Link(conninfo, self.where, read_only=False)
+        self._write.run(_create_schema, replayable=True)
+        self._read = _Link(conninfo, self.where, read_only=True)
+
+    def close(self) -> None:
+        self._write.close()
+        self._read.close()
+
+    # ----- jobs ---------------------------------------------------------------------------
+
+    def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        if not records:
+            return []
+        return self._write.run(lambda conn: _insert(conn, records), replayable=False)
+
+    def write_jobs(
+        self,
+        records: Sequence[JobRecord],
+        decisions: Sequence[tuple[float, str, str, str]] = (),
+    ) -> None:
+        if not records and not decisions:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                if records:
+                    cur.executemany(_UPSERT, [_job_row(r) for r in records])
+                if decisions:
+                    cur.executemany(
+                        "INSERT INTO decisions (t_s, kind, subject, detail) "
+                        "VALUES (%s, %s, %s, %s)",
+                        [tuple(_no_nul(v) for v in d) for d in decisions],
+                    )
+
+        self._write.run(work, replayable=False)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        row = self._read.run(
+            lambda c: c.execute(f"{_SELECT} WHERE job_id=%s", (job_id,)).fetchone(),
+            replayable=True,
+        )
+        return from_row(row) if row else None
+
+    def list_jobs(
+        self, tenant: str, state: str | None, page_size: int, after_job_id: str
+    ) -> list[JobRecord]:
+        sql = f"{_SELECT} WHERE tenant=%s AND job_id>%s"
+        args: list[object] = [tenant, after_job_id]
+        if state:
+            sql += " AND state=%s"
+            args.append(state)
+        sql += " ORDER BY job_id LIMIT %s"
+        args.append(page_size)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
+        return [from_row(r) for r in rows]
+
+    def load_active_jobs(self) -> list[JobRecord]:
+        rows = self._read.run(
+            lambda c: c.execute(
+                f"{_SELECT} WHERE state = ANY(%s) ORDER BY submitted_s, job_id", (list(_ACTIVE),)
+            ).fetchall(),
+            replayable=True,
+        )
+        return [from_row(r) for r in rows]
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        rows = self._read.run(
+            lambda c: c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall(),
+            replayable=True,
+        )
+        return {str(s): int(n) for s, n in rows}
+
+    # ----- credentials --------------------------------------------------------------------
+
+    def upsert_tenant(self, tenant: TenantRow) -> None:
+        self._write.run(
+            lambda c: c.execute(
+                "INSERT INTO tenants (name, max_queued_jobs, submits_per_second) "
+                "VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "max_queued_jobs=excluded.max_queued_jobs, "
+                "submits_per_second=excluded.submits_per_second",
+                (tenant.name, tenant.max_queued_jobs, tenant.submits_per_second),
+            ),
+            replayable=True,  # an upsert of the same values: twice is once
+        )
+
+    def get_tenant(self, name: str) -> TenantRow | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                "SELECT name, max_queued_jobs, submits_per_second FROM tenants WHERE name=%s",
+                (name,),
+            ).fetchone(),
+            replayable=True,
+        )
+        return TenantRow(row[0], int(row[1]), float(row[2])) if row else None
+
+    def add_api_key(self, key_id: str, key_hash: str, tenant: str, admin: bool) -> None:
+        self._write.run(
+            lambda c: c.execute(
+                "INSERT INTO api_keys (key_id, key_hash, tenant, admin, created_s) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (key_id, key_hash, tenant, admin, time.time()),
+            ),
+            replayable=False,
+        )
+
+    def get_api_key(self, key_id: str) -> ApiKeyRow | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                "SELECT key_id, key_hash, tenant, admin, revoked_s FROM api_keys "
+                "WHERE key_id=%s",
+                (key_id,),
+            ).fetchone(),
+            replayable=True,
+        )
+        return ApiKeyRow(row[0], row[1], row[2], bool(row[3]), row[4] > 0) if row else None
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        rowcount = self._write.run(
+            lambda c: c.execute(
+                "UPDATE api_keys SET revoked_s=%s WHERE key_id=%s AND revoked_s=0",
+                (time.time(), key_id),
+            ).rowcount,
+            replayable=False,
+        )
+        return rowcount > 0
+
+    def add_agent_token(self, token_hash: str, agent_id: str) -> None:
+        self._write.run(
+            lambda c: c.execute(
+                "INSERT INTO agent_tokens (token_hash, agent_id, created_s) VALUES (%s, %s, %s) "
+                "ON CONFLICT (token_hash) DO UPDATE SET "
+                "agent_id=excluded.agent_id, created_s=excluded.created_s",
+                (token_hash, agent_id, time.time()),
+            ),
+            replayable=True,
+        )
+
+    def find_agent_token(self, token_hash: str) -> str | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                "SELECT agent_id FROM agent_tokens WHERE token_hash=%s", (token_hash,)
+            ).fetchone(),
+            replayable=True,
+        )
+        return str(row[0]) if row else None
+
+    def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
+        """(t_s, kind, json detail) recorded about a job or site, oldest first."""
+        rows = self._read.run(
+            lambda c: c.execute(
+                "SELECT t_s, kind, detail FROM decisions WHERE subject=%s ORDER BY id",
+                (subject,),
+            ).fetchall(),
+            replayable=True,
+        )
+        return [(float(t), str(k), str(d)) for t, k, d in rows]
+
+
+def _create_schema(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _insert(
+    conn: psycopg.Connection[Any], records: Sequence[JobRecord]
+) -> list[tuple[JobRecord, bool]]:
+    """Inside a transaction: insert new jobs, return stored ones for known keys."""
+    out: list[tuple[JobRecord, bool]] = []
+    with conn.cursor() as cur:
+        # All inserts in one round trip (psycopg pipelines executemany); a row comes back for
+        # each job inserted, none for one whose key was taken.
+        cur.executemany(_INSERT_NEW, [_job_row(r) for r in records], returning=True)
+        inserted: list[bool] = []
+        while True:
+            inserted.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+        for rec, fresh in zip(records, inserted, strict=True):
+            if fresh:
+                out.append((rec, False))
+                continue
+            # The key is taken, by an earlier job or one of this batch. ON CONFLICT waited for
+            # any transaction writing it to end, and under READ COMMITTED this new statement
+            # sees that transaction's row.
+            row = cur.execute(
+                f"{_SELECT} WHERE tenant=%s AND idempotency_key=%s AND idempotency_key <> ''",
+                (rec.tenant, rec.idempotency_key),
+            ).fetchone()
+            if row is None:
+                raise RuntimeError(
+                    f"idempotency key {rec.idempotency_key!r} conflicted but no job holds it"
+                )
+            existing = from_row(row)
+            if existing.spec_hash != rec.spec_hash:
+                raise IdempotencyConflict(existing)
+            out.append((existing, True))
+    return out

@@ -1,0 +1,61 @@
+"""Each benchmark runs in --smoke mode (tiny sizes, seconds) and ends as its contract says: exit
+status 0, a last line of JSON with the keys a comparison between commits reads, and the same JSON
+saved under the results folder. Figures are not judged here (speed is the benchmarks' business,
+not the tests'); only what must hold at any speed: the fast placer agreed with the scan on every
+decision, every submit was acknowledged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# bench -> keys of its last line besides the common ones
+EXPECTED = {
+    "placement": {"results", "summary", "cpu"},
+    "submit": {"medians", "ratios", "summary", "rounds", "prefill"},
+    "scale": {"planner", "core", "heap", "summary"},
+}
+COMMON = {"bench", "smoke", "commit", "utc", "machine"}
+
+
+def run_smoke(bench: str, results_dir: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / f"{bench}.py"), "--smoke",
+         "--results-dir", str(results_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    doc: dict[str, Any] = json.loads(last)
+    saved = list(results_dir.glob(f"{bench}-smoke-*.json"))
+    assert len(saved) == 1, saved
+    assert json.loads(saved[0].read_text()) == doc
+    return doc
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bench", sorted(EXPECTED))
+def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: Path) -> None:
+    doc = run_smoke(bench, tmp_path)
+    assert COMMON | EXPECTED[bench] <= set(doc), sorted(doc)
+    assert doc["bench"] == bench and doc["smoke"] is True
+    if bench == "placement":
+        assert doc["summary"]["all_match_scan"] is True
+        for size in doc["results"].values():
+            assert size["mismatches_vs_scan"] == 0
+            assert size["kept"]["n"] > 0 and size["first_fit"]["n"] > 0
+    elif bench == "submit":
+        for name, run in doc["medians"].items():
+            assert run["errors"] == 0, name
+            assert run["jobs_per_s"] > 0, name
+        assert set(doc["ratios"]) >= {"full_vs_bare", "normal_vs_bare", "batch_full_vs_bare_single"}
+    else:
+        assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
+        assert doc["heap"]["heap_bytes_per_job_record"] > 0
