@@ -27,6 +27,8 @@ class SchedulerSettings(BaseSettings):
     lease_s: float = Field(15.0, gt=0)
     disconnect_grace_s: float = Field(10.0, ge=0)
     recovery_grace_s: float = Field(20.0, ge=0)
+    # Agents heartbeat every second; one silent this long gets no new work.
+    agent_silence_s: float = Field(5.0, gt=0)
     # Bootstrap credentials (a real deployment sets the admin key once, then uses the admin API).
     admin_key: str | None = None
     agent_token: str | None = None

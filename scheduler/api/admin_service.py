@@ -12,6 +12,7 @@ import grpc
 from hashserve.v1 import admin_pb2, admin_pb2_grpc
 from scheduler.api.auth import Authenticator, AuthError, Principal
 from scheduler.api.convert import timestamp
+from scheduler.api.validation import InvalidRequest, timestamp_s
 from scheduler.control.loop import ControlLoop
 from scheduler.control.power import PowerController
 from scheduler.feeds.ops import OpsFeed
@@ -232,8 +233,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.Site:
         who = await self._admin(context)
         await self._site_or_abort(context, request.site)
-        start_s = request.start.ToNanoseconds() / 1e9
-        end_s = request.end.ToNanoseconds() / 1e9
+        try:
+            start_s = timestamp_s(request.start, "start")
+            end_s = timestamp_s(request.end, "end")
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         if not request.HasField("start") or not request.HasField("end") or end_s <= start_s:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "give start and end, with end after start"
@@ -326,8 +330,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetAccountingRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetAccountingResponse:
         await self._admin(context)
-        start_s = request.start.ToNanoseconds() / 1e9 if request.HasField("start") else -math.inf
-        end_s = request.end.ToNanoseconds() / 1e9 if request.HasField("end") else math.inf
+        try:
+            start_s = (
+                timestamp_s(request.start, "start") if request.HasField("start") else -math.inf
+            )
+            end_s = timestamp_s(request.end, "end") if request.HasField("end") else math.inf
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         rows = []
         for row in self.power.accounting.rows():
             if request.site and row.site != request.site:

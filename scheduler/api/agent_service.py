@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,8 @@ from scheduler.control.loop import ControlLoop
 log = logging.getLogger("hashserve.scheduler.agents")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HELLO_TIMEOUT_S = 10.0
+# An 8-GPU H100 server draws about 10 kW; 100 kW leaves room for any one node, and no more.
+MAX_NODE_POWER_KW = 100.0
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -91,4 +94,12 @@ def _check_hello(hello: agent_pb2.AgentHello, known_regions: frozenset[str]) -> 
         return "hello.models is empty: the agent serves nothing"
     if hello.max_concurrent_jobs > 1024:
         return "hello.max_concurrent_jobs is over 1024"
+    for name, kw in (
+        ("idle_power_kw", hello.idle_power_kw),
+        ("busy_power_kw", hello.busy_power_kw),
+    ):
+        if not (math.isfinite(kw) and 0.0 <= kw <= MAX_NODE_POWER_KW):
+            return f"hello.{name} is {kw}; it must be between 0 and {MAX_NODE_POWER_KW:g} kW"
+    if hello.busy_power_kw and hello.idle_power_kw > hello.busy_power_kw:
+        return "hello.idle_power_kw is above busy_power_kw"
     return ""

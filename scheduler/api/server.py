@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hashserve.v1 import admin_pb2, agent_pb2, agent_pb2_grpc, customer_pb2, customer_pb2_grpc
+from scheduler.api.decode_guard import DecodeGuardInterceptor
 
 # Large enough for a 64-text embedding batch or a batch submit; anything bigger is refused by gRPC
 # with RESOURCE_EXHAUSTED before it reaches our code.
@@ -47,7 +48,8 @@ def build_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, health.HealthServicer]:
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        # The decode guard goes first so that every later layer sees only valid messages.
+        interceptors=[DecodeGuardInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -11,6 +11,8 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from hashserve.v1 import jobs_pb2
 from scheduler.core.jobs import JobSpecData
 from scheduler.core.models import ModelKind, ModelSpec
@@ -33,6 +35,21 @@ class InvalidRequest(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+# google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31 (timestamp.proto).
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
+def timestamp_s(ts: Timestamp, field: str) -> float:
+    """Seconds since the epoch, or INVALID_ARGUMENT naming the field for an invalid Timestamp."""
+    if not (MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos < 1_000_000_000):
+        raise InvalidRequest(
+            "INVALID_ARGUMENT",
+            f"{field} is not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos})",
+        )
+    return ts.seconds + ts.nanos / 1e9
 
 
 def estimate_tokens(text: str) -> int:
@@ -106,7 +123,7 @@ def validate_spec(
         filled.generate.max_tokens = output_tokens
     terms = model.tiers[tier]
     if spec.HasField("deadline"):
-        deadline_s = spec.deadline.ToNanoseconds() / 1e9
+        deadline_s = timestamp_s(spec.deadline, "spec.deadline")
         ahead_s = deadline_s - now_s
         if not MIN_DEADLINE_AHEAD_S <= ahead_s <= MAX_DEADLINE_AHEAD_S:
             raise InvalidRequest(

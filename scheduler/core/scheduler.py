@@ -46,6 +46,10 @@ class SchedulerPolicy:
     # Past jobs that cannot use the free slots, look this many rounds further down the queue,
     # twice as far each round (6: up to 127 jobs per free slot), then wait for the next tick.
     lookahead_rounds: int = 6
+    # A connected agent not heard from for this long gets no new work (a link that stopped
+    # forwarding but was not closed); None: never judged by silence (tests that step time in
+    # hours). Its running work is re-placed when its leases run out.
+    silence_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class NodeState:
     connected: bool = True
     draining: bool = False  # set by ops; survives reconnects
     agent_draining: bool = False  # the agent is shutting down; cleared when it says hello again
+    silent: bool = False  # connected, but not heard from for longer than the policy's silence_s
     last_seen_s: float = 0.0
     disconnected_s: float = 0.0
     running: set[AttemptKey] = field(default_factory=set)
@@ -245,6 +250,9 @@ class SchedulerCore:
         if node is None:
             return step
         node.last_seen_s = now_s
+        if node.silent:
+            node.silent = False
+            self._changed_nodes.add(node_id)
         node.power_draw_kw, node.gpu_utilization = power_draw_kw, gpu_utilization
         if node.agent_draining != draining:
             node.agent_draining = draining
@@ -350,7 +358,13 @@ class SchedulerCore:
 
     def tick(self, now_s: float) -> Step:
         step = Step()
+        silence_s = self.policy.silence_s
         for node in self.nodes.values():
+            if silence_s is not None and node.connected and not node.silent and (
+                now_s - node.last_seen_s > silence_s
+            ):
+                node.silent = True
+                self._changed_nodes.add(node.info.node_id)
             if not node.connected and node.running and (
                 now_s - node.disconnected_s >= self.policy.disconnect_grace_s
             ):
@@ -388,7 +402,7 @@ class SchedulerCore:
             serving=(
                 node.connected and not node.draining and not node.agent_draining and site_ok
             ),
-            healthy=node.connected,
+            healthy=node.connected and not node.silent,
             idle_power_kw=info.idle_power_kw,
             busy_power_kw=info.busy_power_kw,
             tokens_per_s=dict(node.estimates.tokens_per_s),

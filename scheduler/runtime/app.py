@@ -100,6 +100,7 @@ class SchedulerApp:
             lease_s=settings.lease_s,
             disconnect_grace_s=settings.disconnect_grace_s,
             recovery_grace_s=settings.recovery_grace_s,
+            silence_s=settings.agent_silence_s,
         )
         self.loop = ControlLoop(
             self.journal,

@@ -68,34 +68,8 @@ CLEAR = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.OUT_OF_RANGE,
 }
-# Known bugs, each pinned below by a strict xfail (it turns into a failure once fixed, so the
-# marker is removed with the fix). Details and the fix are in the chaos report of issue 6.
-DECODE_BUG = (
-    "bug: an undecodable body (corrupt wire format, invalid UTF-8) gets UNKNOWN from grpc.aio's "
-    "deserializer, not INVALID_ARGUMENT; fix: a decode-guard interceptor in build_server"
-)
-
-
-TIMESTAMP_BUG = (
-    "bug: an out-of-range Timestamp raises ValueError in ToNanoseconds() (validation.py "
-    "deadline, admin_service.py start/end): UNKNOWN, not INVALID_ARGUMENT"
-)
-
-
-def _known_decode_failure(code: grpc.StatusCode, details: str) -> bool:
-    """Today's answer to an undecodable body (see DECODE_BUG): tolerated by the fuzz, which
-    looks for anything else, and pinned by test_an_undecodable_request_gets_invalid_argument."""
-    return code == grpc.StatusCode.UNKNOWN and "DecodeError" in details
-
-
-def _known_timestamp_failure(code: grpc.StatusCode, details: str) -> bool:
-    """Today's answer to an out-of-range Timestamp (see TIMESTAMP_BUG), pinned by
-    test_an_invalid_timestamp_gets_invalid_argument."""
-    return code == grpc.StatusCode.UNKNOWN and "Timestamp is not valid" in details
-
-
 def _clear(code: grpc.StatusCode, details: str) -> bool:
-    return code in CLEAR or _known_timestamp_failure(code, details)
+    return code in CLEAR
 
 CUSTOMER = customer_pb2.DESCRIPTOR.services_by_name["CustomerService"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
@@ -219,7 +193,7 @@ def test_customer_rpcs_answer_garbage_bytes_with_a_clear_status(
     code, details = _call(
         env.channel, CUSTOMER.full_name, method, body, env.sched.credentials.api_key
     )
-    assert _clear(code, details) or _known_decode_failure(code, details), (
+    assert _clear(code, details), (
         method.name, code, details
     )
     if code != grpc.StatusCode.OK:
@@ -235,7 +209,6 @@ UNDECODABLE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=DECODE_BUG)
 @pytest.mark.parametrize(("method", "body"), UNDECODABLE, ids=[m for m, _ in UNDECODABLE])
 def test_an_undecodable_request_gets_invalid_argument(env: Env, method: str, body: bytes) -> None:
     code, details = _call(
@@ -266,7 +239,6 @@ def _bad_timestamps() -> list[tuple[str, str, str, bytes]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=TIMESTAMP_BUG)
 @pytest.mark.parametrize(
     ("service", "method", "body"),
     [c[1:] for c in _bad_timestamps()],
@@ -284,11 +256,6 @@ def test_an_invalid_timestamp_gets_invalid_argument(
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _check_hello (agent_service.py) accepts NaN/inf/negative power; one agent with "
-    "busy_power_kw=inf drops its whole site's AI value to 0 in the power controller",
-)
 @pytest.mark.parametrize("power_kw", [float("inf"), float("nan"), -1.0, 1e12])
 def test_an_agent_claiming_absurd_power_is_refused(env: Env, power_kw: float) -> None:
     hello = agent_pb2.AgentMessage(
@@ -306,7 +273,6 @@ def test_an_agent_claiming_absurd_power_is_refused(env: Env, power_kw: float) ->
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason=DECODE_BUG)
 def test_an_undecodable_agent_message_gets_invalid_argument(env: Env) -> None:
     ident = lambda b: b  # noqa: E731
     connect = env.channel.stream_stream(

@@ -47,6 +47,7 @@ def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSchedul
         Path(tmp_path_factory.mktemp("partition")),
         lease_s=LEASE_S,
         disconnect_grace_s=2.0,
+        agent_silence_s=2.0,
         recovery_grace_s=4.0,
         tick_s=0.2,
     ) as s:
@@ -234,11 +235,6 @@ def test_real_agent_partitioned_mid_job_its_late_result_is_refused(
     assert (counts.lost, counts.duplicated) == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a connected but silent agent stays healthy in the core (node_views uses "
-    "node.connected only), so work is placed into a dead link until keepalive ends it (~30 s)",
-)
 def test_a_silent_agent_gets_no_new_work(sched: InProcessScheduler, proxy: TcpProxy) -> None:
     creds = sched.credentials
 

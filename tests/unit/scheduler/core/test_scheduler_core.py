@@ -537,3 +537,14 @@ def test_queued_count(slots: int) -> None:
     h.submit(make_record("a"), make_record("b"))
     h.tick()
     assert h.core.queued_count() == 2 - slots
+
+
+def test_a_silent_agent_gets_no_new_work_until_it_is_heard_again() -> None:
+    # Connected at T0, silent past silence_s = 5 s: the link may have stopped forwarding.
+    h = Harness(SchedulerPolicy(silence_s=5.0))
+    h.connect()
+    h.tick(6.0)
+    h.submit(make_record())
+    assert assigns(h.tick()) == []
+    h.core.heartbeat("n1", [], h.now_s)
+    assert assigns(h.tick()) == [("n1", "j1", 1)]
