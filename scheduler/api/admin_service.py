@@ -308,7 +308,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RevokeApiKeyResponse:
         who = await self._admin(context)
-        if not self.loop.journal.revoke_api_key(request.key_id):
+        if not self.auth.revoke_api_key(request.key_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no live key {request.key_id[:40]!r}")
         log.info("key %s revoked by key %s", request.key_id, who.key_id)
         return admin_pb2.RevokeApiKeyResponse()

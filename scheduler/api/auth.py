@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler.journal.base import Journal, TenantRow
@@ -62,16 +63,41 @@ def new_agent_token() -> str:
     return f"{AGENT_TOKEN_PREFIX}_{secrets.token_urlsafe(24)}"
 
 
+# A verified key is trusted this long without asking the journal again. A revocation through this
+# scheduler takes effect at once; one written to the journal by another process, within this.
+KEY_CACHE_S = 5.0
+KEY_CACHE_MAX = 10_000
+
+
 class Authenticator:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
+        self._clock = clock
+        # The full key -> (principal, verified at). Keyed by the secret itself, in memory only, so
+        # a hit is exactly as strong as the check it skips.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def customer(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         key = bearer_from_metadata(metadata)
+        now = self._clock()
+        hit = self._verified.get(key)
+        if hit is not None and now - hit[1] < KEY_CACHE_S:
+            return hit[0]
         row = self.journal.get_api_key(key_id_of(key))
         if row is None or not hmac.compare_digest(row.key_hash, hash_secret(key)) or row.revoked:
+            self._verified.pop(key, None)
             raise AuthError("invalid or revoked API key")
-        return Principal(row.tenant, row.key_id, row.admin)
+        principal = Principal(row.tenant, row.key_id, row.admin)
+        if len(self._verified) >= KEY_CACHE_MAX:
+            self._verified.clear()
+        self._verified[key] = (principal, now)
+        return principal
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke in the journal and forget the key here at once."""
+        revoked = self.journal.revoke_api_key(key_id)
+        self._verified = {k: v for k, v in self._verified.items() if v[0].key_id != key_id}
+        return revoked
 
     def admin(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         principal = self.customer(metadata)

@@ -93,7 +93,7 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         except AdmissionRefused as refusal:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
         try:
-            results = self.loop.submit(records)
+            results = await self.loop.submit_async(records)
         except IdempotencyConflict as err:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
         except JournalUnavailable as err:

@@ -80,6 +80,12 @@ class ControlLoop:
         self.observers: list[LoopObserver] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Group commit: submits that arrive while a commit is on disk wait here and are written
+        # together in the next one (one fsync for all of them).
+        self._pending: list[
+            tuple[Sequence[JobRecord], asyncio.Future[list[tuple[JobRecord, bool]]]]
+        ] = []
+        self._writer: asyncio.Task[None] | None = None
         self._stopping = False
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -182,6 +188,45 @@ class ControlLoop:
             for observer in self.observers:
                 observer.on_submitted(fresh)
         return results
+
+    async def submit_async(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """`submit`, with group commit: the journal write runs off the event loop, together with
+        every other submit that arrives meanwhile. Answers once its jobs are durable."""
+        future: asyncio.Future[list[tuple[JobRecord, bool]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.append((records, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending(), name="journal-writer")
+        return await future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            groups = [records for records, _ in batch]
+            try:
+                results = await asyncio.to_thread(self.journal.insert_job_groups, groups)
+            except Exception as err:  # nothing of this batch is durable: every caller hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            fresh: list[JobRecord] = []
+            for (_, future), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    if not future.done():
+                        future.set_exception(result)
+                    continue
+                for rec, dedup in result:
+                    if not dedup:
+                        self.core.submit(rec)
+                        fresh.append(rec)
+                if not future.done():  # a caller that gave up still has its jobs run
+                    future.set_result(result)
+            if fresh:
+                self.kick()
+                for observer in self.observers:
+                    observer.on_submitted(fresh)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.core.jobs.get(job_id) or self.journal.get_job(job_id)

@@ -57,6 +57,13 @@ class Journal(Protocol):
         """
         ...
 
+    def insert_job_groups(
+        self, groups: Sequence[Sequence[JobRecord]]
+    ) -> list[list[tuple[JobRecord, bool]] | Exception]:
+        """Several submits at once (group commit): each group all or nothing, as `insert_jobs`;
+        a group refused for its idempotency key gets the exception in its place."""
+        ...
+
     def write_jobs(
         self,
         records: Sequence[JobRecord],

@@ -212,6 +212,18 @@ class PostgresJournal:
             return []
         return self._write.run(lambda conn: _insert(conn, records), replayable=False)
 
+    def insert_job_groups(
+        self, groups: Sequence[Sequence[JobRecord]]
+    ) -> list[list[tuple[JobRecord, bool]] | Exception]:
+        """One transaction per group (a round trip each); SQLite's version shares one commit."""
+        out: list[list[tuple[JobRecord, bool]] | Exception] = []
+        for group in groups:
+            try:
+                out.append(self.insert_jobs(group))
+            except IdempotencyConflict as err:
+                out.append(err)
+        return out
+
     def write_jobs(
         self,
         records: Sequence[JobRecord],

