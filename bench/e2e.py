@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The agents run with one inference thread per job (hashserve.local sets this for them); the
+# model's own time is measured under the same setting, or the ratio would compare 2 cores to 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from hashserve.client import Client, embed_spec, generate_spec
 from hashserve.local import AgentPlan, LocalCluster
