@@ -48,6 +48,7 @@ class AgentPlan:
     busy_power_kw: float = 0.7
     # The site's (simulated) ASIC fleet, when this agent drives it: PH/s, J/TH, block MW, ramp s.
     asic: tuple[float, float, float, float] | None = None
+    metrics_port: int = -1  # Prometheus endpoint of the agent; -1: none
 
 
 @dataclass
@@ -178,6 +179,7 @@ class LocalCluster:
         proc = spawn_agent(
             plan, self.address, self.credentials.agent_token,
             self.workdir / "logs" / f"{plan.agent_id}.log",
+            metrics_port=plan.metrics_port,
         )
         self.procs[plan.agent_id] = proc
         return proc
