@@ -137,7 +137,7 @@ class ControlLoop:
     # ----- the one boundary for side effects -------------------------------------------------
 
     def apply(self, step: Step, decide_s: float = 0.0) -> None:
-        if not (step.changed or step.intents or step.decisions):
+        if not (step.changed or step.intents or step.decisions or step.unjournaled):
             return
         now_s = self.clock.now_s()
         self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
@@ -167,7 +167,7 @@ class ControlLoop:
                         )
                     )
                 )
-        for rec in _latest(step.changed):
+        for rec in _latest([*step.unjournaled, *step.changed]):
             if self.watchers.has(rec.job_id):
                 self.watchers.publish(
                     rec.job_id, customer_pb2.JobEvent(job=job_to_proto(rec)), final=rec.terminal

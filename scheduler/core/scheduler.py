@@ -111,12 +111,16 @@ class Step:
     decisions: list[Decision] = field(default_factory=list)
     # Results accepted in this step, as (job id, node id, attempt): each job gets at most one.
     answers: list[tuple[str, str, int]] = field(default_factory=list)
+    # Changes that recovery does not need (assigned -> running: both are re-leased after a
+    # restart); watchers hear of them, the journal gets them with the job's next write.
+    unjournaled: list[JobRecord] = field(default_factory=list)
 
     def extend(self, other: Step) -> Step:
         self.changed.extend(other.changed)
         self.intents.extend(other.intents)
         self.decisions.extend(other.decisions)
         self.answers.extend(other.answers)
+        self.unjournaled.extend(other.unjournaled)
         return self
 
 
@@ -223,7 +227,7 @@ class SchedulerCore:
             rec = self.jobs.get(job_id)
             if rec is not None and rec.node_id == info.node_id and rec.attempt == attempt:
                 node.running.add((job_id, attempt))
-                self._put(rec.evolve(lease_expires_s=now_s + self.policy.lease_s), step)
+                self._renew(rec.evolve(lease_expires_s=now_s + self.policy.lease_s))
             else:
                 step.intents.append(
                     CancelOnNode(info.node_id, job_id, attempt, "no longer assigned to you")
@@ -261,7 +265,7 @@ class SchedulerCore:
         for key in listed & node.running:
             rec = self.jobs.get(key[0])
             if rec is not None:
-                self._put(rec.evolve(lease_expires_s=now_s + self.policy.lease_s), step)
+                self._renew(rec.evolve(lease_expires_s=now_s + self.policy.lease_s))
         for key in list(node.running - listed):
             rec = self.jobs.get(key[0])
             # Messages on one stream arrive in order: a started job that is neither listed nor
@@ -305,6 +309,7 @@ class SchedulerCore:
                     lease_expires_s=now_s + self.policy.lease_s,
                 ),
                 step,
+                journal=False,
             )
         return step
 
@@ -525,10 +530,16 @@ class SchedulerCore:
         self.jobs.pop(rec.job_id, None)
         self._seq.pop(rec.job_id, None)
 
-    def _put(self, rec: JobRecord, step: Step) -> None:
+    def _put(self, rec: JobRecord, step: Step, journal: bool = True) -> None:
         self._track(rec)
         self.jobs[rec.job_id] = rec
-        step.changed.append(rec)
+        (step.changed if journal else step.unjournaled).append(rec)
+
+    def _renew(self, rec: JobRecord) -> None:
+        """A lease renewal: kept in memory only. Recovery gives every assigned or running job a
+        fresh lease anyway, so writing each heartbeat's renewals would buy nothing."""
+        self._track(rec)
+        self.jobs[rec.job_id] = rec
 
     def _track(self, rec: JobRecord) -> None:
         """Note when `rec` may time out; call before it replaces the job's record in `jobs`."""

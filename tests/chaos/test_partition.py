@@ -214,6 +214,12 @@ def test_real_agent_partitioned_mid_job_its_late_result_is_refused(
                     20,
                     "the late outcome of attempt 1 to arrive and be refused",
                 )
+                # The agent itself is told: its log gets the scheduler's refusal of attempt 1.
+                await wait_for(
+                    lambda: f"refused outcome of {job_id} attempt 1" in p_log.read_text(),
+                    20,
+                    "the agent to hear that its late outcome was refused",
+                )
                 return job_id
             finally:
                 await channel.close()
@@ -227,8 +233,6 @@ def test_real_agent_partitioned_mid_job_its_late_result_is_refused(
     print(f"{heal}: attempts {rec.history}")
     assert rec.attempt >= 2 and rec.state is JobState.SUCCEEDED
     assert len(rec.history) >= 2 and rec.history[0] == f"{p_plan.agent_id}#1"
-    # The agent itself was told: its log has the scheduler's refusal of attempt 1.
-    assert f"refused outcome of {job_id} attempt 1" in p_log.read_text()
     rows = outcome_rows(sched.journal_path, [job_id])[job_id]
     assert len(rows) == 1 and rows[0]["attempt"] == rec.attempt
     counts = account(f"partition, real agent, {heal}", sched.journal_path, {heal: job_id})
