@@ -134,7 +134,8 @@ def running_on(cluster: LocalCluster) -> dict[str, int]:
     db = sqlite3.connect(f"file:{cluster.journal_path}?mode=ro", uri=True, timeout=10)
     try:
         rows = db.execute(
-            "SELECT node_id, count(*) FROM jobs WHERE state='running' GROUP BY node_id"
+            "SELECT node_id, count(*) FROM jobs WHERE state IN ('assigned', 'running') "
+            "GROUP BY node_id"
         ).fetchall()
     finally:
         db.close()
