@@ -202,7 +202,7 @@ BAD_INPUTS = [
     ),
     (
         "bad tier",
-        jobs_pb2.JobSpec(model=EMBED, embed=jobs_pb2.EmbedInput(texts=["x"]), tier=9),
+        jobs_pb2.JobSpec(model=EMBED, embed=jobs_pb2.EmbedInput(texts=["x"]), tier=9),  # type: ignore[arg-type]  # an out-of-range tier on purpose
         grpc.StatusCode.INVALID_ARGUMENT,
         "tier 9",
     ),
