@@ -51,6 +51,9 @@ log = logging.getLogger("hashserve.scheduler.power")
 KW_PER_MW = 1000.0
 OUTLOOK_HOURS = 12
 PAST_HOURS = 7 * 24
+# Market hours of accounting kept in memory: a week. On a compressed clock the ledger would
+# otherwise grow by a row per site every few seconds for as long as the scheduler runs.
+ACCOUNTING_KEEP_S = 7 * 24 * 3600.0
 DEFAULT_PRICE_USD_PER_MILLION_TOKENS = 0.15
 
 
@@ -261,17 +264,13 @@ class PowerController:
             return
         # The compressed clock: an interval of scheduler time stands for more market time.
         market_duration_s = duration_s * self.config.clock_speedup
+        start_s = self._market_time(previous.t_s)
         for site, p in previous.sites.items():
             revenue = self._ai_revenue_usd.pop(site, 0.0)
             self.accounting.add(
-                account_interval(
-                    p,
-                    self.market,
-                    market_duration_s,
-                    revenue,
-                    start_s=self._market_time(previous.t_s),
-                )
+                account_interval(p, self.market, market_duration_s, revenue, start_s=start_s)
             )
+        self.accounting.forget_before(start_s - ACCOUNTING_KEEP_S)
 
     def _market_time(self, now_s: float) -> float:
         return self.replay.history_time(now_s) if self.replay is not None else now_s

@@ -156,6 +156,13 @@ class Accounting:
                         piece_s)
             t = piece_end
 
+    def forget_before(self, hour_start_s: float) -> int:
+        """Drop the rows of hours starting before `hour_start_s`; returns how many went."""
+        old = [k for k in self._rows if k[1] < hour_start_s]
+        for k in old:
+            del self._rows[k]
+        return len(old)
+
     def add_all(self, intervals: Iterable[IntervalAccount]) -> None:
         for interval in intervals:
             self.add(interval)

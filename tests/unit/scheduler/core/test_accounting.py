@@ -122,3 +122,19 @@ def test_zero_and_negative_durations() -> None:
     assert ledger.rows() == []
     with pytest.raises(ValueError):
         account_interval(make_plan(), make_market(50.0), -1.0, 0.0)
+
+
+def test_forget_before_drops_only_older_hours() -> None:
+    from scheduler.core.accounting import Accounting, IntervalAccount
+
+    ledger = Accounting()
+    for hour in range(3):
+        ledger.add(
+            IntervalAccount(
+                site="s", start_s=hour * 3600.0, duration_s=3600.0, mining_mwh=1.0, ai_mwh=0.0,
+                idle_mwh=0.0, curtailed_mwh=0.0, mining_revenue_usd=1.0, ai_revenue_usd=0.0,
+                power_cost_usd=0.0,
+            )
+        )
+    assert ledger.forget_before(7200.0) == 2
+    assert [r.hour_start_s for r in ledger.rows()] == [7200.0]
