@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from hashserve.v1 import agent_pb2, customer_pb2, jobs_pb2
 from scheduler.api.convert import job_to_proto, timestamp
 from scheduler.control.observe import LoopObserver
+from scheduler.control.watchers import Watchers
 from scheduler.core.clock import Clock
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
@@ -74,8 +75,6 @@ class ControlLoop:
         self.core = SchedulerCore(policy, profile) if profile else SchedulerCore(policy)
         self.tick_s = tick_s
         self.sessions: dict[str, AgentSession] = {}
-        from scheduler.control.watchers import Watchers
-
         self.watchers = Watchers()
         self.observers: list[LoopObserver] = []
         self._kick = asyncio.Event()
@@ -180,14 +179,17 @@ class ControlLoop:
     def submit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """Journal first (raises IdempotencyConflict for the whole batch), then queue."""
         results = self.journal.insert_jobs(records)
-        fresh = [rec for rec, dedup in results if not dedup]
+        self._queue_durable([rec for rec, dedup in results if not dedup])
+        return results
+
+    def _queue_durable(self, fresh: Sequence[JobRecord]) -> None:
+        """Hand journalled new jobs to the core and wake the loop to place them."""
         for rec in fresh:
             self.core.submit(rec)
         if fresh:
             self.kick()
             for observer in self.observers:
                 observer.on_submitted(fresh)
-        return results
 
     async def submit_async(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """`submit`, with group commit: the journal write runs off the event loop, together with
@@ -217,16 +219,10 @@ class ControlLoop:
                     if not future.done():
                         future.set_exception(result)
                     continue
-                for rec, dedup in result:
-                    if not dedup:
-                        self.core.submit(rec)
-                        fresh.append(rec)
+                fresh += [rec for rec, dedup in result if not dedup]
                 if not future.done():  # a caller that gave up still has its jobs run
                     future.set_result(result)
-            if fresh:
-                self.kick()
-                for observer in self.observers:
-                    observer.on_submitted(fresh)
+            self._queue_durable(fresh)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.core.jobs.get(job_id) or self.journal.get_job(job_id)

@@ -67,3 +67,17 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         energy_kwh=float(d["energy_kwh"]),
         history=tuple(json.loads(d["history"])),
     )
+
+
+def list_jobs_query(
+    select: str, mark: str, tenant: str, state: str | None, page_size: int, after_job_id: str
+) -> tuple[str, list[object]]:
+    """One page of a tenant's jobs in id order, for a backend whose parameter mark is `mark`."""
+    sql = f"{select} WHERE tenant={mark} AND job_id>{mark}"
+    args: list[object] = [tenant, after_job_id]
+    if state:
+        sql += f" AND state={mark}"
+        args.append(state)
+    sql += f" ORDER BY job_id LIMIT {mark}"
+    args.append(page_size)
+    return sql, args

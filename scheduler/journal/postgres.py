@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from scheduler.core.jobs import JobRecord
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavailable, TenantRow
-from scheduler.journal.codec import JOB_COLUMNS, from_row, to_row
+from scheduler.journal.codec import JOB_COLUMNS, from_row, list_jobs_query, to_row
 
 T = TypeVar("T")
 
@@ -255,13 +255,7 @@ class PostgresJournal:
     def list_jobs(
         self, tenant: str, state: str | None, page_size: int, after_job_id: str
     ) -> list[JobRecord]:
-        sql = f"{_SELECT} WHERE tenant=%s AND job_id>%s"
-        args: list[object] = [tenant, after_job_id]
-        if state:
-            sql += " AND state=%s"
-            args.append(state)
-        sql += " ORDER BY job_id LIMIT %s"
-        args.append(page_size)
+        sql, args = list_jobs_query(_SELECT, "%s", tenant, state, page_size, after_job_id)
         rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
         return [from_row(r) for r in rows]
 

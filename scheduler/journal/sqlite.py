@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scheduler.core.jobs import JobRecord
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
-from scheduler.journal.codec import JOB_COLUMNS, from_row, to_row
+from scheduler.journal.codec import JOB_COLUMNS, from_row, list_jobs_query, to_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -231,13 +231,9 @@ class SqliteJournal:
     def list_jobs(
         self, tenant: str, state: str | None, page_size: int, after_job_id: str
     ) -> list[JobRecord]:
-        sql = f"SELECT {_COLS} FROM jobs WHERE tenant=? AND job_id>?"
-        args: list[object] = [tenant, after_job_id]
-        if state:
-            sql += " AND state=?"
-            args.append(state)
-        sql += " ORDER BY job_id LIMIT ?"
-        args.append(page_size)
+        sql, args = list_jobs_query(
+            f"SELECT {_COLS} FROM jobs", "?", tenant, state, page_size, after_job_id
+        )
         with self._reading() as db:
             rows = db.execute(sql, args).fetchall()
         return [from_row(r) for r in rows]
