@@ -178,6 +178,9 @@ def agent(
     verbose: bool = False,
 ) -> None:
     """Run a node agent: dial the scheduler, run jobs on local backends, apply power modes."""
+    from hashserve.local import die_with_parent_from_env
+
+    die_with_parent_from_env()
     _logging(verbose)
     import os
 

@@ -31,9 +31,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+PARENT_PID_ENV = "HASHSERVE_PARENT_PID"
+
+
+def die_with_parent_from_env() -> None:
+    """In a child started by `spawn_agent`: ask the kernel for SIGTERM when the parent dies.
+
+    Done by the child itself after exec, not by a `preexec_fn` between fork and exec: running
+    Python in a forked copy of a process with gRPC and Ray threads can abort the child.
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, "")
+    if not parent:
+        return
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        raise SystemExit(0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ def spawn_agent(
         ]
     env = dict(os.environ)
     env["HASHSERVE_AGENT_TOKEN"] = token
+    env[PARENT_PID_ENV] = str(os.getpid())
     # One inference thread per job: the agents share this machine's few cores.
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra_env or {})
@@ -111,7 +125,7 @@ def spawn_agent(
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed on exit
     return subprocess.Popen(
         args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        preexec_fn=_die_with_parent, close_fds=True,
+        close_fds=True,
     )
 
 
