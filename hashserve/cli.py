@@ -43,10 +43,31 @@ ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="[env HASHSERVE
 TlsCaOpt = Annotated[str | None, typer.Option("--tls-ca", help="CA to verify the scheduler")]
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="text (default) or json: one JSON object a line, with job, attempt, agent, site "
+        "and tenant ids as fields",
+    ),
+]
+
+
+def _logging(
+    verbose: bool,
+    log_format: str | None = None,
+    static_fields: dict[str, object] | None = None,
+    log_file: str | None = None,
+) -> logging.Handler:
+    from hashserve.logs import LogFormat, configure_logging, parse_log_format
+
+    try:
+        fmt = parse_log_format(log_format) if log_format else LogFormat.TEXT
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+    return configure_logging(
+        fmt, verbose=verbose, static_fields=static_fields, log_file=log_file
     )
 
 
@@ -72,8 +93,13 @@ def _run_rpc(coro: object) -> object:
 
 
 def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            logging.getLogger("hashserve").info("%s received: stopping", sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
 
 
 # ----- parts ------------------------------------------------------------------------------------
@@ -103,10 +129,15 @@ def scheduler(
     tls_client_ca: Annotated[
         str | None, typer.Option(help="require client certificates from this CA (mTLS)")
     ] = None,
+    log_format: LogFormatOpt = None,
+    log_file: Annotated[
+        str | None,
+        typer.Option(help="the scheduler actor's log file (default: its stderr, in Ray's logs)"),
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Run the scheduler (a Ray actor, restarted by Ray if it dies) until interrupted."""
-    _logging(verbose)
+    from hashserve.logs import enable_fatal_signal_trace
     from scheduler.runtime.ray_host import SupervisedScheduler
     from scheduler.settings import SchedulerSettings
 
@@ -120,9 +151,20 @@ def scheduler(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_client_ca": tls_client_ca,
+        "log_format": log_format,
+        "log_file": log_file,
     }
     # Flags left unset fall through to HASHSERVE_* environment variables and the defaults.
-    settings = SchedulerSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = SchedulerSettings.model_validate(
+            {k: v for k, v in given.items() if v is not None}
+        )
+    except ValueError as err:
+        console.print(f"[red]bad scheduler settings:[/] {err}")
+        raise typer.Exit(2) from None
+    enable_fatal_signal_trace(
+        _logging(verbose, settings.log_format.value, {"process": "scheduler-driver"})
+    )
     supervised = SupervisedScheduler(settings)
     info = supervised.start()
     console.print(
@@ -175,17 +217,16 @@ def agent(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls_server_name: str | None = None,
+    log_format: LogFormatOpt = None,
     verbose: bool = False,
 ) -> None:
     """Run a node agent: dial the scheduler, run jobs on local backends, apply power modes."""
-    from hashserve.local import die_with_parent_from_env
-
-    die_with_parent_from_env()
-    _logging(verbose)
     import os
 
+    from hashserve.local import watch_lifeline_from_env
+    from hashserve.logs import enable_fatal_signal_trace
     from node_agent.backends.registry import build_backends, default_backend_specs
-    from node_agent.runtime import NodeAgent
+    from node_agent.runtime import NodeAgent, log_agent_exit
     from node_agent.settings import AgentSettings
 
     values: dict[str, object] = {
@@ -209,11 +250,33 @@ def agent(
     }
     if agent_id:
         values["agent_id"] = agent_id
+    if log_format:
+        values["log_format"] = log_format
     # Flags left unset fall through to HASHSERVE_AGENT_* environment variables and the defaults.
-    settings = AgentSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
-    specs = list(backend or settings.backends or default_backend_specs())
     try:
-        backends = build_backends(specs, threads=settings.threads_per_job)
+        settings = AgentSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+    except ValueError as err:
+        console.print(f"[red]bad agent settings:[/] {err}")
+        raise typer.Exit(2) from None
+    handler = _logging(
+        verbose,
+        settings.log_format.value,
+        {
+            "process": "agent",
+            "agent_id": settings.agent_id,
+            "site": settings.site,
+            "region": settings.region,
+        },
+    )
+    # A fatal signal (an engine's illegal instruction, say) leaves the Python stacks in the log.
+    enable_fatal_signal_trace(handler)
+    watch_lifeline_from_env()
+    asked = list(backend or settings.backends)
+    specs = asked or default_backend_specs()
+    try:
+        backends = build_backends(
+            specs, threads=settings.threads_per_job, required=bool(asked)
+        )
     except (ValueError, RuntimeError) as err:
         console.print(f"[red]bad backend:[/] {err}")
         raise typer.Exit(2) from None
@@ -244,13 +307,15 @@ def agent(
         await node.run(stop)
 
     logging.getLogger("hashserve.agent").info(
-        "agent %s at %s/%s serving %s",
+        "agent %s at %s/%s serving %s (pid %d)",
         settings.agent_id,
         settings.region,
         settings.site,
         ", ".join(sorted(backends)),
+        os.getpid(),
     )
-    asyncio.run(main_async())
+    with log_agent_exit():
+        asyncio.run(main_async())
 
 
 @app.command()
@@ -260,12 +325,29 @@ def up(
     workdir: Annotated[Path, typer.Option(help="journal, logs, credentials")] = Path(
         "var/hashserve"
     ),
+    log_format: LogFormatOpt = None,
 ) -> None:
-    """Run the scheduler and local agents until interrupted; prints the credentials."""
-    from hashserve.demo import demo_agents
-    from hashserve.local import LocalCluster, write_credentials_file
+    """Run the scheduler and local agents until interrupted; prints the credentials.
 
-    cluster = LocalCluster(workdir=workdir, agents=demo_agents(agents), port=port)
+    Agents that die are restarted (with backoff; a crash loop is given up on), and each death is
+    reported with how the agent ended and where its log is."""
+    from hashserve.demo import demo_agents
+    from hashserve.local import AgentExit, LocalCluster, write_credentials_file
+    from hashserve.logs import LogFormat
+
+    handler = _logging(False, log_format, {"process": "local-cluster"})
+    from hashserve.logs import enable_fatal_signal_trace
+
+    enable_fatal_signal_trace(handler)
+
+    def on_agent_exit(event: AgentExit) -> None:
+        console.print(f"[red]{event.describe()}[/]")
+
+    cluster = LocalCluster(
+        workdir=workdir, agents=demo_agents(agents), port=port,
+        log_format=LogFormat(log_format) if log_format else LogFormat.TEXT,
+        on_agent_exit=on_agent_exit,
+    )
     if (workdir / "credentials.env").exists() and (workdir / "journal.db").exists():
         from hashserve.client import read_credentials
         from hashserve.local import Credentials
@@ -301,11 +383,22 @@ def demo(
     rate: Annotated[float, typer.Option(help="submits per second")] = 6.0,
     seed: int = 7,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    stall_s: Annotated[
+        float, typer.Option(help="give up when no job finishes for this long (s)")
+    ] = 120.0,
 ) -> None:
-    """Start everything locally, run a stream of real jobs from the Azure trace, summarise, exit."""
-    from hashserve.demo import run_demo
+    """Start everything locally, run a stream of real jobs from the Azure trace, summarise, exit.
 
-    summary = run_demo(jobs=jobs, n_agents=agents, rate_per_s=rate, seed=seed)
+    Exits 1, keeping its logs, if an agent dies or no job finishes for --stall-s seconds."""
+    from hashserve.demo import DemoFailed, run_demo
+
+    try:
+        summary = run_demo(
+            jobs=jobs, n_agents=agents, rate_per_s=rate, seed=seed, stall_s=stall_s
+        )
+    except DemoFailed as err:
+        console.print(f"[red]hashserve demo failed:[/] {err}")
+        raise typer.Exit(1) from None
     if json_out:
         print(json.dumps(summary))
     if summary.get("lost", 0):

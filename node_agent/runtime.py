@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from hashserve.logs import log_context
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
 from node_agent.backends.base import Cancelled, GenerateParams
 from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
@@ -313,7 +314,9 @@ class NodeAgent:
             return  # its lease runs out and the scheduler places it elsewhere
         job = RunningJob(key, assign.spec.model)
         self._running[key] = job
-        job.task = asyncio.create_task(self._run_job(job, assign))
+        # The task copies this context: its log lines carry the job's ids.
+        with log_context(job_id=key[0], attempt=key[1], model=assign.spec.model):
+            job.task = asyncio.create_task(self._run_job(job, assign))
 
     async def _run_job(self, job: RunningJob, assign: agent_pb2.Assignment) -> None:
         ref = assign.ref
@@ -394,3 +397,21 @@ class NodeAgent:
             log.info("waiting for %d running jobs before exit", len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def log_agent_exit() -> Iterator[None]:
+    """Whatever ends the agent's run leaves a last line saying how."""
+    try:
+        yield
+    except SystemExit as exc:
+        log.error("agent exiting: %s", exc.code)
+        raise
+    except KeyboardInterrupt:
+        log.info("agent exiting: interrupted")
+        raise
+    except BaseException:
+        log.exception("agent exiting on an unexpected error")
+        raise
+    else:
+        log.info("agent stopped")

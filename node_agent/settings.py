@@ -7,6 +7,8 @@ import socket
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hashserve.logs import LogFormat
+
 
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HASHSERVE_AGENT_", extra="ignore")
@@ -43,6 +45,7 @@ class AgentSettings(BaseSettings):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_server_name: str | None = None
+    log_format: LogFormat = LogFormat.TEXT
 
     def resolved_token(self) -> str:
         if self.token:

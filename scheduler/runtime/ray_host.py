@@ -24,10 +24,17 @@ ACTOR_NAME = "hashserve-scheduler"
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class SchedulerActor:
     def __init__(self, settings_json: str) -> None:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        from hashserve.logs import configure_logging, enable_fatal_signal_trace
+
         self.settings = SchedulerSettings.model_validate_json(settings_json)
+        # The actor's process is Ray's worker: it sets up its own logging, in its own format.
+        handler = configure_logging(
+            self.settings.log_format,
+            static_fields={"process": "scheduler", "pid": os.getpid()},
+            log_file=self.settings.log_file,
+        )
+        enable_fatal_signal_trace(handler)
+        log.info("scheduler actor starting (pid %d)", os.getpid())
         self.app: Any = None
         self.started_at = time.time()
 
@@ -54,17 +61,19 @@ class SchedulerActor:
         return os.getpid()
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, relay_worker_logs: bool = True) -> None:
+    """`relay_worker_logs=False` keeps the actor's lines out of the driver's output (JSON mode:
+    Ray prefixes relayed lines, which would break them)."""
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=relay_worker_logs)
     else:
         ray.init(
             num_cpus=max(os.cpu_count() or 1, 1),
             include_dashboard=False,
             logging_level=logging.WARNING,
-            log_to_driver=True,
+            log_to_driver=relay_worker_logs,
             configure_logging=False,
         )
 
@@ -81,7 +90,12 @@ class SupervisedScheduler:
         self._watchdog: threading.Thread | None = None
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
-        init_ray(self.settings.ray_address)
+        from hashserve.logs import LogFormat
+
+        init_ray(
+            self.settings.ray_address,
+            relay_worker_logs=self.settings.log_format is LogFormat.TEXT,
+        )
         options: dict[str, Any] = {"name": ACTOR_NAME}
         if self.settings.ray_actor_resources:
             options["resources"] = dict(self.settings.ray_actor_resources)

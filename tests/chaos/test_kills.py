@@ -89,12 +89,16 @@ def test_scheduler_sigkilled_three_times_under_load(cluster: LocalCluster) -> No
     )
     killed: list[int] = []
     down_s: list[float] = []
+    log_offsets: dict[str, int] = {}  # where each agent's log stood at the last kill
 
     async def killer(stop: asyncio.Event) -> None:
         try:
             for _ in range(3):
                 await asyncio.sleep(4.0)  # the load runs against a live scheduler a while
                 pid = pid_of(cluster)
+                log_offsets.update(
+                    {a.agent_id: cluster.agent_log(a.agent_id).stat().st_size for a in AGENTS}
+                )
                 os.kill(pid, signal.SIGKILL)
                 t_kill = time.monotonic()
                 killed.append(pid)
@@ -125,8 +129,14 @@ def test_scheduler_sigkilled_three_times_under_load(cluster: LocalCluster) -> No
     assert counts.acknowledged >= 100
     assert counts.lost == 0, counts.lost_ids
     assert counts.duplicated == 0, counts.duplicated_ids
+    assert counts.completed == counts.acknowledged
     assert_agents_alive(cluster)
     wait_for_agents(cluster, len(AGENTS), timeout_s=60)
+    # Every agent saw the last kill end its stream, and connected again afterwards.
+    for a in AGENTS:
+        after = cluster.agent_log(a.agent_id).read_bytes()[log_offsets[a.agent_id] :].decode()
+        assert "stream to scheduler ended" in after, (a.agent_id, after[-2000:])
+        assert f"connected to scheduler as {a.agent_id}" in after, (a.agent_id, after[-2000:])
 
 
 def running_on(cluster: LocalCluster) -> dict[str, int]:
@@ -149,7 +159,7 @@ def test_agents_sigkilled_mid_job_under_load(cluster: LocalCluster) -> None:
         rate_per_s=10.0, key_prefix="agent-kill",
     )
     victims: list[tuple[str, int]] = []
-    plans = {a.agent_id: a for a in AGENTS}
+    victim_pids: set[int] = set()
 
     async def killer(stop: asyncio.Event) -> None:
         try:
@@ -157,11 +167,12 @@ def test_agents_sigkilled_mid_job_under_load(cluster: LocalCluster) -> None:
                 await asyncio.sleep(2.0)
                 await until(lambda: bool(running_on(cluster)), 30, "an agent with running jobs")
                 node, n = max(running_on(cluster).items(), key=lambda kv: kv[1])
-                cluster.procs[node].send_signal(signal.SIGKILL)
+                victim = cluster.procs[node]
+                victim.send_signal(signal.SIGKILL)
                 victims.append((node, n))
-                cluster.procs[node].wait(10)
-                await asyncio.sleep(1.0)
-                cluster.start_agent(plans[node])  # back, as systemd would restart it
+                victim_pids.add(victim.pid)
+                # The local cluster's supervisor brings it back, as systemd would.
+                await asyncio.to_thread(cluster.wait_restarted, node, victim.pid, 60.0)
             await asyncio.sleep(2.0)
         finally:
             stop.set()
@@ -189,15 +200,21 @@ def test_agents_sigkilled_mid_job_under_load(cluster: LocalCluster) -> None:
     finally:
         db.close()
     assert retried >= 3
-    assert_agents_alive(cluster)
+    assert counts.completed == counts.acknowledged
+    # The supervisor saw each kill for what it was, and nothing else died.
+    exits = cluster.unplanned_exits()
+    assert sorted(e.pid for e in exits) == sorted(victim_pids)
+    assert {e.how for e in exits} == {"killed by SIGKILL"}
+    assert all(e.restarting for e in exits)
+    assert_agents_alive(cluster, victim_pids)
     wait_for_agents(cluster, len(AGENTS), timeout_s=60)
 
 
-def assert_agents_alive(cluster: LocalCluster) -> None:
-    """Every agent process we did not kill on purpose is still up (a crash is a finding)."""
+def assert_agents_alive(cluster: LocalCluster, killed: set[int] | None = None) -> None:
+    """Every agent process we did not kill on purpose is up and never died (a crash is a
+    finding, even one the supervisor restarted)."""
     dead = {a: p.returncode for a, p in cluster.procs.items() if p.poll() is not None}
-    if dead:
-        tails = {
-            a: (cluster.workdir / "logs" / f"{a}.log").read_text()[-1500:] for a in dead
-        }
+    died = [e for e in cluster.unplanned_exits() if e.pid not in (killed or set())]
+    if dead or died:
+        tails = "\n".join(f"{e.describe()}\n{e.log_tail}" for e in died)
         raise AssertionError(f"agents died on their own: {dead}\n{tails}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hashserve.client import Client
-from hashserve.local import AgentPlan, LocalCluster
+from hashserve.local import AgentPlan, LocalCluster, RestartPolicy
 from scheduler.api.auth import Authenticator
 from scheduler.journal.sqlite import SqliteJournal
 
@@ -27,9 +27,16 @@ def run(coro: Awaitable[T]) -> T:
 
 @contextmanager
 def local_cluster(
-    workdir: Path, agents: list[AgentPlan], **settings: object
+    workdir: Path,
+    agents: list[AgentPlan],
+    restart: RestartPolicy | None = None,
+    **settings: object,
 ) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(workdir=workdir, agents=agents, settings_overrides=dict(settings))
+    """A local cluster whose agent supervisor restarts agents that die (as systemd would)."""
+    cluster = LocalCluster(
+        workdir=workdir, agents=agents, settings_overrides=dict(settings),
+        restart=restart or RestartPolicy(),
+    )
     try:
         cluster.start_scheduler()
         cluster.start_agents()

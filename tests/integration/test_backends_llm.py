@@ -9,6 +9,8 @@ counts and cancellation.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 from typing import Any
 
@@ -16,6 +18,8 @@ import numpy as np
 import pytest
 
 from node_agent.backends.base import Cancelled, GenerateOutput, GenerateParams
+from node_agent.backends.llama_engine import X86_VARIANTS, EngineUnavailable, load_engine
+from node_agent.backends.llama_probe import probe_engine, run_probe_child
 from node_agent.backends.onnx_embedding import (
     OnnxEmbeddingBackend,
     default_model_path,
@@ -91,12 +95,39 @@ def test_onnx_more_texts_than_one_batch(onnx_backend: OnnxEmbeddingBackend) -> N
 
 
 @pytest.fixture(scope="module")
-def llama_cpp_module() -> Any:
+def probed() -> Any:
+    """Generation proven in a child process first: an engine that cannot run on this CPU fails
+    these tests with the signal that killed the child, instead of killing pytest."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (bash scripts/install.sh)")
     try:
-        import llama_cpp
-    except ImportError:
-        pytest.skip("llama-cpp-python is not installed (pip install 'hashserve[llm]')")
+        return probe_engine(use_cache=False)
+    except EngineUnavailable as err:
+        pytest.fail(str(err))
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_module(probed: Any) -> Any:
+    llama_cpp, _ = load_engine()
     return llama_cpp
+
+
+def test_generation_runs_in_a_child_process_on_the_portable_build(probed: Any) -> None:
+    assert probed.text, probed
+    # The README's install builds one CPU backend per x86-64 level and loads the one this CPU
+    # allows: a build for one CPU ("single") is what died of SIGILL on other machines.
+    assert probed.build == "variants", probed.engine
+    assert probed.variant in X86_VARIANTS, probed.engine
+
+
+def test_a_child_killed_by_an_illegal_instruction_is_reported_by_its_signal() -> None:
+    # A real child that dies of SIGILL, as an engine built for another CPU does.
+    suicide = "import os, signal; os.kill(os.getpid(), signal.SIGILL)"
+    with pytest.raises(EngineUnavailable) as err:
+        run_probe_child([sys.executable, "-X", "faulthandler", "-c", suicide], 60, "test")
+    text = str(err.value)
+    assert "SIGILL" in text and "rebuild the portable engine" in text
+    assert "Fatal Python error: Illegal instruction" in text  # the child's own trace
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from hashserve.client import embed_spec, generate_spec
-from hashserve.local import AgentPlan, LocalCluster
+from hashserve.local import AgentPlan, LocalCluster, RestartPolicy
 from hashserve.v1 import jobs_pb2
 from tests.integration.cluster import (
     EMBED,
@@ -43,6 +43,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with local_cluster(
         Path(tmp_path_factory.mktemp("faults")),
         AGENTS,
+        # Killed agents come back after a few seconds, by which time their job is elsewhere.
+        restart=RestartPolicy(first_delay_s=3.0),
         lease_s=6.0,
         disconnect_grace_s=2.0,
         recovery_grace_s=8.0,
@@ -72,19 +74,23 @@ def test_agent_killed_mid_job_its_job_is_finished_by_another(cluster: LocalClust
                     node = event.job.node
                 if event.HasField("tokens"):
                     break  # running on `node`, mid-generation
-            cluster.procs[node].send_signal(signal.SIGKILL)
+            victim = cluster.procs[node]
+            victim.send_signal(signal.SIGKILL)
+            victims.append(victim.pid)
             return await c.wait(resp.job.id, timeout_s=120), node
 
+    victims: list[int] = []
     job, killed = run(go())
     assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
     assert job.node != killed
     assert job.attempt >= 2
     assert job.result.completion_tokens > 0
     assert answers(cluster, job.id) == 1
-    # Bring the killed agent back for the next test.
-    cluster.procs[killed].wait(10)
-    cluster.start_agent(next(a for a in AGENTS if a.agent_id == killed))
+    # The supervisor saw the kill, said so, and brought the agent back.
+    cluster.wait_restarted(killed, victims[0])
     wait_for_agents(cluster, len(AGENTS))
+    exits = cluster.unplanned_exits()
+    assert [(e.pid, e.how) for e in exits] == [(victims[0], "killed by SIGKILL")]
 
 
 def test_scheduler_sigkill_loses_no_accepted_job_and_answers_none_twice(
