@@ -315,6 +315,13 @@ def summarise(results: list[dict[str, Any]], console: Console, wall_s: float) ->
     }
 
 
+def _essential(tail: str, n_lines: int = 12) -> str:
+    """The part of a dead agent's log worth showing: from its fatal error on, else its end."""
+    start = tail.find("Fatal Python error")
+    lines = (tail[start:] if start >= 0 else tail).splitlines()
+    return "\n".join(lines[:n_lines] if start >= 0 else lines[-n_lines:])
+
+
 def run_demo(
     jobs: int, n_agents: int, rate_per_s: float, seed: int, stall_s: float = STALL_S
 ) -> dict[str, Any]:
@@ -355,7 +362,7 @@ def run_demo(
     except DemoFailed as err:
         console.print(f"[red bold]demo failed:[/] {err}")
         for event in cluster.exits:
-            console.print(f"[red]{event.describe()}[/]\n{event.log_tail}")
+            console.print(f"[red]{event.describe()}[/]\n{_essential(event.log_tail)}")
         raise DemoFailed(f"{err}; logs kept in {cluster.logs_dir}") from None
     finally:
         console.print("stopping agents, the scheduler and Ray...")

@@ -199,7 +199,7 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-def log_tail(path: Path, n_lines: int = 15) -> str:
+def log_tail(path: Path, n_lines: int = 40) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)

@@ -250,7 +250,10 @@ class NodeAgent:
             job = self._running.get(key)
             self._unacked.pop(key, None)
             if job is not None:
-                log.info("cancel %s attempt %d: %s", key[0], key[1], msg.cancel.reason)
+                log.info(
+                    "cancel %s attempt %d: %s", key[0], key[1], msg.cancel.reason,
+                    extra={"job_id": key[0], "attempt": key[1]},
+                )
                 job.stop.set()
         elif kind == "ack":
             self._unacked.pop((msg.ack.ref.job_id, msg.ack.ref.attempt), None)
@@ -258,6 +261,7 @@ class NodeAgent:
                 log.warning(
                     "scheduler refused outcome of %s attempt %d: %s",
                     msg.ack.ref.job_id, msg.ack.ref.attempt, msg.ack.reason,
+                    extra={"job_id": msg.ack.ref.job_id, "attempt": msg.ack.ref.attempt},
                 )
         elif kind == "power_mode":
             self._apply_power_mode(msg.power_mode)

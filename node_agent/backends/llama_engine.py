@@ -190,6 +190,32 @@ def _libllama_ggml(package_dir: Path) -> ctypes.CDLL:
 
 _lock = threading.Lock()
 _loaded: EngineInfo | None = None
+_engine_log = logging.getLogger("llama.cpp")
+# ggml_log_level (ggml.h): 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous message.
+# Info is the model loader's chatter (hundreds of lines), so it goes to DEBUG.
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_pending: list[str] = []
+_log_callback: Any = None  # kept referenced: ggml calls it for the life of the process
+
+
+def _route_engine_log(llama_cpp: Any) -> None:
+    """llama.cpp's and ggml's messages into Python logging (and so into JSON lines), instead of
+    the library's own prints to stderr."""
+    global _log_callback
+    state = {"level": logging.DEBUG}
+
+    def on_log(level: int, text: bytes, _user: Any) -> None:
+        if level != 5:  # 5: continues the previous message
+            state["level"] = _GGML_LEVELS.get(level, logging.DEBUG)
+        _pending.append(text.decode("utf-8", "replace"))
+        if _pending[-1].endswith("\n"):
+            line = "".join(_pending).rstrip()
+            _pending.clear()
+            if line and _engine_log.isEnabledFor(state["level"]):
+                _engine_log.log(state["level"], "%s", line)
+
+    _log_callback = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 def load_engine() -> tuple[Any, EngineInfo]:
@@ -206,6 +232,7 @@ def load_engine() -> tuple[Any, EngineInfo]:
     with _lock:
         if _loaded is not None:
             return llama_cpp, _loaded
+        _route_engine_log(llama_cpp)
         package_dir = Path(llama_cpp.__file__).parent
         flags = cpu_flags()
         usable = usable_features(flags, amx)

@@ -166,6 +166,8 @@ class ControlLoop:
                         )
                     )
                 )
+        for rec in _latest(step.changed):
+            _log_job_change(rec)
         for rec in _latest([*step.unjournaled, *step.changed]):
             if self.watchers.has(rec.job_id):
                 self.watchers.publish(
@@ -266,7 +268,10 @@ class ControlLoop:
         )
         self.apply(step)
         self.kick()
-        log.info("agent %s connected (site %s, region %s)", node_id, hello.site, hello.region)
+        log.info(
+            "agent %s connected (site %s, region %s)", node_id, hello.site, hello.region,
+            extra={"agent_id": node_id, "site": hello.site, "region": hello.region},
+        )
         return session
 
     def close_session(self, session: AgentSession) -> None:
@@ -277,7 +282,7 @@ class ControlLoop:
             if node is not None:
                 for observer in self.observers:
                     observer.on_node(node, self.clock.now_s())
-            log.info("agent %s disconnected", session.node_id)
+            log.info("agent %s disconnected", session.node_id, extra={"agent_id": session.node_id})
 
     def on_agent_message(self, session: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         node_id = session.node_id
@@ -342,6 +347,7 @@ class ControlLoop:
             log.warning(
                 "refused outcome of %s attempt %d from %s: %s",
                 ref.job_id, ref.attempt, session.node_id, verdict.reason,
+                extra={"job_id": ref.job_id, "attempt": ref.attempt, "agent_id": session.node_id},
             )
         session.send(
             agent_pb2.SchedulerMessage(
@@ -377,6 +383,27 @@ def _decision_rows(step: Step, now_s: float) -> list[tuple[float, str, str, str]
             (now_s, "outcome", job_id, json.dumps({"node": node_id, "attempt": attempt}))
         )
     return rows
+
+
+def _log_job_change(rec: JobRecord) -> None:
+    """One line per journalled change, with the ids a fleet's logs are searched by: INFO for what
+    an operator looks for (a job that failed, expired or was placed again), DEBUG for the rest."""
+    fields = {
+        "job_id": rec.job_id, "attempt": rec.attempt, "tenant": rec.tenant,
+        "node_id": rec.node_id, "site": rec.site, "model": rec.spec.model,
+    }
+    notable = rec.state in (JobState.FAILED, JobState.EXPIRED) or (
+        rec.state is JobState.ASSIGNED and rec.attempt > 1
+    )
+    if notable or log.isEnabledFor(logging.DEBUG):
+        log.log(
+            logging.INFO if notable else logging.DEBUG,
+            "job %s %s (attempt %d%s)%s",
+            rec.job_id, rec.state.value, rec.attempt,
+            f" on {rec.node_id}" if rec.node_id else "",
+            f": {rec.error}" if rec.error else "",
+            extra=fields,
+        )
 
 
 def _latest(records: Sequence[JobRecord]) -> list[JobRecord]:

@@ -89,8 +89,8 @@ def test_agent_killed_mid_job_its_job_is_finished_by_another(cluster: LocalClust
     # The supervisor saw the kill, said so, and brought the agent back.
     cluster.wait_restarted(killed, victims[0])
     wait_for_agents(cluster, len(AGENTS))
-    exits = cluster.unplanned_exits()
-    assert [(e.pid, e.how) for e in exits] == [(victims[0], "killed by SIGKILL")]
+    exits = [e for e in cluster.unplanned_exits() if e.pid == victims[0]]
+    assert [e.how for e in exits] == ["killed by SIGKILL"]
 
 
 def test_scheduler_sigkill_loses_no_accepted_job_and_answers_none_twice(
@@ -170,3 +170,22 @@ def test_scheduler_sigkill_loses_no_accepted_job_and_answers_none_twice(
     assert {j.region for j in jobs if j.id in {v for k, v in acked.items() if "parked" in k}} == {
         "south_america"
     }
+
+
+def test_an_agent_dead_of_an_illegal_instruction_leaves_its_stack_and_comes_back(
+    cluster: LocalCluster,
+) -> None:
+    """What an engine built for another CPU does to its agent: the log must say so, with the
+    Python stack, and the supervisor must say which agent died and how, and restart it."""
+    victim = cluster.procs["eu-1"]
+    os.kill(victim.pid, signal.SIGILL)
+    cluster.wait_restarted("eu-1", victim.pid)
+    (event,) = [e for e in cluster.unplanned_exits() if e.pid == victim.pid]
+    assert event.how == "killed by SIGILL (illegal instruction)"
+    assert event.restarting
+    text = event.log_path.read_text()
+    trace = text[text.index("Fatal Python error: Illegal instruction") :]
+    assert 'File "' in trace  # the Python stack of its threads
+    assert 'File "' in event.log_tail
+    assert f"agent eu-1 (pid {victim.pid}) killed by SIGILL" in event.describe()
+    wait_for_agents(cluster, len(AGENTS))
