@@ -215,11 +215,11 @@ async def soak(
                 else:
                     busy = [n for n in running_nodes(cluster.journal_path) if n in plans]
                     node = rng.choice(busy or sorted(plans))
-                    cluster.procs[node].send_signal(signal.SIGKILL)
-                    cluster.procs[node].wait(10)
+                    victim = cluster.procs[node]
+                    victim.send_signal(signal.SIGKILL)
                     kills.append({"what": "agent", "node": node, "was_busy": bool(busy)})
-                    await asyncio.sleep(1.0)
-                    cluster.start_agent(plans[node])
+                    # The local cluster's supervisor restarts it, as systemd would.
+                    await asyncio.to_thread(cluster.wait_restarted, node, victim.pid, 60.0)
                 print(f"  kill {len(kills)}: {kills[-1]} ({len(load.acked)} acknowledged so far)")
                 turn += 1
             if args.kill_every <= 0:  # no kills: hold the load for the whole time

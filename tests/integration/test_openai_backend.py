@@ -1,5 +1,6 @@
 """OpenAICompatibleBackend against a real OpenAI-compatible server: llama-cpp-python's
-`python -m llama_cpp.server` serving SmolLM2, started once for the module and killed after.
+`python -m llama_cpp.server` serving SmolLM2 (through `node_agent.backends.llama_server`, which
+loads the portable engine's CPU backend first), started once for the module and killed after.
 
 Embeddings are only tested for their error: this server answers `/v1/embeddings` only when started
 with `--embedding true`, and then for this GGUF (no pooling) with one vector per token, not a
@@ -48,7 +49,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-m", "node_agent.backends.llama_server",
         "--model", str(find_smollm2_gguf()),
         "--host", "127.0.0.1", "--port", str(port),
         "--n_threads", "1",
