@@ -299,12 +299,17 @@ def admin_curtail(
         str, typer.Option("--start", help="seconds from now or an RFC 3339 time")
     ] = "now",
     reason: Annotated[str, typer.Option(help="why (shown in the plan's reasons)")] = "",
+    max_load_mw: Annotated[
+        float,
+        typer.Option(help="the site's load (mining + AI) stays at or under this; 0: nothing"),
+    ] = 0.0,
     json_out: JsonOpt = False,
     scheduler: SchedulerOpt = None,
     admin_key: AdminKeyOpt = None,
     tls_ca: TlsCaOpt = None,
 ) -> None:
-    """Schedule a demand-response window: the site draws nothing from --start to --end."""
+    """Schedule a demand-response window: from --start to --end the site's load stays at or
+    under --max-load-mw (default 0: it draws nothing). Running AI work over that is preempted."""
     now_s = time.time()
     try:
         start_s = parse_when(start, now_s)
@@ -317,9 +322,11 @@ def admin_curtail(
         raise usage_error(f"--end ({iso(end_s)}) is in the past")
     if len(reason) > 200:
         raise usage_error("--reason: at most 200 characters")
+    if not math.isfinite(max_load_mw) or max_load_mw < 0:
+        raise usage_error(f"--max-load-mw must be >= 0, got {max_load_mw}")
 
     async def go(c: AdminClient) -> admin_pb2.Site:
-        return await c.curtail(site, start_s, end_s, reason)
+        return await c.curtail(site, start_s, end_s, reason, max_load_mw=max_load_mw)
 
     _print_site(call(scheduler, admin_key, tls_ca, go), json_out)
 

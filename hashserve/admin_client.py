@@ -117,12 +117,15 @@ class AdminClient:
         )
 
     async def curtail(
-        self, site: str, start_s: float, end_s: float, reason: str = ""
+        self, site: str, start_s: float, end_s: float, reason: str = "",
+        max_load_mw: float = 0.0,
     ) -> admin_pb2.Site:
-        """A demand-response window, Unix seconds (the scheduler's clock)."""
+        """A demand-response window, Unix seconds (the scheduler's clock); the site's load stays
+        at or under `max_load_mw` (0: nothing) during it."""
         return await self.stub.ScheduleCurtailment(
             admin_pb2.ScheduleCurtailmentRequest(
-                site=site, start=to_timestamp(start_s), end=to_timestamp(end_s), reason=reason
+                site=site, start=to_timestamp(start_s), end=to_timestamp(end_s), reason=reason,
+                max_load_mw=max_load_mw,
             ),
             metadata=self.metadata,
             timeout=self.timeout_s,

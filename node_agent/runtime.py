@@ -212,6 +212,9 @@ class NodeAgent:
             version=VERSION,
             idle_power_kw=s.idle_power_kw,
             busy_power_kw=s.busy_power_kw,
+            resumable_models=sorted(
+                name for name, b in self.backends.items() if getattr(b, "can_resume", False)
+            ),
         )
 
     def _heartbeat(self, interval_s: float) -> agent_pb2.Heartbeat:
@@ -344,7 +347,8 @@ class NodeAgent:
                 )
                 outcome.result.prompt_tokens = prompt_tokens = out.prompt_tokens
             else:
-                tokens_so_far = 0
+                # A generation moved here continues after what was streamed already.
+                tokens_so_far = assign.resume_tokens if assign.resume_text else 0
 
                 def on_token(text: str) -> None:
                     nonlocal tokens_so_far
@@ -361,7 +365,8 @@ class NodeAgent:
                 g = spec.generate
                 params = GenerateParams(
                     prompt=g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
-                    seed=g.seed,
+                    seed=g.seed, resume_text=assign.resume_text,
+                    resume_tokens=assign.resume_tokens if assign.resume_text else 0,
                 )
                 gen = await loop.run_in_executor(
                     self._pool, backend.generate, params, on_token, job.stop.is_set

@@ -160,16 +160,18 @@ class SetSiteOverrideRequest(_message.Message):
     def __init__(self, site: _Optional[str] = ..., mode: _Optional[str] = ..., cap_mw: _Optional[float] = ...) -> None: ...
 
 class ScheduleCurtailmentRequest(_message.Message):
-    __slots__ = ("site", "start", "end", "reason")
+    __slots__ = ("site", "start", "end", "reason", "max_load_mw")
     SITE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOAD_MW_FIELD_NUMBER: _ClassVar[int]
     site: str
     start: _timestamp_pb2.Timestamp
     end: _timestamp_pb2.Timestamp
     reason: str
-    def __init__(self, site: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    max_load_mw: float
+    def __init__(self, site: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., max_load_mw: _Optional[float] = ...) -> None: ...
 
 class DrainNodeRequest(_message.Message):
     __slots__ = ("node_id",)

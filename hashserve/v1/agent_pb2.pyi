@@ -19,7 +19,7 @@ class AttemptRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class AgentHello(_message.Message):
-    __slots__ = ("agent_id", "site", "region", "gpu_kind", "gpu_count", "gpu_memory_mb", "models", "max_concurrent_jobs", "running", "version", "idle_power_kw", "busy_power_kw")
+    __slots__ = ("agent_id", "site", "region", "gpu_kind", "gpu_count", "gpu_memory_mb", "models", "max_concurrent_jobs", "running", "version", "idle_power_kw", "busy_power_kw", "resumable_models")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class AgentHello(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IDLE_POWER_KW_FIELD_NUMBER: _ClassVar[int]
     BUSY_POWER_KW_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_MODELS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     site: str
     region: str
@@ -44,7 +45,8 @@ class AgentHello(_message.Message):
     version: str
     idle_power_kw: float
     busy_power_kw: float
-    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., version: _Optional[str] = ..., idle_power_kw: _Optional[float] = ..., busy_power_kw: _Optional[float] = ...) -> None: ...
+    resumable_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., version: _Optional[str] = ..., idle_power_kw: _Optional[float] = ..., busy_power_kw: _Optional[float] = ..., resumable_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("running_jobs", "free_slots", "power_draw_kw", "gpu_utilization", "running", "draining")
@@ -117,14 +119,18 @@ class Welcome(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("ref", "spec", "lease_expires_at")
+    __slots__ = ("ref", "spec", "lease_expires_at", "resume_text", "resume_tokens")
     REF_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TEXT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     spec: _jobs_pb2.JobSpec
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., spec: _Optional[_Union[_jobs_pb2.JobSpec, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    resume_text: str
+    resume_tokens: int
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., spec: _Optional[_Union[_jobs_pb2.JobSpec, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resume_text: _Optional[str] = ..., resume_tokens: _Optional[int] = ...) -> None: ...
 
 class CancelAssignment(_message.Message):
     __slots__ = ("ref", "reason")

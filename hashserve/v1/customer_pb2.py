@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import jobs_pb2 as hashserve_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhashserve/v1/customer.proto\x12\x0chashserve.v1\x1a\x17hashserve/v1/jobs.proto\"P\n\x10SubmitJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"I\n\x11SubmitJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.hashserve.v1.Job\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"A\n\x11SubmitJobsRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.hashserve.v1.SubmitJobRequest\"C\n\x12SubmitJobsResponse\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.hashserve.v1.SubmitJobResponse\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rtokens_so_far\x18\x02 \x01(\r\"a\n\x08JobEvent\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x11.hashserve.v1.JobH\x00\x12*\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.TokenDeltaH\x00\x42\x07\n\x05\x65vent\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.hashserve.v1.JobState\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.hashserve.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"g\n\tTierPrice\x12 \n\x04tier\x18\x01 \x01(\x0e\x32\x12.hashserve.v1.Tier\x12\x1e\n\x16usd_per_million_tokens\x18\x02 \x01(\x01\x12\x18\n\x10latency_target_s\x18\x03 \x01(\x01\"\xe2\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.hashserve.v1.ModelKind\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r\x12\x1c\n\x14\x65mbedding_dimensions\x18\x05 \x01(\r\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\'\n\x06prices\x18\x07 \x03(\x0b\x32\x17.hashserve.v1.TierPrice\x12\x15\n\rnodes_serving\x18\x08 \x01(\r\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.hashserve.v1.Model2\x8b\x04\n\x0f\x43ustomerService\x12L\n\tSubmitJob\x12\x1e.hashserve.v1.SubmitJobRequest\x1a\x1f.hashserve.v1.SubmitJobResponse\x12O\n\nSubmitJobs\x12\x1f.hashserve.v1.SubmitJobsRequest\x1a .hashserve.v1.SubmitJobsResponse\x12\x38\n\x06GetJob\x12\x1b.hashserve.v1.GetJobRequest\x1a\x11.hashserve.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.hashserve.v1.WatchJobRequest\x1a\x16.hashserve.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.hashserve.v1.CancelJobRequest\x1a\x11.hashserve.v1.Job\x12I\n\x08ListJobs\x12\x1d.hashserve.v1.ListJobsRequest\x1a\x1e.hashserve.v1.ListJobsResponse\x12O\n\nListModels\x12\x1f.hashserve.v1.ListModelsRequest\x1a .hashserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhashserve/v1/customer.proto\x12\x0chashserve.v1\x1a\x17hashserve/v1/jobs.proto\"P\n\x10SubmitJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"I\n\x11SubmitJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.hashserve.v1.Job\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"A\n\x11SubmitJobsRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.hashserve.v1.SubmitJobRequest\"C\n\x12SubmitJobsResponse\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.hashserve.v1.SubmitJobResponse\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rtokens_so_far\x18\x02 \x01(\r\"\x8a\x01\n\x08JobEvent\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x11.hashserve.v1.JobH\x00\x12*\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.TokenDeltaH\x00\x12\'\n\x05moved\x18\x03 \x01(\x0b\x32\x16.hashserve.v1.JobMovedH\x00\x42\x07\n\x05\x65vent\"\x8a\x01\n\x08JobMoved\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x11\n\tfrom_site\x18\x02 \x01(\t\x12\x0f\n\x07to_node\x18\x03 \x01(\t\x12\x0f\n\x07to_site\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x16\n\x0eresumed_tokens\x18\x07 \x01(\r\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.hashserve.v1.JobState\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.hashserve.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"g\n\tTierPrice\x12 \n\x04tier\x18\x01 \x01(\x0e\x32\x12.hashserve.v1.Tier\x12\x1e\n\x16usd_per_million_tokens\x18\x02 \x01(\x01\x12\x18\n\x10latency_target_s\x18\x03 \x01(\x01\"\xe2\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.hashserve.v1.ModelKind\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r\x12\x1c\n\x14\x65mbedding_dimensions\x18\x05 \x01(\r\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\'\n\x06prices\x18\x07 \x03(\x0b\x32\x17.hashserve.v1.TierPrice\x12\x15\n\rnodes_serving\x18\x08 \x01(\r\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.hashserve.v1.Model2\x8b\x04\n\x0f\x43ustomerService\x12L\n\tSubmitJob\x12\x1e.hashserve.v1.SubmitJobRequest\x1a\x1f.hashserve.v1.SubmitJobResponse\x12O\n\nSubmitJobs\x12\x1f.hashserve.v1.SubmitJobsRequest\x1a .hashserve.v1.SubmitJobsResponse\x12\x38\n\x06GetJob\x12\x1b.hashserve.v1.GetJobRequest\x1a\x11.hashserve.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.hashserve.v1.WatchJobRequest\x1a\x16.hashserve.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.hashserve.v1.CancelJobRequest\x1a\x11.hashserve.v1.Job\x12I\n\x08ListJobs\x12\x1d.hashserve.v1.ListJobsRequest\x1a\x1e.hashserve.v1.ListJobsResponse\x12O\n\nListModels\x12\x1f.hashserve.v1.ListModelsRequest\x1a .hashserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,22 +46,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHJOBREQUEST']._serialized_end=429
   _globals['_TOKENDELTA']._serialized_start=431
   _globals['_TOKENDELTA']._serialized_end=480
-  _globals['_JOBEVENT']._serialized_start=482
-  _globals['_JOBEVENT']._serialized_end=579
-  _globals['_CANCELJOBREQUEST']._serialized_start=581
-  _globals['_CANCELJOBREQUEST']._serialized_end=615
-  _globals['_LISTJOBSREQUEST']._serialized_start=617
-  _globals['_LISTJOBSREQUEST']._serialized_end=712
-  _globals['_LISTJOBSRESPONSE']._serialized_start=714
-  _globals['_LISTJOBSRESPONSE']._serialized_end=790
-  _globals['_LISTMODELSREQUEST']._serialized_start=792
-  _globals['_LISTMODELSREQUEST']._serialized_end=811
-  _globals['_TIERPRICE']._serialized_start=813
-  _globals['_TIERPRICE']._serialized_end=916
-  _globals['_MODEL']._serialized_start=919
-  _globals['_MODEL']._serialized_end=1145
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1147
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1204
-  _globals['_CUSTOMERSERVICE']._serialized_start=1207
-  _globals['_CUSTOMERSERVICE']._serialized_end=1730
+  _globals['_JOBEVENT']._serialized_start=483
+  _globals['_JOBEVENT']._serialized_end=621
+  _globals['_JOBMOVED']._serialized_start=624
+  _globals['_JOBMOVED']._serialized_end=762
+  _globals['_CANCELJOBREQUEST']._serialized_start=764
+  _globals['_CANCELJOBREQUEST']._serialized_end=798
+  _globals['_LISTJOBSREQUEST']._serialized_start=800
+  _globals['_LISTJOBSREQUEST']._serialized_end=895
+  _globals['_LISTJOBSRESPONSE']._serialized_start=897
+  _globals['_LISTJOBSRESPONSE']._serialized_end=973
+  _globals['_LISTMODELSREQUEST']._serialized_start=975
+  _globals['_LISTMODELSREQUEST']._serialized_end=994
+  _globals['_TIERPRICE']._serialized_start=996
+  _globals['_TIERPRICE']._serialized_end=1099
+  _globals['_MODEL']._serialized_start=1102
+  _globals['_MODEL']._serialized_end=1328
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1330
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1387
+  _globals['_CUSTOMERSERVICE']._serialized_start=1390
+  _globals['_CUSTOMERSERVICE']._serialized_end=1913
 # @@protoc_insertion_point(module_scope)

@@ -56,12 +56,32 @@ class TokenDelta(_message.Message):
     def __init__(self, text: _Optional[str] = ..., tokens_so_far: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job", "tokens")
+    __slots__ = ("job", "tokens", "moved")
     JOB_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
     job: _jobs_pb2.Job
     tokens: TokenDelta
-    def __init__(self, job: _Optional[_Union[_jobs_pb2.Job, _Mapping]] = ..., tokens: _Optional[_Union[TokenDelta, _Mapping]] = ...) -> None: ...
+    moved: JobMoved
+    def __init__(self, job: _Optional[_Union[_jobs_pb2.Job, _Mapping]] = ..., tokens: _Optional[_Union[TokenDelta, _Mapping]] = ..., moved: _Optional[_Union[JobMoved, _Mapping]] = ...) -> None: ...
+
+class JobMoved(_message.Message):
+    __slots__ = ("from_node", "from_site", "to_node", "to_site", "reason", "detail", "resumed_tokens")
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    FROM_SITE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_SITE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    from_node: str
+    from_site: str
+    to_node: str
+    to_site: str
+    reason: str
+    detail: str
+    resumed_tokens: int
+    def __init__(self, from_node: _Optional[str] = ..., from_site: _Optional[str] = ..., to_node: _Optional[str] = ..., to_site: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., resumed_tokens: _Optional[int] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -29,9 +29,14 @@ class GenerateOutput:
 @dataclass(frozen=True)
 class GenerateParams:
     prompt: str
-    max_tokens: int
+    max_tokens: int  # of the whole answer, resumed tokens included
     temperature: float = 0.0
     seed: int = 0
+    # A generation moved from another node: continue after this text, of which `resume_tokens`
+    # tokens were produced there (and count towards max_tokens). A backend that cannot resume
+    # (`can_resume` False) is never sent one.
+    resume_text: str = ""
+    resume_tokens: int = 0
 
 
 class Cancelled(Exception):

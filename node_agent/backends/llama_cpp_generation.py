@@ -79,7 +79,12 @@ def import_llama_cpp() -> Any:
 
 
 class LlamaCppGenerationBackend:
-    """A `GenerationBackend` over one llama.cpp model; one generation at a time."""
+    """A `GenerationBackend` over one llama.cpp model; one generation at a time.
+
+    It can resume a generation moved from another node: the templated prompt, then the text
+    produced so far as the start of the answer, and sampling goes on from there."""
+
+    can_resume = True
 
     def __init__(
         self,
@@ -150,16 +155,35 @@ class LlamaCppGenerationBackend:
         if params.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
         prompt_ids, stops = self.prompt_tokens(params.prompt)
-        if len(prompt_ids) >= self.n_ctx:
+        resumed_ids: list[int] = []
+        if params.resume_text:
+            resumed_ids = self._llm.tokenize(
+                params.resume_text.encode("utf-8"), add_bos=False, special=False
+            )
+        context_ids = prompt_ids + resumed_ids
+        if len(context_ids) >= self.n_ctx:
             raise ValueError(
-                f"prompt is {len(prompt_ids)} tokens, the context window is {self.n_ctx}"
+                f"prompt is {len(context_ids)} tokens, the context window is {self.n_ctx}"
             )
         # As the library does: never run past the context window.
-        max_tokens = min(params.max_tokens, self.n_ctx - len(prompt_ids))
-        with self._lock:
-            return self._generate_locked(
-                prompt_ids, stops, max_tokens, params, on_token, should_stop
+        max_tokens = min(params.max_tokens - params.resume_tokens, self.n_ctx - len(context_ids))
+        if max_tokens < 1:  # the moved generation had already produced all it may
+            return GenerateOutput(
+                text=params.resume_text, prompt_tokens=len(prompt_ids),
+                completion_tokens=params.resume_tokens, finish_reason="length",
             )
+        with self._lock:
+            out = self._generate_locked(
+                context_ids, stops, max_tokens, params, on_token, should_stop
+            )
+        if not params.resume_text:
+            return out
+        return GenerateOutput(
+            text=params.resume_text + out.text,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=params.resume_tokens + out.completion_tokens,
+            finish_reason=out.finish_reason,
+        )
 
     def _generate_locked(
         self,

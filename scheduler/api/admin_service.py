@@ -244,8 +244,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             )
         if end_s <= self.loop.clock.now_s():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the window is in the past")
-        self.power.schedule_curtailment(request.site, start_s, end_s, request.reason[:200])
-        log.info("curtailment of %s %s-%s by key %s", request.site, start_s, end_s, who.key_id)
+        max_load_mw = request.max_load_mw
+        if not math.isfinite(max_load_mw) or max_load_mw < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"max_load_mw must be a finite number >= 0, got {max_load_mw}",
+            )
+        self.power.schedule_curtailment(
+            request.site, start_s, end_s, request.reason[:200], max_load_mw=max_load_mw
+        )
+        log.info(
+            "curtailment of %s %s-%s to %g MW by key %s",
+            request.site, start_s, end_s, max_load_mw, who.key_id,
+        )
         return self.site_message(request.site)
 
     async def _drain(

@@ -29,6 +29,7 @@ from scheduler.core.placement import Placement, ScoringProfile
 from scheduler.core.scheduler import (
     Assign,
     CancelOnNode,
+    Moved,
     NodeInfo,
     SchedulerCore,
     SchedulerPolicy,
@@ -86,6 +87,12 @@ class ControlLoop:
         ] = []
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
+        # What running generations have produced, by job: (attempt, text pieces, tokens). Kept in
+        # memory only: after a move the next attempt resumes from it; after a scheduler restart
+        # a moved job starts over.
+        self._partial: dict[str, tuple[int, list[str], int]] = {}
+        # Jobs moved off a node and not yet placed again: told to watchers when they are.
+        self._moved: dict[str, Moved] = {}
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -140,24 +147,22 @@ class ControlLoop:
             return
         now_s = self.clock.now_s()
         self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
+        for move in step.moves:
+            self._moved[move.job_id] = move
+            log.info(
+                "job %s moved off %s (attempt %d): %s", move.job_id, move.node_id, move.attempt,
+                move.detail,
+                extra={"job_id": move.job_id, "attempt": move.attempt, "node_id": move.node_id,
+                       "site": move.site},
+            )
         for intent in step.intents:
+            if isinstance(intent, Assign):
+                self._send_assignment(intent)
+                continue
             session = self.sessions.get(intent.node_id)
             if session is None:
                 continue  # the lease runs out and the job is placed again
-            if isinstance(intent, Assign):
-                rec = self.core.jobs.get(intent.job_id)
-                if rec is None:
-                    continue
-                session.send(
-                    agent_pb2.SchedulerMessage(
-                        assign=agent_pb2.Assignment(
-                            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
-                            spec=jobs_pb2.JobSpec.FromString(rec.spec_blob),
-                            lease_expires_at=timestamp(intent.lease_expires_s),
-                        )
-                    )
-                )
-            elif isinstance(intent, CancelOnNode):
+            if isinstance(intent, CancelOnNode):
                 session.send(
                     agent_pb2.SchedulerMessage(
                         cancel=agent_pb2.CancelAssignment(
@@ -168,6 +173,9 @@ class ControlLoop:
                 )
         for rec in _latest(step.changed):
             _log_job_change(rec)
+            if rec.terminal:
+                self._partial.pop(rec.job_id, None)
+                self._moved.pop(rec.job_id, None)
         for rec in _latest([*step.unjournaled, *step.changed]):
             if self.watchers.has(rec.job_id):
                 self.watchers.publish(
@@ -175,6 +183,44 @@ class ControlLoop:
                 )
         for observer in self.observers:
             observer.on_step(step, now_s, decide_s)
+
+    def _send_assignment(self, intent: Assign) -> None:
+        """Send an assignment; for a job moved from another node, tell its watchers, and let a
+        generation resume from the text it had produced where the new node's backend can."""
+        rec = self.core.jobs.get(intent.job_id)
+        if rec is None:
+            return
+        assignment = agent_pb2.Assignment(
+            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
+            spec=jobs_pb2.JobSpec.FromString(rec.spec_blob),
+            lease_expires_at=timestamp(intent.lease_expires_s),
+        )
+        move = self._moved.pop(intent.job_id, None)
+        partial = self._partial.pop(intent.job_id, None)
+        if move is not None:
+            node = self.core.nodes.get(intent.node_id)
+            resumed = 0
+            if (
+                partial is not None and partial[0] == move.attempt and partial[2] > 0
+                and node is not None and rec.spec.model in node.info.resumable_models
+            ):
+                assignment.resume_text = "".join(partial[1])
+                assignment.resume_tokens = resumed = partial[2]
+            if self.watchers.has(intent.job_id):
+                self.watchers.publish(
+                    intent.job_id,
+                    customer_pb2.JobEvent(
+                        moved=customer_pb2.JobMoved(
+                            from_node=move.node_id, from_site=move.site,
+                            to_node=intent.node_id, to_site=intent.placement.site,
+                            reason=move.reason.value, detail=move.detail,
+                            resumed_tokens=resumed,
+                        )
+                    ),
+                )
+        session = self.sessions.get(intent.node_id)
+        if session is not None:  # else the lease runs out and the job is placed again
+            session.send(agent_pb2.SchedulerMessage(assign=assignment))
 
     # ----- customers ------------------------------------------------------------------------
 
@@ -253,6 +299,7 @@ class ControlLoop:
             slots_total=max(int(hello.max_concurrent_jobs), 1),
             idle_power_kw=hello.idle_power_kw or 0.3,
             busy_power_kw=hello.busy_power_kw or 0.7,
+            resumable_models=frozenset(hello.resumable_models),
         )
         step = self.core.connect_node(
             info, [(r.job_id, r.attempt) for r in hello.running], self.clock.now_s()
@@ -310,9 +357,14 @@ class ControlLoop:
             self.apply(self.core.job_started(node_id, ref.job_id, ref.attempt, now_s))
         elif kind == "progress":
             p = msg.progress
-            if self.watchers.has(p.ref.job_id) and self.core.is_current(
-                node_id, p.ref.job_id, p.ref.attempt
-            ):
+            if not self.core.is_current(node_id, p.ref.job_id, p.ref.attempt):
+                return
+            kept = self._partial.get(p.ref.job_id)
+            if kept is None or kept[0] != p.ref.attempt:
+                kept = (p.ref.attempt, [], 0)
+            kept[1].append(p.text_delta)
+            self._partial[p.ref.job_id] = (kept[0], kept[1], int(p.tokens_so_far))
+            if self.watchers.has(p.ref.job_id):
                 self.watchers.publish(
                     p.ref.job_id,
                     customer_pb2.JobEvent(

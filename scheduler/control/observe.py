@@ -36,6 +36,10 @@ class MetricsObserver:
             self.metrics.job_submitted(rec.spec.tier.value, rec.spec.model)
 
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
+        for move in step.moves:
+            self.metrics.job_reassigned(move.reason)
+            if move.shed_cause:
+                self.metrics.job_preempted(move.shed_cause)
         decided = [d for d in step.decisions if isinstance(d, Placement | Deferral)]
         if step.decisions:
             per_job_s = decide_s / len(step.decisions)

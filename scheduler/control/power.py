@@ -36,10 +36,11 @@ from scheduler.core.planner import (
     PowerPlan,
     SiteAiDemand,
     SiteOverride,
-    SitePowerPlan,
     plan_power,
 )
+from scheduler.core.planner.inputs import NO_OVERRIDE
 from scheduler.core.scheduler import NodeState, Step
+from scheduler.core.serving import may_serve, shed_orders
 from scheduler.feeds.base import MarketFeed
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.metrics.registry import SchedulerMetrics
@@ -119,31 +120,24 @@ class PowerController:
         core.site_views = self._site_views(plan, market, now_s)
         fleet_sites = set(self._regions)
         outside = {n.info.site for n in core.nodes.values()} - fleet_sites
-        core.serving_sites = {s for s, p in plan.sites.items() if self._may_serve(p)} | outside
+        floor = self.ai_value_floor_usd_per_mwh
+        core.serving_sites = {
+            s for s, p in plan.sites.items()
+            if may_serve(p, self.overrides.get(s, NO_OVERRIDE), floor)
+        } | outside
+        # A curtailment is enforced: running AI work over what the plan admits is preempted
+        # (and, its site now closed, placed elsewhere by the next schedule).
+        shed = core.shed(shed_orders(plan, self.overrides, now_s, floor), now_s)
+        if shed.moves:
+            log.warning(
+                "shedding AI load: %d running jobs preempted at %s",
+                len(shed.moves), ", ".join(sorted({m.site for m in shed.moves})),
+            )
+            self.loop.apply(shed)
         self._send_modes(plan)
         self._record(previous, plan, market, now_s)
         self.loop.kick()
         return plan
-
-    def _may_serve(self, p: SitePowerPlan) -> bool:
-        """May the placer send new work to this site's nodes?
-
-        Yes where the plan switched GPU capacity on. Also where it did not only because a few
-        kW of AI would cost a whole ASIC block: the placer then weighs the site at its
-        opportunity price (max(price, R_mine) at the cap) and uses it only when cheaper sites are
-        full, and the next plan sees that load. No where ops curtail or force mining, where the
-        cap is zero, or where power costs more than AI work is worth (a price spike).
-        """
-        if p.serving_mw > 0:
-            return True
-        override = self.overrides.get(p.site)
-        if override is not None and override.force in (ForceMode.CURTAIL, ForceMode.MINE):
-            return False
-        return (
-            p.cap_mw > 0
-            and p.price_known
-            and p.price_usd_per_mwh <= self.ai_value_floor_usd_per_mwh
-        )
 
     def _demand(self, nodes: Iterable[NodeState]) -> dict[str, SiteAiDemand]:
         """AI demand per site from the connected agents: busy power of what runs, and standby

@@ -13,8 +13,9 @@ persistence, sending, the power plan (it is told which sites may serve).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from scheduler.core.estimates import NodeEstimates
 from scheduler.core.job_states import JobEvent, JobState, can, transition
@@ -34,6 +35,9 @@ from scheduler.core.placement.rules import order_key
 
 AttemptKey = tuple[str, int]
 _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
+_SHED_EPS_MW = 1e-9
+_TIER_RANK = {"interactive": 0, "standard": 1, "flex": 2}
+KW_PER_MW = 1000.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class NodeInfo:
     slots_total: int
     idle_power_kw: float = 0.3
     busy_power_kw: float = 0.7
+    # Models whose backend here can continue a generation moved from another node.
+    resumable_models: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -104,6 +110,66 @@ class CancelOnNode:
 Intent = Assign | CancelOnNode
 
 
+class RetryReason(str, Enum):
+    """Why a job left the node it was on and went back to the queue."""
+
+    AGENT_LOST = "agent_lost"  # gone (or silent) for longer than the grace period
+    LEASE_EXPIRED = "lease_expired"  # no word of it within its lease
+    AGENT_RESTARTED = "agent_restarted"  # the agent came back without it
+    AGENT_DROPPED = "agent_dropped"  # the agent stopped listing it
+    AGENT_ERROR = "agent_error"  # the agent reported an error; another node may succeed
+    PREEMPTED = "preempted"  # its site had to shed AI power (curtailment, ops, grid)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A job taken off a node and queued again: the edges count it and tell its watchers."""
+
+    job_id: str
+    attempt: int  # the attempt taken away
+    node_id: str
+    site: str
+    reason: RetryReason
+    detail: str
+    shed_cause: str = ""  # for a preemption: why its site shed (ShedOrder.cause)
+
+
+@dataclass(frozen=True)
+class ShedOrder:
+    """A site must bring its running AI work down to `ai_target_mw` of busy GPU power."""
+
+    site: str
+    ai_target_mw: float
+    cause: str  # why, for the counter and the log: "price", "ops_curtail", "dr_window", ...
+
+
+@dataclass(frozen=True)
+class RunningWork:
+    """One running attempt as shedding sees it: what it draws and what it is worth."""
+
+    job_id: str
+    attempt: int
+    node_id: str
+    busy_mw: float
+    value_usd: float
+    tier_rank: int  # 0 interactive, 1 standard, 2 flex: at equal value flex goes first
+    started_s: float
+
+
+def choose_preemptions(running: Sequence[RunningWork], target_mw: float) -> list[RunningWork]:
+    """The least valuable work to stop so the rest draws at most `target_mw`: lowest value first,
+    then the least urgent tier, then the most recently started (it has done the least); only as
+    many as the target needs."""
+    total_mw = sum(w.busy_mw for w in running)
+    chosen: list[RunningWork] = []
+    for work in sorted(running, key=lambda w: (w.value_usd, -w.tier_rank, -w.started_s)):
+        if total_mw <= target_mw + _SHED_EPS_MW:
+            break
+        chosen.append(work)
+        total_mw -= work.busy_mw
+    return chosen
+
+
 @dataclass
 class Step:
     changed: list[JobRecord] = field(default_factory=list)
@@ -114,6 +180,7 @@ class Step:
     # Changes that recovery does not need (assigned -> running: both are re-leased after a
     # restart); watchers hear of them, the journal gets them with the job's next write.
     unjournaled: list[JobRecord] = field(default_factory=list)
+    moves: list[Moved] = field(default_factory=list)
 
     def extend(self, other: Step) -> Step:
         self.changed.extend(other.changed)
@@ -121,6 +188,7 @@ class Step:
         self.decisions.extend(other.decisions)
         self.answers.extend(other.answers)
         self.unjournaled.extend(other.unjournaled)
+        self.moves.extend(other.moves)
         return self
 
 
@@ -237,7 +305,9 @@ class SchedulerCore:
                 JobState.ASSIGNED, JobState.RUNNING
             ) and (rec.job_id, rec.attempt) not in reported:
                 # The agent restarted or never got the assignment: place it again.
-                self._retry(rec, now_s, step, "agent reconnected without it")
+                self._retry(
+                    rec, now_s, step, RetryReason.AGENT_RESTARTED, "agent reconnected without it"
+                )
         return step
 
     def heartbeat(
@@ -271,7 +341,7 @@ class SchedulerCore:
             # Messages on one stream arrive in order: a started job that is neither listed nor
             # reported finished is lost on the agent.
             if rec is not None and rec.state is JobState.RUNNING and rec.attempt == key[1]:
-                self._retry(rec, now_s, step, "agent no longer runs it")
+                self._retry(rec, now_s, step, RetryReason.AGENT_DROPPED, "agent no longer runs it")
         return step
 
     def disconnect_node(self, node_id: str, now_s: float) -> None:
@@ -348,7 +418,7 @@ class SchedulerCore:
                     error=f"failed after {rec.attempt} attempts: {error}",
                 )
             else:
-                self._retry(rec, now_s, step, f"agent error: {error}")
+                self._retry(rec, now_s, step, RetryReason.AGENT_ERROR, f"agent error: {error}")
             return OutcomeVerdict(True, "error recorded", step)
         if node is not None:
             node.estimates.learn(rec.spec.model, tokens, run_ms / 1000.0, energy_kwh)
@@ -376,7 +446,10 @@ class SchedulerCore:
                 for job_id, attempt in list(node.running):
                     rec = self.jobs.get(job_id)
                     if rec is not None and rec.attempt == attempt:
-                        self._retry(rec, now_s, step, f"agent {node.info.node_id} lost")
+                        self._retry(
+                            rec, now_s, step, RetryReason.AGENT_LOST,
+                            f"agent {node.info.node_id} lost",
+                        )
                 node.running.clear()
                 self._changed_nodes.add(node.info.node_id)
         for rec in self._due(now_s):
@@ -387,8 +460,43 @@ class SchedulerCore:
             elif rec.state in (JobState.ASSIGNED, JobState.RUNNING) and (
                 now_s > rec.lease_expires_s
             ):
-                self._retry(rec, now_s, step, "lease expired")
+                self._retry(rec, now_s, step, RetryReason.LEASE_EXPIRED, "lease expired")
         return step.extend(self.schedule(now_s))
+
+    def shed(self, orders: Iterable[ShedOrder], now_s: float) -> Step:
+        """Preempt running work at each ordered site until its busy AI power fits the order.
+
+        A job's share of its node's busy power is what the planner counts for it
+        (`busy_power_kw / slots_total`). The stopped jobs are queued again; the caller has
+        already closed their site to new work (`serving_sites`), so they go elsewhere.
+        """
+        step = Step()
+        for order in orders:
+            running: list[RunningWork] = []
+            for node_id in self._nodes_at_site.get(order.site, ()):
+                node = self.nodes.get(node_id)
+                if node is None or not node.connected:
+                    continue
+                per_job_mw = node.info.busy_power_kw / max(node.info.slots_total, 1) / KW_PER_MW
+                for job_id, attempt in node.running:
+                    rec = self.jobs.get(job_id)
+                    if rec is None or rec.attempt != attempt or rec.state not in _LEASED:
+                        continue
+                    running.append(
+                        RunningWork(
+                            job_id, attempt, node_id, per_job_mw, rec.spec.value_usd,
+                            _TIER_RANK.get(rec.spec.tier.value, 1),
+                            rec.started_s or rec.assigned_s,
+                        )
+                    )
+            for work in choose_preemptions(running, order.ai_target_mw):
+                rec = self.jobs[work.job_id]
+                self._retry(
+                    rec, now_s, step, RetryReason.PREEMPTED,
+                    f"preempted: site {order.site} sheds AI power ({order.cause})",
+                    shed_cause=order.cause,
+                )
+        return step
 
     def node_views(self) -> list[NodeView]:
         return [self._view(node) for node in self.nodes.values()]
@@ -494,17 +602,30 @@ class SchedulerCore:
         )
         step.intents.append(Assign(placement.node_id, rec.job_id, attempt, lease, placement))
 
-    def _retry(self, rec: JobRecord, now_s: float, step: Step, reason: str) -> None:
-        if rec.attempt >= self.policy.max_attempts:
+    def _retry(
+        self,
+        rec: JobRecord,
+        now_s: float,
+        step: Step,
+        reason: RetryReason,
+        detail: str,
+        shed_cause: str = "",
+    ) -> None:
+        # A preempted job did nothing wrong: shedding does not use up its attempts (its deadline
+        # still bounds how often it can be moved).
+        if rec.attempt >= self.policy.max_attempts and reason is not RetryReason.PREEMPTED:
             # _finish frees the slot and cancels on the node (once).
-            self._finish(rec, JobEvent.FAIL, now_s, step, error=f"gave up: {reason}")
+            self._finish(rec, JobEvent.FAIL, now_s, step, error=f"gave up: {detail}")
             return
         node = self.nodes.get(rec.node_id)
         if node is not None:
             node.running.discard((rec.job_id, rec.attempt))
             self._changed_nodes.add(rec.node_id)
             if node.connected:
-                step.intents.append(CancelOnNode(rec.node_id, rec.job_id, rec.attempt, reason))
+                step.intents.append(CancelOnNode(rec.node_id, rec.job_id, rec.attempt, detail))
+        step.moves.append(
+            Moved(rec.job_id, rec.attempt, rec.node_id, rec.site, reason, detail, shed_cause)
+        )
         new = rec.evolve(
             state=transition(rec.state, JobEvent.RETRY), node_id="", site="", region="",
             lease_expires_s=0.0, error="",

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+from scheduler.core.scheduler import RetryReason
+from scheduler.core.serving import ShedCause
+
 TIERS: tuple[str, ...] = ("interactive", "standard", "flex")
 # Terminal job states (DESIGN.md "Jobs").
 JOB_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "expired")
@@ -19,7 +22,9 @@ POWER_USES: tuple[str, ...] = ("mining", "ai", "idle", "curtailed")
 REVENUE_SOURCES: tuple[str, ...] = ("mining", "ai")
 PLACEMENT_OUTCOMES: tuple[str, ...] = ("placed", "deferred", "unplaceable")
 # Why a job's assignment was taken back and the job queued again.
-REASSIGN_REASONS: tuple[str, ...] = ("lease_expired", "agent_lost", "preempted", "refused")
+REASSIGN_REASONS: tuple[str, ...] = tuple(r.value for r in RetryReason)
+# Why a site shed AI work (preempted it).
+SHED_CAUSES: tuple[str, ...] = tuple(c.value for c in ShedCause)
 # Label value for a model that is not in the catalogue the metrics were built with.
 OTHER_MODEL = "other"
 

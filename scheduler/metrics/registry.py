@@ -28,6 +28,7 @@ from scheduler.metrics.labels import (
     POWER_USES,
     REASSIGN_REASONS,
     REVENUE_SOURCES,
+    SHED_CAUSES,
     TIERS,
     label_value,
 )
@@ -94,6 +95,12 @@ class SchedulerMetrics:
             "hashserve_jobs_reassigned_total",
             "Assignments taken back and the job queued again, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.jobs_preempted = Counter(
+            "hashserve_jobs_preempted_total",
+            "Running jobs stopped because their site had to shed AI power, by cause.",
+            ["cause"],
             registry=r,
         )
         self.queue_wait = Histogram(
@@ -247,6 +254,8 @@ class SchedulerMetrics:
             self.placement_outcomes.labels(outcome)
         for reason in REASSIGN_REASONS:
             self.jobs_reassigned.labels(reason)
+        for cause in SHED_CAUSES:
+            self.jobs_preempted.labels(cause)
 
     def _model(self, model: str) -> str:
         if self._models is None or model in self._models:
@@ -295,8 +304,11 @@ class SchedulerMetrics:
     def set_queue_depth(self, tier: str | Enum, n: int) -> None:
         self.jobs_queued.labels(label_value(tier, TIERS, "tier")).set(n)
 
-    def job_reassigned(self, reason: str) -> None:
+    def job_reassigned(self, reason: str | Enum) -> None:
         self.jobs_reassigned.labels(label_value(reason, REASSIGN_REASONS, "reason")).inc()
+
+    def job_preempted(self, cause: str | Enum) -> None:
+        self.jobs_preempted.labels(label_value(cause, SHED_CAUSES, "cause")).inc()
 
     # Placement -------------------------------------------------------------------------------
 
