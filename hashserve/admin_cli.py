@@ -30,6 +30,7 @@ from hashserve.admin_views import (
     accounting_table,
     accounting_totals,
     as_dict,
+    curtailments_table,
     iso,
     nodes_table,
     print_json,
@@ -327,6 +328,45 @@ def admin_curtail(
 
     async def go(c: AdminClient) -> admin_pb2.Site:
         return await c.curtail(site, start_s, end_s, reason, max_load_mw=max_load_mw)
+
+    site_msg = call(scheduler, admin_key, tls_ca, go)
+    _print_site(site_msg, json_out)
+    if not json_out:
+        out.print(curtailments_table(site_msg.curtailments))
+
+
+@admin_app.command("curtailments")
+def admin_curtailments(
+    site: Annotated[str, typer.Option(help="only this site's windows")] = "",
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Demand-response windows that have not ended, with their ids (to cancel one)."""
+
+    async def go(c: AdminClient) -> admin_pb2.ListCurtailmentsResponse:
+        return await c.curtailments(site)
+
+    resp = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json({"windows": [as_dict(w) for w in resp.windows]})
+        return
+    out.print(curtailments_table(resp.windows))
+
+
+@admin_app.command("cancel-curtailment")
+def admin_cancel_curtailment(
+    window_id: Annotated[str, typer.Argument(help="the window's id, see `admin curtailments`")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """End a demand-response window now, or drop one that has not started."""
+
+    async def go(c: AdminClient) -> admin_pb2.Site:
+        return await c.cancel_curtailment(window_id)
 
     _print_site(call(scheduler, admin_key, tls_ca, go), json_out)
 

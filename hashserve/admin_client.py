@@ -131,6 +131,20 @@ class AdminClient:
             timeout=self.timeout_s,
         )
 
+    async def curtailments(self, site: str = "") -> admin_pb2.ListCurtailmentsResponse:
+        return await self.stub.ListCurtailments(
+            admin_pb2.ListCurtailmentsRequest(site=site),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
+    async def cancel_curtailment(self, window_id: str) -> admin_pb2.Site:
+        return await self.stub.CancelCurtailment(
+            admin_pb2.CancelCurtailmentRequest(id=window_id),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
     async def drain(self, node_id: str) -> admin_pb2.Node:
         return await self.stub.DrainNode(
             admin_pb2.DrainNodeRequest(node_id=node_id),

@@ -127,6 +127,16 @@ def print_market(m: admin_pb2.Market, json_out: bool, now_s: float) -> None:
         out.print(f"[yellow]problem:[/] {problem}")
 
 
+def curtailments_table(windows: Sequence[admin_pb2.CurtailmentWindow]) -> Table:
+    table = Table("id", "site", "start", "end", "max load MW", "active", "reason")
+    for w in windows:
+        table.add_row(
+            w.id, w.site, iso(seconds(w.start)), iso(seconds(w.end)), f"{w.max_load_mw:g}",
+            "[yellow]yes[/]" if w.active else "no", w.reason,
+        )
+    return table
+
+
 def nodes_table(nodes: Sequence[admin_pb2.Node]) -> Table:
     table = Table("node", "site", "region", "gpu", "connected", "draining", "jobs", "power kW",
                   "util", "models", "last seen")

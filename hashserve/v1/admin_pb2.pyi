@@ -14,7 +14,7 @@ class ListSitesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Site(_message.Message):
-    __slots__ = ("name", "region", "price_zone", "power_cap_mw", "price_usd_per_mwh", "r_mine_usd_per_mwh", "opportunity_price_usd_per_mwh", "mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "mode_reason", "override", "override_cap_mw", "nodes_connected", "jobs_running", "profit_usd_per_hour", "feed_fallback")
+    __slots__ = ("name", "region", "price_zone", "power_cap_mw", "price_usd_per_mwh", "r_mine_usd_per_mwh", "opportunity_price_usd_per_mwh", "mining_mw", "ai_mw", "idle_mw", "curtailed_mw", "mode_reason", "override", "override_cap_mw", "nodes_connected", "jobs_running", "profit_usd_per_hour", "feed_fallback", "curtailments")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PRICE_ZONE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class Site(_message.Message):
     JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     PROFIT_USD_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     FEED_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    CURTAILMENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     region: str
     price_zone: str
@@ -51,7 +52,44 @@ class Site(_message.Message):
     jobs_running: int
     profit_usd_per_hour: float
     feed_fallback: bool
-    def __init__(self, name: _Optional[str] = ..., region: _Optional[str] = ..., price_zone: _Optional[str] = ..., power_cap_mw: _Optional[float] = ..., price_usd_per_mwh: _Optional[float] = ..., r_mine_usd_per_mwh: _Optional[float] = ..., opportunity_price_usd_per_mwh: _Optional[float] = ..., mining_mw: _Optional[float] = ..., ai_mw: _Optional[float] = ..., idle_mw: _Optional[float] = ..., curtailed_mw: _Optional[float] = ..., mode_reason: _Optional[str] = ..., override: _Optional[str] = ..., override_cap_mw: _Optional[float] = ..., nodes_connected: _Optional[int] = ..., jobs_running: _Optional[int] = ..., profit_usd_per_hour: _Optional[float] = ..., feed_fallback: _Optional[bool] = ...) -> None: ...
+    curtailments: _containers.RepeatedCompositeFieldContainer[CurtailmentWindow]
+    def __init__(self, name: _Optional[str] = ..., region: _Optional[str] = ..., price_zone: _Optional[str] = ..., power_cap_mw: _Optional[float] = ..., price_usd_per_mwh: _Optional[float] = ..., r_mine_usd_per_mwh: _Optional[float] = ..., opportunity_price_usd_per_mwh: _Optional[float] = ..., mining_mw: _Optional[float] = ..., ai_mw: _Optional[float] = ..., idle_mw: _Optional[float] = ..., curtailed_mw: _Optional[float] = ..., mode_reason: _Optional[str] = ..., override: _Optional[str] = ..., override_cap_mw: _Optional[float] = ..., nodes_connected: _Optional[int] = ..., jobs_running: _Optional[int] = ..., profit_usd_per_hour: _Optional[float] = ..., feed_fallback: _Optional[bool] = ..., curtailments: _Optional[_Iterable[_Union[CurtailmentWindow, _Mapping]]] = ...) -> None: ...
+
+class CurtailmentWindow(_message.Message):
+    __slots__ = ("id", "site", "start", "end", "max_load_mw", "reason", "active")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOAD_MW_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    site: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    max_load_mw: float
+    reason: str
+    active: bool
+    def __init__(self, id: _Optional[str] = ..., site: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_load_mw: _Optional[float] = ..., reason: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class ListCurtailmentsRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class ListCurtailmentsResponse(_message.Message):
+    __slots__ = ("windows",)
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[CurtailmentWindow]
+    def __init__(self, windows: _Optional[_Iterable[_Union[CurtailmentWindow, _Mapping]]] = ...) -> None: ...
+
+class CancelCurtailmentRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListSitesResponse(_message.Message):
     __slots__ = ("sites", "as_of")

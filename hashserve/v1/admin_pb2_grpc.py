@@ -64,6 +64,16 @@ class AdminServiceStub:
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.ScheduleCurtailmentRequest.SerializeToString,
                 response_deserializer=hashserve_dot_v1_dot_admin__pb2.Site.FromString,
                 _registered_method=True)
+        self.ListCurtailments = channel.unary_unary(
+                '/hashserve.v1.AdminService/ListCurtailments',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsResponse.FromString,
+                _registered_method=True)
+        self.CancelCurtailment = channel.unary_unary(
+                '/hashserve.v1.AdminService/CancelCurtailment',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.CancelCurtailmentRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.Site.FromString,
+                _registered_method=True)
         self.DrainNode = channel.unary_unary(
                 '/hashserve.v1.AdminService/DrainNode',
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.DrainNodeRequest.SerializeToString,
@@ -136,6 +146,19 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScheduleCurtailment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCurtailments(self, request, context):
+        """Demand-response windows, past ends dropped; durable across scheduler restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCurtailment(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +237,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'ScheduleCurtailment': grpc.unary_unary_rpc_method_handler(
                     servicer.ScheduleCurtailment,
                     request_deserializer=hashserve_dot_v1_dot_admin__pb2.ScheduleCurtailmentRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.Site.SerializeToString,
+            ),
+            'ListCurtailments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCurtailments,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsResponse.SerializeToString,
+            ),
+            'CancelCurtailment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCurtailment,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.CancelCurtailmentRequest.FromString,
                     response_serializer=hashserve_dot_v1_dot_admin__pb2.Site.SerializeToString,
             ),
             'DrainNode': grpc.unary_unary_rpc_method_handler(
@@ -413,6 +446,60 @@ class AdminService:
             target,
             '/hashserve.v1.AdminService/ScheduleCurtailment',
             hashserve_dot_v1_dot_admin__pb2.ScheduleCurtailmentRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCurtailments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/ListCurtailments',
+            hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.ListCurtailmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCurtailment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/CancelCurtailment',
+            hashserve_dot_v1_dot_admin__pb2.CancelCurtailmentRequest.SerializeToString,
             hashserve_dot_v1_dot_admin__pb2.Site.FromString,
             options,
             channel_credentials,

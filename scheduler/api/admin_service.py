@@ -15,6 +15,7 @@ from scheduler.api.convert import timestamp
 from scheduler.api.validation import InvalidRequest, timestamp_s
 from scheduler.control.loop import ControlLoop
 from scheduler.control.power import PowerController
+from scheduler.core.planner import CurtailmentWindow
 from scheduler.feeds.ops import OpsFeed
 
 log = logging.getLogger("hashserve.scheduler.admin")
@@ -85,7 +86,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         nodes = [n for n in self.loop.core.nodes.values() if n.info.site == name]
         msg.nodes_connected = sum(1 for n in nodes if n.connected)
         msg.jobs_running = sum(len(n.running) for n in nodes)
+        msg.curtailments.extend(self._window(s, w) for s, w in self.power.curtailments(name))
         return msg
+
+    def _window(self, site: str, w: CurtailmentWindow) -> admin_pb2.CurtailmentWindow:
+        return admin_pb2.CurtailmentWindow(
+            id=w.window_id, site=site, start=timestamp(w.start_s), end=timestamp(w.end_s),
+            max_load_mw=w.max_load_mw, reason=w.reason,
+            active=w.active(self.loop.clock.now_s()),
+        )
+
+    async def ListCurtailments(
+        self, request: admin_pb2.ListCurtailmentsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListCurtailmentsResponse:
+        await self._admin(context)
+        if request.site:
+            await self._site_or_abort(context, request.site)
+        return admin_pb2.ListCurtailmentsResponse(
+            windows=[self._window(s, w) for s, w in self.power.curtailments(request.site)]
+        )
+
+    async def CancelCurtailment(
+        self, request: admin_pb2.CancelCurtailmentRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Site:
+        who = await self._admin(context)
+        try:
+            site = self.power.cancel_curtailment(request.id)
+        except KeyError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no curtailment window {request.id[:80]!r}"
+            )
+        log.info("curtailment %s of %s cancelled by key %s", request.id, site, who.key_id)
+        return self.site_message(site)
 
     async def ListSites(
         self, request: admin_pb2.ListSitesRequest, context: grpc.aio.ServicerContext
@@ -250,12 +282,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"max_load_mw must be a finite number >= 0, got {max_load_mw}",
             )
-        self.power.schedule_curtailment(
+        window = self.power.schedule_curtailment(
             request.site, start_s, end_s, request.reason[:200], max_load_mw=max_load_mw
         )
         log.info(
-            "curtailment of %s %s-%s to %g MW by key %s",
-            request.site, start_s, end_s, max_load_mw, who.key_id,
+            "curtailment %s of %s %s-%s to %g MW by key %s",
+            window.window_id, request.site, start_s, end_s, max_load_mw, who.key_id,
         )
         return self.site_message(request.site)
 
@@ -263,8 +295,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, context: grpc.aio.ServicerContext, node_id: str, draining: bool
     ) -> admin_pb2.Node:
         await self._admin(context)
-        if not self.loop.core.set_draining(node_id, draining):
+        if node_id not in self.loop.core.nodes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node_id[:80]!r}")
+        # Journalled first: a drain survives a scheduler restart (the node is drained again
+        # when it reconnects).
+        self.loop.journal.put_ops_state(f"drain:{node_id}", "true" if draining else None)
+        self.loop.core.set_draining(node_id, draining)
         self.loop.kick()
         resp = await self.ListNodes(admin_pb2.ListNodesRequest(), context)
         return next(n for n in resp.nodes if n.id == node_id)

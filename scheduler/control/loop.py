@@ -97,6 +97,10 @@ class ControlLoop:
     # ----- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.core.drained = {
+            key.removeprefix("drain:") for key in self.journal.load_ops_state()
+            if key.startswith("drain:")
+        }
         active = self.journal.load_active_jobs()
         self.core.restore(active, self.clock.now_s())
         if active:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import math
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -90,6 +91,7 @@ class PowerController:
     # ----- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._restore_overrides()
         self.tick(self.clock.now_s())
         self._task = asyncio.create_task(self._run(), name="power-planner")
 
@@ -354,24 +356,108 @@ class PowerController:
 
     # ----- ops ------------------------------------------------------------------------------
 
+    # Overrides and windows live in the journal (ops state "site:NAME"), written before they
+    # take effect: a scheduler restarted by Ray, or a standby taking over, keeps obeying them.
+
     def set_override(self, site: str, mode: str, cap_mw: float | None) -> SiteOverride:
         self.fleet.site(site)  # KeyError for an unknown site
         old = self.overrides.get(site, SiteOverride())
         force = None if mode in ("", "auto") else ForceMode(mode)
         new = replace(old, force=force, cap_mw=cap_mw if cap_mw else None)
-        self.overrides[site] = new
+        self._store_override(site, new)
         self.tick(self.clock.now_s())
         return new
 
     def schedule_curtailment(
         self, site: str, start_s: float, end_s: float, reason: str, max_load_mw: float = 0.0
-    ) -> SiteOverride:
+    ) -> CurtailmentWindow:
         self.fleet.site(site)
         old = self.overrides.get(site, SiteOverride())
         now_s = self.clock.now_s()
         windows = tuple(w for w in old.windows if w.end_s > now_s)
-        window = CurtailmentWindow(start_s, end_s, max_load_mw, reason or "demand response")
-        new = replace(old, windows=(*windows, window))
-        self.overrides[site] = new
+        window = CurtailmentWindow(
+            start_s, end_s, max_load_mw, reason or "demand response",
+            window_id=f"dr_{uuid.uuid4().hex[:12]}",
+        )
+        self._store_override(site, replace(old, windows=(*windows, window)))
         self.tick(now_s)
-        return new
+        return window
+
+    def curtailments(self, site: str = "") -> list[tuple[str, CurtailmentWindow]]:
+        """(site, window) for every window that has not ended, by start."""
+        now_s = self.clock.now_s()
+        found = [
+            (name, w)
+            for name, override in self.overrides.items()
+            if not site or name == site
+            for w in override.windows
+            if w.end_s > now_s
+        ]
+        return sorted(found, key=lambda sw: (sw[1].start_s, sw[0], sw[1].window_id))
+
+    def cancel_curtailment(self, window_id: str) -> str:
+        """End a window now (or drop it before it starts); the site's name. KeyError: unknown."""
+        for site, override in self.overrides.items():
+            kept = tuple(w for w in override.windows if w.window_id != window_id)
+            if len(kept) != len(override.windows):
+                self._store_override(site, replace(override, windows=kept))
+                self.tick(self.clock.now_s())
+                return site
+        raise KeyError(window_id)
+
+    def _store_override(self, site: str, override: SiteOverride) -> None:
+        if override == SiteOverride():
+            self.loop.journal.put_ops_state(f"site:{site}", None)
+            self.overrides.pop(site, None)
+            return
+        self.loop.journal.put_ops_state(f"site:{site}", override_to_json(override))
+        self.overrides[site] = override
+
+    def _restore_overrides(self) -> None:
+        now_s = self.clock.now_s()
+        for key, value in self.loop.journal.load_ops_state().items():
+            if not key.startswith("site:"):
+                continue
+            site = key.removeprefix("site:")
+            try:
+                self.fleet.site(site)
+                override = override_from_json(value)
+            except (KeyError, ValueError) as err:
+                log.warning("ignoring stored override of %s: %s", site, err)
+                continue
+            live = tuple(w for w in override.windows if w.end_s > now_s)
+            override = replace(override, windows=live)
+            self.overrides[site] = override
+        if self.overrides:
+            log.info("restored ops overrides of %s", ", ".join(sorted(self.overrides)))
+
+
+def override_to_json(override: SiteOverride) -> str:
+    return json.dumps({
+        "force": override.force.value if override.force is not None else None,
+        "cap_mw": override.cap_mw,
+        "windows": [
+            {"id": w.window_id, "start_s": w.start_s, "end_s": w.end_s,
+             "max_load_mw": w.max_load_mw, "reason": w.reason}
+            for w in override.windows
+        ],
+    })
+
+
+def override_from_json(text: str) -> SiteOverride:
+    """The stored form back; ValueError when it is not one."""
+    try:
+        doc = json.loads(text)
+        return SiteOverride(
+            force=ForceMode(doc["force"]) if doc.get("force") else None,
+            cap_mw=float(doc["cap_mw"]) if doc.get("cap_mw") is not None else None,
+            windows=tuple(
+                CurtailmentWindow(
+                    float(w["start_s"]), float(w["end_s"]), float(w["max_load_mw"]),
+                    str(w["reason"]), window_id=str(w["id"]),
+                )
+                for w in doc.get("windows", [])
+            ),
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"not a stored override: {err}") from err

@@ -226,6 +226,9 @@ class SchedulerCore:
         self._index = NodeIndex()
         self._changed_nodes: set[str] = set()
         self._nodes_at_site: dict[str, set[str]] = {}
+        # Nodes ops drained, including ones not connected now: a node drained before a
+        # scheduler restart is drained again when it says hello.
+        self.drained: set[str] = set()
 
     @property
     def serving_sites(self) -> frozenset[str] | None:
@@ -281,9 +284,9 @@ class SchedulerCore:
     ) -> Step:
         """An agent said hello. Re-adopt the attempts it still runs that are still its own."""
         old = self.nodes.get(info.node_id)
-        node = NodeState(info=info, last_seen_s=now_s)
+        node = NodeState(info=info, last_seen_s=now_s, draining=info.node_id in self.drained)
         if old is not None:
-            node.estimates, node.draining = old.estimates, old.draining
+            node.estimates = old.estimates
             node.warm_models = old.warm_models
             self._nodes_at_site.get(old.info.site, set()).discard(info.node_id)
         self.nodes[info.node_id] = node
@@ -355,6 +358,10 @@ class SchedulerCore:
         node = self.nodes.get(node_id)
         if node is None:
             return False
+        if draining:
+            self.drained.add(node_id)
+        else:
+            self.drained.discard(node_id)
         node.draining = draining
         self._changed_nodes.add(node_id)
         return True

@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS agent_tokens (
   token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ops_state (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
   id BIGSERIAL PRIMARY KEY, t_s DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
   subject TEXT NOT NULL, detail TEXT NOT NULL
@@ -349,6 +352,30 @@ class PostgresJournal:
             replayable=True,
         )
         return str(row[0]) if row else None
+
+    def put_ops_state(self, key: str, value_json: str | None) -> None:
+        if value_json is None:
+            self._write.run(
+                lambda c: c.execute("DELETE FROM ops_state WHERE key=%s", (key,)),
+                replayable=True,
+            )
+            return
+        self._write.run(
+            lambda c: c.execute(
+                "INSERT INTO ops_state (key, value, updated_s) VALUES (%s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "value=excluded.value, updated_s=excluded.updated_s",
+                (key, value_json, time.time()),
+            ),
+            replayable=True,
+        )
+
+    def load_ops_state(self) -> dict[str, str]:
+        rows = self._read.run(
+            lambda c: c.execute("SELECT key, value FROM ops_state ORDER BY key").fetchall(),
+            replayable=True,
+        )
+        return {str(k): str(v) for k, v in rows}
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
         """(t_s, kind, json detail) recorded about a job or site, oldest first."""

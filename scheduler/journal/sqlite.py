@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS agent_tokens (
   token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ops_state (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_s REAL NOT NULL, kind TEXT NOT NULL,
   subject TEXT NOT NULL, detail TEXT NOT NULL
@@ -306,6 +309,21 @@ class SqliteJournal:
                 "SELECT agent_id FROM agent_tokens WHERE token_hash=?", (token_hash,)
             ).fetchone()
         return str(row[0]) if row else None
+
+    def put_ops_state(self, key: str, value_json: str | None) -> None:
+        with self._lock:
+            if value_json is None:
+                self._db.execute("DELETE FROM ops_state WHERE key=?", (key,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO ops_state VALUES (?, ?, ?)",
+                    (key, value_json, time.time()),
+                )
+
+    def load_ops_state(self) -> dict[str, str]:
+        with self._reading() as db:
+            rows = db.execute("SELECT key, value FROM ops_state ORDER BY key").fetchall()
+        return {str(k): str(v) for k, v in rows}
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
         """(t_s, kind, json detail) recorded about a job or site, oldest first."""

@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -658,3 +659,45 @@ def test_an_agent_token_lets_only_its_agent_in(h: Harness) -> None:
         run(hello("probe-2"))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert run(hello("probe-1")).welcome.agent_id == "probe-1"
+
+
+def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) -> None:
+    """Ops state lives in the journal: after Ray restarts a SIGKILLed scheduler, a scheduled
+    window (with its MW target and id), a forced mode with its cap and a drain still hold, and
+    the window can then be listed and cancelled through the API."""
+    from tests.chaos.harness import wait_serving
+
+    now_s = time.time()
+    site = h.admin(lambda c: c.curtail("br-minas", now_s + 3600, now_s + 7200, "4CP", 2.5))
+    (window,) = [w for w in site.curtailments if w.reason == "4CP"]  # earlier tests left theirs
+    assert (window.site, window.max_load_mw, window.reason, window.active) == (
+        "br-minas", 2.5, "4CP", False
+    )
+    h.admin(lambda c: c.set_mode("de-leipzig", "mine", 12.0))
+    h.admin(lambda c: c.drain("na-1"))
+    try:
+        supervisor = h.cluster.supervisor
+        assert supervisor is not None
+        pid = int(supervisor.info["pid"])  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: int(supervisor.info["pid"]) != pid, 90, "Ray to restart the scheduler")  # type: ignore[attr-defined]
+        run(wait_serving(h.cluster.address))
+        listed = h.admin(lambda c: c.curtailments("br-minas")).windows
+        assert [(w.site, w.max_load_mw, w.reason) for w in listed if w.id == window.id] == [
+            ("br-minas", 2.5, "4CP")
+        ]
+        leipzig = h.site("de-leipzig")
+        assert (leipzig.override, leipzig.override_cap_mw) == ("mine", 12.0)
+        until(
+            lambda: any(n.id == "na-1" and n.connected and n.draining
+                        for n in h.admin(lambda c: c.nodes()).nodes),
+            60, "na-1 to reconnect, still drained",
+        )
+        after = h.admin(lambda c: c.cancel_curtailment(window.id))
+        assert window.id not in {w.id for w in after.curtailments}
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            h.admin(lambda c: c.cancel_curtailment(window.id))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        h.admin(lambda c: c.set_mode("de-leipzig", "auto"))
+        h.admin(lambda c: c.resume("na-1"))

@@ -236,6 +236,16 @@ def test_load_active_jobs_and_counts(journal: Journal) -> None:
 # ----- the contract: credentials ---------------------------------------------------------------
 
 
+def test_ops_state_is_replaced_and_deleted_by_key(journal: Journal) -> None:
+    assert journal.load_ops_state() == {}
+    journal.put_ops_state("market:ERCOT", '{"price": 250}')
+    journal.put_ops_state("market:ERCOT", '{"price": 300}')
+    journal.put_ops_state("nothing-here", None)  # deleting a missing key is no error
+    assert journal.load_ops_state() == {"market:ERCOT": '{"price": 300}'}
+    journal.put_ops_state("market:ERCOT", None)
+    assert journal.load_ops_state() == {}
+
+
 def test_tenants_upsert(journal: Journal) -> None:
     assert journal.get_tenant("acme") is None
     journal.upsert_tenant(TenantRow("acme", 100, 5.0))
@@ -279,8 +289,15 @@ def test_reopen_after_close_keeps_everything(backend: Backend) -> None:
     first.upsert_tenant(TenantRow("acme", 10, 1.0))
     first.add_api_key("kid", "hash", "acme", admin=False)
     first.add_agent_token("th", "node-a")
+    first.put_ops_state("site:tx-odessa", '{"force": "curtail"}')
+    first.put_ops_state("drain:node-a", "true")
+    first.put_ops_state("drain:node-b", "true")
+    first.put_ops_state("drain:node-b", None)
     first.close()
     second = backend.open()
+    assert second.load_ops_state() == {
+        "drain:node-a": "true", "site:tx-odessa": '{"force": "curtail"}'
+    }
     assert second.get_job(rec.job_id) == rec
     assert second.load_active_jobs() == [rec]
     assert second.decisions_for(rec.job_id) == [(T0_S, "placement", "{}")]

@@ -51,6 +51,7 @@ class CurtailmentWindow:
     end_s: float
     max_load_mw: float = 0.0
     reason: str = "demand response"
+    window_id: str = ""  # how ops name it to cancel it
 
     def active(self, now_s: float) -> bool:
         return self.start_s <= now_s < self.end_s

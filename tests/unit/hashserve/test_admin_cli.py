@@ -63,6 +63,7 @@ USAGE_ERRORS = [
     (["admin", "curtail", "tx-odessa", "--end", "2030-01-01T00:00:00"], "no time zone"),
     (["admin", "curtail", "tx-odessa", "--start", "-120", "--end", "-60"], "in the past"),
     (["admin", "curtail", "tx-odessa", "--end", "60", "--reason", "x" * 201], "200 characters"),
+    (["admin", "curtail", "tx-odessa", "--end", "60", "--max-load-mw", "-1"], "--max-load-mw"),
     (["admin", "create-tenant", "acme", "--max-queued", "-1"], "--max-queued"),
     (["admin", "create-tenant", "acme", "--rate", "-2"], "--rate"),
     (["admin", "accounting", "--hours", "0"], "--hours must be >= 1"),
@@ -206,7 +207,8 @@ def test_market_json_is_one_last_line_with_zone_ages(capsys: pytest.CaptureFixtu
 def test_the_admin_commands_are_mounted() -> None:
     result = runner.invoke(app, ["admin", "--help"])
     assert result.exit_code == 0
-    for name in ("nodes", "drain", "resume", "set-mode", "curtail", "set-price", "set-btc",
+    for name in ("nodes", "drain", "resume", "set-mode", "curtail", "curtailments",
+                 "cancel-curtailment", "set-price", "set-btc",
                  "clear-market", "create-tenant", "create-key", "revoke-key", "agent-token",
                  "accounting", "new-key"):
         assert name in result.output
