@@ -77,7 +77,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             msg.mode_reason = "; ".join(plan.reasons)
             msg.feed_fallback = plan.fallback
             msg.profit_usd_per_hour = (
-                plan.mining_mw * _finite(plan.r_mine_usd_per_mwh) - plan.load_mw * price
+                plan.mining_mw * _finite(plan.r_mine_usd_per_mwh)
+                + self.power.ai_revenue_usd_per_hour.get(name, 0.0)
+                - plan.load_mw * price
             )
         override = self.power.overrides.get(name)
         if override is not None:

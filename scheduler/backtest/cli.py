@@ -160,6 +160,8 @@ def prepare(
             for pool in (prepared[0].world.pools if prepared else ())
         },
         "price_hours_filled": {k: v for k, v in market.prices.filled_hours.items() if v},
+        "price_rows_missing": market.prices.missing_rows,
+        "price_rows_merged": market.prices.merged_rows,
         "btc_fee_days": market.btc.fee_days,
     }
     return prepared, meta

@@ -197,6 +197,10 @@ class PriceTable:
     lookback_h: int
     native_per_mwh: dict[str, np.ndarray]  # column -> array of lookback_h + hours values
     filled_hours: dict[str, int]  # column -> gaps carried forward inside the period
+    # Rows the file lacks inside the period (the spring DST hour of a file kept in local time),
+    # filled like empty cells; and hours the file gives twice (the fall DST hour), averaged.
+    missing_rows: int = 0
+    merged_rows: int = 0
 
     def period(self, column: str) -> np.ndarray:
         return self.native_per_mwh[column][self.lookback_h :]
@@ -214,7 +218,10 @@ def load_prices(
 
     Empty cells are real gaps in the published series (a DST hour, a day the ISO did not post):
     they are carried forward from the previous hour, at most `max_gap_h` hours in a row; a longer
-    gap, or no value at all before it, is an error naming the first empty row.
+    gap, or no value at all before it, is an error naming the first empty row. A missing row
+    inside the period (the spring DST hour of a series kept in local time) is such a gap; an hour
+    given twice (the fall one) is merged, its values averaged. Both are counted in the table. A
+    timestamp earlier than the one before it is still an error: that is a file out of order.
     """
     path = Path(path)
     header, rows, handle = _read_rows(path)
@@ -226,6 +233,8 @@ def load_prices(
         values = {c: np.full(total, np.nan) for c in columns}
         lines = np.zeros(total, dtype=np.int64)
         seen = np.zeros(total, dtype=bool)
+        repeats = {c: np.zeros(total, dtype=np.int64) for c in columns}
+        merged = 0
         previous_s = -math.inf
         try:
             for line, row in rows:
@@ -238,9 +247,10 @@ def load_prices(
                     raise InputError(
                         path, f"not an ISO-8601 time: {stamp!r}", line, "timestamp_utc"
                     ) from None
-                if t_s <= previous_s:
+                repeated = t_s == previous_s
+                if t_s < previous_s:
                     raise InputError(
-                        path, "timestamps must increase (duplicate or out of order)", line,
+                        path, "timestamps must increase (this one is out of order)", line,
                         "timestamp_utc",
                     )
                 previous_s = t_s
@@ -254,10 +264,18 @@ def load_prices(
                 i = int(offset)
                 seen[i] = True
                 lines[i] = line
+                merged += int(repeated and i >= lookback_h)
                 for column, index in indices.items():
                     text = _cell(path, row, line, index, column)
-                    if text:
-                        values[column][i] = _float(path, text, line, column)
+                    if not text:
+                        continue
+                    value = _float(path, text, line, column)
+                    if repeated and not math.isnan(values[column][i]):
+                        # The same hour again: the running mean of its rows.
+                        repeats[column][i] += 1
+                        n = repeats[column][i] + 1
+                        value = values[column][i] + (value - values[column][i]) / n
+                    values[column][i] = value
         except csv.Error as exc:
             raise InputError(path, f"malformed CSV: {exc}") from None
     if not seen[lookback_h:].any():
@@ -265,17 +283,27 @@ def load_prices(
             path, f"no rows in the period {_iso(start_s)} .. {_iso(start_s + hours * S_PER_H)}"
         )
     missing = np.flatnonzero(~seen[lookback_h:])
-    if missing.size:
+    seen_at = np.flatnonzero(seen)
+    first_seen, last_seen = int(seen_at[0]), int(seen_at[-1])
+    # Rows missing before the file's first one or after its last: it does not cover the period.
+    # Missing rows between two rows are gaps, filled below like empty cells (within the same
+    # bound).
+    uncovered = [int(m) for m in missing if not first_seen <= lookback_h + int(m) <= last_seen]
+    if uncovered:
+        first_uncovered = uncovered[0]
         raise InputError(
             path,
-            f"hour {_iso(start_s + int(missing[0]) * S_PER_H)} is missing: the file does not "
+            f"hour {_iso(start_s + first_uncovered * S_PER_H)} is missing: the file does not "
             f"cover the period {_iso(start_s)} .. {_iso(start_s + hours * S_PER_H)}",
             column="timestamp_utc",
         )
     filled: dict[str, int] = {}
     for column, series in values.items():
         filled[column] = _carry_forward(path, column, series, lines, lookback_h, max_gap_h)
-    return PriceTable(str(path), start_s, hours, lookback_h, values, filled)
+    return PriceTable(
+        str(path), start_s, hours, lookback_h, values, filled,
+        missing_rows=int(missing.size), merged_rows=merged,
+    )
 
 
 def _carry_forward(

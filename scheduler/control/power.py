@@ -22,10 +22,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hashserve.v1 import agent_pb2
+from hashserve.v1 import agent_pb2, jobs_pb2
 from scheduler.core.accounting import Accounting, account_interval
 from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
+from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.outlook import hour_of_day_outlook
@@ -85,6 +86,8 @@ class PowerController:
         self.accounting = Accounting()
         self.metrics: SchedulerMetrics | None = None
         self._ai_revenue_usd: dict[str, float] = {}
+        # AI revenue of each site's last planning interval, per market hour (sites, metrics).
+        self.ai_revenue_usd_per_hour: dict[str, float] = {}
         self._regions = {s.name: s.region for s in fleet.sites}
         self._task: asyncio.Task[None] | None = None
 
@@ -263,6 +266,7 @@ class PowerController:
         start_s = self._market_time(previous.t_s)
         for site, p in previous.sites.items():
             revenue = self._ai_revenue_usd.pop(site, 0.0)
+            self.ai_revenue_usd_per_hour[site] = revenue / (market_duration_s / 3600.0)
             self.accounting.add(
                 account_interval(p, self.market, market_duration_s, revenue, start_s=start_s)
             )
@@ -323,7 +327,7 @@ class PowerController:
                 idle_mw=p.idle_gpu_mw,
                 curtailed_mw=p.curtailed_mw,
                 mining_revenue_usd_per_hour=p.mining_mw * p.r_mine_usd_per_mwh,
-                ai_revenue_usd_per_hour=0.0,
+                ai_revenue_usd_per_hour=self.ai_revenue_usd_per_hour.get(site, 0.0),
                 power_cost_usd_per_hour=p.load_mw * price,
                 opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
                 power_cap_mw=p.cap_mw,
@@ -343,9 +347,12 @@ class PowerController:
 
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
         for rec in step.changed:
-            if rec.terminal and rec.state.value == "succeeded" and rec.site:
+            if rec.state is JobState.SUCCEEDED and rec.site:
+                # Revenue from the tokens actually used, as the agent reported them.
+                result = jobs_pb2.JobResult.FromString(rec.result_blob)
+                tokens = int(result.prompt_tokens) + int(result.completion_tokens)
                 self._ai_revenue_usd[rec.site] = (
-                    self._ai_revenue_usd.get(rec.site, 0.0) + rec.spec.value_usd
+                    self._ai_revenue_usd.get(rec.site, 0.0) + rec.charged_usd(tokens)
                 )
 
     def on_node(self, node: NodeState, now_s: float) -> None:

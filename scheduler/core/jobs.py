@@ -59,6 +59,18 @@ class JobRecord:
     def evolve(self, **changes: object) -> JobRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def charged_usd(self, tokens_used: int) -> float:
+        """What the job earns for the tokens it actually used (prompt and completion).
+
+        `value_usd` was priced at admission on the estimate (its input plus `max_tokens`), at the
+        tier's price per token; the same price applies to what was really produced, which is
+        usually less (a generation stops early).
+        """
+        estimated = self.spec.input_tokens + self.spec.output_tokens_est
+        if estimated <= 0 or tokens_used <= 0:
+            return 0.0
+        return self.spec.value_usd * tokens_used / estimated
+
     def as_request(self) -> JobRequest:
         s = self.spec
         return JobRequest(

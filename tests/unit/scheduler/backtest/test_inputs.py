@@ -92,6 +92,27 @@ def test_a_long_gap_is_an_error_at_its_first_row(tmp_path: Path) -> None:
     assert "3 empty hours" in caught.value.message
 
 
+def test_a_missing_row_is_filled_and_a_repeated_hour_merged(tmp_path: Path) -> None:
+    # The spring DST hour (02:00) is missing; the fall hour (04:00) comes twice.
+    rows = [
+        "2024-07-01T00:00:00Z,10,1", "2024-07-01T01:00:00Z,20,2",
+        "2024-07-01T03:00:00Z,40,4", "2024-07-01T04:00:00Z,50,5",
+        "2024-07-01T04:00:00Z,70,7", "2024-07-01T05:00:00Z,60,6",
+    ]
+    path = price_file(tmp_path, rows)
+    table = load_prices(path, ["US-TEX-ERCO__USD_per_MWh"], START_S, 6, lookback_h=0)
+    assert table.period("US-TEX-ERCO__USD_per_MWh").tolist() == [10, 20, 20, 40, 60, 60]
+    assert (table.missing_rows, table.merged_rows) == (1, 1)
+    assert table.filled_hours == {"US-TEX-ERCO__USD_per_MWh": 1}
+
+
+def test_missing_rows_longer_than_the_bound_are_an_error(tmp_path: Path) -> None:
+    rows = ["2024-07-01T00:00:00Z,10,1", "2024-07-01T04:00:00Z,50,5"]
+    path = price_file(tmp_path, rows)
+    with pytest.raises(InputError, match="3 empty hours"):
+        load_prices(path, ["DE-LU__EUR_per_MWh"], START_S, 5, max_gap_h=2, lookback_h=0)
+
+
 def test_a_period_the_file_does_not_cover(tmp_path: Path) -> None:
     path = price_file(tmp_path, hours(1, [("1", "2")] * 3))
     with pytest.raises(InputError, match=r"2024-07-01T03:00Z is missing"):
