@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hashserve.v1 import agent_pb2, customer_pb2, jobs_pb2
-from scheduler.api.convert import job_to_proto, timestamp
+from hashserve.v1 import agent_pb2, customer_pb2
+from scheduler.api import agent_codec
+from scheduler.api.convert import job_to_proto
 from scheduler.control.observe import LoopObserver
 from scheduler.control.watchers import Watchers
 from scheduler.core.clock import Clock
@@ -167,14 +168,7 @@ class ControlLoop:
             if session is None:
                 continue  # the lease runs out and the job is placed again
             if isinstance(intent, CancelOnNode):
-                session.send(
-                    agent_pb2.SchedulerMessage(
-                        cancel=agent_pb2.CancelAssignment(
-                            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
-                            reason=intent.reason,
-                        )
-                    )
-                )
+                session.send(agent_codec.cancel(intent))
         for rec in _latest(step.changed):
             _log_job_change(rec)
             if rec.terminal:
@@ -194,22 +188,16 @@ class ControlLoop:
         rec = self.core.jobs.get(intent.job_id)
         if rec is None:
             return
-        assignment = agent_pb2.Assignment(
-            ref=agent_pb2.AttemptRef(job_id=intent.job_id, attempt=intent.attempt),
-            spec=jobs_pb2.JobSpec.FromString(rec.spec_blob),
-            lease_expires_at=timestamp(intent.lease_expires_s),
-        )
         move = self._moved.pop(intent.job_id, None)
         partial = self._partial.pop(intent.job_id, None)
+        resume_text, resumed = "", 0
         if move is not None:
             node = self.core.nodes.get(intent.node_id)
-            resumed = 0
             if (
                 partial is not None and partial[0] == move.attempt and partial[2] > 0
                 and node is not None and rec.spec.model in node.info.resumable_models
             ):
-                assignment.resume_text = "".join(partial[1])
-                assignment.resume_tokens = resumed = partial[2]
+                resume_text, resumed = "".join(partial[1]), partial[2]
             if self.watchers.has(intent.job_id):
                 self.watchers.publish(
                     intent.job_id,
@@ -224,7 +212,7 @@ class ControlLoop:
                 )
         session = self.sessions.get(intent.node_id)
         if session is not None:  # else the lease runs out and the job is placed again
-            session.send(agent_pb2.SchedulerMessage(assign=assignment))
+            session.send(agent_codec.assignment(intent, rec.spec_blob, resume_text, resumed))
 
     # ----- customers ------------------------------------------------------------------------
 
@@ -309,12 +297,8 @@ class ControlLoop:
             info, [(r.job_id, r.attempt) for r in hello.running], self.clock.now_s()
         )
         session.send(
-            agent_pb2.SchedulerMessage(
-                welcome=agent_pb2.Welcome(
-                    agent_id=node_id,
-                    heartbeat_interval_ms=1000,
-                    lease_ms=int(self.core.policy.lease_s * 1000),
-                )
+            agent_codec.welcome(
+                node_id, heartbeat_interval_ms=1000, lease_ms=int(self.core.policy.lease_s * 1000)
             )
         )
         self.apply(step)
@@ -406,11 +390,7 @@ class ControlLoop:
                 extra={"job_id": ref.job_id, "attempt": ref.attempt, "agent_id": session.node_id},
             )
         session.send(
-            agent_pb2.SchedulerMessage(
-                ack=agent_pb2.OutcomeAck(
-                    ref=ref, accepted=verdict.accepted, reason=verdict.reason
-                )
-            )
+            agent_codec.outcome_ack(ref.job_id, ref.attempt, verdict.accepted, verdict.reason)
         )
         self.kick()
 

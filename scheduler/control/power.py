@@ -1,13 +1,16 @@
-"""Where the power mode is decided, live: market snapshot -> `plan_power` -> sites and agents.
+"""The live edge of the power tick: feed in, `core.power_step` decides, this carries it out.
 
-Every plan interval this edge reads the market feed, builds each site's AI demand from the
-connected agents, asks the pure planner for a `PowerPlan`, then carries it out:
-- the placer's view of each site (price, opportunity price, an outlook for flex deferral) and
-  which sites may take AI work now;
-- a `PowerMode` to every agent at each site (their power adapters apply it);
+Where the power mode is decided is `scheduler/core/power_step.py` (demand and its value, the plan,
+site views and outlooks, may-serve, shed orders, mode changes): pure, so the backtester can drive
+the same step. Every plan interval this edge reads the market feed and the replayed price history,
+calls it, then carries the result out:
+- site views and serving sites to the scheduler core, shed orders to `SchedulerCore.shed` (a
+  curtailment preempts running work, it does not only stop new placements);
+- a power mode to each agent whose site's split changed, or that has not had it yet (encoded by
+  `scheduler/api/agent_codec.py`);
 - accounting per site and hour, metrics, and a journal row for every mining-level change with the
   planner's reasons ("why did site Z curtail at 14:00").
-Ops overrides and curtailment windows are held here and passed to the planner.
+Ops overrides and curtailment windows are held here, journalled, and passed to the step.
 """
 
 from __future__ import annotations
@@ -18,31 +21,27 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hashserve.v1 import agent_pb2, jobs_pb2
+from hashserve.v1 import jobs_pb2
+from scheduler.api import agent_codec
 from scheduler.core.accounting import Accounting, account_interval
 from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import MarketSnapshot
-from scheduler.core.outlook import hour_of_day_outlook
-from scheduler.core.placement import PriceOutlook, SiteView
 from scheduler.core.planner import (
     CurtailmentWindow,
     ForceMode,
     PlannerConfig,
     PowerPlan,
-    SiteAiDemand,
     SiteOverride,
-    plan_power,
 )
-from scheduler.core.planner.inputs import NO_OVERRIDE
+from scheduler.core.power_step import PowerInputs, PriceHistory, SetPowerMode, power_step
 from scheduler.core.scheduler import NodeState, Step
-from scheduler.core.serving import may_serve, shed_orders
 from scheduler.feeds.base import MarketFeed
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.metrics.registry import SchedulerMetrics
@@ -51,13 +50,10 @@ if TYPE_CHECKING:
     from scheduler.control.loop import ControlLoop
 
 log = logging.getLogger("hashserve.scheduler.power")
-KW_PER_MW = 1000.0
-OUTLOOK_HOURS = 12
 PAST_HOURS = 7 * 24
 # Market hours of accounting kept in memory: a week. On a compressed clock the ledger would
 # otherwise grow by a row per site every few seconds for as long as the scheduler runs.
 ACCOUNTING_KEEP_S = 7 * 24 * 3600.0
-DEFAULT_PRICE_USD_PER_MILLION_TOKENS = 0.15
 
 
 class PowerController:
@@ -86,6 +82,9 @@ class PowerController:
         self.accounting = Accounting()
         self.metrics: SchedulerMetrics | None = None
         self._ai_revenue_usd: dict[str, float] = {}
+        self._modes: dict[str, SetPowerMode] = {}
+        # The mode each agent was last sent, on which session (a reconnect is a new session).
+        self._mode_sent: dict[str, tuple[object, SetPowerMode]] = {}
         # AI revenue of each site's last planning interval, per market hour (sites, metrics).
         self.ai_revenue_usd_per_hour: dict[str, float] = {}
         self._regions = {s.name: s.region for s in fleet.sites}
@@ -115,145 +114,83 @@ class PowerController:
     # ----- one tick -------------------------------------------------------------------------
 
     def tick(self, now_s: float) -> PowerPlan:
+        """One plan interval: the pure `power_step`, then carry out what it decided."""
         core = self.loop.core
         market = self.feed.snapshot(now_s)
-        demand = self._demand(core.nodes.values())
         previous = self.plan
-        plan = plan_power(self.fleet, market, demand, previous, self.overrides, now_s, self.config)
+        step = power_step(
+            PowerInputs(
+                fleet=self.fleet,
+                market=market,
+                nodes=list(core.nodes.values()),
+                previous=previous,
+                overrides=self.overrides,
+                now_s=now_s,
+                config=self.config,
+                ai_value_floor_usd_per_mwh=self.ai_value_floor_usd_per_mwh,
+                price_history=self._price_history(now_s),
+            )
+        )
+        plan = step.plan
         self._account(previous, market, now_s)
         self.plan, self.market = plan, market
-        core.site_views = self._site_views(plan, market, now_s)
-        fleet_sites = set(self._regions)
-        outside = {n.info.site for n in core.nodes.values()} - fleet_sites
-        floor = self.ai_value_floor_usd_per_mwh
-        core.serving_sites = {
-            s for s, p in plan.sites.items()
-            if may_serve(p, self.overrides.get(s, NO_OVERRIDE), floor)
-        } | outside
+        core.site_views = step.site_views
+        core.serving_sites = step.serving_sites
         # A curtailment is enforced: running AI work over what the plan admits is preempted
         # (and, its site now closed, placed elsewhere by the next schedule).
-        shed = core.shed(shed_orders(plan, self.overrides, now_s, floor), now_s)
+        shed = core.shed(step.shed_orders, now_s)
         if shed.moves:
             log.warning(
                 "shedding AI load: %d running jobs preempted at %s",
                 len(shed.moves), ", ".join(sorted({m.site for m in shed.moves})),
             )
             self.loop.apply(shed)
-        self._send_modes(plan)
+        self._modes = {m.site: m for m in step.modes}
+        self.send_modes()
         self._record(previous, plan, market, now_s)
         self.loop.kick()
         return plan
 
-    def _demand(self, nodes: Iterable[NodeState]) -> dict[str, SiteAiDemand]:
-        """AI demand per site from the connected agents: busy power of what runs, and standby
-        for the rest of their capacity.
-
-        Its value is what the nodes' measured throughput earns per MWh, but never less than
-        `ai_value_floor_usd_per_mwh`: serving capacity is sold with latency promises, and keeping
-        it is worth that much to the business (the price of a broken promise). Below the floor
-        price a site keeps its connected nodes serving; above it (a real price spike) AI curtails
-        there and the placer sends work elsewhere.
-        """
-        busy_kw: dict[str, float] = {}
-        standby_kw: dict[str, float] = {}
-        value_weighted: dict[str, float] = {}
-        for node in nodes:
-            if not node.connected:
-                continue
-            info = node.info
-            share = min(len(node.running) / max(info.slots_total, 1), 1.0)
-            busy_kw[info.site] = busy_kw.get(info.site, 0.0) + info.busy_power_kw * share
-            standby_kw[info.site] = standby_kw.get(info.site, 0.0) + info.busy_power_kw * (
-                1.0 - share
-            )
-            value_weighted[info.site] = value_weighted.get(info.site, 0.0) + (
-                self._node_value_usd_per_mwh(node) * info.busy_power_kw
-            )
-        demand = {}
-        for site, kw in standby_kw.items():
-            total_kw = kw + busy_kw.get(site, 0.0)
-            demand[site] = SiteAiDemand(
-                ai_busy_mw=busy_kw.get(site, 0.0) / KW_PER_MW,
-                ai_queued_mw=0.0,
-                value_usd_per_mwh=max(
-                    value_weighted[site] / total_kw if total_kw else 0.0,
-                    self.ai_value_floor_usd_per_mwh,
-                ),
-                standby_mw=kw / KW_PER_MW,
-            )
-        return demand
-
-    def _node_value_usd_per_mwh(self, node: NodeState) -> float:
-        """Tokens a node turns out per MWh of busy power, times what a token sells for."""
-        info = node.info
-        rates = node.estimates.tokens_per_s or {m: 100.0 for m in info.models}
-        best = 0.0
-        for model, tokens_per_s in rates.items():
-            price = self.fleet.tier_prices_usd_per_million_tokens.get(model, {}).get(
-                "standard", DEFAULT_PRICE_USD_PER_MILLION_TOKENS
-            )
-            tokens_per_mwh = tokens_per_s * 3600.0 / max(info.busy_power_kw / KW_PER_MW, 1e-9)
-            best = max(best, tokens_per_mwh * price / 1e6)
-        return best
-
-    def _site_views(
-        self, plan: PowerPlan, market: MarketSnapshot, now_s: float
-    ) -> dict[str, SiteView]:
-        views = {}
-        for site, p in plan.sites.items():
-            views[site] = SiteView(
-                site=site,
-                region=self._regions[site],
-                price_usd_per_mwh=p.price_usd_per_mwh,
-                opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
-                outlook=self._outlook(p.price_zone, p.r_mine_usd_per_mwh, p.at_cap, now_s),
-            )
-        return views
-
-    def _outlook(
-        self, zone: str, r_mine_usd_per_mwh: float, at_cap: bool, now_s: float
-    ) -> tuple[PriceOutlook, ...]:
-        if self.replay is None or not zone:
-            return ()
+    def _price_history(self, now_s: float) -> dict[str, PriceHistory]:
+        """Each zone's past week of hourly prices in USD, from the replayed history."""
+        if self.replay is None:
+            return {}
         table = self.replay.prices
         row = table.row_at(self.replay.history_time(now_s))
         if row is None:
-            return ()
+            return {}
         fx = dict(self.fleet.fx_usd_per_unit)
-        column = table.zone_index(zone)
-        rate = fx.get(table.currencies[column], math.nan)
-        past = [
-            float(v) * rate for v in table.prices[max(row - PAST_HOURS + 1, 0) : row + 1, column]
-        ]
         hour_start_hist_s = float(table.t_s[row])
-        windows = []
-        for ahead, price in enumerate(hour_of_day_outlook(past, OUTLOOK_HOURS), start=1):
-            if math.isnan(price):
-                continue
-            opportunity = max(price, r_mine_usd_per_mwh) if at_cap else price
-            start_s = self.replay.scheduler_time(hour_start_hist_s + ahead * table.step_s)
-            windows.append(PriceOutlook(start_s, opportunity))
-        return tuple(windows)
+        next_start_s = self.replay.scheduler_time(hour_start_hist_s + table.step_s)
+        hour_s = self.replay.scheduler_time(hour_start_hist_s + 2 * table.step_s) - next_start_s
+        history = {}
+        for zone in {s.price_zone for s in self.fleet.sites if s.price_zone}:
+            column = table.zone_index(zone)
+            rate = fx.get(table.currencies[column], math.nan)
+            past = [
+                float(v) * rate
+                for v in table.prices[max(row - PAST_HOURS + 1, 0) : row + 1, column]
+            ]
+            history[zone] = PriceHistory(past, next_start_s, hour_s)
+        return history
 
-    def _send_modes(self, plan: PowerPlan) -> None:
-        core = self.loop.core
-        sessions = self.loop.sessions
-        for node_id, session in list(sessions.items()):
-            node = core.nodes.get(node_id)
-            p = plan.sites.get(node.info.site) if node is not None else None
-            if p is None:
-                continue
-            session.send(
-                agent_pb2.SchedulerMessage(
-                    power_mode=agent_pb2.PowerMode(
-                        site=p.site,
-                        mining_mw=p.mining_mw,
-                        ai_mw=p.ai_mw,
-                        curtailed_mw=p.curtailed_mw,
-                        reason="; ".join(p.reasons)[:500],
-                    )
-                )
-            )
+    def send_modes(self) -> None:
+        """Each connected agent gets its site's power mode when it differs from the last one it
+        got: on a change of the split, and when it (re)connects."""
+        for node_id in list(self.loop.sessions):
+            self._send_mode_to(node_id)
+
+    def _send_mode_to(self, node_id: str) -> None:
+        session = self.loop.sessions.get(node_id)
+        node = self.loop.core.nodes.get(node_id)
+        mode = self._modes.get(node.info.site) if node is not None else None
+        if session is None or mode is None:
+            return
+        sent = self._mode_sent.get(node_id)
+        if sent is not None and sent[0] is session and mode.same_split(sent[1]):
+            return
+        session.send(agent_codec.power_mode(mode))
+        self._mode_sent[node_id] = (session, mode)
 
     def _account(self, previous: PowerPlan | None, market: MarketSnapshot, now_s: float) -> None:
         if previous is None or self.market is None:
@@ -356,7 +293,8 @@ class PowerController:
                 )
 
     def on_node(self, node: NodeState, now_s: float) -> None:
-        pass
+        # A node heard from (a new session's first heartbeat): it gets the mode if it lacks it.
+        self._send_mode_to(node.info.node_id)
 
     def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
         pass

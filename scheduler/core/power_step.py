@@ -1,0 +1,233 @@
+"""One power tick, pure: the market, the nodes and the last plan in; the plan and what it asks of
+the rest out.
+
+Everything a plan interval decides lives here, so that every driver decides it the same way:
+- each site's AI demand and what that work is worth (`site_demand`);
+- the power plan (`plan_power`);
+- the placer's view of each site: price, opportunity price and the outlook for flex deferral
+  (`site_views`);
+- which sites may take new work (`serving.may_serve`), and which must shed what runs
+  (`serving.shed_orders`);
+- a `SetPowerMode` for each site whose split changed.
+
+The edge (`scheduler/control/power.py`) reads the feed, calls `power_step`, and carries the result
+out: site views and serving sites to the scheduler core, shed orders to `SchedulerCore.shed`, power
+modes to the agents through the api, rows to the journal, series to the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.core.economics import opportunity_price_usd_per_mwh
+from scheduler.core.fleet import Fleet
+from scheduler.core.market import MarketSnapshot
+from scheduler.core.outlook import hour_of_day_outlook
+from scheduler.core.placement import PriceOutlook, SiteView
+from scheduler.core.planner import (
+    PlannerConfig,
+    PowerPlan,
+    SiteAiDemand,
+    SiteOverride,
+    plan_power,
+)
+from scheduler.core.planner.inputs import NO_OVERRIDE
+from scheduler.core.scheduler import KW_PER_MW, NodeState, ShedOrder
+from scheduler.core.serving import may_serve, shed_orders
+
+OUTLOOK_HOURS = 12
+# Tokens per second a node is assumed to turn out before it has run anything (its value per MWh).
+DEFAULT_TOKENS_PER_S = 100.0
+DEFAULT_PRICE_USD_PER_MILLION_TOKENS = 0.15
+_MODE_EPS_MW = 1e-9
+
+
+@dataclass(frozen=True)
+class PriceHistory:
+    """A zone's past hourly prices in USD/MWh, the last being the current hour, and when the
+    next hour starts on the scheduler's clock (a compressed market clock makes hours short)."""
+
+    past_usd_per_mwh: Sequence[float]
+    next_hour_start_s: float
+    hour_s: float
+
+
+@dataclass(frozen=True)
+class SetPowerMode:
+    """Tell a site's agents its new split (their power adapters apply it)."""
+
+    site: str
+    mining_mw: float
+    ai_mw: float
+    curtailed_mw: float
+    reason: str
+
+    def same_split(self, other: SetPowerMode | None) -> bool:
+        return other is not None and all(
+            abs(a - b) <= _MODE_EPS_MW
+            for a, b in (
+                (self.mining_mw, other.mining_mw),
+                (self.ai_mw, other.ai_mw),
+                (self.curtailed_mw, other.curtailed_mw),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class PowerInputs:
+    fleet: Fleet
+    market: MarketSnapshot
+    nodes: Sequence[NodeState]
+    previous: PowerPlan | None
+    overrides: Mapping[str, SiteOverride]
+    now_s: float
+    config: PlannerConfig
+    ai_value_floor_usd_per_mwh: float
+    price_history: Mapping[str, PriceHistory]  # by price zone; missing: no outlook
+
+
+@dataclass(frozen=True)
+class PowerStep:
+    plan: PowerPlan
+    site_views: dict[str, SiteView]
+    serving_sites: frozenset[str]
+    shed_orders: tuple[ShedOrder, ...]
+    modes: tuple[SetPowerMode, ...]  # every site's split now
+    mode_changes: tuple[SetPowerMode, ...]  # the sites whose split changed since `previous`
+
+
+def node_value_usd_per_mwh(node: NodeState, prices: Mapping[str, Mapping[str, float]]) -> float:
+    """Tokens a node turns out per MWh of busy power, times what a token sells for (standard
+    tier), for its best model."""
+    info = node.info
+    rates = node.estimates.tokens_per_s or {m: DEFAULT_TOKENS_PER_S for m in info.models}
+    best = 0.0
+    for model, tokens_per_s in rates.items():
+        price = prices.get(model, {}).get("standard", DEFAULT_PRICE_USD_PER_MILLION_TOKENS)
+        tokens_per_mwh = tokens_per_s * 3600.0 / max(info.busy_power_kw / KW_PER_MW, 1e-9)
+        best = max(best, tokens_per_mwh * price / 1e6)
+    return best
+
+
+def site_demand(
+    nodes: Iterable[NodeState],
+    prices: Mapping[str, Mapping[str, float]],
+    ai_value_floor_usd_per_mwh: float,
+) -> dict[str, SiteAiDemand]:
+    """AI demand per site from the connected nodes: busy power of what runs, and standby for the
+    rest of their capacity.
+
+    Its value is what the nodes' measured throughput earns per MWh, but never less than the
+    floor: serving capacity is sold with latency promises, and keeping it is worth that much to
+    the business (the price of a broken promise). Below the floor price a site keeps its
+    connected nodes serving; above it (a real price spike) AI curtails there.
+    """
+    busy_kw: dict[str, float] = {}
+    standby_kw: dict[str, float] = {}
+    value_weighted: dict[str, float] = {}
+    for node in nodes:
+        if not node.connected:
+            continue
+        info = node.info
+        share = min(len(node.running) / max(info.slots_total, 1), 1.0)
+        busy_kw[info.site] = busy_kw.get(info.site, 0.0) + info.busy_power_kw * share
+        standby_kw[info.site] = standby_kw.get(info.site, 0.0) + info.busy_power_kw * (1 - share)
+        value_weighted[info.site] = value_weighted.get(info.site, 0.0) + (
+            node_value_usd_per_mwh(node, prices) * info.busy_power_kw
+        )
+    demand = {}
+    for site, kw in standby_kw.items():
+        total_kw = kw + busy_kw.get(site, 0.0)
+        demand[site] = SiteAiDemand(
+            ai_busy_mw=busy_kw.get(site, 0.0) / KW_PER_MW,
+            ai_queued_mw=0.0,
+            value_usd_per_mwh=max(
+                value_weighted[site] / total_kw if total_kw else 0.0,
+                ai_value_floor_usd_per_mwh,
+            ),
+            standby_mw=kw / KW_PER_MW,
+        )
+    return demand
+
+
+def price_outlook(
+    history: PriceHistory | None, r_mine_usd_per_mwh: float, at_cap: bool
+) -> tuple[PriceOutlook, ...]:
+    """The opportunity price of each of the next hours, from the past week's same hours."""
+    if history is None:
+        return ()
+    windows = []
+    expected = hour_of_day_outlook(list(history.past_usd_per_mwh), OUTLOOK_HOURS)
+    for ahead, price in enumerate(expected, start=1):
+        if math.isnan(price):
+            continue
+        start_s = history.next_hour_start_s + (ahead - 1) * history.hour_s
+        windows.append(
+            PriceOutlook(start_s, opportunity_price_usd_per_mwh(price, r_mine_usd_per_mwh, at_cap))
+        )
+    return tuple(windows)
+
+
+def power_step(inputs: PowerInputs) -> PowerStep:
+    fleet = inputs.fleet
+    floor = inputs.ai_value_floor_usd_per_mwh
+    demand = site_demand(inputs.nodes, fleet.tier_prices_usd_per_million_tokens, floor)
+    plan = plan_power(
+        fleet, inputs.market, demand, inputs.previous, dict(inputs.overrides), inputs.now_s,
+        inputs.config,
+    )
+    regions = {s.name: s.region for s in fleet.sites}
+    views = {
+        site: SiteView(
+            site=site,
+            region=regions[site],
+            price_usd_per_mwh=p.price_usd_per_mwh,
+            opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
+            outlook=price_outlook(
+                inputs.price_history.get(p.price_zone) if p.price_zone else None,
+                p.r_mine_usd_per_mwh, p.at_cap,
+            ),
+        )
+        for site, p in plan.sites.items()
+    }
+    # Nodes at sites the fleet does not know have no plan to obey: they may serve.
+    outside = {n.info.site for n in inputs.nodes} - set(regions)
+    serving = {
+        site for site, p in plan.sites.items()
+        if may_serve(p, inputs.overrides.get(site, NO_OVERRIDE), floor)
+    } | outside
+    modes = tuple(
+        SetPowerMode(p.site, p.mining_mw, p.ai_mw, p.curtailed_mw, "; ".join(p.reasons)[:500])
+        for p in plan.sites.values()
+    )
+    before = inputs.previous.sites if inputs.previous is not None else {}
+    changes = tuple(
+        m for m in modes
+        if not m.same_split(
+            SetPowerMode(m.site, old.mining_mw, old.ai_mw, old.curtailed_mw, "")
+            if (old := before.get(m.site)) is not None else None
+        )
+    )
+    return PowerStep(
+        plan=plan,
+        site_views=views,
+        serving_sites=frozenset(serving),
+        shed_orders=tuple(shed_orders(plan, inputs.overrides, inputs.now_s, floor)),
+        modes=modes,
+        mode_changes=changes,
+    )
+
+
+__all__ = [
+    "OUTLOOK_HOURS",
+    "PowerInputs",
+    "PowerStep",
+    "PriceHistory",
+    "SetPowerMode",
+    "node_value_usd_per_mwh",
+    "power_step",
+    "price_outlook",
+    "site_demand",
+]
