@@ -53,3 +53,6 @@ class SchedulerSettings(BaseSettings):
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).
     ai_value_floor_usd_per_mwh: float = Field(1000.0, ge=0)
+    # A site takes no new AI work this long (scheduler seconds) before a demand-response window
+    # that cuts its load, so work started just before is not preempted by the window.
+    dr_window_lead_s: float = Field(120.0, ge=0)

@@ -238,6 +238,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         for _, value, setter in setters:
             if value:
                 setter(value, now_s)
+        # Kept in the journal: a restarted scheduler obeys them until they expire.
+        self.loop.journal.put_ops_state("market:ops", self.ops.to_json())
         log.info("market value set by key %s: %s", who.key_id, request)
         self.power.tick(now_s)
         return self.market_message()

@@ -67,6 +67,7 @@ class PowerController:
         replay: ReplayFeed | None = None,
         interval_s: float = 2.0,
         ai_value_floor_usd_per_mwh: float = 1000.0,
+        window_lead_s: float = 120.0,
     ) -> None:
         self.loop = loop
         self.fleet = fleet
@@ -76,6 +77,7 @@ class PowerController:
         self.replay = replay
         self.interval_s = interval_s
         self.ai_value_floor_usd_per_mwh = ai_value_floor_usd_per_mwh
+        self.window_lead_s = window_lead_s
         self.overrides: dict[str, SiteOverride] = {}
         self.plan: PowerPlan | None = None
         self.market: MarketSnapshot | None = None
@@ -129,6 +131,7 @@ class PowerController:
                 config=self.config,
                 ai_value_floor_usd_per_mwh=self.ai_value_floor_usd_per_mwh,
                 price_history=self._price_history(now_s),
+                window_lead_s=self.window_lead_s,
             )
         )
         plan = step.plan

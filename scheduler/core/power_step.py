@@ -86,6 +86,9 @@ class PowerInputs:
     config: PlannerConfig
     ai_value_floor_usd_per_mwh: float
     price_history: Mapping[str, PriceHistory]  # by price zone; missing: no outlook
+    # A site stops taking new work this long before a demand-response window that cuts its
+    # load, so that work started now is not cut off by it (it would be preempted and moved).
+    window_lead_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,14 @@ def site_demand(
 
 
 def price_outlook(
-    history: PriceHistory | None, r_mine_usd_per_mwh: float, at_cap: bool
+    history: PriceHistory | None,
+    r_mine_usd_per_mwh: float,
+    at_cap: bool,
+    closed: Sequence[tuple[float, float]] = (),
 ) -> tuple[PriceOutlook, ...]:
-    """The opportunity price of each of the next hours, from the past week's same hours."""
+    """The opportunity price of each of the next hours, from the past week's same hours. Hours
+    that overlap a `closed` interval (a demand-response window) are left out: flex work must not
+    wait for a site that will have no power then."""
     if history is None:
         return ()
     windows = []
@@ -164,10 +172,23 @@ def price_outlook(
         if math.isnan(price):
             continue
         start_s = history.next_hour_start_s + (ahead - 1) * history.hour_s
+        end_s = start_s + history.hour_s
+        if any(start_s < c_end and c_start < end_s for c_start, c_end in closed):
+            continue
         windows.append(
             PriceOutlook(start_s, opportunity_price_usd_per_mwh(price, r_mine_usd_per_mwh, at_cap))
         )
     return tuple(windows)
+
+
+def _cutting_windows(
+    override: SiteOverride, load_mw: float, now_s: float
+) -> list[tuple[float, float]]:
+    """(start, end) of the site's windows not yet over that cut its load below what it draws."""
+    return [
+        (w.start_s, w.end_s) for w in override.windows
+        if w.end_s > now_s and w.max_load_mw < load_mw
+    ]
 
 
 def power_step(inputs: PowerInputs) -> PowerStep:
@@ -179,6 +200,10 @@ def power_step(inputs: PowerInputs) -> PowerStep:
         inputs.config,
     )
     regions = {s.name: s.region for s in fleet.sites}
+    closing = {
+        site: _cutting_windows(inputs.overrides.get(site, NO_OVERRIDE), p.load_mw, inputs.now_s)
+        for site, p in plan.sites.items()
+    }
     views = {
         site: SiteView(
             site=site,
@@ -187,7 +212,7 @@ def power_step(inputs: PowerInputs) -> PowerStep:
             opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
             outlook=price_outlook(
                 inputs.price_history.get(p.price_zone) if p.price_zone else None,
-                p.r_mine_usd_per_mwh, p.at_cap,
+                p.r_mine_usd_per_mwh, p.at_cap, closing[site],
             ),
         )
         for site, p in plan.sites.items()
@@ -197,6 +222,9 @@ def power_step(inputs: PowerInputs) -> PowerStep:
     serving = {
         site for site, p in plan.sites.items()
         if may_serve(p, inputs.overrides.get(site, NO_OVERRIDE), floor)
+        and not any(
+            0 <= start_s - inputs.now_s <= inputs.window_lead_s for start_s, _ in closing[site]
+        )
     } | outside
     modes = tuple(
         SetPowerMode(p.site, p.mining_mw, p.ai_mw, p.curtailed_mw, "; ".join(p.reasons)[:500])

@@ -9,6 +9,7 @@ Thread-safe: the admin API sets values while the planner's tick reads them.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping
 
@@ -30,6 +31,10 @@ def _forgotten(quote: Quote, now_s: float) -> bool:
         return False
     ttl = quote.valid_until_s - quote.as_of_s
     return now_s > quote.valid_until_s + ttl
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 class OpsFeed:
@@ -98,6 +103,39 @@ class OpsFeed:
             if zone is None and field is None:
                 self._prices.clear()
                 self._fields.clear()
+
+    # The journal keeps the values (ops state "market:ops") so that a restarted scheduler obeys
+    # them until they expire, as the one before did.
+
+    def to_json(self) -> str:
+        def row(q: Quote) -> dict[str, object]:
+            return {"value": q.value, "as_of_s": q.as_of_s, "currency": q.currency,
+                    "valid_until_s": q.valid_until_s}
+
+        with self._lock:
+            return json.dumps({
+                "prices": {zone: row(q) for zone, q in self._prices.items()},
+                "fields": {name: row(q) for name, q in self._fields.items()},
+            })
+
+    def load_json(self, text: str) -> None:
+        """Values saved by `to_json`; ValueError (and nothing changed) when it is not that."""
+        try:
+            doc = json.loads(text)
+            prices = {
+                str(zone): Quote(float(r["value"]), float(r["as_of_s"]), self.name,
+                                 str(r["currency"]), _optional_float(r["valid_until_s"]))
+                for zone, r in doc["prices"].items()
+            }
+            fields = {
+                str(name): Quote(float(r["value"]), float(r["as_of_s"]), self.name, "USD",
+                                 _optional_float(r["valid_until_s"]))
+                for name, r in doc["fields"].items()
+            }
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"not saved ops market values: {err}") from err
+        with self._lock:
+            self._prices, self._fields = prices, fields
 
     def quotes(self, now_s: float) -> MarketQuotes:
         # An expired value stays one more time-to-live, so `assemble_snapshot` reports it as

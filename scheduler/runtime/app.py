@@ -129,6 +129,7 @@ class SchedulerApp:
             replay=self.feeds.replay,
             interval_s=settings.plan_interval_s,
             ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,
+            window_lead_s=settings.dr_window_lead_s,
         )
         self.power.metrics = self.metrics
         self.loop.observers.append(self.power)
@@ -140,6 +141,12 @@ class SchedulerApp:
 
     async def start(self) -> int:
         await self.loop.start()
+        saved = self.loop.journal.load_ops_state().get("market:ops")
+        if saved is not None:
+            try:
+                self.feeds.ops.load_json(saved)
+            except ValueError as err:
+                log.warning("ignoring saved ops market values: %s", err)
         await self.power.start()
         if self.http_feed is not None:
             self.http_feed.start()

@@ -663,8 +663,8 @@ def test_an_agent_token_lets_only_its_agent_in(h: Harness) -> None:
 
 def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) -> None:
     """Ops state lives in the journal: after Ray restarts a SIGKILLed scheduler, a scheduled
-    window (with its MW target and id), a forced mode with its cap and a drain still hold, and
-    the window can then be listed and cancelled through the API."""
+    window (with its MW target and id), a forced mode with its cap, a drain and an ops price
+    still hold, and the window can then be listed and cancelled through the API."""
     from tests.chaos.harness import wait_serving
 
     now_s = time.time()
@@ -675,6 +675,7 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
     )
     h.admin(lambda c: c.set_mode("de-leipzig", "mine", 12.0))
     h.admin(lambda c: c.drain("na-1"))
+    h.pin_price("BR", 33.0)
     try:
         supervisor = h.cluster.supervisor
         assert supervisor is not None
@@ -688,6 +689,8 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
         ]
         leipzig = h.site("de-leipzig")
         assert (leipzig.override, leipzig.override_cap_mw) == ("mine", 12.0)
+        (br,) = [z for z in h.admin(lambda c: c.market()).zones if z.zone == "BR"]
+        assert (br.price_usd_per_mwh, br.source) == (pytest.approx(33.0), "ops")
         until(
             lambda: any(n.id == "na-1" and n.connected and n.draining
                         for n in h.admin(lambda c: c.nodes()).nodes),
@@ -701,3 +704,4 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
     finally:
         h.admin(lambda c: c.set_mode("de-leipzig", "auto"))
         h.admin(lambda c: c.resume("na-1"))
+        h.admin(lambda c: c.clear_market())

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from scheduler.core.fleet import Fleet
-from scheduler.core.planner import ForceMode, PowerPlan, SiteOverride
+from scheduler.core.planner import CurtailmentWindow, ForceMode, PowerPlan, SiteOverride
 from scheduler.core.power_step import (
     PowerInputs,
     PowerStep,
@@ -121,6 +121,28 @@ def test_site_views_carry_the_outlook_of_the_site_zone() -> None:
     view = step(history=history).site_views["s1"]
     assert len(view.outlook) == 12 and view.outlook[0].start_s == T0 + 5.0
     assert math.isfinite(view.opportunity_price_usd_per_mwh)
+
+
+def test_a_site_takes_no_new_work_just_before_a_window_and_flex_does_not_wait_for_it() -> None:
+    history = {ZONE: PriceHistory([40.0] * 168, next_hour_start_s=T0 + 5.0, hour_s=5.0)}
+    soon = SiteOverride(windows=(CurtailmentWindow(T0 + 60.0, T0 + 600.0, 0.0, "4CP"),))
+    before = power_step(PowerInputs(
+        fleet=FLEET, market=make_market(50.0), nodes=[node("a", running=1)], previous=None,
+        overrides={"s1": soon}, now_s=T0, config=CONFIG, ai_value_floor_usd_per_mwh=1000.0,
+        price_history=history, window_lead_s=120.0,
+    ))
+    # Closed to new work within the lead time, but what runs is not shed before the window.
+    assert before.serving_sites == frozenset() and before.shed_orders == ()
+    # The outlook skips the hours the window covers: on this 5 s market clock the hours ahead
+    # start at T0+5, +10, ...; those from T0+60 on fall in the window.
+    starts = [w.start_s - T0 for w in before.site_views["s1"].outlook]
+    assert starts == [5.0 * k for k in range(1, 12)]
+    later = power_step(PowerInputs(
+        fleet=FLEET, market=make_market(50.0), nodes=[node("a", running=1)], previous=None,
+        overrides={"s1": soon}, now_s=T0 - 600.0, config=CONFIG,
+        ai_value_floor_usd_per_mwh=1000.0, price_history={}, window_lead_s=120.0,
+    ))
+    assert later.serving_sites == {"s1"}
 
 
 def test_same_split_ignores_the_reason() -> None:

@@ -109,3 +109,17 @@ def test_the_planner_falls_back_on_what_the_feed_refuses(replay: ReplayFeed) -> 
     plan = plan_power(fleet, only_ops.snapshot(T), {}, None, {}, T)
     assert all(p.fallback and not p.price_known for p in plan.sites.values())
     assert all(p.mining_mw == 0.0 for p in plan.sites.values())  # no history: curtail at once
+
+
+def test_ops_values_survive_a_save_and_load_with_their_expiry() -> None:
+    ops = OpsFeed(zones=["ERCOT", "DE-LU"])
+    ops.set_price("DE-LU", 95.0, 1000.0, currency="EUR", ttl_s=600.0)
+    ops.set_btc_usd(61_000.0, 1000.0)
+    again = OpsFeed(zones=["ERCOT", "DE-LU"])
+    again.load_json(ops.to_json())
+    assert again.quotes(1100.0) == ops.quotes(1100.0)
+    de = again.quotes(1100.0).prices_by_zone["DE-LU"]
+    assert (de.value, de.currency, de.valid_until_s) == (95.0, "EUR", 1600.0)
+    with pytest.raises(ValueError, match="not saved ops market values"):
+        again.load_json('{"prices": 3}')
+    assert again.quotes(1100.0) == ops.quotes(1100.0)  # a bad load changed nothing
