@@ -56,3 +56,5 @@ class SchedulerSettings(BaseSettings):
     # A site takes no new AI work this long (scheduler seconds) before a demand-response window
     # that cuts its load, so work started just before is not preempted by the window.
     dr_window_lead_s: float = Field(120.0, ge=0)
+    # The accounting ledger is kept in the journal this long (market days), then pruned.
+    accounting_retention_days: float = Field(400.0, gt=0)

@@ -389,11 +389,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         rows = []
-        for row in self.power.accounting.rows():
-            if request.site and row.site != request.site:
-                continue
-            if not start_s <= row.hour_start_s < end_s:
-                continue
+        # From the journal: any range within the retention (`accounting_retention_days`).
+        for row in self.loop.journal.accounting_rows(request.site, start_s, end_s):
             rows.append(
                 admin_pb2.AccountingRow(
                     site=row.site,

@@ -68,6 +68,7 @@ class PowerController:
         interval_s: float = 2.0,
         ai_value_floor_usd_per_mwh: float = 1000.0,
         window_lead_s: float = 120.0,
+        accounting_retention_s: float = 400 * 86_400.0,
     ) -> None:
         self.loop = loop
         self.fleet = fleet
@@ -78,6 +79,8 @@ class PowerController:
         self.interval_s = interval_s
         self.ai_value_floor_usd_per_mwh = ai_value_floor_usd_per_mwh
         self.window_lead_s = window_lead_s
+        self.accounting_retention_s = accounting_retention_s
+        self._pruned_hour = math.nan
         self.overrides: dict[str, SiteOverride] = {}
         self.plan: PowerPlan | None = None
         self.market: MarketSnapshot | None = None
@@ -96,6 +99,10 @@ class PowerController:
 
     async def start(self) -> None:
         self._restore_overrides()
+        # The last week of the ledger back in memory (the journal has all of it).
+        latest = self._market_time(self.clock.now_s())
+        for row in self.loop.journal.accounting_rows(start_s=latest - ACCOUNTING_KEEP_S):
+            self.accounting.put(row)
         self.tick(self.clock.now_s())
         self._task = asyncio.create_task(self._run(), name="power-planner")
 
@@ -204,13 +211,22 @@ class PowerController:
         # The compressed clock: an interval of scheduler time stands for more market time.
         market_duration_s = duration_s * self.config.clock_speedup
         start_s = self._market_time(previous.t_s)
+        touched: list[tuple[str, float]] = []
         for site, p in previous.sites.items():
             revenue = self._ai_revenue_usd.pop(site, 0.0)
             self.ai_revenue_usd_per_hour[site] = revenue / (market_duration_s / 3600.0)
-            self.accounting.add(
-                account_interval(p, self.market, market_duration_s, revenue, start_s=start_s)
-            )
+            interval = account_interval(p, self.market, market_duration_s, revenue, start_s=start_s)
+            self.accounting.add(interval)
+            touched += [(site, hour) for hour in self.accounting.hours_of(interval)]
+        # The journal keeps the ledger (the accounting API reads it for any range); memory keeps
+        # the last week for the totals that ops screens show.
+        rows = [r for site, hour in touched if (r := self.accounting.row(site, hour)) is not None]
+        self.loop.journal.put_accounting_rows(rows)
         self.accounting.forget_before(start_s - ACCOUNTING_KEEP_S)
+        hour = (start_s // 3600.0) * 3600.0
+        if hour != self._pruned_hour:
+            self._pruned_hour = hour
+            self.loop.journal.forget_accounting_before(start_s - self.accounting_retention_s)
 
     def _market_time(self, now_s: float) -> float:
         return self.replay.history_time(now_s) if self.replay is not None else now_s

@@ -156,6 +156,18 @@ class Accounting:
                         piece_s)
             t = piece_end
 
+    def put(self, row: SiteHourRow) -> None:
+        """A row as stored (the journal's copy after a restart)."""
+        self._rows[(row.site, row.hour_start_s)] = row
+
+    def hours_of(self, interval: IntervalAccount) -> list[float]:
+        """The hour starts an interval touches (the rows `add` changes)."""
+        if interval.duration_s <= 0.0:
+            return []
+        first = (interval.start_s // HOUR_S) * HOUR_S
+        last = ((interval.start_s + interval.duration_s - 1e-9) // HOUR_S) * HOUR_S
+        return [first + i * HOUR_S for i in range(int((last - first) // HOUR_S) + 1)]
+
     def forget_before(self, hour_start_s: float) -> int:
         """Drop the rows of hours starting before `hour_start_s`; returns how many went."""
         old = [k for k in self._rows if k[1] < hour_start_s]

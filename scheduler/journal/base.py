@@ -6,10 +6,12 @@ cluster, where the journal must outlive any one node). Both are chosen by URL.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 
 
@@ -112,3 +114,14 @@ class Journal(Protocol):
         ...
 
     def load_ops_state(self) -> dict[str, str]: ...
+
+    # The accounting ledger, one row per site and market hour (replaced as the hour fills up).
+    def put_accounting_rows(self, rows: Sequence[SiteHourRow]) -> None: ...
+
+    def accounting_rows(
+        self, site: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[SiteHourRow]:
+        """Rows of hours starting in [start_s, end_s), by hour then site; site "" for all."""
+        ...
+
+    def forget_accounting_before(self, hour_start_s: float) -> int: ...

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from scheduler.core.accounting import SiteHourRow
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.models import ModelKind, Tier
@@ -81,3 +83,25 @@ def list_jobs_query(
     sql += f" ORDER BY job_id LIMIT {mark}"
     args.append(page_size)
     return sql, args
+
+
+ACCOUNTING_COLUMNS = (
+    "site, hour_start_s, mining_mwh, ai_mwh, idle_mwh, curtailed_mwh, mining_revenue_usd, "
+    "ai_revenue_usd, power_cost_usd, covered_s"
+)
+
+
+def accounting_values(row: SiteHourRow) -> tuple[object, ...]:
+    return (
+        row.site, row.hour_start_s, row.mining_mwh, row.ai_mwh, row.idle_mwh, row.curtailed_mwh,
+        row.mining_revenue_usd, row.ai_revenue_usd, row.power_cost_usd, row.covered_s,
+    )
+
+
+def accounting_row(values: Sequence[object]) -> SiteHourRow:
+    site, *numbers = values
+    (hour, mining, ai, idle, curtailed, mining_usd, ai_usd, cost, covered) = (
+        float(v) for v in numbers  # type: ignore[arg-type]
+    )
+    return SiteHourRow(str(site), hour, mining, ai, idle, curtailed, mining_usd, ai_usd, cost,
+                       covered)

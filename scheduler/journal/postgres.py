@@ -23,6 +23,7 @@ future migrations (tables are created if missing, never altered).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +32,18 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavailable, TenantRow
-from scheduler.journal.codec import JOB_COLUMNS, from_row, list_jobs_query, to_row
+from scheduler.journal.codec import (
+    ACCOUNTING_COLUMNS,
+    JOB_COLUMNS,
+    accounting_row,
+    accounting_values,
+    from_row,
+    list_jobs_query,
+    to_row,
+)
 
 T = TypeVar("T")
 
@@ -69,6 +79,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE TABLE IF NOT EXISTS agent_tokens (
   token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounting (
+  site TEXT NOT NULL, hour_start_s DOUBLE PRECISION NOT NULL,
+  mining_mwh DOUBLE PRECISION NOT NULL, ai_mwh DOUBLE PRECISION NOT NULL,
+  idle_mwh DOUBLE PRECISION NOT NULL, curtailed_mwh DOUBLE PRECISION NOT NULL,
+  mining_revenue_usd DOUBLE PRECISION NOT NULL, ai_revenue_usd DOUBLE PRECISION NOT NULL,
+  power_cost_usd DOUBLE PRECISION NOT NULL, covered_s DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY (hour_start_s, site)
 );
 CREATE TABLE IF NOT EXISTS ops_state (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s DOUBLE PRECISION NOT NULL
@@ -369,6 +387,47 @@ class PostgresJournal:
             ),
             replayable=True,
         )
+
+    def put_accounting_rows(self, rows: Sequence[SiteHourRow]) -> None:
+        if not rows:
+            return
+        values = [accounting_values(r) for r in rows]
+        self._write.run(
+            lambda c: c.cursor().executemany(
+                f"INSERT INTO accounting ({ACCOUNTING_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (hour_start_s, site) DO "
+                "UPDATE SET mining_mwh=excluded.mining_mwh, ai_mwh=excluded.ai_mwh, "
+                "idle_mwh=excluded.idle_mwh, curtailed_mwh=excluded.curtailed_mwh, "
+                "mining_revenue_usd=excluded.mining_revenue_usd, "
+                "ai_revenue_usd=excluded.ai_revenue_usd, "
+                "power_cost_usd=excluded.power_cost_usd, covered_s=excluded.covered_s",
+                values,
+            ),
+            replayable=True,
+        )
+
+    def accounting_rows(
+        self, site: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[SiteHourRow]:
+        sql = (f"SELECT {ACCOUNTING_COLUMNS} FROM accounting "
+               "WHERE hour_start_s >= %s AND hour_start_s < %s")
+        args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
+        if site:
+            sql += " AND site = %s"
+            args.append(site)
+        rows = self._read.run(
+            lambda c: c.execute(sql + " ORDER BY hour_start_s, site", args).fetchall(),
+            replayable=True,
+        )
+        return [accounting_row(r) for r in rows]
+
+    def forget_accounting_before(self, hour_start_s: float) -> int:
+        return int(self._write.run(
+            lambda c: c.execute(
+                "DELETE FROM accounting WHERE hour_start_s < %s", (hour_start_s,)
+            ).rowcount,
+            replayable=True,
+        ))
 
     def load_ops_state(self) -> dict[str, str]:
         rows = self._read.run(

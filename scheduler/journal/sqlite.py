@@ -11,6 +11,7 @@ all-or-nothing. Reads go through a second connection, so they never wait for a c
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -18,9 +19,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
-from scheduler.journal.codec import JOB_COLUMNS, from_row, list_jobs_query, to_row
+from scheduler.journal.codec import (
+    ACCOUNTING_COLUMNS,
+    JOB_COLUMNS,
+    accounting_row,
+    accounting_values,
+    from_row,
+    list_jobs_query,
+    to_row,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,6 +58,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE TABLE IF NOT EXISTS agent_tokens (
   token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounting (
+  site TEXT NOT NULL, hour_start_s REAL NOT NULL, mining_mwh REAL NOT NULL, ai_mwh REAL NOT NULL,
+  idle_mwh REAL NOT NULL, curtailed_mwh REAL NOT NULL, mining_revenue_usd REAL NOT NULL,
+  ai_revenue_usd REAL NOT NULL, power_cost_usd REAL NOT NULL, covered_s REAL NOT NULL,
+  PRIMARY KEY (hour_start_s, site)
 );
 CREATE TABLE IF NOT EXISTS ops_state (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s REAL NOT NULL
@@ -324,6 +340,33 @@ class SqliteJournal:
         with self._reading() as db:
             rows = db.execute("SELECT key, value FROM ops_state ORDER BY key").fetchall()
         return {str(k): str(v) for k, v in rows}
+
+    def put_accounting_rows(self, rows: Sequence[SiteHourRow]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO accounting VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [accounting_values(r) for r in rows],
+            )
+
+    def accounting_rows(
+        self, site: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[SiteHourRow]:
+        sql = (f"SELECT {ACCOUNTING_COLUMNS} FROM accounting "
+               "WHERE hour_start_s >= ? AND hour_start_s < ?")
+        args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
+        if site:
+            sql += " AND site = ?"
+            args.append(site)
+        with self._reading() as db:
+            rows = db.execute(sql + " ORDER BY hour_start_s, site", args).fetchall()
+        return [accounting_row(r) for r in rows]
+
+    def forget_accounting_before(self, hour_start_s: float) -> int:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM accounting WHERE hour_start_s < ?", (hour_start_s,))
+        return int(cur.rowcount)
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
         """(t_s, kind, json detail) recorded about a job or site, oldest first."""

@@ -130,6 +130,7 @@ class SchedulerApp:
             interval_s=settings.plan_interval_s,
             ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,
             window_lead_s=settings.dr_window_lead_s,
+            accounting_retention_s=settings.accounting_retention_days * 86_400.0,
         )
         self.power.metrics = self.metrics
         self.loop.observers.append(self.power)

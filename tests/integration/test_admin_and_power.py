@@ -665,6 +665,7 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
     """Ops state lives in the journal: after Ray restarts a SIGKILLed scheduler, a scheduled
     window (with its MW target and id), a forced mode with its cap, a drain and an ops price
     still hold, and the window can then be listed and cancelled through the API."""
+    from hashserve.admin_views import seconds
     from tests.chaos.harness import wait_serving
 
     now_s = time.time()
@@ -676,6 +677,10 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
     h.admin(lambda c: c.set_mode("de-leipzig", "mine", 12.0))
     h.admin(lambda c: c.drain("na-1"))
     h.pin_price("BR", 33.0)
+    ledger = {
+        (r.site, seconds(r.hour)): r.mining_mwh for r in h.admin(lambda c: c.accounting()).rows
+    }
+    assert ledger
     try:
         supervisor = h.cluster.supervisor
         assert supervisor is not None
@@ -689,6 +694,12 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
         ]
         leipzig = h.site("de-leipzig")
         assert (leipzig.override, leipzig.override_cap_mw) == ("mine", 12.0)
+        # The ledger's hours from before the restart are still served, from the journal.
+        after = {(r.site, seconds(r.hour)): r.mining_mwh
+                 for r in h.admin(lambda c: c.accounting()).rows}
+        kept = [k for k in ledger if k in after]
+        assert len(kept) == len(ledger)
+        assert all(after[k] >= ledger[k] - 1e-9 for k in kept)  # an hour may have gone on filling
         (br,) = [z for z in h.admin(lambda c: c.market()).zones if z.zone == "BR"]
         assert (br.price_usd_per_mwh, br.source) == (pytest.approx(33.0), "ops")
         until(

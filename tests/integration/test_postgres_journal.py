@@ -246,6 +246,23 @@ def test_ops_state_is_replaced_and_deleted_by_key(journal: Journal) -> None:
     assert journal.load_ops_state() == {}
 
 
+def test_accounting_rows_are_replaced_ranged_and_pruned(journal: Journal) -> None:
+    from scheduler.core.accounting import SiteHourRow
+
+    a0 = SiteHourRow("a", 0.0, 1.0, 0.5, 0.1, 0.0, 95.0, 3.0, 40.0, 1800.0)
+    a0_full = SiteHourRow("a", 0.0, 2.0, 1.0, 0.2, 0.0, 190.0, 6.0, 80.0, 3600.0)
+    b0 = SiteHourRow("b", 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 3600.0)
+    a1 = SiteHourRow("a", 3600.0, 1.0, 0.0, 0.0, 0.0, 95.0, 0.0, 50.0, 3600.0)
+    journal.put_accounting_rows([a0, b0])
+    journal.put_accounting_rows([a0_full, a1])  # the hour filled up: the row is replaced
+    assert journal.accounting_rows() == [a0_full, b0, a1]
+    assert journal.accounting_rows("a") == [a0_full, a1]
+    assert journal.accounting_rows(start_s=3600.0) == [a1]
+    assert journal.accounting_rows(end_s=3600.0) == [a0_full, b0]
+    assert journal.forget_accounting_before(3600.0) == 2
+    assert journal.accounting_rows() == [a1]
+
+
 def test_tenants_upsert(journal: Journal) -> None:
     assert journal.get_tenant("acme") is None
     journal.upsert_tenant(TenantRow("acme", 100, 5.0))

@@ -138,3 +138,16 @@ def test_forget_before_drops_only_older_hours() -> None:
         )
     assert ledger.forget_before(7200.0) == 2
     assert [r.hour_start_s for r in ledger.rows()] == [7200.0]
+
+
+def test_the_hours_an_interval_touches() -> None:
+    from scheduler.core.accounting import Accounting, IntervalAccount
+
+    def interval(start_s: float, duration_s: float) -> IntervalAccount:
+        return IntervalAccount("s", start_s, duration_s, 0, 0, 0, 0, 0, 0, 0)
+
+    ledger = Accounting()
+    assert ledger.hours_of(interval(0.0, 3600.0)) == [0.0]
+    assert ledger.hours_of(interval(3000.0, 1200.0)) == [0.0, 3600.0]
+    assert ledger.hours_of(interval(3600.0, 7300.0)) == [3600.0, 7200.0, 10800.0]
+    assert ledger.hours_of(interval(10.0, 0.0)) == []
