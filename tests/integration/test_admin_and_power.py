@@ -695,11 +695,12 @@ def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) ->
         leipzig = h.site("de-leipzig")
         assert (leipzig.override, leipzig.override_cap_mw) == ("mine", 12.0)
         # The ledger's hours from before the restart are still served, from the journal.
-        after = {(r.site, seconds(r.hour)): r.mining_mwh
-                 for r in h.admin(lambda c: c.accounting()).rows}
-        kept = [k for k in ledger if k in after]
+        ledger_after = {(r.site, seconds(r.hour)): r.mining_mwh
+                        for r in h.admin(lambda c: c.accounting()).rows}
+        kept = [k for k in ledger if k in ledger_after]
         assert len(kept) == len(ledger)
-        assert all(after[k] >= ledger[k] - 1e-9 for k in kept)  # an hour may have gone on filling
+        # An hour may have gone on filling since.
+        assert all(ledger_after[k] >= ledger[k] - 1e-9 for k in kept)
         (br,) = [z for z in h.admin(lambda c: c.market()).zones if z.zone == "BR"]
         assert (br.price_usd_per_mwh, br.source) == (pytest.approx(33.0), "ops")
         until(
