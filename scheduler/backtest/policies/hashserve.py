@@ -302,8 +302,15 @@ class HashservePolicy:
                                  view.now_s, self.profile)[0]
                 if isinstance(decision, Deferral):
                     until_hour = math.ceil((decision.until_s - self.world.start_s) / S_PER_H)
-                    self.held_until_hour[item.item_id] = max(until_hour, view.t + 1)
-                    break
+                    # Never wait into the last hour the work may run in: every flex item that
+                    # waited for the same cheap hour would need its GPUs at once, and what did
+                    # not fit would have no hour left (the placer's deferral does not see
+                    # capacity).
+                    if until_hour < item.due_hour:
+                        self.held_until_hour[item.item_id] = max(until_hour, view.t + 1)
+                        break
+                    decision = place([replace(request, deferrable=False)], list(nodes.values()),
+                                     views[open_sites], view.now_s, self.profile)[0]
                 if not isinstance(decision, Placement):
                     break  # no node can take it now: it stays queued
                 segment = by_node[decision.node_id]

@@ -92,3 +92,24 @@ def test_no_gpu_draw_without_work() -> None:
 def test_needs_a_fleet() -> None:
     with pytest.raises(ValueError, match="fleet"):
         simulate(HashservePolicy(), two_site_world(), standard_workload())
+
+
+def test_flex_work_never_waits_into_its_last_hour() -> None:
+    # B alone has GPUs; its price 80 / 10 / 80. Flex work of hour 0 may run in hours 0 and 1
+    # only, and hour 1 is cheap; but interactive work fills B's GPUs in hour 1. Waiting into the
+    # last allowed hour would leave the flex work no hour to run in: it runs now instead.
+    base = two_site_world(price=((500, 500, 500), (80, 10, 80)), with_fleet=True)
+    world = replace(base, pools=base.pools[1:])
+    fleet = world.fleet
+    assert fleet is not None
+    world = replace(
+        world,
+        fleet=replace(fleet, sites=(replace(fleet.sites[0], gpu_groups=()), fleet.sites[1])),
+        pool_group=(0,),
+    )
+    flex = work_class(Tier.FLEX, 1.0, 2)
+    interactive = work_class(Tier.INTERACTIVE, 2.0, 1)
+    work = workload([(flex, (800, 0, 0)), (interactive, (0, 100_000, 0))])
+    result = simulate(HashservePolicy(), world, work)
+    assert result.deadline_misses_by_tier["flex"] == 0
+    assert result.ai_mw[1, 0] == pytest.approx(0.8)
