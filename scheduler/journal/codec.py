@@ -91,6 +91,20 @@ ACCOUNTING_COLUMNS = (
 )
 
 
+def accounting_query(
+    mark: str, site: str, start_s: float, end_s: float
+) -> tuple[str, list[object]]:
+    """Ledger rows of hours in [start_s, end_s), of one site or all, for a backend whose
+    parameter mark is `mark`. Infinite bounds become finite (neither database takes inf)."""
+    sql = (f"SELECT {ACCOUNTING_COLUMNS} FROM accounting "
+           f"WHERE hour_start_s >= {mark} AND hour_start_s < {mark}")
+    args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
+    if site:
+        sql += f" AND site = {mark}"
+        args.append(site)
+    return sql + " ORDER BY hour_start_s, site", args
+
+
 def accounting_values(row: SiteHourRow) -> tuple[object, ...]:
     return (
         row.site, row.hour_start_s, row.mining_mwh, row.ai_mwh, row.idle_mwh, row.curtailed_mwh,

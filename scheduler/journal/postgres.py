@@ -38,6 +38,7 @@ from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavai
 from scheduler.journal.codec import (
     ACCOUNTING_COLUMNS,
     JOB_COLUMNS,
+    accounting_query,
     accounting_row,
     accounting_values,
     from_row,
@@ -409,16 +410,8 @@ class PostgresJournal:
     def accounting_rows(
         self, site: str = "", start_s: float = -math.inf, end_s: float = math.inf
     ) -> list[SiteHourRow]:
-        sql = (f"SELECT {ACCOUNTING_COLUMNS} FROM accounting "
-               "WHERE hour_start_s >= %s AND hour_start_s < %s")
-        args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
-        if site:
-            sql += " AND site = %s"
-            args.append(site)
-        rows = self._read.run(
-            lambda c: c.execute(sql + " ORDER BY hour_start_s, site", args).fetchall(),
-            replayable=True,
-        )
+        sql, args = accounting_query("%s", site, start_s, end_s)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
         return [accounting_row(r) for r in rows]
 
     def forget_accounting_before(self, hour_start_s: float) -> int:

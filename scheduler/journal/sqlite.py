@@ -23,8 +23,8 @@ from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
 from scheduler.journal.codec import (
-    ACCOUNTING_COLUMNS,
     JOB_COLUMNS,
+    accounting_query,
     accounting_row,
     accounting_values,
     from_row,
@@ -353,14 +353,9 @@ class SqliteJournal:
     def accounting_rows(
         self, site: str = "", start_s: float = -math.inf, end_s: float = math.inf
     ) -> list[SiteHourRow]:
-        sql = (f"SELECT {ACCOUNTING_COLUMNS} FROM accounting "
-               "WHERE hour_start_s >= ? AND hour_start_s < ?")
-        args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
-        if site:
-            sql += " AND site = ?"
-            args.append(site)
+        sql, args = accounting_query("?", site, start_s, end_s)
         with self._reading() as db:
-            rows = db.execute(sql + " ORDER BY hour_start_s, site", args).fetchall()
+            rows = db.execute(sql, args).fetchall()
         return [accounting_row(r) for r in rows]
 
     def forget_accounting_before(self, hour_start_s: float) -> int:

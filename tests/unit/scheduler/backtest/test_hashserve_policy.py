@@ -10,6 +10,7 @@ import pytest
 from scheduler.backtest.optimum import hindsight_optimum
 from scheduler.backtest.policies import BASELINES, HashservePolicy, make_policy
 from scheduler.backtest.simulate import simulate
+from scheduler.backtest.world import World
 from scheduler.core.models import Tier
 from tests.unit.scheduler.backtest.builders import (
     standard_workload,
@@ -55,18 +56,23 @@ def test_prices_ai_at_the_opportunity_price_where_cheapest_now_does_not() -> Non
         assert ours > simulate(make_policy(name), world, work).profit_usd
 
 
-def test_flex_work_waits_for_the_cheap_hour() -> None:
-    # Only B has GPUs (spare power, not at its cap); B's prices 80 / 10 / 80 are known ahead
-    # (day-ahead). Flex work from hour 0 with 3 h is deferred by the placer to hour 1.
+def b_only_world() -> World:
+    """The hand-worked world with GPUs at B alone; B's prices 80 / 10 / 80."""
     base = two_site_world(price=((500, 500, 500), (80, 10, 80)), with_fleet=True)
     world = replace(base, pools=base.pools[1:])
     fleet = world.fleet
     assert fleet is not None
-    world = replace(
+    return replace(
         world,
         fleet=replace(fleet, sites=(replace(fleet.sites[0], gpu_groups=()), fleet.sites[1])),
         pool_group=(0,),
     )
+
+
+def test_flex_work_waits_for_the_cheap_hour() -> None:
+    # Only B has GPUs (spare power, not at its cap); B's prices 80 / 10 / 80 are known ahead
+    # (day-ahead). Flex work from hour 0 with 3 h is deferred by the placer to hour 1.
+    world = b_only_world()
     flex = work_class(Tier.FLEX, 1.0, 3)
     result = simulate(HashservePolicy(), world, workload([(flex, (800, 0, 0))]))
     np.testing.assert_allclose(result.ai_mw[1], [0.0, 0.8, 0.0], atol=1e-9)
@@ -98,15 +104,7 @@ def test_flex_work_never_waits_into_its_last_hour() -> None:
     # B alone has GPUs; its price 80 / 10 / 80. Flex work of hour 0 may run in hours 0 and 1
     # only, and hour 1 is cheap; but interactive work fills B's GPUs in hour 1. Waiting into the
     # last allowed hour would leave the flex work no hour to run in: it runs now instead.
-    base = two_site_world(price=((500, 500, 500), (80, 10, 80)), with_fleet=True)
-    world = replace(base, pools=base.pools[1:])
-    fleet = world.fleet
-    assert fleet is not None
-    world = replace(
-        world,
-        fleet=replace(fleet, sites=(replace(fleet.sites[0], gpu_groups=()), fleet.sites[1])),
-        pool_group=(0,),
-    )
+    world = b_only_world()
     flex = work_class(Tier.FLEX, 1.0, 2)
     interactive = work_class(Tier.INTERACTIVE, 2.0, 1)
     work = workload([(flex, (800, 0, 0)), (interactive, (0, 100_000, 0))])
