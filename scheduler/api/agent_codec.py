@@ -1,16 +1,79 @@
-"""Messages to agents, encoded: the control loop emits intents, this turns them into protos.
+"""The agent stream's wire format, in one place: intents out encoded, agent messages in decoded.
 
 The control edge decides what to tell an agent (an assignment, a cancel, a power mode, a welcome,
-an acknowledgement) and hands the intent here; nothing outside `scheduler/api` builds an agent
-message, so the wire format has one home (a layers test keeps it so).
+an acknowledgement) and hands the intent here; what an agent says reaches it as the typed events
+of `scheduler/control/agent_events.py`. Nothing outside `scheduler/api` reads or builds an agent
+message (a layers test keeps it so).
 """
 
 from __future__ import annotations
 
 from hashserve.v1 import agent_pb2, jobs_pb2
 from scheduler.api.convert import timestamp
+from scheduler.control.agent_events import (
+    AgentEvent,
+    AgentHeartbeat,
+    AgentHello,
+    JobOutcomeReport,
+    JobProgressReport,
+    JobStartedReport,
+)
 from scheduler.core.power_step import SetPowerMode
-from scheduler.core.scheduler import Assign, CancelOnNode
+from scheduler.core.scheduler import Assign, CancelOnNode, NodeInfo
+
+# What an agent that does not say its power draws (an older agent): a small CPU node.
+DEFAULT_IDLE_POWER_KW = 0.3
+DEFAULT_BUSY_POWER_KW = 0.7
+
+
+def decode_hello(hello: agent_pb2.AgentHello) -> AgentHello:
+    """A checked hello (agent_service checks it first) as the loop takes it."""
+    info = NodeInfo(
+        node_id=hello.agent_id,
+        site=hello.site,
+        region=hello.region,
+        gpu_kind=hello.gpu_kind,
+        models=frozenset(hello.models),
+        memory_mb=int(hello.gpu_memory_mb),
+        slots_total=max(int(hello.max_concurrent_jobs), 1),
+        idle_power_kw=hello.idle_power_kw or DEFAULT_IDLE_POWER_KW,
+        busy_power_kw=hello.busy_power_kw or DEFAULT_BUSY_POWER_KW,
+        resumable_models=frozenset(hello.resumable_models),
+    )
+    return AgentHello(info, tuple((r.job_id, r.attempt) for r in hello.running))
+
+
+def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
+    """An agent's message after its hello; None for one the loop has no use for (a second
+    hello, an empty message)."""
+    kind = msg.WhichOneof("msg")
+    if kind == "heartbeat":
+        hb = msg.heartbeat
+        return AgentHeartbeat(
+            running=tuple((r.job_id, r.attempt) for r in hb.running),
+            free_slots=int(hb.free_slots),
+            power_draw_kw=hb.power_draw_kw,
+            gpu_utilization=hb.gpu_utilization,
+            draining=hb.draining,
+        )
+    if kind == "started":
+        return JobStartedReport(msg.started.ref.job_id, msg.started.ref.attempt)
+    if kind == "progress":
+        p = msg.progress
+        return JobProgressReport(p.ref.job_id, p.ref.attempt, p.text_delta, int(p.tokens_so_far))
+    if kind == "outcome":
+        o = msg.outcome
+        if o.WhichOneof("outcome") == "result":
+            r = o.result
+            return JobOutcomeReport(
+                o.ref.job_id, o.ref.attempt, r.SerializeToString(), "", o.run_ms, o.energy_kwh,
+                int(r.prompt_tokens) + int(r.completion_tokens),
+            )
+        return JobOutcomeReport(
+            o.ref.job_id, o.ref.attempt, b"", o.error or "unknown agent error", o.run_ms,
+            o.energy_kwh, 0,
+        )
+    return None
 
 
 def assignment(

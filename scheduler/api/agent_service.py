@@ -14,10 +14,12 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator
+from typing import cast
 
 import grpc
 
 from hashserve.v1 import agent_pb2, agent_pb2_grpc
+from scheduler.api import agent_codec
 from scheduler.api.auth import Authenticator, AuthError
 from scheduler.control.loop import ControlLoop
 
@@ -58,12 +60,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this token may not act as agent {hello.agent_id!r}",
             )
-        session = self.loop.open_session(hello)
+        session = self.loop.open_session(agent_codec.decode_hello(hello))
 
         async def read() -> None:
             try:
                 async for msg in messages:
-                    self.loop.on_agent_message(session, msg)
+                    event = agent_codec.decode(msg)
+                    if event is not None:
+                        self.loop.on_agent_message(session, event)
             except Exception as err:  # a broken stream ends the session, not the server
                 log.info("agent %s stream ended: %s", session.node_id, err)
             finally:
@@ -75,7 +79,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 out = await session.outbox.get()
                 if out is None:
                     break
-                yield out
+                yield cast(agent_pb2.SchedulerMessage, out)  # only agent_codec fills outboxes
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,9 +17,17 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hashserve.v1 import agent_pb2, customer_pb2
+from hashserve.v1 import customer_pb2
 from scheduler.api import agent_codec
 from scheduler.api.convert import job_to_proto
+from scheduler.control.agent_events import (
+    AgentEvent,
+    AgentHeartbeat,
+    AgentHello,
+    JobOutcomeReport,
+    JobProgressReport,
+    JobStartedReport,
+)
 from scheduler.control.observe import LoopObserver
 from scheduler.control.watchers import Watchers
 from scheduler.core.clock import Clock
@@ -31,7 +39,6 @@ from scheduler.core.scheduler import (
     Assign,
     CancelOnNode,
     Moved,
-    NodeInfo,
     SchedulerCore,
     SchedulerPolicy,
     Step,
@@ -48,11 +55,10 @@ def new_job_id() -> str:
 @dataclass
 class AgentSession:
     node_id: str
-    outbox: asyncio.Queue[agent_pb2.SchedulerMessage | None] = field(
-        default_factory=asyncio.Queue
-    )
+    # Encoded messages (scheduler/api/agent_codec.py) for the agent's stream; None ends it.
+    outbox: asyncio.Queue[object | None] = field(default_factory=asyncio.Queue)
 
-    def send(self, msg: agent_pb2.SchedulerMessage) -> None:
+    def send(self, msg: object) -> None:
         self.outbox.put_nowait(msg)
 
     def close(self) -> None:
@@ -274,28 +280,15 @@ class ControlLoop:
 
     # ----- agents ---------------------------------------------------------------------------
 
-    def open_session(self, hello: agent_pb2.AgentHello) -> AgentSession:
-        node_id = hello.agent_id
+    def open_session(self, hello: AgentHello) -> AgentSession:
+        info = hello.info
+        node_id = info.node_id
         old = self.sessions.get(node_id)
         if old is not None:
             old.close()  # a reconnect replaces the half-dead stream
         session = AgentSession(node_id)
         self.sessions[node_id] = session
-        info = NodeInfo(
-            node_id=node_id,
-            site=hello.site,
-            region=hello.region,
-            gpu_kind=hello.gpu_kind,
-            models=frozenset(hello.models),
-            memory_mb=int(hello.gpu_memory_mb),
-            slots_total=max(int(hello.max_concurrent_jobs), 1),
-            idle_power_kw=hello.idle_power_kw or 0.3,
-            busy_power_kw=hello.busy_power_kw or 0.7,
-            resumable_models=frozenset(hello.resumable_models),
-        )
-        step = self.core.connect_node(
-            info, [(r.job_id, r.attempt) for r in hello.running], self.clock.now_s()
-        )
+        step = self.core.connect_node(info, hello.running, self.clock.now_s())
         session.send(
             agent_codec.welcome(
                 node_id, heartbeat_interval_ms=1000, lease_ms=int(self.core.policy.lease_s * 1000)
@@ -304,8 +297,8 @@ class ControlLoop:
         self.apply(step)
         self.kick()
         log.info(
-            "agent %s connected (site %s, region %s)", node_id, hello.site, hello.region,
-            extra={"agent_id": node_id, "site": hello.site, "region": hello.region},
+            "agent %s connected (site %s, region %s)", node_id, info.site, info.region,
+            extra={"agent_id": node_id, "site": info.site, "region": info.region},
         )
         return session
 
@@ -319,78 +312,73 @@ class ControlLoop:
                     observer.on_node(node, self.clock.now_s())
             log.info("agent %s disconnected", session.node_id, extra={"agent_id": session.node_id})
 
-    def on_agent_message(self, session: AgentSession, msg: agent_pb2.AgentMessage) -> None:
+    def on_agent_message(self, session: AgentSession, event: AgentEvent) -> None:
         node_id = session.node_id
         now_s = self.clock.now_s()
-        kind = msg.WhichOneof("msg")
-        if kind == "heartbeat":
-            hb = msg.heartbeat
+        if isinstance(event, AgentHeartbeat):
             step = self.core.heartbeat(
                 node_id,
-                [(r.job_id, r.attempt) for r in hb.running],
+                event.running,
                 now_s,
-                power_draw_kw=hb.power_draw_kw,
-                gpu_utilization=hb.gpu_utilization,
-                draining=hb.draining,
+                power_draw_kw=event.power_draw_kw,
+                gpu_utilization=event.gpu_utilization,
+                draining=event.draining,
             )
             self.apply(step)
             node = self.core.nodes.get(node_id)
             if node is not None:
                 for observer in self.observers:
                     observer.on_node(node, now_s)
-            if hb.free_slots:
+            if event.free_slots:
                 self.kick()
-        elif kind == "started":
-            ref = msg.started.ref
-            self.apply(self.core.job_started(node_id, ref.job_id, ref.attempt, now_s))
-        elif kind == "progress":
-            p = msg.progress
-            if not self.core.is_current(node_id, p.ref.job_id, p.ref.attempt):
+        elif isinstance(event, JobStartedReport):
+            self.apply(self.core.job_started(node_id, event.job_id, event.attempt, now_s))
+        elif isinstance(event, JobProgressReport):
+            if not self.core.is_current(node_id, event.job_id, event.attempt):
                 return
-            kept = self._partial.get(p.ref.job_id)
-            if kept is None or kept[0] != p.ref.attempt:
-                kept = (p.ref.attempt, [], 0)
-            kept[1].append(p.text_delta)
-            self._partial[p.ref.job_id] = (kept[0], kept[1], int(p.tokens_so_far))
-            if self.watchers.has(p.ref.job_id):
+            kept = self._partial.get(event.job_id)
+            if kept is None or kept[0] != event.attempt:
+                kept = (event.attempt, [], 0)
+            kept[1].append(event.text_delta)
+            self._partial[event.job_id] = (kept[0], kept[1], event.tokens_so_far)
+            if self.watchers.has(event.job_id):
                 self.watchers.publish(
-                    p.ref.job_id,
+                    event.job_id,
                     customer_pb2.JobEvent(
                         tokens=customer_pb2.TokenDelta(
-                            text=p.text_delta, tokens_so_far=p.tokens_so_far
+                            text=event.text_delta, tokens_so_far=event.tokens_so_far
                         )
                     ),
                 )
-        elif kind == "outcome":
-            self._on_outcome(session, msg.outcome, now_s)
+        elif isinstance(event, JobOutcomeReport):
+            self._on_outcome(session, event, now_s)
 
-    def _on_outcome(
-        self, session: AgentSession, outcome: agent_pb2.JobOutcome, now_s: float
-    ) -> None:
-        ref = outcome.ref
-        if outcome.WhichOneof("outcome") == "result":
-            result = outcome.result
+    def _on_outcome(self, session: AgentSession, outcome: JobOutcomeReport, now_s: float) -> None:
+        if outcome.error:
             verdict = self.core.job_outcome(
-                session.node_id, ref.job_id, ref.attempt, now_s,
-                result_blob=result.SerializeToString(),
-                run_ms=outcome.run_ms,
-                energy_kwh=outcome.energy_kwh,
-                tokens=result.prompt_tokens + result.completion_tokens,
+                session.node_id, outcome.job_id, outcome.attempt, now_s,
+                error=outcome.error, run_ms=outcome.run_ms,
             )
         else:
             verdict = self.core.job_outcome(
-                session.node_id, ref.job_id, ref.attempt, now_s,
-                error=outcome.error or "unknown agent error", run_ms=outcome.run_ms,
+                session.node_id, outcome.job_id, outcome.attempt, now_s,
+                result_blob=outcome.result_blob,
+                run_ms=outcome.run_ms,
+                energy_kwh=outcome.energy_kwh,
+                tokens=outcome.tokens,
             )
         self.apply(verdict.step)
         if not verdict.accepted:
             log.warning(
                 "refused outcome of %s attempt %d from %s: %s",
-                ref.job_id, ref.attempt, session.node_id, verdict.reason,
-                extra={"job_id": ref.job_id, "attempt": ref.attempt, "agent_id": session.node_id},
+                outcome.job_id, outcome.attempt, session.node_id, verdict.reason,
+                extra={"job_id": outcome.job_id, "attempt": outcome.attempt,
+                       "agent_id": session.node_id},
             )
         session.send(
-            agent_codec.outcome_ack(ref.job_id, ref.attempt, verdict.accepted, verdict.reason)
+            agent_codec.outcome_ack(
+                outcome.job_id, outcome.attempt, verdict.accepted, verdict.reason
+            )
         )
         self.kick()
 

@@ -1,7 +1,8 @@
 """The layers, beside the purity test: decisions in the core, messages in the api.
 
-- Agent messages are built in `scheduler/api` only (`agent_codec`): the control loop and the power
-  edge emit intents and hand them there, so the wire format has one home.
+- Agent messages are built and read in `scheduler/api` only (`agent_codec`): the control loop and
+  the power edge emit intents and hand them there, and take typed events
+  (`control/agent_events.py`) from it, so the agent wire format has one home.
 - The live power edge decides nothing itself: it calls the core's `power_step`, which alone calls
   the planner, so the power mode is decided in one place.
 Read with `ast`, nothing imported.
@@ -35,6 +36,24 @@ def calls(path: Path) -> list[tuple[int, str]]:
                 parts.append(func.id)
             found.append((node.lineno, ".".join(reversed(parts))))
     return found
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path", CONTROL, ids=lambda p: p.name)
+def test_control_does_not_touch_the_agent_wire_format(path: Path) -> None:
+    assert "hashserve.v1.agent_pb2" not in imports(path), (
+        f"{path.name} imports the agent protos; go through scheduler/api/agent_codec"
+    )
 
 
 @pytest.mark.parametrize("path", CONTROL, ids=lambda p: p.name)
