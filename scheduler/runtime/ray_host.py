@@ -7,6 +7,7 @@ the new app recovers from the journal and agents reconnect to the same port.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -61,21 +62,38 @@ class SchedulerActor:
         return os.getpid()
 
 
+LOCAL_RAY_START_TRIES = 3
+
+
 def init_ray(address: str | None, relay_worker_logs: bool = True) -> None:
     """`relay_worker_logs=False` keeps the actor's lines out of the driver's output (JSON mode:
-    Ray prefixes relayed lines, which would break them)."""
+    Ray prefixes relayed lines, which would break them).
+
+    A local Ray is started again when its start times out: Ray gives its raylet a fixed 30 s to
+    register, which a loaded 2-core machine (one just done with a previous Ray) can miss."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=relay_worker_logs)
-    else:
-        ray.init(
-            num_cpus=max(os.cpu_count() or 1, 1),
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=relay_worker_logs,
-            configure_logging=False,
-        )
+        return
+    for attempt in range(1, LOCAL_RAY_START_TRIES + 1):
+        try:
+            ray.init(
+                num_cpus=max(os.cpu_count() or 1, 1),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=relay_worker_logs,
+                configure_logging=False,
+            )
+            return
+        except Exception as err:
+            if "timed out during startup" not in str(err) or attempt == LOCAL_RAY_START_TRIES:
+                raise
+            log.warning("local Ray did not start (%s); starting it again (%d/%d)",
+                        err, attempt + 1, LOCAL_RAY_START_TRIES)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            time.sleep(2.0)
 
 
 class SupervisedScheduler:
