@@ -333,12 +333,9 @@ def up(
     reported with how the agent ended and where its log is."""
     from hashserve.demo import demo_agents
     from hashserve.local import AgentExit, LocalCluster, write_credentials_file
-    from hashserve.logs import LogFormat
+    from hashserve.logs import LogFormat, enable_fatal_signal_trace
 
-    handler = _logging(False, log_format, {"process": "local-cluster"})
-    from hashserve.logs import enable_fatal_signal_trace
-
-    enable_fatal_signal_trace(handler)
+    enable_fatal_signal_trace(_logging(False, log_format, {"process": "local-cluster"}))
 
     def on_agent_exit(event: AgentExit) -> None:
         console.print(f"[red]{event.describe()}[/]")

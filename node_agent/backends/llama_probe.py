@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node_agent.backends.llama_engine import EngineUnavailable, cpu_flags
+from node_agent.backends.llama_engine import EngineUnavailable, cpu_flags, variant_libraries
 
 PROBE_TOKENS = 2
 DEFAULT_TIMEOUT_S = 180.0
@@ -61,11 +61,12 @@ def _cache_key(gguf: Path | None) -> str | None:
         spec = importlib.util.find_spec("llama_cpp")
         if spec is None or spec.origin is None:
             return None
-        lib_dir = Path(spec.origin).parent / "lib"
+        package_dir = Path(spec.origin).parent
         parts = [sys.executable, " ".join(sorted(cpu_flags()))]
-        for lib in sorted(lib_dir.glob("*.so*")) + sorted(
-            (lib_dir.parent.parent / "bin").glob("libggml-cpu-*.so")
-        ):
+        variants = variant_libraries(package_dir)
+        for lib in sorted((package_dir / "lib").glob("*.so*")) + [
+            variants[name] for name in sorted(variants)
+        ]:
             st = lib.stat()
             parts.append(f"{lib}:{st.st_size}:{st.st_mtime_ns}")
         if gguf is not None:

@@ -412,14 +412,14 @@ def _decision_rows(step: Step, now_s: float) -> list[tuple[float, str, str, str]
 def _log_job_change(rec: JobRecord) -> None:
     """One line per journalled change, with the ids a fleet's logs are searched by: INFO for what
     an operator looks for (a job that failed, expired or was placed again), DEBUG for the rest."""
-    fields = {
-        "job_id": rec.job_id, "attempt": rec.attempt, "tenant": rec.tenant,
-        "node_id": rec.node_id, "site": rec.site, "model": rec.spec.model,
-    }
     notable = rec.state in (JobState.FAILED, JobState.EXPIRED) or (
         rec.state is JobState.ASSIGNED and rec.attempt > 1
     )
     if notable or log.isEnabledFor(logging.DEBUG):
+        fields = {
+            "job_id": rec.job_id, "attempt": rec.attempt, "tenant": rec.tenant,
+            "node_id": rec.node_id, "site": rec.site, "model": rec.spec.model,
+        }
         log.log(
             logging.INFO if notable else logging.DEBUG,
             "job %s %s (attempt %d%s)%s",

@@ -26,6 +26,7 @@ from scheduler.core.fleet import Fleet
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.outlook import hour_of_day_outlook
 from scheduler.core.placement import PriceOutlook, SiteView
+from scheduler.core.placement.scores import KW_PER_MW
 from scheduler.core.planner import (
     PlannerConfig,
     PowerPlan,
@@ -34,7 +35,7 @@ from scheduler.core.planner import (
     plan_power,
 )
 from scheduler.core.planner.inputs import NO_OVERRIDE
-from scheduler.core.scheduler import KW_PER_MW, NodeState, ShedOrder
+from scheduler.core.scheduler import NodeState, ShedOrder
 from scheduler.core.serving import may_serve, shed_orders
 
 OUTLOOK_HOURS = 12

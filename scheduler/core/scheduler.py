@@ -31,13 +31,12 @@ from scheduler.core.placement import (
     SiteView,
     place,
 )
-from scheduler.core.placement.rules import order_key
+from scheduler.core.placement.rules import TIER_RANK, order_key
+from scheduler.core.placement.scores import KW_PER_MW
 
 AttemptKey = tuple[str, int]
 _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 _SHED_EPS_MW = 1e-9
-_TIER_RANK = {"interactive": 0, "standard": 1, "flex": 2}
-KW_PER_MW = 1000.0
 
 
 @dataclass(frozen=True)
@@ -492,7 +491,7 @@ class SchedulerCore:
                     running.append(
                         RunningWork(
                             job_id, attempt, node_id, per_job_mw, rec.spec.value_usd,
-                            _TIER_RANK.get(rec.spec.tier.value, 1),
+                            TIER_RANK[rec.spec.tier],
                             rec.started_s or rec.assigned_s,
                         )
                     )
