@@ -48,6 +48,12 @@ class SchedulerSettings(BaseSettings):
     market_seconds_per_hour: float = Field(
         5.0, gt=0, description="scheduler seconds per hour of history; 3600 replays in real time"
     )
+    # The wall-clock time (Unix seconds) at which the replay is at `market_replay_start`; default:
+    # when the scheduler starts. Several processes given the same origin replay the same hour at
+    # the same moment (a standby scheduler, a twin run, agents' simulated ASIC fleets).
+    market_replay_origin_s: float | None = Field(
+        None, description="Unix time at which the replay is at market_replay_start"
+    )
     market_http_url: str | None = Field(None, description="poll this JSON endpoint for prices")
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)

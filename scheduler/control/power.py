@@ -25,12 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hashserve.v1 import jobs_pb2
 from scheduler.api import agent_codec
-from scheduler.core.accounting import Accounting, account_interval
+from scheduler.core.accounting import Accounting, IntervalAccount
 from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
-from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.planner import (
@@ -40,7 +38,8 @@ from scheduler.core.planner import (
     PowerPlan,
     SiteOverride,
 )
-from scheduler.core.power_step import PowerInputs, PriceHistory, SetPowerMode, power_step
+from scheduler.core.power_step import PRICE_HISTORY_HOURS, PriceHistory, SetPowerMode
+from scheduler.core.power_tick import PowerTick
 from scheduler.core.scheduler import NodeState, Step
 from scheduler.feeds.base import MarketFeed
 from scheduler.feeds.replay import ReplayFeed
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     from scheduler.control.loop import ControlLoop
 
 log = logging.getLogger("hashserve.scheduler.power")
-PAST_HOURS = 7 * 24
 # Market hours of accounting kept in memory: a week. On a compressed clock the ledger would
 # otherwise grow by a row per site every few seconds for as long as the scheduler runs.
 ACCOUNTING_KEEP_S = 7 * 24 * 3600.0
@@ -82,18 +80,30 @@ class PowerController:
         self.accounting_retention_s = accounting_retention_s
         self._pruned_hour = math.nan
         self.overrides: dict[str, SiteOverride] = {}
-        self.plan: PowerPlan | None = None
-        self.market: MarketSnapshot | None = None
-        self.accounting = Accounting()
+        # The tick of the core that the backtester's twin runs too: ledger, plan, shedding.
+        self.ticker = PowerTick(fleet, config, ai_value_floor_usd_per_mwh, window_lead_s)
         self.metrics: SchedulerMetrics | None = None
-        self._ai_revenue_usd: dict[str, float] = {}
         self._modes: dict[str, SetPowerMode] = {}
         # The mode each agent was last sent, on which session (a reconnect is a new session).
         self._mode_sent: dict[str, tuple[object, SetPowerMode]] = {}
-        # AI revenue of each site's last planning interval, per market hour (sites, metrics).
-        self.ai_revenue_usd_per_hour: dict[str, float] = {}
         self._regions = {s.name: s.region for s in fleet.sites}
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def plan(self) -> PowerPlan | None:
+        return self.ticker.plan
+
+    @property
+    def market(self) -> MarketSnapshot | None:
+        return self.ticker.market
+
+    @property
+    def accounting(self) -> Accounting:
+        return self.ticker.accounting
+
+    @property
+    def ai_revenue_usd_per_hour(self) -> dict[str, float]:
+        return self.ticker.ai_revenue_usd_per_hour
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class PowerController:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self._sleep_s(self.clock.now_s()))
             try:
                 self.tick(self.clock.now_s())
             except Exception:  # a bad market value must not stop planning for good
@@ -123,66 +133,45 @@ class PowerController:
     # ----- one tick -------------------------------------------------------------------------
 
     def tick(self, now_s: float) -> PowerPlan:
-        """One plan interval: the pure `power_step`, then carry out what it decided."""
-        core = self.loop.core
-        market = self.feed.snapshot(now_s)
+        """One plan interval: the core's `PowerTick`, then carry out what it decided."""
         previous = self.plan
-        step = power_step(
-            PowerInputs(
-                fleet=self.fleet,
-                market=market,
-                nodes=list(core.nodes.values()),
-                previous=previous,
-                overrides=self.overrides,
-                now_s=now_s,
-                config=self.config,
-                ai_value_floor_usd_per_mwh=self.ai_value_floor_usd_per_mwh,
-                price_history=self._price_history(now_s),
-                window_lead_s=self.window_lead_s,
-            )
+        market = self.feed.snapshot(now_s)
+        result = self.ticker.run(
+            self.loop.core, market, self.overrides, now_s, self._market_time(now_s),
+            self._price_history(now_s),
         )
-        plan = step.plan
-        self._account(previous, market, now_s)
-        self.plan, self.market = plan, market
-        core.site_views = step.site_views
-        core.serving_sites = step.serving_sites
-        # A curtailment is enforced: running AI work over what the plan admits is preempted
-        # (and, its site now closed, placed elsewhere by the next schedule).
-        shed = core.shed(step.shed_orders, now_s)
-        if shed.moves:
+        plan = result.step.plan
+        self._journal_ledger(result.booked)
+        if result.shed.moves:
             log.warning(
                 "shedding AI load: %d running jobs preempted at %s",
-                len(shed.moves), ", ".join(sorted({m.site for m in shed.moves})),
+                len(result.shed.moves), ", ".join(sorted({m.site for m in result.shed.moves})),
             )
-            self.loop.apply(shed)
-        self._modes = {m.site: m for m in step.modes}
+            self.loop.apply(result.shed)
+        self._modes = {m.site: m for m in result.step.modes}
         self.send_modes()
         self._record(previous, plan, market, now_s)
         self.loop.kick()
         return plan
 
+    def _sleep_s(self, now_s: float) -> float:
+        """Until the next plan interval, or the next market hour if that comes first: a new
+        hour's price takes effect when the hour starts, not up to an interval later."""
+        if self.replay is None:
+            return self.interval_s
+        hour_s = 3600.0
+        history_s = self.replay.history_time(now_s)
+        next_hour_s = self.replay.scheduler_time((history_s // hour_s + 1) * hour_s)
+        # A few ms past the boundary, so that the feed is certain to quote the new hour.
+        return max(min(self.interval_s, next_hour_s - now_s + 0.005), 0.005)
+
     def _price_history(self, now_s: float) -> dict[str, PriceHistory]:
-        """Each zone's past week of hourly prices in USD, from the replayed history."""
         if self.replay is None:
             return {}
-        table = self.replay.prices
-        row = table.row_at(self.replay.history_time(now_s))
-        if row is None:
-            return {}
-        fx = dict(self.fleet.fx_usd_per_unit)
-        hour_start_hist_s = float(table.t_s[row])
-        next_start_s = self.replay.scheduler_time(hour_start_hist_s + table.step_s)
-        hour_s = self.replay.scheduler_time(hour_start_hist_s + 2 * table.step_s) - next_start_s
-        history = {}
-        for zone in {s.price_zone for s in self.fleet.sites if s.price_zone}:
-            column = table.zone_index(zone)
-            rate = fx.get(table.currencies[column], math.nan)
-            past = [
-                float(v) * rate
-                for v in table.prices[max(row - PAST_HOURS + 1, 0) : row + 1, column]
-            ]
-            history[zone] = PriceHistory(past, next_start_s, hour_s)
-        return history
+        return self.replay.price_history(
+            now_s, {s.price_zone for s in self.fleet.sites if s.price_zone},
+            self.fleet.fx_usd_per_unit, PRICE_HISTORY_HOURS,
+        )
 
     def send_modes(self) -> None:
         """Each connected agent gets its site's power mode when it differs from the last one it
@@ -202,26 +191,18 @@ class PowerController:
         session.send(agent_codec.power_mode(mode))
         self._mode_sent[node_id] = (session, mode)
 
-    def _account(self, previous: PowerPlan | None, market: MarketSnapshot, now_s: float) -> None:
-        if previous is None or self.market is None:
+    def _journal_ledger(self, booked: Sequence[IntervalAccount]) -> None:
+        """The journal keeps the ledger (the accounting API reads it for any range); memory keeps
+        the last week for the totals that ops screens show."""
+        if not booked:
             return
-        duration_s = now_s - previous.t_s
-        if duration_s <= 0:
-            return
-        # The compressed clock: an interval of scheduler time stands for more market time.
-        market_duration_s = duration_s * self.config.clock_speedup
-        start_s = self._market_time(previous.t_s)
-        touched: list[tuple[str, float]] = []
-        for site, p in previous.sites.items():
-            revenue = self._ai_revenue_usd.pop(site, 0.0)
-            self.ai_revenue_usd_per_hour[site] = revenue / (market_duration_s / 3600.0)
-            interval = account_interval(p, self.market, market_duration_s, revenue, start_s=start_s)
-            self.accounting.add(interval)
-            touched += [(site, hour) for hour in self.accounting.hours_of(interval)]
-        # The journal keeps the ledger (the accounting API reads it for any range); memory keeps
-        # the last week for the totals that ops screens show.
-        rows = [r for site, hour in touched if (r := self.accounting.row(site, hour)) is not None]
+        touched = {(i.site, hour) for i in booked for hour in self.accounting.hours_of(i)}
+        rows = [
+            r for site, hour in sorted(touched)
+            if (r := self.accounting.row(site, hour)) is not None
+        ]
         self.loop.journal.put_accounting_rows(rows)
+        start_s = booked[0].start_s
         self.accounting.forget_before(start_s - ACCOUNTING_KEEP_S)
         hour = (start_s // 3600.0) * 3600.0
         if hour != self._pruned_hour:
@@ -302,14 +283,8 @@ class PowerController:
         pass
 
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
-        for rec in step.changed:
-            if rec.state is JobState.SUCCEEDED and rec.site:
-                # Revenue from the tokens actually used, as the agent reported them.
-                result = jobs_pb2.JobResult.FromString(rec.result_blob)
-                tokens = int(result.prompt_tokens) + int(result.completion_tokens)
-                self._ai_revenue_usd[rec.site] = (
-                    self._ai_revenue_usd.get(rec.site, 0.0) + rec.charged_usd(tokens)
-                )
+        # Revenue from the tokens actually used, as the agents reported them.
+        self.ticker.observe(step.changed)
 
     def on_node(self, node: NodeState, now_s: float) -> None:
         # A node heard from (a new session's first heartbeat): it gets the mode if it lacks it.

@@ -49,6 +49,7 @@ class JobRecord:
     result_blob: bytes = b""
     run_ms: float = 0.0
     energy_kwh: float = 0.0
+    tokens_used: int = 0  # prompt and completion tokens of the answer (what is charged)
     # Every (node, attempt) this job was given, so a late result can be named in the refusal.
     history: tuple[str, ...] = field(default=())
 

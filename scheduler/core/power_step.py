@@ -39,6 +39,8 @@ from scheduler.core.scheduler import NodeState, ShedOrder
 from scheduler.core.serving import may_serve, shed_orders
 
 OUTLOOK_HOURS = 12
+# Hours of past prices the outlook is built from (the same hours of the past week).
+PRICE_HISTORY_HOURS = 7 * 24
 # Tokens per second a node is assumed to turn out before it has run anything (its value per MWh).
 DEFAULT_TOKENS_PER_S = 100.0
 DEFAULT_PRICE_USD_PER_MILLION_TOKENS = 0.15
@@ -251,6 +253,7 @@ def power_step(inputs: PowerInputs) -> PowerStep:
 
 __all__ = [
     "OUTLOOK_HOURS",
+    "PRICE_HISTORY_HOURS",
     "PowerInputs",
     "PowerStep",
     "PriceHistory",

@@ -430,7 +430,7 @@ class SchedulerCore:
             node.estimates.learn(rec.spec.model, tokens, run_ms / 1000.0, energy_kwh)
         self._finish(
             rec, JobEvent.SUCCEED, now_s, step,
-            result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh,
+            result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh, tokens_used=tokens,
         )
         step.answers.append((job_id, node_id, attempt))
         return OutcomeVerdict(True, "accepted", step)

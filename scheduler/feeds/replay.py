@@ -21,6 +21,7 @@ Times in the quotes are mapped back onto the scheduler's clock, and each quote c
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from scheduler.core.market import (
     Quote,
     assemble_snapshot,
 )
+from scheduler.core.power_step import PriceHistory
 from scheduler.feeds.history import (
     DAY_S,
     BtcDaily,
@@ -122,6 +124,30 @@ class ReplayFeed:
 
     def scheduler_time(self, history_s: float) -> float:
         return self.origin_s + (history_s - self.start_s) / self.speedup
+
+    def price_history(
+        self, now_s: float, zones: Iterable[str], fx_usd_per_unit: Mapping[str, float],
+        past_hours: int,
+    ) -> dict[str, PriceHistory]:
+        """Each zone's last `past_hours` hourly prices in USD up to the hour of `now_s` (what the
+        price outlook is built from), with when the next hour starts on the scheduler's clock."""
+        table = self.prices
+        row = table.row_at(self.history_time(now_s))
+        if row is None:
+            return {}
+        hour_start_hist_s = float(table.t_s[row])
+        next_start_s = self.scheduler_time(hour_start_hist_s + table.step_s)
+        hour_s = self.scheduler_time(hour_start_hist_s + 2 * table.step_s) - next_start_s
+        history = {}
+        for zone in zones:
+            column = table.zone_index(zone)
+            rate = fx_usd_per_unit.get(table.currencies[column], math.nan)
+            past = [
+                float(v) * rate
+                for v in table.prices[max(row - past_hours + 1, 0) : row + 1, column]
+            ]
+            history[zone] = PriceHistory(past, next_start_s, hour_s)
+        return history
 
     def _quote(self, value: float, as_of_hist_s: float, max_age_s: float, currency: str) -> Quote:
         return Quote(

@@ -16,7 +16,7 @@ JOB_COLUMNS = (
     "spec_hash", "model", "kind", "tier", "input_tokens", "output_tokens_est", "deadline_s",
     "allowed_regions", "memory_mb", "value_usd", "spec_blob", "submitted_s", "assigned_s",
     "started_s", "finished_s", "lease_expires_s", "not_before_s", "error", "result_blob",
-    "run_ms", "energy_kwh", "history",
+    "run_ms", "energy_kwh", "history", "tokens_used",
 )
 
 
@@ -28,7 +28,7 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
         s.output_tokens_est, s.deadline_s, ",".join(sorted(s.allowed_regions)), s.memory_mb,
         s.value_usd, r.spec_blob, r.submitted_s, r.assigned_s, r.started_s, r.finished_s,
         r.lease_expires_s, r.not_before_s, r.error, r.result_blob, r.run_ms, r.energy_kwh,
-        json.dumps(list(r.history)),
+        json.dumps(list(r.history)), r.tokens_used,
     )
 
 
@@ -68,6 +68,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         run_ms=float(d["run_ms"]),
         energy_kwh=float(d["energy_kwh"]),
         history=tuple(json.loads(d["history"])),
+        tokens_used=int(d["tokens_used"]),
     )
 
 

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   spec_blob BLOB NOT NULL, submitted_s REAL NOT NULL, assigned_s REAL NOT NULL,
   started_s REAL NOT NULL, finished_s REAL NOT NULL, lease_expires_s REAL NOT NULL,
   not_before_s REAL NOT NULL, error TEXT NOT NULL, result_blob BLOB NOT NULL,
-  run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL
+  run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL,
+  tokens_used INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key != '';
@@ -104,6 +105,9 @@ class SqliteJournal:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tokens_used" not in columns:  # a journal written before jobs kept their tokens
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0")
         # A second connection reads (API keys on every call, jobs, tenants). In WAL mode a reader
         # sees every committed transaction and never waits for a writer, so a read does not
         # queue behind a commit that is waiting for the disk. (":memory:" is one database per

@@ -65,6 +65,7 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
         start=settings.market_replay_start,
         speedup=speedup,
         clock=clock,
+        origin_s=settings.market_replay_origin_s,
         zones=zones,
         fx_usd_per_unit=fx,
         limits=limits,

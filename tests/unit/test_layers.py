@@ -3,8 +3,9 @@
 - Agent messages are built and read in `scheduler/api` only (`agent_codec`): the control loop and
   the power edge emit intents and hand them there, and take typed events
   (`control/agent_events.py`) from it, so the agent wire format has one home.
-- The live power edge decides nothing itself: it calls the core's `power_step`, which alone calls
-  the planner, so the power mode is decided in one place.
+- The live power edge and the backtest's twin decide nothing themselves: both run the core's
+  `PowerTick` (which alone calls `power_step`, which alone calls the planner), so the power mode
+  is decided in one place, and the backtest's ledger is the live one's.
 Read with `ast`, nothing imported.
 """
 
@@ -65,8 +66,25 @@ def test_control_builds_no_agent_message(path: Path) -> None:
     assert built == [], f"{path.name} builds agent messages; use scheduler/api/agent_codec"
 
 
-def test_the_live_power_edge_plans_only_through_the_core_step() -> None:
-    power = REPO / "scheduler" / "control" / "power.py"
-    names = {name.split(".")[-1] for _, name in calls(power)}
-    assert "power_step" in names
-    assert "plan_power" not in names and "shed_orders" not in names and "may_serve" not in names
+DRIVERS = [
+    REPO / "scheduler" / "control" / "power.py",
+    REPO / "scheduler" / "backtest" / "twin.py",
+]
+DECISIONS = {"power_step", "plan_power", "shed_orders", "may_serve", "site_demand", "place",
+             "account_interval"}
+
+
+@pytest.mark.parametrize("path", DRIVERS, ids=lambda p: p.parent.name + "/" + p.name)
+def test_the_power_drivers_plan_only_through_the_core_tick(path: Path) -> None:
+    names = {name.split(".")[-1] for _, name in calls(path)}
+    assert "PowerTick" in names, f"{path.name} does not run the core's PowerTick"
+    assert names.isdisjoint(DECISIONS), sorted(names & DECISIONS)
+
+
+def test_the_core_tick_is_the_one_caller_of_the_power_step() -> None:
+    callers = sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "scheduler").rglob("*.py")
+        if "power_step" in {name.split(".")[-1] for _, name in calls(path)}
+    )
+    assert callers == ["scheduler/core/power_tick.py"]

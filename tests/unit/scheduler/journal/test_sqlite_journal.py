@@ -67,6 +67,7 @@ def full_record() -> JobRecord:
         run_ms=812.75,
         energy_kwh=3.25e-5,
         history=("node-1#1", "node-2#2", "node-7#3"),
+        tokens_used=377,
     )
 
 
