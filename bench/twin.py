@@ -7,7 +7,9 @@ Both run the same tick of the core (`SchedulerCore` and `PowerTick`):
   modelled from the same engine's measured speed and token counts.
 
 The fleet is four sites of the example fleet, on four price zones (`--sites`); the hours are
-fixed (`--start`, `--hours`) and include hours in which the Texas site curtails for price. The
+fixed (`--start`, `--hours`) and include hours in which the Texas site curtails for price, and a
+demand-response window with a MW target that ops schedule through the admin API (`--dr-*`; the
+twin gets the same window). The
 workload is seeded (`--seed`): `--jobs-per-hour` generations per market hour, of mixed tiers and
 prompts. Before the run, each prompt is generated once with the agents' engine: that is the
 workload's trace of tokens per request (greedy decoding, so every run uses the same tokens).
@@ -46,9 +48,9 @@ from scheduler.backtest.twin import TwinJob, TwinNode, TwinSettings, run_twin
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
-from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
 from scheduler.core.placement import DEFAULT_PROFILE
-from scheduler.core.planner import PlannerConfig
+from scheduler.core.planner import CurtailmentWindow, PlannerConfig, SiteOverride
 from scheduler.core.scheduler import NodeInfo, SchedulerPolicy
 from scheduler.feeds.history import parse_utc_s
 from scheduler.feeds.layered import LayeredFeed
@@ -68,6 +70,9 @@ PROMPTS = (
 )
 IDLE_KW, BUSY_KW = 0.3, 0.7
 PLAN_INTERVAL_S, TICK_S = 2.0, 0.2
+# How long before a window a site stops taking new work (scheduler seconds). Short here, so that
+# work still runs when the window starts and is shed (bench/curtail.py measures that alone).
+DR_LEAD_S = 1.0
 # Market hours the live scheduler runs before the compared hours start (Ray, the agents and a
 # first plan come up in them), and after they end (the last hour's ledger is booked).
 LEAD_WALL_S = 40.0
@@ -152,6 +157,12 @@ async def run_live(
     async with AdminClient(cluster.address, cluster.credentials.admin_key) as a, Client(
         cluster.address, cluster.credentials.api_key
     ) as c:
+        if args.dr_hours > 0:
+            dr_start_s = origin_s + args.dr_hour * args.seconds_per_hour
+            await a.curtail(
+                args.dr_site, dr_start_s, dr_start_s + args.dr_hours * args.seconds_per_hour,
+                "bench: demand response", max_load_mw=args.dr_max_load_mw,
+            )
         job_ids = []
         for p in planned:
             delay = origin_s + p.offset_s - time.time()
@@ -164,6 +175,8 @@ async def run_live(
             job = await c.get(job_id)
             name = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
             states[name] = states.get(name, 0) + 1
+            if job.attempt > 1:
+                states["moved"] = states.get("moved", 0) + 1
         rows = [
             SiteHourRow(
                 site=r.site, hour_start_s=float(r.hour.seconds), mining_mwh=r.mining_mwh,
@@ -202,9 +215,14 @@ def main() -> None:
     p.add_argument("--jobs-per-hour", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--sites", default=",".join(SITES))
+    p.add_argument("--dr-site", default="de-leipzig", help="site of the demand-response window")
+    p.add_argument("--dr-hour", type=float, default=9.0, help="its start, market hours in")
+    p.add_argument("--dr-hours", type=float, default=2.0, help="its length (0: no window)")
+    p.add_argument("--dr-max-load-mw", type=float, default=5.0, help="the site's load in it")
     args = p.parse_args()
     if args.smoke:
         args.hours, args.seconds_per_hour, args.jobs_per_hour, args.max_tokens = 4, 4.0, 1, 16
+        args.dr_hour, args.dr_hours = 2.0, 1.0
     from tests.chaos.harness import llm_installed
 
     if not llm_installed():
@@ -234,6 +252,7 @@ def main() -> None:
             "market_seconds_per_hour": args.seconds_per_hour,
             "plan_interval_s": PLAN_INTERVAL_S,
             "tick_s": TICK_S,
+            "dr_window_lead_s": DR_LEAD_S,
         }
         cluster = LocalCluster(
             workdir=Path(tmp) / "live", agents=plans, settings_overrides=settings
@@ -263,7 +282,7 @@ def main() -> None:
         sorted(fleet.price_zones), None, None, replay, dict(fleet.fx_usd_per_unit),
         DEFAULT_MARKET_LIMITS.scaled(speedup),
     )
-    catalogue = DEFAULT_CATALOGUE
+    catalogue = priced_catalogue(DEFAULT_CATALOGUE, fleet.tier_prices_usd_per_million_tokens)
     regions = {s.region for s in fleet.sites}
     jobs = []
     for i, planned_job in enumerate(planned):
@@ -285,13 +304,21 @@ def main() -> None:
         )
         for plan in plans
     ]
+    overrides = {}
+    if args.dr_hours > 0:
+        dr_start_s = twin_origin_s + args.dr_hour * args.seconds_per_hour
+        overrides[args.dr_site] = SiteOverride(windows=(CurtailmentWindow(
+            dr_start_s, dr_start_s + args.dr_hours * args.seconds_per_hour, args.dr_max_load_mw,
+        ),))
     twin = run_twin(
         fleet, feed, replay, nodes, jobs, twin_origin_s - LEAD_WALL_S,
         LEAD_WALL_S + (args.hours + SETTLE_H) * args.seconds_per_hour,
         TwinSettings(
-            plan_interval_s=PLAN_INTERVAL_S, tick_s=TICK_S, policy=SchedulerPolicy(),
-            profile=DEFAULT_PROFILE, planner=PlannerConfig(clock_speedup=speedup),
+            plan_interval_s=PLAN_INTERVAL_S, tick_s=TICK_S, dr_window_lead_s=DR_LEAD_S,
+            policy=SchedulerPolicy(), profile=DEFAULT_PROFILE,
+            planner=PlannerConfig(clock_speedup=speedup),
         ),
+        overrides=overrides,
     )
     live = sums(live_rows, start_s, args.hours)
     back = sums(twin.accounting.rows(), start_s, args.hours)
@@ -315,6 +342,8 @@ def main() -> None:
         "live_job_states": live_states,
         "backtest_job_states": twin_states,
         "backtest_preempted": twin.preempted,
+        "dr_window": {"site": args.dr_site, "start_hour": args.dr_hour, "hours": args.dr_hours,
+                      "max_load_mw": args.dr_max_load_mw} if args.dr_hours > 0 else None,
         "tokens_per_s_measured": round(tokens_per_s, 1),
         "live": {k: round(v, 4) for k, v in live.items()},
         "backtest": {k: round(v, 4) for k, v in back.items()},

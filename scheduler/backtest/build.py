@@ -45,7 +45,7 @@ from scheduler.core.economics import (
 )
 from scheduler.core.fleet import Fleet, SiteSpec
 from scheduler.core.market import PRICE_ZONE_CURRENCY
-from scheduler.core.models import DEFAULT_CATALOGUE, ModelKind, ModelSpec, Tier
+from scheduler.core.models import DEFAULT_CATALOGUE, ModelKind, ModelSpec, Tier, priced_catalogue
 from scheduler.core.planner.split import AsicLevels
 
 # Real-time (not day-ahead) series in the shipped price file, per the shared data README:
@@ -288,13 +288,7 @@ def generation_model(fleet: Fleet, name: str | None = None) -> ModelSpec:
     spec = DEFAULT_CATALOGUE.get(name)
     if spec is None:
         raise ValueError(f"model {name!r} is not in the model catalogue")
-    prices = fleet.tier_prices_usd_per_million_tokens.get(name, {})
-    tiers = {
-        tier: replace(terms, usd_per_million_tokens=float(prices.get(tier.value,
-                                                                    terms.usd_per_million_tokens)))
-        for tier, terms in spec.tiers.items()
-    }
-    return replace(spec, tiers=tiers)
+    return priced_catalogue({name: spec}, fleet.tier_prices_usd_per_million_tokens)[name]
 
 
 def fleet_tokens_per_s(world: World, model: str) -> float:

@@ -1,11 +1,13 @@
 """The model catalogue: what can be asked for, its limits, and what it costs per tier.
 
 Pure data. Both the customer API (validation, ListModels) and the placer (memory filter) read it.
+The prices here are defaults; the scheduler runs on `priced_catalogue(..., fleet prices)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 
@@ -76,3 +78,22 @@ SMOLLM2 = ModelSpec(
 )
 
 DEFAULT_CATALOGUE: dict[str, ModelSpec] = {m.name: m for m in (MINILM, SMOLLM2)}
+
+
+def priced_catalogue(
+    catalogue: Mapping[str, ModelSpec], prices: Mapping[str, Mapping[str, float]]
+) -> dict[str, ModelSpec]:
+    """The catalogue at the fleet file's list prices (`prices[model][tier]`, USD per million
+    tokens): admission, the value of AI work, accounting and the backtest all read them from
+    here, so a price is set in one place. A model or tier the file leaves out keeps its default.
+    """
+    out = {}
+    for name, spec in catalogue.items():
+        given = prices.get(name, {})
+        tiers = {
+            tier: replace(terms, usd_per_million_tokens=float(given[tier.value]))
+            if tier.value in given else terms
+            for tier, terms in spec.tiers.items()
+        }
+        out[name] = replace(spec, tiers=tiers)
+    return out

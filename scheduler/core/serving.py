@@ -29,7 +29,8 @@ class ShedCause(str, Enum):
 
 
 def may_serve(
-    p: SitePowerPlan, override: SiteOverride, ai_value_floor_usd_per_mwh: float
+    p: SitePowerPlan, override: SiteOverride, ai_value_floor_usd_per_mwh: float,
+    now_s: float | None = None,
 ) -> bool:
     """May the placer send new work to this site's nodes?
 
@@ -38,11 +39,19 @@ def may_serve(
     (max(price, R_mine) at the cap) and uses it only when cheaper sites are full, and the next
     plan sees that load. No where ops curtail or force mining, where the cap is zero, or where
     power costs more than AI work is worth (a price spike).
+
+    Under an ops cap or an active demand-response window (`now_s` given) the plan's AI power is
+    also the most the site may run (`shed_orders`), so a site whose plan switched no GPU on takes
+    no work: work placed there would be preempted at the next tick, placed there again, and so on.
     """
     if override.force in (ForceMode.CURTAIL, ForceMode.MINE):
         return False
     if p.serving_mw > 0:
         return True
+    if override.cap_mw is not None or (
+        now_s is not None and any(w.active(now_s) for w in override.windows)
+    ):
+        return False
     return p.cap_mw > 0 and p.price_known and p.price_usd_per_mwh <= ai_value_floor_usd_per_mwh
 
 
@@ -69,7 +78,7 @@ def shed_orders(
             orders.append(ShedOrder(site, p.ai_mw, ShedCause.OPS_CAP.value))
         elif p.cap_mw <= 0:
             orders.append(ShedOrder(site, 0.0, ShedCause.NO_POWER.value))
-        elif p.price_known and not may_serve(p, override, ai_value_floor_usd_per_mwh):
+        elif p.price_known and not may_serve(p, override, ai_value_floor_usd_per_mwh, now_s):
             # An unknown price does not shed: its fallback only limits new work.
             orders.append(ShedOrder(site, 0.0, ShedCause.PRICE.value))
     return orders

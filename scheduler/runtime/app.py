@@ -23,7 +23,7 @@ from scheduler.control.power import PowerController
 from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
-from scheduler.core.models import DEFAULT_CATALOGUE
+from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
 from scheduler.core.placement import DEFAULT_PROFILE
 from scheduler.core.planner import PlannerConfig
 from scheduler.core.scheduler import SchedulerPolicy
@@ -103,9 +103,14 @@ class SchedulerApp:
             recovery_grace_s=settings.recovery_grace_s,
             silence_s=settings.agent_silence_s,
         )
+        # The fleet file's list prices: admission prices work with them, as the power step values
+        # it and the backtest books it.
+        self.catalogue = priced_catalogue(
+            DEFAULT_CATALOGUE, self.fleet.tier_prices_usd_per_million_tokens
+        )
         self.loop = ControlLoop(
             self.journal,
-            DEFAULT_CATALOGUE,
+            self.catalogue,
             sorted({s.region for s in self.fleet.sites} | set(settings.regions)),
             self.clock,
             policy=policy,
@@ -117,8 +122,8 @@ class SchedulerApp:
             ),
             tick_s=settings.tick_s,
         )
-        self.metrics = SchedulerMetrics(models=DEFAULT_CATALOGUE)
-        self.loop.observers.append(MetricsObserver(self.metrics, DEFAULT_CATALOGUE))
+        self.metrics = SchedulerMetrics(models=self.catalogue)
+        self.loop.observers.append(MetricsObserver(self.metrics, self.catalogue))
         self.feeds = build_market_feed(settings, self.fleet, self.clock)
         self.http_feed = self.feeds.http
         self.power = PowerController(

@@ -21,3 +21,15 @@ def test_the_charge_follows_the_tokens_actually_used() -> None:
 def test_a_job_priced_at_nothing_earns_nothing() -> None:
     rec = make_record(input_tokens=0, output_tokens_est=0)
     assert rec.charged_usd(100) == 0.0
+
+
+def test_the_fleet_file_prices_the_catalogue_and_leaves_the_rest_at_defaults() -> None:
+    from scheduler.core.models import DEFAULT_CATALOGUE, Tier, priced_catalogue
+
+    priced = priced_catalogue(DEFAULT_CATALOGUE, {"smollm2-135m-instruct": {"flex": 0.5}})
+    gen = priced["smollm2-135m-instruct"]
+    assert gen.tiers[Tier.FLEX].usd_per_million_tokens == 0.5
+    default = DEFAULT_CATALOGUE["smollm2-135m-instruct"].tiers
+    assert gen.tiers[Tier.STANDARD] == default[Tier.STANDARD]
+    assert gen.tiers[Tier.FLEX].default_deadline_s == default[Tier.FLEX].default_deadline_s
+    assert priced["all-minilm-l6-v2"] == DEFAULT_CATALOGUE["all-minilm-l6-v2"]

@@ -159,3 +159,13 @@ def test_may_serve_is_closed_by_ops_and_by_a_price_above_the_value_of_ai() -> No
     # No GPU switched on only because a sliver would cost a block: still open at a low price.
     assert may_serve(site_plan(serving_mw=0.0), SiteOverride(), floor)
     assert not may_serve(site_plan(serving_mw=0.0, price_usd_per_mwh=2000.0), SiteOverride(), floor)
+
+
+def test_a_capped_or_windowed_site_whose_plan_runs_no_gpu_takes_no_work() -> None:
+    # Otherwise work placed there is shed at the next tick and placed there again (ping-pong).
+    floor = 1000.0
+    window = SiteOverride(windows=(CurtailmentWindow(5.0, 50.0, 5.0),))
+    assert not may_serve(site_plan(serving_mw=0.0), window, floor, now_s=10.0)
+    assert may_serve(site_plan(serving_mw=0.0), window, floor, now_s=60.0)  # it has ended
+    assert may_serve(site_plan(), window, floor, now_s=10.0)  # the plan kept GPUs on
+    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(cap_mw=5.0), floor)
