@@ -35,7 +35,7 @@ from scheduler.backtest.inputs import (
     default_trace_paths,
     load_trace,
 )
-from scheduler.backtest.policies import POLICIES
+from scheduler.backtest.policies import DEFAULT_POLICIES
 from scheduler.backtest.runner import PreparedScenario, run_all
 from scheduler.backtest.workload import parse_tier_mix
 from scheduler.fleet import default_fleet_path, load_fleet
@@ -65,7 +65,7 @@ def main() -> None:
           f"pools, {world.hours} hours, {rate:,.0f} requests/s)")
     run_began = time.perf_counter()
     outcome = run_all(
-        [PreparedScenario("base", world, workload)], list(POLICIES), args.window_h,
+        [PreparedScenario("base", world, workload)], list(DEFAULT_POLICIES), args.window_h,
         use_ray=not args.no_ray, console=err,
     )[0]
     run_s = time.perf_counter() - run_began

@@ -41,7 +41,7 @@ from scheduler.backtest.inputs import (
     load_trace,
 )
 from scheduler.backtest.optimum import DEFAULT_WINDOW_H
-from scheduler.backtest.policies import POLICIES
+from scheduler.backtest.policies import DEFAULT_POLICIES, POLICIES
 from scheduler.backtest.report import dumps_line, json_document, print_tables, write_report
 from scheduler.backtest.runner import PreparedScenario, run_all
 from scheduler.backtest.scenarios import Scenario, parse_sweep
@@ -81,7 +81,11 @@ _ModelOpt = Annotated[
 ]
 _OutlookOpt = Annotated[OutlookMode, typer.Option(help="Price outlook the policies may read.")]
 _PolicyOpt = Annotated[
-    list[str] | None, typer.Option(help="Policies to run (default: all; repeat).")
+    list[str] | None,
+    typer.Option(
+        help="Policies to run (repeat). Default: hashserve and the baselines; hashserve_live "
+        "(the live scheduler core itself, minutes per month) runs only when named."
+    ),
 ]
 _SweepOpt = Annotated[
     str | None, typer.Option(help="What-if sweep: hashprice=0.8,1,1.2 | gpus=... | load=...")
@@ -234,7 +238,7 @@ def _run(
         first, last = date.fromisoformat(start), date.fromisoformat(end)
     except ValueError as exc:
         raise BacktestFailed(f"--start/--end: {exc}") from None
-    names = list(policies or POLICIES)
+    names = list(policies or DEFAULT_POLICIES)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise BacktestFailed(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICIES)}")

@@ -64,6 +64,26 @@ _TIER_RANK = {Tier.INTERACTIVE: 0, Tier.STANDARD: 1, Tier.FLEX: 2}
 BOOKABLE_SHARE = 1.0
 
 
+def hour_snapshot(world: World, view: HourView) -> MarketSnapshot:
+    """The market as the live feed would show it at the hour's start: the hour's zone prices and
+    the day's Bitcoin facts."""
+    prices = {zone: float(view.price_usd_per_mwh[s]) for s, zone in enumerate(world.price_zone)}
+    t = view.t
+
+    def at(series: np.ndarray | None) -> float | None:
+        return None if series is None else float(series[t])
+
+    return MarketSnapshot(
+        t_s=view.now_s,
+        price_usd_per_mwh_by_zone=prices,
+        btc_usd=at(world.btc_usd),
+        difficulty=at(world.difficulty),
+        fees_btc_per_block=at(world.fees_btc_per_block),
+        hashprice_usd_per_phs_day=view.hashprice_usd_per_phs_day,
+        market_time_s=view.now_s,
+    )
+
+
 @dataclass(frozen=True)
 class _SiteViews:
     """Each site key's view with its price outlook, and without one."""
@@ -127,7 +147,7 @@ class HashservePolicy:
 
     def decide(self, view: HourView) -> HourPlan:
         world = self.world
-        snapshot = self._snapshot(view)
+        snapshot = hour_snapshot(self.world, view)
         base = plan_power(self.fleet, snapshot, {}, self.previous, {}, view.now_s,
                           self.planner_config)
         headroom_mw = np.array([
@@ -160,26 +180,6 @@ class HashservePolicy:
         return self._hour_plan(plan, placed, items)
 
     # ------------------------------------------------------------ views for the core
-
-    def _snapshot(self, view: HourView) -> MarketSnapshot:
-        world = self.world
-        prices: dict[str, float] = {}
-        for s, zone in enumerate(world.price_zone):
-            prices[zone] = float(view.price_usd_per_mwh[s])
-        t = view.t
-
-        def at(series: np.ndarray | None) -> float | None:
-            return None if series is None else float(series[t])
-
-        return MarketSnapshot(
-            t_s=view.now_s,
-            price_usd_per_mwh_by_zone=prices,
-            btc_usd=at(world.btc_usd),
-            difficulty=at(world.difficulty),
-            fees_btc_per_block=at(world.fees_btc_per_block),
-            hashprice_usd_per_phs_day=view.hashprice_usd_per_phs_day,
-            market_time_s=view.now_s,
-        )
 
     def _site_views(
         self, view: HourView, base: PowerPlan, headroom_mw: np.ndarray
