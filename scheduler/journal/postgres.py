@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   run_ms DOUBLE PRECISION NOT NULL, energy_kwh DOUBLE PRECISION NOT NULL, history TEXT NOT NULL,
   tokens_used BIGINT NOT NULL DEFAULT 0
 );
-ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tokens_used BIGINT NOT NULL DEFAULT 0
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tokens_used BIGINT NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key <> '';
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, job_id);

@@ -578,3 +578,24 @@ def test_the_scheduler_serves_submits_from_a_postgresql_journal(pg_url: str) -> 
     from hashserve.v1 import jobs_pb2
 
     assert asyncio.run(recover()) == jobs_pb2.JOB_STATE_QUEUED
+
+
+def test_a_database_from_before_the_tokens_column_is_migrated(pg_url: str) -> None:
+    import psycopg
+
+    from scheduler.journal.postgres import PostgresJournal
+
+    first = PostgresJournal(pg_url)
+    first.insert_jobs([make_record("old-job")])
+    first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN tokens_used")  # the schema before it
+    journal = PostgresJournal(pg_url)
+    try:
+        rec = journal.get_job("old-job")
+        assert rec is not None and rec.tokens_used == 0
+        journal.write_jobs([rec.evolve(tokens_used=7)])
+        again = journal.get_job("old-job")
+        assert again is not None and again.tokens_used == 7
+    finally:
+        journal.close()

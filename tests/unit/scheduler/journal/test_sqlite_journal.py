@@ -256,3 +256,25 @@ def test_open_journal_by_url(tmp_path: Path) -> None:
     assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
     with pytest.raises(ValueError, match="names no file"):
         open_journal("sqlite:///")
+
+
+def test_a_journal_written_before_jobs_kept_their_tokens_opens_and_reads_them_as_zero(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    j = SqliteJournal(path)
+    j.insert_jobs([make_record("job_" + "a" * 32)])
+    j.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE jobs DROP COLUMN tokens_used")  # the schema before the column
+    db.commit()
+    db.close()
+    j = SqliteJournal(path)
+    try:
+        rec = j.get_job("job_" + "a" * 32)
+        assert rec is not None and rec.tokens_used == 0
+        j.write_jobs([rec.evolve(tokens_used=42)], [])
+        again = j.get_job(rec.job_id)
+        assert again is not None and again.tokens_used == 42
+    finally:
+        j.close()
