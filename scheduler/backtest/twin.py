@@ -101,6 +101,7 @@ class TwinResult:
     accounting: Accounting
     jobs: dict[str, JobRecord]  # every job's last record
     preempted: int  # attempts taken off a node by a curtailment
+    preempted_by_cause: dict[str, int]  # the same, by ShedOrder.cause
     power_ticks: int
     end_s: float
 
@@ -151,6 +152,7 @@ def run_twin(
     tokens = {j.job_id: j.tokens_used for j in jobs}
     finished: dict[str, JobRecord] = {}
     preempted = 0
+    by_cause: dict[str, int] = {}
     power_ticks = 0
     heap: list[tuple[float, int, int, object]] = []
     seq = itertools.count()
@@ -164,7 +166,10 @@ def run_twin(
         for rec in step.changed:
             if rec.terminal:
                 finished[rec.job_id] = rec
-        preempted += sum(1 for m in step.moves if m.shed_cause)
+        for m in step.moves:
+            if m.shed_cause:
+                preempted += 1
+                by_cause[m.shed_cause] = by_cause.get(m.shed_cause, 0) + 1
         for intent in step.intents:
             model = models.get(intent.node_id)
             if model is None:
@@ -250,7 +255,7 @@ def run_twin(
     ticker.run(core, feed.snapshot(end_s), ops, end_s, replay.history_time(end_s), history(end_s))
     for rec in core.jobs.values():
         finished.setdefault(rec.job_id, rec)
-    return TwinResult(ticker.accounting, finished, preempted, power_ticks + 1, end_s)
+    return TwinResult(ticker.accounting, finished, preempted, by_cause, power_ticks + 1, end_s)
 
 
 def _next_power_s(replay: MarketReplay, now_s: float, interval_s: float) -> float:

@@ -6,7 +6,8 @@ wall clock and the job-level backtest on a virtual one (`scheduler/backtest/twin
    mining, AI, idle and curtailed MWh, mining revenue, power cost, and the AI revenue of the jobs
    that finished in it, from the tokens they actually used;
 2. calls the pure `power_step` for the new plan;
-3. tells the core which sites may take work and how each site looks to the placer;
+3. tells the core which sites may take work and how each site looks to the placer (a site whose
+   plan refused the work running there takes none for the rest of that market hour);
 4. preempts running work where a curtailment says the site must shed (`SchedulerCore.shed`).
 
 It returns what the driver must carry out: the step's power modes and the preemption `Step`.
@@ -51,6 +52,10 @@ class PowerTick:
     plan_market_s: float | None = None
     # AI revenue of each site's last booked interval, per market hour (ops screens, metrics).
     ai_revenue_usd_per_hour: dict[str, float] = field(default_factory=dict)
+    # Sites whose plan refused running work, and the market hour it did so in: they take no new
+    # work for the rest of that hour. Otherwise the work the refusal shed would be placed there
+    # again at once (the plan, with nothing running, has room on paper), and shed again.
+    refused_hour: dict[str, float] = field(default_factory=dict)
     _revenue_usd: dict[str, float] = field(default_factory=dict)
 
     def run(
@@ -78,8 +83,13 @@ class PowerTick:
             )
         )
         self.plan, self.market, self.plan_market_s = step.plan, market, market_now_s
+        hour = market_now_s // HOUR_S
+        for site, p in step.plan.sites.items():
+            if p.preempt_mw > 0:
+                self.refused_hour[site] = hour
+        closed = {site for site, h in self.refused_hour.items() if h == hour}
         core.site_views = step.site_views
-        core.serving_sites = step.serving_sites
+        core.serving_sites = step.serving_sites - closed
         # A curtailment is enforced: running AI work over what the plan admits is preempted
         # (and, its site now closed, placed elsewhere by the next schedule).
         shed = core.shed(step.shed_orders, now_s)

@@ -26,33 +26,27 @@ class ShedCause(str, Enum):
     OPS_CAP = "ops_cap"
     PRICE = "price"  # power costs more than AI work is worth
     NO_POWER = "no_power"  # the site's cap is zero
+    PLAN = "plan"  # the plan gives the power to mining: its ASIC block earns more
 
 
 def may_serve(
     p: SitePowerPlan, override: SiteOverride, ai_value_floor_usd_per_mwh: float,
     now_s: float | None = None,
 ) -> bool:
-    """May the placer send new work to this site's nodes?
+    """May the placer send new work to this site's nodes? Where the plan switched GPU capacity
+    on, and only there.
 
-    Yes where the plan switched GPU capacity on. Also where it did not only because a few kW of
-    AI would cost a whole ASIC block: the placer then weighs the site at its opportunity price
-    (max(price, R_mine) at the cap) and uses it only when cheaper sites are full, and the next
-    plan sees that load. No where ops curtail or force mining, where the cap is zero, or where
-    power costs more than AI work is worth (a price spike).
-
-    Under an ops cap or an active demand-response window (`now_s` given) the plan's AI power is
-    also the most the site may run (`shed_orders`), so a site whose plan switched no GPU on takes
-    no work: work placed there would be preempted at the next tick, placed there again, and so on.
+    A plan that switched none on has weighed the site's GPUs at what AI work is worth and found
+    them not worth the power: a price spike, ops curtailing or forcing mining, a cap or a
+    demand-response window that leaves no room, or a site whose interconnect is its ASICs', where
+    the first kW of AI costs a whole ASIC block. Work placed there anyway would draw power the
+    plan does not have (over the interconnect), and the next plan, seeing it, would refuse it
+    again and preempt it (`shed_orders`).
     """
+    del ai_value_floor_usd_per_mwh, now_s  # the plan has weighed both
     if override.force in (ForceMode.CURTAIL, ForceMode.MINE):
         return False
-    if p.serving_mw > 0:
-        return True
-    if override.cap_mw is not None or (
-        now_s is not None and any(w.active(now_s) for w in override.windows)
-    ):
-        return False
-    return p.cap_mw > 0 and p.price_known and p.price_usd_per_mwh <= ai_value_floor_usd_per_mwh
+    return p.serving_mw > 0
 
 
 def shed_orders(
@@ -78,9 +72,15 @@ def shed_orders(
             orders.append(ShedOrder(site, p.ai_mw, ShedCause.OPS_CAP.value))
         elif p.cap_mw <= 0:
             orders.append(ShedOrder(site, 0.0, ShedCause.NO_POWER.value))
-        elif p.price_known and not may_serve(p, override, ai_value_floor_usd_per_mwh, now_s):
+        elif (
+            p.price_known and p.serving_mw <= 0
+            and p.price_usd_per_mwh > ai_value_floor_usd_per_mwh
+        ):
             # An unknown price does not shed: its fallback only limits new work.
             orders.append(ShedOrder(site, 0.0, ShedCause.PRICE.value))
+        elif p.preempt_mw > 0:
+            # The plan gives the running work's power to mining (a whole block earns more).
+            orders.append(ShedOrder(site, p.ai_mw, ShedCause.PLAN.value))
     return orders
 
 

@@ -39,7 +39,6 @@ from scheduler.core.scheduler import (
     NodeInfo,
     SchedulerCore,
     SchedulerPolicy,
-    ShedOrder,
     Step,
 )
 
@@ -141,22 +140,13 @@ class LiveTickPolicy:
         after = self.ticker.run(core, snapshot, {}, now_s + 1.0, now_s, history)
         self._apply(after.shed, now_s)
         plan = after.step.plan
-        # Where that plan gives the running work's power to mining (its reasons say "preempts":
-        # a whole ASIC block earns more), the work is shed and the site takes no more this hour.
-        # The live edge does not yet carry this out (work there runs on, over the plan); here
-        # the plant's cap is checked, so it must.
-        refused = [
-            ShedOrder(site, p.ai_mw, "plan")
-            for site, p in plan.sites.items()
-            if self._running_mw(site) > p.ai_mw + _EPS_MW
-        ]
-        # After the ticks, new work goes only where this plan switched GPUs on: their room is
-        # reserved, so what starts there later in the hour fits under the cap.
-        reserved = {site for site, p in plan.sites.items() if p.serving_mw > 0} - {
-            o.site for o in refused
-        }
-        if refused:
-            self._apply(core.shed(refused, now_s), now_s)
+        # Where that plan gave the running work's power to mining (a whole ASIC block earns more)
+        # the tick shed it and closed the site for the hour. What is placed later in the hour
+        # goes only where the plan switched GPUs on: their room is reserved, so it fits the cap.
+        reserved = {site for site, p in plan.sites.items() if p.serving_mw > 0} & set(
+            core.serving_sites or ()
+        )
+        refused = bool(after.shed.moves)
         assignments: dict[tuple[int, int], float] = {}
         busy_gpu_h = np.zeros(len(world.pools))
         gpus_on = np.zeros(len(world.pools))  # a GPU that held a job in the hour is on all of it

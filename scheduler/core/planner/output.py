@@ -39,6 +39,8 @@ class SitePowerPlan:
     price_zone: str = ""
     price_known: bool = True
     fallback_since_s: float | None = None  # when the zone's price became unknown
+    # Running AI work (busy MW) this plan does not admit: the scheduler preempts it.
+    preempt_mw: float = 0.0
 
     @property
     def load_mw(self) -> float:

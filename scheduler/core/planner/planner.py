@@ -219,6 +219,7 @@ def plan_site(
     return _make_plan(
         site, split, cap_mw, price, price_known, r_mine, previous, now_s, reasons,
         fallback=not price_known or not hashprice_known, fallback_since_s=fallback_since_s,
+        running_mw=running_mw,
     )
 
 
@@ -255,6 +256,7 @@ def _make_plan(
     reasons: list[str],
     fallback: bool,
     fallback_since_s: float | None,
+    running_mw: float = 0.0,
 ) -> SitePowerPlan:
     serving_mw = split.ai_mw + split.standby_mw + split.idle_on_mw
     idle_gpu_mw = (split.standby_mw + split.idle_on_mw) * site.gpu_idle_fraction
@@ -286,4 +288,5 @@ def _make_plan(
         price_zone=site.price_zone,
         price_known=price_known,
         fallback_since_s=fallback_since_s,
+        preempt_mw=max(running_mw - split.ai_mw, 0.0) if running_mw - split.ai_mw > _EPS else 0.0,
     )

@@ -120,7 +120,7 @@ def test_the_same_inputs_give_the_same_ledger() -> None:
 
 def test_a_partial_window_sheds_its_site_once_and_the_work_does_not_come_back() -> None:
     # 5 MW at de-leipzig is two whole ASIC blocks: the plan mines them all and runs no GPU, so the
-    # two jobs its node holds are shed once and go to tx-odessa, not back to de-leipzig.
+    # two jobs its node holds are shed once and go elsewhere, not back to de-leipzig.
     window_start_s = ORIGIN_S + 10.0
     overrides = {
         "de-leipzig": SiteOverride(
@@ -129,5 +129,5 @@ def test_a_partial_window_sheds_its_site_once_and_the_work_does_not_come_back() 
     }
     jobs = [job(i, 1.0 + 0.1 * i, tokens=3000) for i in range(4)]
     result = run(jobs, hours=8.0, overrides=overrides, tokens_per_s=200.0, window_lead_s=1.0)
-    assert result.preempted == 2
+    assert result.preempted_by_cause["dr_window"] == 2
     assert {r.state for r in result.jobs.values()} == {JobState.SUCCEEDED}

@@ -1,8 +1,9 @@
 """The power tick as one pure step, on hand-worked cases.
 
 The site is test_planner's: 20 MW of ASICs in 8 blocks of 2.5 MW, R_mine $83.33/MWh at a $40
-hashprice, 4 GPU nodes in the fleet file, cap 20 MW. The connected nodes are CPU agents of 2 slots
-at 0.7 kW busy, so one running job is 0.35 kW = 0.00035 MW of busy AI power.
+hashprice, 4 GPU nodes in the fleet file, with a cap of 20.5 MW (0.5 MW beside the ASICs). The
+connected nodes are CPU agents of 2 slots at 0.7 kW busy, so one running job is 0.35 kW =
+0.00035 MW of busy AI power.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.unit.scheduler.core.builders import make_node_info
 from tests.unit.scheduler.core.test_planner import CONFIG, R_MINE, T0, ZONE, make_market, make_site
 
 FLEET = Fleet(
-    sites=(make_site(),), fx_usd_per_unit={"USD": 1.0},
+    sites=(make_site(cap_mw=20.5),), fx_usd_per_unit={"USD": 1.0},
     tier_prices_usd_per_million_tokens={"m": {"standard": 1.0}},
 )
 
@@ -103,6 +104,23 @@ def test_a_price_spike_closes_the_site_and_orders_it_to_shed() -> None:
     assert [(o.site, o.ai_target_mw, o.cause) for o in spike.shed_orders] == [
         ("s1", 0.0, "price")
     ]
+
+
+def test_where_the_interconnect_is_the_asics_a_cpu_job_is_not_worth_a_block() -> None:
+    # Cap 20 MW = the ASICs: 0.35 kW of AI would stop a 2.5 MW block earning $33/MWh over the
+    # price. The plan mines all of it, the site takes no work, and the running job is shed.
+    exact = Fleet(sites=(make_site(),), fx_usd_per_unit={"USD": 1.0},
+                  tier_prices_usd_per_million_tokens={"m": {"standard": 1.0}})
+    out = power_step(PowerInputs(
+        fleet=exact, market=make_market(50.0), nodes=[node("a", running=1)], previous=None,
+        overrides={}, now_s=T0, config=CONFIG, ai_value_floor_usd_per_mwh=1000.0,
+        price_history={},
+    ))
+    plan = out.plan.sites["s1"]
+    assert plan.mining_mw == 20.0 and plan.serving_mw == 0.0
+    assert plan.preempt_mw == pytest.approx(0.00035)
+    assert out.serving_sites == frozenset()
+    assert [(o.site, o.ai_target_mw, o.cause) for o in out.shed_orders] == [("s1", 0.0, "plan")]
 
 
 def test_an_ops_curtail_sheds_and_a_node_outside_the_fleet_still_serves() -> None:

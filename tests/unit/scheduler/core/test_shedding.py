@@ -135,6 +135,8 @@ def site_plan(**changes: object) -> SitePowerPlan:
             (0.0, ShedCause.PRICE),
         ),
         (SiteOverride(), site_plan(cap_mw=0.0, serving_mw=0.0), (0.0, ShedCause.NO_POWER)),
+        # The plan gives running work's power to mining (a whole block earns more).
+        (SiteOverride(), site_plan(ai_mw=0.0, preempt_mw=0.0007), (0.0, ShedCause.PLAN)),
         # An unknown price falls back without shedding what runs.
         (SiteOverride(), site_plan(serving_mw=0.0, price_known=False), None),
     ],
@@ -156,8 +158,8 @@ def test_may_serve_is_closed_by_ops_and_by_a_price_above_the_value_of_ai() -> No
     assert may_serve(site_plan(), SiteOverride(), floor)
     assert not may_serve(site_plan(), SiteOverride(force=ForceMode.CURTAIL), floor)
     assert not may_serve(site_plan(), SiteOverride(force=ForceMode.MINE), floor)
-    # No GPU switched on only because a sliver would cost a block: still open at a low price.
-    assert may_serve(site_plan(serving_mw=0.0), SiteOverride(), floor)
+    # No GPU switched on (a sliver would cost a whole block): closed, at any price.
+    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(), floor)
     assert not may_serve(site_plan(serving_mw=0.0, price_usd_per_mwh=2000.0), SiteOverride(), floor)
 
 
@@ -166,6 +168,5 @@ def test_a_capped_or_windowed_site_whose_plan_runs_no_gpu_takes_no_work() -> Non
     floor = 1000.0
     window = SiteOverride(windows=(CurtailmentWindow(5.0, 50.0, 5.0),))
     assert not may_serve(site_plan(serving_mw=0.0), window, floor, now_s=10.0)
-    assert may_serve(site_plan(serving_mw=0.0), window, floor, now_s=60.0)  # it has ended
     assert may_serve(site_plan(), window, floor, now_s=10.0)  # the plan kept GPUs on
     assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(cap_mw=5.0), floor)
