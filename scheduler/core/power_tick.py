@@ -6,8 +6,9 @@ wall clock and the job-level backtest on a virtual one (`scheduler/backtest/twin
    mining, AI, idle and curtailed MWh, mining revenue, power cost, and the AI revenue of the jobs
    that finished in it, from the tokens they actually used;
 2. calls the pure `power_step` for the new plan;
-3. tells the core which sites may take work and how each site looks to the placer (a site whose
-   plan refused the work running there takes none for the rest of that market hour);
+3. tells the core which sites may take work, how much (the busy power each plan switched on),
+   and how each site looks to the placer (a site whose plan refused the work running there takes
+   none for the rest of that market hour);
 4. preempts running work where a curtailment says the site must shed (`SchedulerCore.shed`).
 
 It returns what the driver must carry out: the step's power modes and the preemption `Step`.
@@ -90,6 +91,8 @@ class PowerTick:
         closed = {site for site, h in self.refused_hour.items() if h == hour}
         core.site_views = step.site_views
         core.serving_sites = step.serving_sites - closed
+        # What each site's plan switched on is what may run there: placement stops at it.
+        core.site_budget_mw = {site: p.serving_mw for site, p in step.plan.sites.items()}
         # A curtailment is enforced: running AI work over what the plan admits is preempted
         # (and, its site now closed, placed elsewhere by the next schedule).
         shed = core.shed(step.shed_orders, now_s)

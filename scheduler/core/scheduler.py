@@ -155,6 +155,11 @@ class RunningWork:
     started_s: float
 
 
+def _job_mw(node: NodeState) -> float:
+    """One job's share of its node's busy power, in MW (what the planner counts for it)."""
+    return node.info.busy_power_kw / max(node.info.slots_total, 1) / KW_PER_MW
+
+
 def choose_preemptions(running: Sequence[RunningWork], target_mw: float) -> list[RunningWork]:
     """The least valuable work to stop so the rest draws at most `target_mw`: lowest value first,
     then the least urgent tier, then the most recently started (it has done the least); only as
@@ -228,6 +233,10 @@ class SchedulerCore:
         # Nodes ops drained, including ones not connected now: a node drained before a
         # scheduler restart is drained again when it says hello.
         self.drained: set[str] = set()
+        # The busy AI power (MW) each site's plan switched on (`serving_mw`): placement at a
+        # site stops before the next job would pass it. A site without an entry has no budget.
+        self._site_budget_mw: dict[str, float] = {}
+        self._full_sites: set[str] = set()  # sites whose budget the current placements used up
 
     @property
     def serving_sites(self) -> frozenset[str] | None:
@@ -243,6 +252,33 @@ class SchedulerCore:
         for site, node_ids in self._nodes_at_site.items():
             if (old is None or site in old) != (new is None or site in new):
                 self._changed_nodes.update(node_ids)
+
+    @property
+    def site_budget_mw(self) -> Mapping[str, float]:
+        return self._site_budget_mw
+
+    @site_budget_mw.setter
+    def site_budget_mw(self, budgets: Mapping[str, float]) -> None:
+        self._site_budget_mw = dict(budgets)
+        for site in self._full_sites:
+            self._changed_nodes.update(self._nodes_at_site.get(site, ()))
+        self._full_sites.clear()
+
+    def _site_busy_mw(self) -> dict[str, float]:
+        """Busy AI power running at each budgeted site, as the planner counts it."""
+        busy: dict[str, float] = {}
+        for site in self._site_budget_mw:
+            total = 0.0
+            for node_id in self._nodes_at_site.get(site, ()):
+                node = self.nodes.get(node_id)
+                if node is not None and node.connected:
+                    total += _job_mw(node) * len(node.running)
+            busy[site] = total
+        return busy
+
+    def _close_full_site(self, site: str) -> None:
+        self._full_sites.add(site)
+        self._changed_nodes.update(self._nodes_at_site.get(site, ()))
 
     # ----- jobs -----------------------------------------------------------------------------
 
@@ -483,7 +519,7 @@ class SchedulerCore:
                 node = self.nodes.get(node_id)
                 if node is None or not node.connected:
                     continue
-                per_job_mw = node.info.busy_power_kw / max(node.info.slots_total, 1) / KW_PER_MW
+                per_job_mw = _job_mw(node)
                 for job_id, attempt in node.running:
                     rec = self.jobs.get(job_id)
                     if rec is None or rec.attempt != attempt or rec.state not in _LEASED:
@@ -509,7 +545,9 @@ class SchedulerCore:
 
     def _view(self, node: NodeState) -> NodeView:
         info = node.info
-        site_ok = self._serving_sites is None or info.site in self._serving_sites
+        site_ok = (
+            self._serving_sites is None or info.site in self._serving_sites
+        ) and info.site not in self._full_sites
         return NodeView(
             node_id=info.node_id,
             site=info.site,
@@ -551,6 +589,7 @@ class SchedulerCore:
         step = Step()
         budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
         unplaced: list[JobRecord] = []
+        busy_mw: dict[str, float] | None = None  # at budgeted sites, counted once per call
         rounds = 0
         while budget > 0 and rounds <= self.policy.lookahead_rounds:
             nodes = self.placement_index()
@@ -568,12 +607,28 @@ class SchedulerCore:
             decisions = place(
                 [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
             )
-            step.decisions.extend(decisions)
+            if busy_mw is None and self._site_budget_mw:
+                busy_mw = self._site_busy_mw()
             for decision in decisions:
                 rec = self.jobs[decision.job_id]
                 if isinstance(decision, Placement):
+                    if busy_mw is not None and decision.site in self._site_budget_mw:
+                        job_mw = _job_mw(self.nodes[decision.node_id])
+                        if (
+                            busy_mw[decision.site] + job_mw
+                            > self._site_budget_mw[decision.site] + _SHED_EPS_MW
+                        ):
+                            # The site's plan has no power for it: back in the queue, and the
+                            # site takes no more in this schedule (the next round goes elsewhere).
+                            self._close_full_site(decision.site)
+                            self._push(rec)
+                            continue
+                        busy_mw[decision.site] += job_mw
+                    step.decisions.append(decision)
                     self._assign(rec, decision, now_s, step)
-                elif isinstance(decision, Deferral):
+                    continue
+                step.decisions.append(decision)
+                if isinstance(decision, Deferral):
                     self._put(rec.evolve(not_before_s=decision.until_s), step)
                     self._push(self.jobs[rec.job_id])
                 else:

@@ -54,3 +54,19 @@ def test_each_run_books_the_interval_since_the_last_in_market_time() -> None:
     (interval,) = second.booked
     assert interval.start_s == T0 and interval.duration_s == 720.0
     assert interval.mining_mwh == pytest.approx(20.0 * 720 / 3600)
+
+
+def test_placement_stops_at_the_busy_power_a_site_plan_switched_on() -> None:
+    core = SchedulerCore()
+    core.connect_node(make_node_info("n1", site="s1", models=("m",), slots_total=2), (), T0)
+    core.connect_node(make_node_info("n2", site="s2", models=("m",), slots_total=2), (), T0)
+    core.site_budget_mw = {"s1": 0.00035, "s2": 0.0}  # one 0.35 kW job at s1, none at s2
+    for i in range(3):
+        core.submit(make_record(f"j{i}", model="m", submitted_s=T0, memory_mb=1))
+    placed = [i.node_id for i in core.schedule(T0).intents if isinstance(i, Assign)]
+    assert placed == ["n1"]
+    assert sum(1 for r in core.jobs.values() if r.state.value == "queued") == 2
+    # A new plan with room for both nodes: the queue drains.
+    core.site_budget_mw = {"s1": 0.0007, "s2": 0.0007}
+    placed = [i.node_id for i in core.schedule(T0 + 1).intents if isinstance(i, Assign)]
+    assert sorted(placed) == ["n1", "n2"]
