@@ -217,6 +217,18 @@ def measure_core(
         clock.advance(TICK_S)
         step, took = timed(core.tick, clock.now_s())
         steady.append((took, sum(1 for i in step.intents if type(i).__name__ == "Assign")))
+    # The same steady ticks with every site under a power budget (as the live power tick sets
+    # them: what each plan switched on), large enough to stop nothing: what the budget check costs.
+    core.site_budget_mw = {n.info.site: 1e9 for n in core.nodes.values()}
+    budgeted: list[float] = []
+    for _ in range(3 if smoke else 10):
+        done = rng.sample(running_keys(core), finished_per_tick)
+        for node_id, job_id, attempt in done:
+            core.job_outcome(node_id, job_id, attempt, clock.now_s(), tokens=200,
+                             run_ms=rng.uniform(50.0, 4000.0))
+        clock.advance(TICK_S)
+        budgeted.append(timed(core.tick, clock.now_s())[1])
+    core.site_budget_mw = {}
     idle: list[float] = []
     for _ in range(3 if smoke else 5):
         clock.advance(TICK_S)
@@ -237,6 +249,10 @@ def measure_core(
         "steady_tick_s_p50": round(steady_s[len(steady_s) // 2], 4),
         "steady_tick_s_max": round(steady_s[-1], 4),
         "steady_tick_placed": steady[-1][1],
+        "steady_tick_budgeted_s_p50": round(sorted(budgeted)[len(budgeted) // 2], 4),
+        "budgeted_vs_plain_steady_tick": round(
+            sorted(budgeted)[len(budgeted) // 2] / max(steady_s[len(steady_s) // 2], 1e-9), 3
+        ),
         "idle_tick_s_p50": round(sorted(idle)[len(idle) // 2], 4),
         "rss_bytes_per_node": round(rss_nodes / n_nodes),
         "rss_bytes_per_job": round(rss_jobs / (n_queued + slots)),
@@ -383,6 +399,8 @@ def main() -> int:
              f"{core['fill_tick_placed']} placed, {core['fill_us_per_placement']} us each"],
             ["core steady tick p50", f"{core['steady_tick_s_p50']:.3f} s",
              f"{core['steady_tick_placed']} placed, {core['queued']:,} queued"],
+            ["core steady tick p50, site budgets", f"{core['steady_tick_budgeted_s_p50']:.3f} s",
+             f"x{core['budgeted_vs_plain_steady_tick']} the plain steady tick"],
             ["core idle tick p50", f"{core['idle_tick_s_p50']:.3f} s",
              f"{core['jobs_in_core']:,} jobs, {n_nodes:,} nodes"],
             ["submit into core", f"{core['submit_us_per_job']} us/job", ""],
