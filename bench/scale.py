@@ -207,27 +207,25 @@ def measure_core(
             break
     fill = max(fill_ticks[:-1] or fill_ticks, key=lambda tp: tp[1])
 
-    steady: list[tuple[float, int]] = []
     finished_per_tick = max(1, sum(p for _, p in fill_ticks) // 100)
-    for _ in range(3 if smoke else 10):
-        done = rng.sample(running_keys(core), finished_per_tick)
-        for node_id, job_id, attempt in done:
-            core.job_outcome(node_id, job_id, attempt, clock.now_s(), tokens=200,
-                             run_ms=rng.uniform(50.0, 4000.0))
-        clock.advance(TICK_S)
-        step, took = timed(core.tick, clock.now_s())
-        steady.append((took, sum(1 for i in step.intents if type(i).__name__ == "Assign")))
+
+    def steady_ticks() -> list[tuple[float, int]]:
+        out = []
+        for _ in range(3 if smoke else 10):
+            done = rng.sample(running_keys(core), finished_per_tick)
+            for node_id, job_id, attempt in done:
+                core.job_outcome(node_id, job_id, attempt, clock.now_s(), tokens=200,
+                                 run_ms=rng.uniform(50.0, 4000.0))
+            clock.advance(TICK_S)
+            step, took = timed(core.tick, clock.now_s())
+            out.append((took, sum(1 for i in step.intents if type(i).__name__ == "Assign")))
+        return out
+
+    steady = steady_ticks()
     # The same steady ticks with every site under a power budget (as the live power tick sets
     # them: what each plan switched on), large enough to stop nothing: what the budget check costs.
     core.site_budget_mw = {n.info.site: 1e9 for n in core.nodes.values()}
-    budgeted: list[float] = []
-    for _ in range(3 if smoke else 10):
-        done = rng.sample(running_keys(core), finished_per_tick)
-        for node_id, job_id, attempt in done:
-            core.job_outcome(node_id, job_id, attempt, clock.now_s(), tokens=200,
-                             run_ms=rng.uniform(50.0, 4000.0))
-        clock.advance(TICK_S)
-        budgeted.append(timed(core.tick, clock.now_s())[1])
+    budgeted = [took for took, _ in steady_ticks()]
     core.site_budget_mw = {}
     idle: list[float] = []
     for _ in range(3 if smoke else 5):

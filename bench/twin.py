@@ -144,10 +144,6 @@ def small_fleet(tmp: Path, sites: tuple[str, ...]) -> tuple[Path, Fleet]:
     return path, load_fleet(path)
 
 
-def region_of(fleet: Fleet, site: str) -> str:
-    return fleet.site(site).region
-
-
 async def run_live(
     cluster: LocalCluster, planned: list[Planned], origin_s: float, end_s: float,
     args: Any,
@@ -239,7 +235,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hashserve-twin-") as tmp:
         fleet_path, fleet = small_fleet(Path(tmp), sites)
         plans = [
-            AgentPlan(f"{site}-0", site, region_of(fleet, site), idle_power_kw=IDLE_KW,
+            AgentPlan(f"{site}-0", site, fleet.site(site).region, idle_power_kw=IDLE_KW,
                       busy_power_kw=BUSY_KW)
             for site in sites
         ]

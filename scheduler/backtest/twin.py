@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Protocol, cast
 
-from scheduler.core.accounting import Accounting
+from scheduler.core.accounting import HOUR_S, Accounting
 from scheduler.core.clock import ManualClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.jobs import JobRecord, JobSpecData
@@ -41,8 +41,6 @@ from scheduler.core.scheduler import (
     SchedulerPolicy,
     Step,
 )
-
-HOUR_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,6 @@ class _Event(IntEnum):
 class _NodeModel:
     node: TwinNode
     queue: list[tuple[str, int]] = field(default_factory=list)  # held attempts, in order
-    busy_until_s: float = 0.0
     running: tuple[str, int] | None = None
 
 
@@ -177,7 +174,7 @@ def run_twin(
             key = (intent.job_id, intent.attempt)
             if isinstance(intent, Assign):
                 model.queue.append(key)
-                apply_quiet(core.job_started(intent.node_id, intent.job_id, intent.attempt, now_s))
+                apply(core.job_started(intent.node_id, intent.job_id, intent.attempt, now_s), now_s)
             elif isinstance(intent, CancelOnNode):
                 if key in model.queue:
                     model.queue.remove(key)
@@ -185,20 +182,13 @@ def run_twin(
                     model.running = None  # its FINISH event finds it gone
             start_next(model, now_s)
 
-    def apply_quiet(step: Step) -> None:
-        ticker.observe(step.changed)
-        for rec in step.changed:
-            if rec.terminal:
-                finished[rec.job_id] = rec
-
     def start_next(model: _NodeModel, now_s: float) -> None:
         if model.running is not None or not model.queue:
             return
         key = model.queue.pop(0)
         model.running = key
         run_s = tokens.get(key[0], 0) / max(model.node.tokens_per_s, 1e-9)
-        model.busy_until_s = now_s + run_s
-        push(model.busy_until_s, _Event.FINISH, (model.node.info.node_id, key, run_s))
+        push(now_s + run_s, _Event.FINISH, (model.node.info.node_id, key, run_s))
 
     for n in nodes:
         core.connect_node(n.info, (), start_s)

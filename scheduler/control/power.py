@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from scheduler.api import agent_codec
-from scheduler.core.accounting import Accounting, IntervalAccount
+from scheduler.core.accounting import HOUR_S, Accounting, IntervalAccount
 from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
 from scheduler.core.jobs import JobRecord
@@ -159,9 +159,8 @@ class PowerController:
         hour's price takes effect when the hour starts, not up to an interval later."""
         if self.replay is None:
             return self.interval_s
-        hour_s = 3600.0
         history_s = self.replay.history_time(now_s)
-        next_hour_s = self.replay.scheduler_time((history_s // hour_s + 1) * hour_s)
+        next_hour_s = self.replay.scheduler_time((history_s // HOUR_S + 1) * HOUR_S)
         # A few ms past the boundary, so that the feed is certain to quote the new hour.
         return max(min(self.interval_s, next_hour_s - now_s + 0.005), 0.005)
 
@@ -204,7 +203,7 @@ class PowerController:
         self.loop.journal.put_accounting_rows(rows)
         start_s = booked[0].start_s
         self.accounting.forget_before(start_s - ACCOUNTING_KEEP_S)
-        hour = (start_s // 3600.0) * 3600.0
+        hour = (start_s // HOUR_S) * HOUR_S
         if hour != self._pruned_hour:
             self._pruned_hour = hour
             self.loop.journal.forget_accounting_before(start_s - self.accounting_retention_s)

@@ -224,7 +224,7 @@ def power_step(inputs: PowerInputs) -> PowerStep:
     outside = {n.info.site for n in inputs.nodes} - set(regions)
     serving = {
         site for site, p in plan.sites.items()
-        if may_serve(p, inputs.overrides.get(site, NO_OVERRIDE), floor, inputs.now_s)
+        if may_serve(p, inputs.overrides.get(site, NO_OVERRIDE))
         and not any(
             0 <= start_s - inputs.now_s <= inputs.window_lead_s for start_s, _ in closing[site]
         )

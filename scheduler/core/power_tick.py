@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from scheduler.core.accounting import Accounting, IntervalAccount, account_interval
+from scheduler.core.accounting import HOUR_S, Accounting, IntervalAccount, account_interval
 from scheduler.core.fleet import Fleet
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
@@ -29,8 +29,6 @@ from scheduler.core.market import MarketSnapshot
 from scheduler.core.planner import PlannerConfig, PowerPlan, SiteOverride
 from scheduler.core.power_step import PowerInputs, PowerStep, PriceHistory, power_step
 from scheduler.core.scheduler import SchedulerCore, Step
-
-HOUR_S = 3600.0
 
 
 @dataclass(frozen=True)

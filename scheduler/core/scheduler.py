@@ -264,17 +264,15 @@ class SchedulerCore:
             self._changed_nodes.update(self._nodes_at_site.get(site, ()))
         self._full_sites.clear()
 
-    def _site_busy_mw(self) -> dict[str, float]:
-        """Busy AI power running at each budgeted site, as the planner counts it."""
-        busy: dict[str, float] = {}
-        for site in self._site_budget_mw:
-            total = 0.0
-            for node_id in self._nodes_at_site.get(site, ()):
-                node = self.nodes.get(node_id)
-                if node is not None and node.connected:
-                    total += _job_mw(node) * len(node.running)
-            busy[site] = total
-        return busy
+    def site_busy_mw(self, site: str) -> float:
+        """Busy AI power running at a site, as the planner counts it (each job its share of its
+        node's busy power)."""
+        total = 0.0
+        for node_id in self._nodes_at_site.get(site, ()):
+            node = self.nodes.get(node_id)
+            if node is not None and node.connected:
+                total += _job_mw(node) * len(node.running)
+        return total
 
     def _close_full_site(self, site: str) -> None:
         self._full_sites.add(site)
@@ -608,7 +606,7 @@ class SchedulerCore:
                 [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
             )
             if busy_mw is None and self._site_budget_mw:
-                busy_mw = self._site_busy_mw()
+                busy_mw = {site: self.site_busy_mw(site) for site in self._site_budget_mw}
             for decision in decisions:
                 rec = self.jobs[decision.job_id]
                 if isinstance(decision, Placement):

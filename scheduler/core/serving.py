@@ -29,10 +29,7 @@ class ShedCause(str, Enum):
     PLAN = "plan"  # the plan gives the power to mining: its ASIC block earns more
 
 
-def may_serve(
-    p: SitePowerPlan, override: SiteOverride, ai_value_floor_usd_per_mwh: float,
-    now_s: float | None = None,
-) -> bool:
+def may_serve(p: SitePowerPlan, override: SiteOverride) -> bool:
     """May the placer send new work to this site's nodes? Where the plan switched GPU capacity
     on, and only there.
 
@@ -43,7 +40,6 @@ def may_serve(
     plan does not have (over the interconnect), and the next plan, seeing it, would refuse it
     again and preempt it (`shed_orders`).
     """
-    del ai_value_floor_usd_per_mwh, now_s  # the plan has weighed both
     if override.force in (ForceMode.CURTAIL, ForceMode.MINE):
         return False
     return p.serving_mw > 0

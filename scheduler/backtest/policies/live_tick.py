@@ -89,9 +89,6 @@ class LiveTickPolicy:
                    key=lambda p: world.pools[p].idle_kw_per_gpu / world.pools[p].busy_kw_per_gpu)
             for s in range(world.sites)
         ]
-        self.site_nodes: dict[str, list[str]] = {}
-        for pool in world.pools:
-            self.site_nodes.setdefault(world.site_names[pool.site_index], []).append(pool.pool_id)
         for pool in world.pools:
             site = world.site_names[pool.site_index]
             info = NodeInfo(
@@ -162,7 +159,7 @@ class LiveTickPolicy:
                 core.serving_sites = reserved
                 self._apply(core.schedule(t_s), t_s)
             for site in peak_mw:
-                peak_mw[site] = max(peak_mw[site], self._running_mw(site))
+                peak_mw[site] = max(peak_mw[site], core.site_busy_mw(site))
             for node_id, node in core.nodes.items():
                 p = self.pool_of[node_id]
                 pool = world.pools[p]
@@ -212,13 +209,6 @@ class LiveTickPolicy:
                 node_id, job_id, attempt, now_s - 1.0, run_ms=S_PER_H * 1000.0, tokens=tokens,
             ).step, now_s)
             self.left.pop(job_id, None)
-
-    def _running_mw(self, site: str) -> float:
-        total = 0.0
-        for node_id in self.site_nodes.get(site, ()):
-            node = self.core.nodes[node_id]
-            total += len(node.running) * node.info.busy_power_kw / node.info.slots_total
-        return total / KW_PER_MW
 
     def _apply(self, step: Step, now_s: float) -> None:
         """What an agent does with the step: it starts what it is given at once (a cancel

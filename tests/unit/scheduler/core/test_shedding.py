@@ -153,20 +153,18 @@ def test_shed_orders(
         ]
 
 
-def test_may_serve_is_closed_by_ops_and_by_a_price_above_the_value_of_ai() -> None:
-    floor = 1000.0
-    assert may_serve(site_plan(), SiteOverride(), floor)
-    assert not may_serve(site_plan(), SiteOverride(force=ForceMode.CURTAIL), floor)
-    assert not may_serve(site_plan(), SiteOverride(force=ForceMode.MINE), floor)
+def test_may_serve_is_closed_by_ops_and_where_the_plan_switched_no_gpu_on() -> None:
+    assert may_serve(site_plan(), SiteOverride())
+    assert not may_serve(site_plan(), SiteOverride(force=ForceMode.CURTAIL))
+    assert not may_serve(site_plan(), SiteOverride(force=ForceMode.MINE))
     # No GPU switched on (a sliver would cost a whole block): closed, at any price.
-    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(), floor)
-    assert not may_serve(site_plan(serving_mw=0.0, price_usd_per_mwh=2000.0), SiteOverride(), floor)
+    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride())
+    assert not may_serve(site_plan(serving_mw=0.0, price_usd_per_mwh=2000.0), SiteOverride())
 
 
 def test_a_capped_or_windowed_site_whose_plan_runs_no_gpu_takes_no_work() -> None:
     # Otherwise work placed there is shed at the next tick and placed there again (ping-pong).
-    floor = 1000.0
     window = SiteOverride(windows=(CurtailmentWindow(5.0, 50.0, 5.0),))
-    assert not may_serve(site_plan(serving_mw=0.0), window, floor, now_s=10.0)
-    assert may_serve(site_plan(), window, floor, now_s=10.0)  # the plan kept GPUs on
-    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(cap_mw=5.0), floor)
+    assert not may_serve(site_plan(serving_mw=0.0), window)
+    assert may_serve(site_plan(), window)  # the plan kept GPUs on
+    assert not may_serve(site_plan(serving_mw=0.0), SiteOverride(cap_mw=5.0))
