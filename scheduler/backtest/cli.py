@@ -94,9 +94,11 @@ _ThroughputOpt = Annotated[
     list[str] | None, typer.Option(help="KIND:MODEL=TOKENS_PER_S per accelerator (repeat).")
 ]
 _WindowOpt = Annotated[
-    int, typer.Option(help="Optimum LP window in hours (0: the whole period at once).")
+    int, typer.Option(help="Optimum window in hours (0: the whole period at once).")
 ]
-_NoOptimumOpt = Annotated[bool, typer.Option("--no-optimum", help="Skip the hindsight LP.")]
+_NoOptimumOpt = Annotated[
+    bool, typer.Option("--no-optimum", help="Skip the hindsight optimum (a mixed-integer program).")
+]
 _NoRayOpt = Annotated[
     bool, typer.Option("--no-ray", help="Run in this process, one run after another.")
 ]

@@ -1,13 +1,22 @@
 """The hindsight optimum: the most profit any policy could have made, knowing every price ahead.
 
-What it decides: a linear program over sites, GPU pools and hours, with perfect foresight of
-power prices, mining revenue (hashprice) and demand, solved with HiGHS (scipy's linprog). Per
-hour and site it chooses mining MW, GPU-hours per work class and pool, and GPUs left on idle;
-per class it carries a backlog that must be served within the class's deadline. Constraints: the
-site's grid cap, the ASICs' draw, the pools' GPUs, and the deadlines. Work may go unserved (it then
-earns nothing), so the program is always feasible. What it leaves out, in its favour: the mode
-planner's dwell and hysteresis, and any forecast error. Every online policy's hourly actions are
-feasible here, so its profit is at most this optimum.
+What it decides: a mixed-integer linear program over sites, GPU pools and hours, with perfect
+foresight of power prices, mining revenue (hashprice) and demand, solved with HiGHS (scipy's
+milp). Per hour and site it chooses mining MW, GPU-hours per work class and pool, and GPUs left on
+idle; per class it carries a backlog that must be served within the class's deadline.
+Constraints: the site's grid cap, the ASICs' draw, the pools' GPUs, and the deadlines. Work may go
+unserved (it then earns nothing), so the program is always feasible.
+
+Mining runs in the site's whole curtailment blocks (`World.asic_levels`), as a site's controls
+can switch them: where the interconnect is sized to the ASICs, the first GPU node costs a whole
+block, and a continuous mining level would credit the bound with power no policy can use. Blocks
+are integer only at such sites; elsewhere the cap never binds, mining is all or nothing in every
+optimal solution, and the continuous level is exact. `asic_blocks=False` gives the old linear
+relaxation, for comparison. What it still leaves out, in its favour: the mode planner's dwell and
+hysteresis and the blocks' ramps (minutes, within the hour the program resolves), and any forecast
+error. Every online policy's hourly actions are feasible here, so its profit is at most this
+optimum. The profit reported is HiGHS's dual bound, so an unfinished branch and bound still gives
+an upper bound; the gap to the plan found is `mip_gap_usd`.
 
 A year of 40+ sites is solved in windows (a week by default). Windows are tied together only by
 flex work carried over a boundary; each window starts with no backlog and may end with some,
@@ -24,13 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import csr_matrix
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_matrix, vstack
 
 from scheduler.backtest.workload import WorkClass, Workload
 from scheduler.backtest.world import KW_PER_MW, World
 
 DEFAULT_WINDOW_H = 168
+# Branch and bound stops within this relative gap; the gap is added to the bound, so it stays one.
+MIP_REL_GAP = 1e-4
+MIP_TIME_LIMIT_S = 120.0
+_EPS_MW = 1e-9
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,10 @@ class OptimumResult:
     windows: int
     window_h: int
     solve_s: float
+    # The dual bound minus the plan found, summed over windows (included in profit_usd).
+    mip_gap_usd: float = 0.0
+    # Site-hours whose mining was integer (in whole blocks); 0 for the linear relaxation.
+    integer_site_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,10 @@ def hindsight_optimum(
     workload: Workload,
     window_h: int | None = DEFAULT_WINDOW_H,
     progress: Callable[[int, int], None] | None = None,
+    asic_blocks: bool = True,
 ) -> OptimumResult:
-    """Solve the windows in turn; `progress(done, total)` after each."""
+    """Solve the windows in turn; `progress(done, total)` after each. `asic_blocks=False`
+    lets mining run at any MW (the linear relaxation, a looser bound)."""
     import time
 
     hours = world.hours
@@ -83,7 +102,7 @@ def hindsight_optimum(
         credit = (
             np.zeros(k) if t1 >= hours else _carry_credit(world, workload.classes, t1)
         )
-        _solve_window(world, workload, _Window(t0, t1, credit), acc)
+        _solve_window(world, workload, _Window(t0, t1, credit), acc, asic_blocks)
         if progress is not None:
             progress(i + 1, len(starts))
     return acc.result(len(starts), span, time.perf_counter() - began)
@@ -115,7 +134,9 @@ class _Accumulator:
         self.served = np.zeros(classes)
         self.unserved = np.zeros(classes)
         self.totals = dict.fromkeys(
-            ("profit", "mining_rev", "ai_rev", "cost", "credit", "mining", "busy", "idle"), 0.0
+            ("profit", "mining_rev", "ai_rev", "cost", "credit", "mining", "busy", "idle", "gap",
+             "integer"),
+            0.0,
         )
 
     def result(self, windows: int, window_h: int, solve_s: float) -> OptimumResult:
@@ -137,10 +158,28 @@ class _Accumulator:
             windows=windows,
             window_h=window_h,
             solve_s=solve_s,
+            mip_gap_usd=t["gap"],
+            integer_site_hours=int(t["integer"]),
         )
 
 
-def _solve_window(world: World, workload: Workload, win: _Window, acc: _Accumulator) -> None:
+def block_sites(world: World) -> list[int]:
+    """Sites whose mining must be integer in blocks: those where mining at full level and every
+    GPU busy would pass the cap, or whose top level itself passes it."""
+    if not world.asic_levels:
+        return []
+    gpu_mw = world.gpu_busy_mw_by_site()
+    out = []
+    for s, levels in enumerate(world.asic_levels):
+        top_mw = min(float(world.asic_mw[s]), float(world.cap_mw[s]))
+        if top_mw + gpu_mw[s] > world.cap_mw[s] + _EPS_MW or levels.max_mw > world.cap_mw[s]:
+            out.append(s)
+    return out
+
+
+def _solve_window(
+    world: World, workload: Workload, win: _Window, acc: _Accumulator, asic_blocks: bool
+) -> None:
     h = win.t1 - win.t0
     hours = np.arange(h)
     s_count = world.sites
@@ -164,7 +203,11 @@ def _solve_window(world: World, workload: Workload, win: _Window, acc: _Accumula
     off_z = off_y + len(pairs) * h
     off_b = off_z + p_count * h
     off_u = off_b + len(deferrable) * h
-    n_vars = off_u + len(classes) * h
+    # Integer mining: per block site, whole blocks [N,H] and the partial block on or off [N,H].
+    integer_sites = block_sites(world) if asic_blocks else []
+    off_n = off_u + len(classes) * h
+    off_q = off_n + len(integer_sites) * h
+    n_vars = off_q + len(integer_sites) * h
 
     cost = np.zeros(n_vars)  # linprog minimises: cost = -profit
     lower = np.zeros(n_vars)
@@ -222,22 +265,50 @@ def _solve_window(world: World, workload: Workload, win: _Window, acc: _Accumula
         idx = off_u + k * h + hours
         add(k * h + hours, idx, 1.0)
         upper[idx] = np.inf
-    a_eq = _matrix(rows, cols, vals, len(classes) * h, n_vars)
-    b_eq = arrivals.ravel()
+    n_eq = len(classes) * h
+    # Block sites: mining - block * whole blocks - partial * partial-on = 0.
+    integrality = np.zeros(n_vars)
+    for j, s in enumerate(integer_sites):
+        levels = world.asic_levels[s]
+        row = n_eq + j * h + hours
+        add(row, s * h + hours, 1.0)
+        whole = off_n + j * h + hours
+        add(row, whole, -levels.block_mw)
+        upper[whole] = levels.full_blocks
+        partial = off_q + j * h + hours
+        add(row, partial, -levels.partial_mw)
+        upper[partial] = 1.0 if levels.partial_mw > 0 else 0.0
+        integrality[whole] = 1
+        integrality[partial] = 1
+    n_eq += len(integer_sites) * h
+    a_eq = _matrix(rows, cols, vals, n_eq, n_vars)
+    b_eq = np.concatenate([arrivals.ravel(), np.zeros(len(integer_sites) * h)])
 
-    solution = linprog(
+    solution = milp(
         cost,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        A_eq=a_eq,
-        b_eq=b_eq,
-        bounds=np.column_stack([lower, upper]),
-        method="highs",
+        constraints=LinearConstraint(
+            vstack([a_ub, a_eq]).tocsr(),
+            np.concatenate([np.full(n_ub, -np.inf), b_eq]),
+            np.concatenate([b_ub, b_eq]),
+        ),
+        bounds=Bounds(lower, upper),
+        integrality=integrality,
+        options={"mip_rel_gap": MIP_REL_GAP, "time_limit": MIP_TIME_LIMIT_S},
     )
-    if solution.status != 0:
-        raise RuntimeError(f"hindsight LP hours {win.t0}..{win.t1}: {solution.message}")
+    if solution.x is None:
+        raise RuntimeError(f"hindsight program hours {win.t0}..{win.t1}: {solution.message}")
     x = solution.x
+    # The dual bound (minimising cost: the lowest cost any plan can reach) keeps the profit an
+    # upper bound when branch and bound stopped short of proving the plan optimal.
+    dual_bound = getattr(solution, "mip_dual_bound", None)
+    found_cost = float(cost @ x)
+    gap_usd = 0.0
+    if integer_sites and dual_bound is not None and np.isfinite(dual_bound):
+        gap_usd = max(found_cost - float(dual_bound), 0.0)
     _record(world, workload, win, acc, x, pairs, deferrable, pair_rate, off_y, off_z, off_b, off_u)
+    acc.totals["gap"] += gap_usd
+    acc.totals["profit"] += gap_usd
+    acc.totals["integer"] += len(integer_sites) * h
 
 
 def _record(

@@ -64,6 +64,8 @@ def optimum_summary(opt: OptimumResult) -> dict[str, Any]:
         "windows": opt.windows,
         "window_h": opt.window_h,
         "solve_s": round(opt.solve_s, 2),
+        "mip_gap_usd": round(opt.mip_gap_usd, 2),
+        "integer_site_hours": opt.integer_site_hours,
     }
 
 
@@ -178,9 +180,10 @@ def write_report(
         "",
         "- Profit = mining revenue (R_mine x MWh mined) + AI revenue (tier price x tokens served)"
         " - power cost (price x every MWh drawn).",
-        "- The hindsight optimum is a linear program with perfect foresight (HiGHS), solved in"
-        " windows whose boundary credits keep it an upper bound; every policy's fraction is its"
-        " profit over that bound.",
+        "- The hindsight optimum is a mixed-integer program with perfect foresight (HiGHS),"
+        " mining in the sites' whole curtailment blocks, solved in windows whose boundary credits"
+        " keep it an upper bound (and at HiGHS's dual bound, so an unproven branch and bound does"
+        " too); every policy's fraction is its profit over that bound.",
         "- Interactive latency is the run time the placer estimates (tokens / GPU rate); work that"
         " found no GPU in its hour counts as a deadline miss instead. \"over target\" counts"
         " served interactive requests slower than the tier's latency target (CPU nodes).",

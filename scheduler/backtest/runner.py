@@ -144,7 +144,7 @@ def _run_here(
             )
         optimum = None
         if with_optimum:
-            task = progress.add_task(f"{prepared.name} / hindsight optimum (LP)", total=1)
+            task = progress.add_task(f"{prepared.name} / hindsight optimum", total=1)
             optimum = hindsight_optimum(
                 prepared.world, prepared.workload, window_h, progress=_advance(progress, task)
             )
@@ -192,7 +192,7 @@ def _run_on_ray(
             world_ref = ray.put(prepared.world)
             workload_ref = ray.put(prepared.workload)
             if with_optimum:
-                key = f"{prepared.name} / hindsight optimum (LP)"
+                key = f"{prepared.name} / hindsight optimum"
                 bars[key] = progress.add_task(key, total=None)
                 optimum_ref = optimum_task.remote(world_ref, workload_ref, window_h, board, key)
                 optimum_refs[optimum_ref] = prepared.name
@@ -216,7 +216,7 @@ def _run_on_ray(
                     scenario = optimum_refs[ref]
                     optimum: OptimumResult = ray.get(ref)
                     optima[scenario] = optimum
-                    key = f"{scenario} / hindsight optimum (LP)"
+                    key = f"{scenario} / hindsight optimum"
                 else:
                     scenario, name = policy_refs[ref]
                     result: PolicyResult = ray.get(ref)

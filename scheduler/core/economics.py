@@ -101,18 +101,37 @@ def mining_revenue_usd_per_mwh(
 
 
 def opportunity_price_usd_per_mwh(
-    price_usd_per_mwh: float, r_mine_usd_per_mwh: float, at_cap: bool
+    price_usd_per_mwh: float,
+    r_mine_usd_per_mwh: float,
+    at_cap: bool,
+    block_share: float = 1.0,
 ) -> float:
     """What one more MWh given to AI at a site really costs.
 
     With spare capacity under the site's cap it costs the power price. At the cap it is taken from
     the ASICs, so it also forgoes mining's margin: the cost is `max(price, R_mine)` (if mining was
     losing money at this price it would not be running, and the price alone is the cost).
+
+    ASICs stop in whole blocks. Where the site's GPUs can use only part of the block they stop
+    (`block_share`: the GPUs' busy power over the block's, at most 1), the block's whole margin
+    is lost for that part: the cost is `price + max(R_mine - price, 0) / block_share`. At a site
+    whose interconnect is sized to its ASICs, 0.2 MW of GPUs under a 2.5 MW block (share 0.08)
+    pay 12.5 times mining's margin on every MWh they use.
+
     Negative prices pass through: with spare capacity, AI is paid to consume.
     """
-    if at_cap:
-        return max(price_usd_per_mwh, r_mine_usd_per_mwh)
-    return price_usd_per_mwh
+    if not at_cap:
+        return price_usd_per_mwh
+    if not 0.0 < block_share <= 1.0:
+        raise ValueError(f"block_share must be in (0, 1], got {block_share!r}")
+    return price_usd_per_mwh + max(r_mine_usd_per_mwh - price_usd_per_mwh, 0.0) / block_share
+
+
+def block_share(gpu_mw: float, block_mw: float) -> float:
+    """The part of a stopped ASIC block that `gpu_mw` of GPUs can use (1 without blocks)."""
+    if block_mw <= 0.0 or gpu_mw >= block_mw:
+        return 1.0
+    return max(gpu_mw, 1e-6 * block_mw) / block_mw
 
 
 def fees_btc_per_block_from_daily(fees_btc_per_day: float) -> float:

@@ -163,6 +163,7 @@ def price_outlook(
     r_mine_usd_per_mwh: float,
     at_cap: bool,
     closed: Sequence[tuple[float, float]] = (),
+    block_share: float = 1.0,
 ) -> tuple[PriceOutlook, ...]:
     """The opportunity price of each of the next hours, from the past week's same hours. Hours
     that overlap a `closed` interval (a demand-response window) are left out: flex work must not
@@ -179,7 +180,10 @@ def price_outlook(
         if any(start_s < c_end and c_start < end_s for c_start, c_end in closed):
             continue
         windows.append(
-            PriceOutlook(start_s, opportunity_price_usd_per_mwh(price, r_mine_usd_per_mwh, at_cap))
+            PriceOutlook(
+                start_s,
+                opportunity_price_usd_per_mwh(price, r_mine_usd_per_mwh, at_cap, block_share),
+            )
         )
     return tuple(windows)
 
@@ -215,7 +219,7 @@ def power_step(inputs: PowerInputs) -> PowerStep:
             opportunity_price_usd_per_mwh=p.opportunity_price_usd_per_mwh,
             outlook=price_outlook(
                 inputs.price_history.get(p.price_zone) if p.price_zone else None,
-                p.r_mine_usd_per_mwh, p.at_cap, closing[site],
+                p.r_mine_usd_per_mwh, p.at_cap, closing[site], p.block_share,
             ),
         )
         for site, p in plan.sites.items()

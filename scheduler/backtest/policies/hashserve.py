@@ -33,7 +33,7 @@ import numpy as np
 from scheduler.backtest.policies.base import Assignment, HourPlan, HourView, WorkItem
 from scheduler.backtest.workload import Workload
 from scheduler.backtest.world import KW_PER_MW, S_PER_H, TOKENS_PER_MTOK, World
-from scheduler.core.economics import opportunity_price_usd_per_mwh
+from scheduler.core.economics import block_share, opportunity_price_usd_per_mwh
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.models import Tier
@@ -202,13 +202,14 @@ class HashservePolicy:
             r_mine = site_plan.r_mine_usd_per_mwh
             region = world.site_regions[s]
             site_at_cap = headroom_mw[s] + _EPS_MW < self.gpu_busy_mw[s]
+            share = self._block_share(s, site_plan.mining_mw, headroom_mw[s])
             for key, at_cap in ((name, False), (name + DISPLACE, True)):
                 bare = SiteView(
                     site=key,
                     region=region,
                     price_usd_per_mwh=price,
                     opportunity_price_usd_per_mwh=opportunity_price_usd_per_mwh(
-                        price, r_mine, at_cap
+                        price, r_mine, at_cap, share
                     ),
                 )
                 without[key] = bare
@@ -216,7 +217,9 @@ class HashservePolicy:
                     with_outlook[key] = bare
                     continue
                 outlook = tuple(
-                    PriceOutlook(start_s, opportunity_price_usd_per_mwh(ahead, r_mine, at_cap))
+                    PriceOutlook(
+                        start_s, opportunity_price_usd_per_mwh(ahead, r_mine, at_cap, share)
+                    )
                     for start_s, ahead in zip(
                         starts, view.outlook_usd_per_mwh[s].tolist(), strict=True
                     )
@@ -224,6 +227,16 @@ class HashservePolicy:
                 )
                 with_outlook[key] = replace(bare, outlook=outlook)
         return _SiteViews(with_outlook, without)
+
+    def _block_share(self, s: int, mining_mw: float, headroom_mw: float) -> float:
+        """The part of the mining the site's GPUs would stop that they can use: the GPUs beyond
+        the headroom, over the mining lost to the lower level that makes room for all of them."""
+        world = self.world
+        over_mw = self.gpu_busy_mw[s] - headroom_mw
+        if over_mw <= _EPS_MW or mining_mw <= _EPS_MW:
+            return 1.0
+        after_mw = world.mining_floor_mw(s, min(mining_mw - over_mw, float(world.cap_mw[s])))
+        return block_share(over_mw, mining_mw - after_mw)
 
     def _segments(
         self, gpus_free: np.ndarray, headroom_mw: np.ndarray, closed: np.ndarray

@@ -41,6 +41,9 @@ class SitePowerPlan:
     fallback_since_s: float | None = None  # when the zone's price became unknown
     # Running AI work (busy MW) this plan does not admit: the scheduler preempts it.
     preempt_mw: float = 0.0
+    # Of the ASIC block more AI would stop, the part the GPUs still off could use (1: all, or
+    # no block to stop); it scales mining's margin in the opportunity price and the outlook.
+    block_share: float = 1.0
 
     @property
     def load_mw(self) -> float:

@@ -22,7 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from scheduler.core.economics import mining_revenue_usd_per_mwh, opportunity_price_usd_per_mwh
+from scheduler.core.economics import (
+    block_share,
+    mining_revenue_usd_per_mwh,
+    opportunity_price_usd_per_mwh,
+)
 from scheduler.core.fleet import Fleet, SiteSpec
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.planner.inputs import (
@@ -265,10 +269,18 @@ def _make_plan(
     )
     # At the cap: no room left, or AI holds room that whole mining blocks would use while mining
     # pays. Either way more AI here displaces mining, so its opportunity price includes R_mine.
-    mining_room_mw = AsicLevels.of(site.asic).floor(min(cap_mw, site.asic.power_mw))
-    at_cap = cap_mw - split.mining_mw - serving_mw <= _EPS or (
+    levels = AsicLevels.of(site.asic)
+    mining_room_mw = levels.floor(min(cap_mw, site.asic.power_mw))
+    no_room = cap_mw - split.mining_mw - serving_mw <= _EPS
+    at_cap = no_room or (
         serving_mw > _EPS and split.mining_mw + _EPS < mining_room_mw and price < r_mine
     )
+    # More AI with no room left stops the next block, of which the GPUs still off use a part.
+    share = 1.0
+    gpus_off_mw = site.gpu_busy_mw - serving_mw
+    if no_room and split.mining_mw > _EPS and gpus_off_mw > _EPS:
+        stopped_mw = split.mining_mw - levels.floor(split.mining_mw - gpus_off_mw)
+        share = block_share(gpus_off_mw, stopped_mw)
     changed = previous is None or abs(split.mining_mw - previous.mining_mw) > _EPS
     return SitePowerPlan(
         site=site.name,
@@ -278,7 +290,8 @@ def _make_plan(
         curtailed_mw=curtailed_mw,
         price_usd_per_mwh=price,
         r_mine_usd_per_mwh=r_mine,
-        opportunity_price_usd_per_mwh=opportunity_price_usd_per_mwh(price, r_mine, at_cap),
+        opportunity_price_usd_per_mwh=opportunity_price_usd_per_mwh(price, r_mine, at_cap, share),
+        block_share=share,
         at_cap=at_cap,
         mode_changed_at_s=now_s if changed or previous is None else previous.mode_changed_at_s,
         reasons=tuple(reasons),

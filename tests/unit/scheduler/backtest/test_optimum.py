@@ -1,4 +1,4 @@
-"""The hindsight LP: a hand-worked optimum, deadlines, and the bound it must keep."""
+"""The hindsight optimum: hand-worked cases, deadlines, blocks, and the bound it must keep."""
 
 from __future__ import annotations
 
@@ -113,3 +113,41 @@ def test_no_baseline_beats_the_optimum(seed: int) -> None:
     bound = hindsight_optimum(world, work, window_h=None).profit_usd
     for name in BASELINES:
         assert simulate(make_policy(name), world, work).profit_usd <= bound + 1e-6
+
+
+def test_mining_runs_in_whole_blocks_where_the_cap_binds() -> None:
+    # One hour; site A's interconnect is its ASICs' 10 MW, in 2.5 MW blocks. Interactive
+    # 1,500 Mtok ($2): B's 1,000 GPUs take 1,000, A's take 500 (0.5 MW). A cannot mine 9.5 MW:
+    # its levels are 0, 2.5, 5, 7.5, 10, so it mines 7.5 and the AI still pays (500 * 2 - 0.5 *
+    # 20 = 990 against 2 MW * 80 = 160 of mining lost). The stopped block's 2.5 MW then hold all
+    # the work at A's $20 rather than B's $60.
+    #   continuous: A mines 9.5 * 80 = 760, B 3 * 40 = 120, AI 3,000 - 60 - 10: 3,810
+    #   blocks:     A mines 7.5 * 80 = 600, B 120, AI 3,000 - 1.5 * 20:          3,690
+    world = two_site_world(price=((20,), (60,)), with_fleet=True, block_mw=2.5)
+    work = workload([(work_class(Tier.INTERACTIVE, 2.0, 1), (1500,))])
+    relaxed = hindsight_optimum(world, work, asic_blocks=False)
+    blocks = hindsight_optimum(world, work)
+    assert relaxed.profit_usd == pytest.approx(3_810.0, abs=1e-6)
+    assert relaxed.mining_mw[0, 0] == pytest.approx(9.5)
+    assert blocks.profit_usd == pytest.approx(3_690.0, abs=1e-3)
+    assert blocks.mining_mw[0, 0] == pytest.approx(7.5)
+    assert blocks.ai_mw[:, 0] == pytest.approx([1.5, 0.0])
+    assert blocks.integer_site_hours == 1  # B's cap (5 MW) holds its ASICs and GPUs: continuous
+    assert blocks.mip_gap_usd >= 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blocks_only_tighten_the_bound_and_policies_stay_below_it(seed: int) -> None:
+    world, work = _random_world(seed)
+    world = replace(
+        two_site_world(price=world.price_usd_per_mwh, with_fleet=True, block_mw=2.5),
+        r_mine_usd_per_mwh=world.r_mine_usd_per_mwh,
+    )
+    relaxed = hindsight_optimum(world, work, window_h=None, asic_blocks=False)
+    blocks = hindsight_optimum(world, work, window_h=None)
+    assert blocks.profit_usd <= relaxed.profit_usd + 1e-6
+    levels = world.asic_levels[0]
+    for mw in blocks.mining_mw[0]:
+        assert min(abs(mw - level) for level in levels.all_levels()) < 1e-6
+    for name in ("hashserve", *BASELINES):
+        assert simulate(make_policy(name), world, work).profit_usd <= blocks.profit_usd + 1e-6

@@ -106,7 +106,24 @@ def test_cheap_power_mines_everything_and_the_cap_binds() -> None:
     assert p.curtailed_mw == pytest.approx(2.0)  # the GPU nodes, switched off without work
     assert p.r_mine_usd_per_mwh == pytest.approx(R_MINE)
     assert p.at_cap
-    assert p.opportunity_price_usd_per_mwh == pytest.approx(R_MINE)  # max(50, 83.33)
+    # The first GPU stops a 2.5 MW block (20 -> 17.5) of which its 2 MW of GPUs use 0.8:
+    # 50 + (83.33 - 50) / 0.8 = 91.67.
+    assert p.block_share == pytest.approx(0.8)
+    assert p.opportunity_price_usd_per_mwh == pytest.approx(50.0 + (R_MINE - 50.0) / 0.8)
+
+
+def test_gpus_that_fill_a_block_pay_mining_margin_once() -> None:
+    # 4 nodes of 0.625 MW = 2.5 MW: the block they stop is all theirs, max(50, 83.33).
+    p = plan(make_site(node_busy_kw=625.0), price=50.0)
+    assert p.block_share == pytest.approx(1.0)
+    assert p.opportunity_price_usd_per_mwh == pytest.approx(R_MINE)
+
+
+def test_a_sliver_of_gpus_pays_a_whole_block() -> None:
+    # One 0.25 MW node under a 2.5 MW block: it pays 10 times mining's margin per MWh.
+    p = plan(make_site(gpu_nodes=1, node_busy_kw=250.0), price=50.0)
+    assert p.block_share == pytest.approx(0.1)
+    assert p.opportunity_price_usd_per_mwh == pytest.approx(50.0 + (R_MINE - 50.0) * 10)
 
 
 def test_price_above_r_mine_curtails_mining() -> None:
