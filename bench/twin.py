@@ -49,9 +49,8 @@ from scheduler.core.accounting import SiteHourRow
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
-from scheduler.core.placement import DEFAULT_PROFILE
-from scheduler.core.planner import CurtailmentWindow, PlannerConfig, SiteOverride
-from scheduler.core.scheduler import NodeInfo, SchedulerPolicy
+from scheduler.core.planner import CurtailmentWindow, SiteOverride
+from scheduler.core.scheduler import NodeInfo
 from scheduler.feeds.history import parse_utc_s
 from scheduler.feeds.layered import LayeredFeed
 from scheduler.feeds.replay import ReplayFeed
@@ -253,6 +252,8 @@ def main() -> None:
         cluster = LocalCluster(
             workdir=Path(tmp) / "live", agents=plans, settings_overrides=settings
         )
+        # The twin decides with the live scheduler's own settings.
+        live_settings = cluster.settings()
         print(f"live: {len(plans)} agents at {', '.join(sites)}; {args.hours} market hours from "
               f"{args.start} at {args.seconds_per_hour:g} s each", flush=True)
         try:
@@ -309,11 +310,7 @@ def main() -> None:
     twin = run_twin(
         fleet, feed, replay, nodes, jobs, twin_origin_s - LEAD_WALL_S,
         LEAD_WALL_S + (args.hours + SETTLE_H) * args.seconds_per_hour,
-        TwinSettings(
-            plan_interval_s=PLAN_INTERVAL_S, tick_s=TICK_S, dr_window_lead_s=DR_LEAD_S,
-            policy=SchedulerPolicy(), profile=DEFAULT_PROFILE,
-            planner=PlannerConfig(clock_speedup=speedup),
-        ),
+        TwinSettings.from_settings(live_settings),
         overrides=overrides,
     )
     live = sums(live_rows, start_s, args.hours)

@@ -3,10 +3,15 @@ and by CLI flags."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hashserve.logs import LogFormat
+from scheduler.core.placement import DEFAULT_PROFILE, ScoringProfile
+from scheduler.core.planner import PlannerConfig
+from scheduler.core.scheduler import SchedulerPolicy
 
 DEFAULT_REGIONS = ("north_america", "europe", "south_america", "asia_pacific")
 
@@ -64,3 +69,29 @@ class SchedulerSettings(BaseSettings):
     dr_window_lead_s: float = Field(120.0, ge=0)
     # The accounting ledger is kept in the journal this long (market days), then pruned.
     accounting_retention_days: float = Field(400.0, gt=0)
+
+    # What the core decides with, built in one place: the live scheduler and the backtest's twin
+    # (scheduler/backtest/twin.py) take them from the same settings.
+
+    @property
+    def market_speedup(self) -> float:
+        """How much faster than real time the market replay runs."""
+        return 3600.0 / self.market_seconds_per_hour
+
+    def scheduler_policy(self) -> SchedulerPolicy:
+        return SchedulerPolicy(
+            lease_s=self.lease_s,
+            disconnect_grace_s=self.disconnect_grace_s,
+            recovery_grace_s=self.recovery_grace_s,
+            silence_s=self.agent_silence_s,
+        )
+
+    def scoring_profile(self) -> ScoringProfile:
+        # On a compressed market clock every duration the placer weighs shrinks with it.
+        return replace(
+            DEFAULT_PROFILE,
+            defer_deadline_margin_s=DEFAULT_PROFILE.defer_deadline_margin_s / self.market_speedup,
+        )
+
+    def planner_config(self) -> PlannerConfig:
+        return PlannerConfig(clock_speedup=self.market_speedup)

@@ -29,7 +29,7 @@ from scheduler.core.clock import ManualClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.market import MarketSnapshot
-from scheduler.core.placement import DEFAULT_PROFILE, ScoringProfile
+from scheduler.core.placement import ScoringProfile
 from scheduler.core.planner import PlannerConfig, SiteOverride
 from scheduler.core.power_step import PRICE_HISTORY_HOURS, PriceHistory
 from scheduler.core.power_tick import PowerTick
@@ -41,6 +41,7 @@ from scheduler.core.scheduler import (
     SchedulerPolicy,
     Step,
 )
+from scheduler.settings import SchedulerSettings
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,30 @@ class TwinJob:
 
 @dataclass(frozen=True)
 class TwinSettings:
-    """The live scheduler's settings that change what it decides (`SchedulerSettings` names)."""
+    """What the live scheduler decides with, from its own `SchedulerSettings` (`from_settings`),
+    so that the twin cannot drift from it; and how often the modelled agents heartbeat."""
 
-    plan_interval_s: float = 2.0
-    tick_s: float = 0.5
-    heartbeat_s: float = 1.0
-    ai_value_floor_usd_per_mwh: float = 1000.0
-    dr_window_lead_s: float = 120.0
-    policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
-    profile: ScoringProfile = DEFAULT_PROFILE
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    plan_interval_s: float
+    tick_s: float
+    ai_value_floor_usd_per_mwh: float
+    dr_window_lead_s: float
+    policy: SchedulerPolicy
+    profile: ScoringProfile
+    planner: PlannerConfig
+    heartbeat_s: float = 1.0  # the agents' (node_agent's) heartbeat
+
+    @classmethod
+    def from_settings(cls, settings: SchedulerSettings, heartbeat_s: float = 1.0) -> TwinSettings:
+        return cls(
+            plan_interval_s=settings.plan_interval_s,
+            tick_s=settings.tick_s,
+            ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,
+            dr_window_lead_s=settings.dr_window_lead_s,
+            policy=settings.scheduler_policy(),
+            profile=settings.scoring_profile(),
+            planner=settings.planner_config(),
+            heartbeat_s=heartbeat_s,
+        )
 
 
 class MarketFeed(Protocol):
@@ -129,10 +144,13 @@ def run_twin(
     jobs: Sequence[TwinJob],
     start_s: float,
     duration_s: float,
-    settings: TwinSettings = TwinSettings(),
+    settings: TwinSettings | None = None,
     overrides: Mapping[str, SiteOverride] | None = None,
 ) -> TwinResult:
-    """Run the core from `start_s` (scheduler time) for `duration_s`; the ledger and the jobs."""
+    """Run the core from `start_s` (scheduler time) for `duration_s`; the ledger and the jobs.
+    Without `settings`, those of a default `SchedulerSettings`."""
+    if settings is None:
+        settings = TwinSettings.from_settings(SchedulerSettings.model_validate({}))
     clock = ManualClock(start_s)
     core = SchedulerCore(settings.policy, settings.profile)
     ticker = PowerTick(

@@ -105,14 +105,21 @@ class PowerStep:
 
 
 def node_value_usd_per_mwh(node: NodeState, prices: Mapping[str, Mapping[str, float]]) -> float:
-    """Tokens a node turns out per MWh of busy power, times what a token sells for (standard
-    tier), for its best model."""
+    """What a node's busy MWh sells for: the tokens it turns out per MWh at busy power, times
+    what a token sells for (standard tier), for its best model.
+
+    A node's estimate is per job (tokens over a job's own run time), and its busy power is the
+    whole node's with every slot taken, so the node's output is slots times the job's rate. A
+    pool of 120 H100s at 20,000 tokens/s each, 0.153 MW busy: 120 * 20,000 * 3600 / 0.153 * $0.15
+    / 1e6 = $8,471/MWh (per slot alone it would read $71).
+    """
     info = node.info
     rates = node.estimates.tokens_per_s or {m: DEFAULT_TOKENS_PER_S for m in info.models}
+    slots = max(info.slots_total, 1)
     best = 0.0
     for model, tokens_per_s in rates.items():
         price = prices.get(model, {}).get("standard", DEFAULT_PRICE_USD_PER_MILLION_TOKENS)
-        tokens_per_mwh = tokens_per_s * 3600.0 / max(info.busy_power_kw / KW_PER_MW, 1e-9)
+        tokens_per_mwh = slots * tokens_per_s * 3600.0 / max(info.busy_power_kw / KW_PER_MW, 1e-9)
         best = max(best, tokens_per_mwh * price / 1e6)
     return best
 
@@ -129,6 +136,12 @@ def site_demand(
     floor: serving capacity is sold with latency promises, and keeping it is worth that much to
     the business (the price of a broken promise). Below the floor price a site keeps its
     connected nodes serving; above it (a real price spike) AI curtails there.
+
+    Where the floor decides, in numbers: a GPU node's measured value is far above it (an H100 at
+    SmolLM2's 20,000 tokens/s sells its busy MWh for about $8,500), so there the work's own value
+    decides. It decides for CPU nodes (a few hundred tokens/s on 0.35 kW: $150-300/MWh) and for
+    nodes that have run nothing yet. In the shipped 2024 prices ERCOT was above $300/MWh in 40
+    hours and above $1,000 in 8: at the floor a CPU site stops serving in those 8 hours only.
     """
     busy_kw: dict[str, float] = {}
     standby_kw: dict[str, float] = {}

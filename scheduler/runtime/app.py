@@ -7,7 +7,7 @@ from the journal on start, so a restart after a crash carries on where the journ
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1.health import HealthServicer
@@ -24,9 +24,6 @@ from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
-from scheduler.core.placement import DEFAULT_PROFILE
-from scheduler.core.planner import PlannerConfig
-from scheduler.core.scheduler import SchedulerPolicy
 from scheduler.feeds.http_json import HttpJsonFeed
 from scheduler.feeds.layered import LayeredFeed
 from scheduler.feeds.ops import OpsFeed
@@ -41,11 +38,6 @@ from scheduler.settings import SchedulerSettings
 log = logging.getLogger("hashserve.scheduler")
 
 
-def market_speedup(settings: SchedulerSettings) -> float:
-    """How much faster than real time the market replay runs."""
-    return 3600.0 / settings.market_seconds_per_hour
-
-
 @dataclass
 class MarketFeeds:
     ops: OpsFeed
@@ -56,7 +48,7 @@ class MarketFeeds:
 
 def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -> MarketFeeds:
     """Ops values over an HTTP endpoint (when configured) over the replay of shipped history."""
-    speedup = market_speedup(settings)
+    speedup = settings.market_speedup
     limits = DEFAULT_MARKET_LIMITS.scaled(speedup)
     zones = sorted(fleet.price_zones)
     fx = dict(fleet.fx_usd_per_unit)
@@ -97,12 +89,6 @@ class SchedulerApp:
         if settings.agent_token:
             self.auth.ensure_agent_token(settings.agent_token, "*")
         self.fleet = load_fleet(settings.fleet_path or default_fleet_path())
-        policy = SchedulerPolicy(
-            lease_s=settings.lease_s,
-            disconnect_grace_s=settings.disconnect_grace_s,
-            recovery_grace_s=settings.recovery_grace_s,
-            silence_s=settings.agent_silence_s,
-        )
         # The fleet file's list prices: admission prices work with them, as the power step values
         # it and the backtest books it.
         self.catalogue = priced_catalogue(
@@ -113,13 +99,8 @@ class SchedulerApp:
             self.catalogue,
             sorted({s.region for s in self.fleet.sites} | set(settings.regions)),
             self.clock,
-            policy=policy,
-            # On a compressed market clock every duration the placer weighs shrinks with it.
-            profile=replace(
-                DEFAULT_PROFILE,
-                defer_deadline_margin_s=DEFAULT_PROFILE.defer_deadline_margin_s
-                / market_speedup(settings),
-            ),
+            policy=settings.scheduler_policy(),
+            profile=settings.scoring_profile(),
             tick_s=settings.tick_s,
         )
         self.metrics = SchedulerMetrics(models=self.catalogue)
@@ -131,7 +112,7 @@ class SchedulerApp:
             self.fleet,
             self.feeds.layered,
             self.clock,
-            PlannerConfig(clock_speedup=market_speedup(settings)),
+            settings.planner_config(),
             replay=self.feeds.replay,
             interval_s=settings.plan_interval_s,
             ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,

@@ -8,11 +8,12 @@ from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobSpecData
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import ModelKind, Tier
-from scheduler.core.planner import CurtailmentWindow, PlannerConfig, SiteOverride
+from scheduler.core.planner import CurtailmentWindow, SiteOverride
 from scheduler.core.scheduler import NodeInfo
 from scheduler.feeds.layered import LayeredFeed
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.fleet import default_fleet_path, load_fleet
+from scheduler.settings import SchedulerSettings
 
 SECONDS_PER_HOUR = 10.0
 SPEEDUP = 3600.0 / SECONDS_PER_HOUR
@@ -49,10 +50,10 @@ def run(
     ]
     return run_twin(
         f, feed, replay, nodes, jobs, ORIGIN_S, hours * SECONDS_PER_HOUR,
-        TwinSettings(
-            plan_interval_s=2.0, tick_s=0.2, dr_window_lead_s=window_lead_s,
-            planner=PlannerConfig(clock_speedup=SPEEDUP),
-        ),
+        TwinSettings.from_settings(SchedulerSettings.model_validate({
+            "plan_interval_s": 2.0, "tick_s": 0.2, "dr_window_lead_s": window_lead_s,
+            "market_seconds_per_hour": SECONDS_PER_HOUR,
+        })),
         overrides=overrides,
     )
 
@@ -131,3 +132,16 @@ def test_a_partial_window_sheds_its_site_once_and_the_work_does_not_come_back() 
     result = run(jobs, hours=8.0, overrides=overrides, tokens_per_s=200.0, window_lead_s=1.0)
     assert result.preempted_by_cause["dr_window"] == 2
     assert {r.state for r in result.jobs.values()} == {JobState.SUCCEEDED}
+
+
+def test_the_twin_decides_with_the_live_schedulers_settings() -> None:
+    live = SchedulerSettings.model_validate({
+        "plan_interval_s": 3.0, "tick_s": 0.25, "lease_s": 9.0, "ai_value_floor_usd_per_mwh": 700.0,
+        "dr_window_lead_s": 30.0, "market_seconds_per_hour": 36.0,
+    })
+    twin = TwinSettings.from_settings(live)
+    assert (twin.plan_interval_s, twin.tick_s, twin.ai_value_floor_usd_per_mwh,
+            twin.dr_window_lead_s) == (3.0, 0.25, 700.0, 30.0)
+    assert twin.policy == live.scheduler_policy() and twin.policy.lease_s == 9.0
+    assert twin.planner.clock_speedup == 100.0
+    assert twin.profile == live.scoring_profile()

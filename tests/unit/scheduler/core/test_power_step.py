@@ -19,6 +19,7 @@ from scheduler.core.power_step import (
     PowerStep,
     PriceHistory,
     SetPowerMode,
+    node_value_usd_per_mwh,
     power_step,
     price_outlook,
     site_demand,
@@ -57,9 +58,22 @@ def test_demand_is_busy_power_of_what_runs_and_standby_for_the_rest() -> None:
     demand = site_demand([node("a", running=1), node("b", running=2)], {}, 1000.0)["s1"]
     assert demand.ai_busy_mw == pytest.approx((0.35 + 0.7) / 1000)
     assert demand.standby_mw == pytest.approx(0.35 / 1000)
-    # 100 tokens/s untrained at $0.15/Mtok on 0.7 kW: 100*3600/0.0007*0.15/1e6 = $77/MWh, so the
-    # value is the floor's.
+    # 2 slots of 100 tokens/s untrained at $0.15/Mtok on 0.7 kW: 2*100*3600/0.0007*0.15/1e6 =
+    # $154/MWh, so the value is the floor's.
     assert demand.value_usd_per_mwh == 1000.0
+
+
+def test_a_node_sells_every_slot_of_its_busy_power() -> None:
+    # 120 GPU slots (15 H100 servers) at 20,000 tokens/s each, 153 kW busy, $0.15/Mtok:
+    # 120 * 20,000 * 3600 / 0.153 * 0.15 / 1e6 = $8,470.6/MWh, above the floor.
+    pool = NodeState(info=make_node_info(
+        "pool", models=("m",), slots_total=120, idle_power_kw=45.0, busy_power_kw=153.0
+    ))
+    pool.estimates.learn("m", 20_000 * 3600, 3600.0, 0.0)
+    value = node_value_usd_per_mwh(pool, {"m": {"standard": 0.15}})
+    assert value == pytest.approx(8470.588, rel=1e-6)
+    demand = site_demand([pool], {"m": {"standard": 0.15}}, 1000.0)["s1"]
+    assert demand.value_usd_per_mwh == pytest.approx(8470.588, rel=1e-6)
 
 
 def test_a_disconnected_node_is_no_demand() -> None:
