@@ -252,12 +252,12 @@ def main() -> None:
         cluster = LocalCluster(
             workdir=Path(tmp) / "live", agents=plans, settings_overrides=settings
         )
-        # The twin decides with the live scheduler's own settings.
-        live_settings = cluster.settings()
         print(f"live: {len(plans)} agents at {', '.join(sites)}; {args.hours} market hours from "
               f"{args.start} at {args.seconds_per_hour:g} s each", flush=True)
         try:
             cluster.start_scheduler()
+            # The twin decides with the live scheduler's own settings.
+            live_settings = cluster.settings()
             cluster.start_agents()
             from tests.integration.cluster import wait_for_agents
 
