@@ -59,6 +59,9 @@ class SchedulerSettings(BaseSettings):
     market_replay_origin_s: float | None = Field(
         None, description="Unix time at which the replay is at market_replay_start"
     )
+    # Past the end of the shipped history the replay starts again from `market_replay_start`, so
+    # prices never run out; off, the planner falls back everywhere once the history ends.
+    market_replay_loop: bool = True
     market_http_url: str | None = Field(None, description="poll this JSON endpoint for prices")
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)

@@ -269,6 +269,9 @@ class PowerController:
                 power_cap_mw=p.cap_mw,
             )
             m.set_feed_fallback(site, region, p.fallback)
+        if self.replay is not None:
+            m.replay_looping.set(1.0 if self.replay.loop else 0.0)
+            m.replay_loops.set(self.replay.loops(now_s))
         for field, as_of in market.as_of_s.items():
             zone = field[6:-1] if field.startswith("price[") else ""
             name = "price" if zone else field

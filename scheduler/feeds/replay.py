@@ -16,6 +16,11 @@ What a replay knows at a history time `h` (no look-ahead):
 - the block subsidy of `h`'s day.
 Times in the quotes are mapped back onto the scheduler's clock, and each quote carries
 `valid_until_s` from the ages above, so staleness is judged in history time whatever the speedup.
+
+With `loop=True` the replay never runs dry: past the end of the price file, history time goes on
+(the ledger books 2025's hours as 2025's), but every value is read from the same point of a loop
+from `start` to the file's end, as if that stretch of history repeated. `loops(now_s)` says how
+many times it has wrapped.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class ReplayFeed:
         prices: PriceTable | None = None,
         btc: BtcDaily | None = None,
         name: str = "replay",
+        loop: bool = False,
     ) -> None:
         """Defaults: the shipped price and Bitcoin files, from the first hour of the price file.
 
@@ -118,9 +124,33 @@ class ReplayFeed:
         self.max_btc_age_s = max_btc_age_s
         self.max_difficulty_age_s = max_difficulty_age_s
         self.max_fees_age_s = max_fees_age_s
+        self.loop = loop
+        # The loop: from `start` to the end of the price file (the Bitcoin file covers it).
+        self.loop_end_s = float(prices.t_s[-1]) + prices.step_s if prices.hours else self.start_s
+        if loop and self.loop_end_s - self.start_s < DAY_S:
+            raise ValueError(
+                f"{name}: a looping replay needs at least a day of prices after its start "
+                f"{_iso(self.start_s)}; the price file ends at {_iso(self.loop_end_s)}"
+            )
+
+    @property
+    def loop_span_s(self) -> float:
+        return self.loop_end_s - self.start_s
 
     def history_time(self, now_s: float) -> float:
+        """The market time the scheduler is at (it goes on past the file's end when looping)."""
         return self.start_s + (now_s - self.origin_s) * self.speedup
+
+    def loops(self, now_s: float) -> int:
+        """How many times a looping replay has gone back to its start by `now_s`."""
+        h = self.history_time(now_s)
+        if not self.loop or h < self.loop_end_s:
+            return 0
+        return int((h - self.start_s) // self.loop_span_s)
+
+    def _data_offset_s(self, now_s: float) -> float:
+        """What to subtract from the history time of `now_s` to find its values in the files."""
+        return self.loops(now_s) * self.loop_span_s
 
     def scheduler_time(self, history_s: float) -> float:
         return self.origin_s + (history_s - self.start_s) / self.speedup
@@ -132,10 +162,11 @@ class ReplayFeed:
         """Each zone's last `past_hours` hourly prices in USD up to the hour of `now_s` (what the
         price outlook is built from), with when the next hour starts on the scheduler's clock."""
         table = self.prices
-        row = table.row_at(self.history_time(now_s))
+        offset_s = self._data_offset_s(now_s)
+        row = table.row_at(self.history_time(now_s) - offset_s)
         if row is None:
             return {}
-        hour_start_hist_s = float(table.t_s[row])
+        hour_start_hist_s = float(table.t_s[row]) + offset_s
         next_start_s = self.scheduler_time(hour_start_hist_s + table.step_s)
         hour_s = self.scheduler_time(hour_start_hist_s + 2 * table.step_s) - next_start_s
         history = {}
@@ -149,7 +180,10 @@ class ReplayFeed:
             history[zone] = PriceHistory(past, next_start_s, hour_s)
         return history
 
-    def _quote(self, value: float, as_of_hist_s: float, max_age_s: float, currency: str) -> Quote:
+    def _quote(
+        self, value: float, as_of_data_s: float, max_age_s: float, currency: str, offset_s: float
+    ) -> Quote:
+        as_of_hist_s = as_of_data_s + offset_s
         return Quote(
             value=value,
             as_of_s=self.scheduler_time(as_of_hist_s),
@@ -159,7 +193,8 @@ class ReplayFeed:
         )
 
     def quotes(self, now_s: float) -> MarketQuotes:
-        h = self.history_time(now_s)
+        offset_s = self._data_offset_s(now_s)
+        h = self.history_time(now_s) - offset_s  # where the files are read
         problems: list[str] = []
         prices: dict[str, Quote] = {}
         table = self.prices
@@ -178,7 +213,7 @@ class ReplayFeed:
                     continue
                 prices[zone] = self._quote(
                     float(table.prices[k, j]), float(table.t_s[k]), self.max_price_age_s,
-                    table.currencies[j],
+                    table.currencies[j], offset_s,
                 )
 
         btc = self.btc
@@ -192,19 +227,19 @@ class ReplayFeed:
             if k >= 0:
                 btc_usd = self._quote(
                     float(btc.close_usd[k]), float(btc.day_start_s[k]) + DAY_S,
-                    self.max_btc_age_s, "USD",
+                    self.max_btc_age_s, "USD", offset_s,
                 )
             k = int(btc.last_difficulty[day])
             if k >= 0:
                 difficulty = self._quote(
                     float(btc.difficulty[k]), float(btc.day_start_s[k]),
-                    self.max_difficulty_age_s, "USD",
+                    self.max_difficulty_age_s, "USD", offset_s,
                 )
             k = int(btc.last_fees[day - 1]) if day >= 1 else -1
             if k >= 0:
                 fees = self._quote(
                     float(btc.fees_btc_per_day[k]) / BLOCKS_PER_DAY,
-                    float(btc.day_start_s[k]) + DAY_S, self.max_fees_age_s, "USD",
+                    float(btc.day_start_s[k]) + DAY_S, self.max_fees_age_s, "USD", offset_s,
                 )
         subsidy = Quote(
             block_subsidy_btc(dt.datetime.fromtimestamp(h, tz=dt.UTC).date()),
@@ -217,7 +252,7 @@ class ReplayFeed:
             difficulty=difficulty,
             fees_btc_per_block=fees,
             subsidy_btc=subsidy,
-            market_time_s=h,
+            market_time_s=h + offset_s,
             problems=tuple(problems),
         )
 

@@ -160,6 +160,16 @@ class SchedulerMetrics:
             ["feed", "zone"],
             registry=r,
         )
+        self.replay_looping = Gauge(
+            "hashserve_market_replay_looping",
+            "1 when the market replay loops (no live source: the replayed history repeats).",
+            registry=r,
+        )
+        self.replay_loops = Gauge(
+            "hashserve_market_replay_loops",
+            "How many times the looping market replay has gone back to its start.",
+            registry=r,
+        )
 
         # Sites
         site = ["site", "region"]

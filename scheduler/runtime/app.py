@@ -61,6 +61,13 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
         zones=zones,
         fx_usd_per_unit=fx,
         limits=limits,
+        loop=settings.market_replay_loop,
+    )
+    log.info(
+        "market: replaying the shipped history from %s at %g s per hour%s",
+        settings.market_replay_start, settings.market_seconds_per_hour,
+        f"; it loops back to the start after {replay.loop_span_s / 3600:.0f} market hours "
+        "(no live source)" if replay.loop else "; without a loop, prices end with the history",
     )
     http = None
     if settings.market_http_url:

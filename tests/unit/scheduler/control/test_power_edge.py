@@ -7,6 +7,7 @@ reads (the messages the api would put on its gRPC stream) and whose reports the 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -161,3 +162,36 @@ def test_a_window_that_starts_sheds_the_running_job_and_cancels_it_on_the_agent(
     assert job.state is JobState.QUEUED  # no other site here: it waits for one
     modes = [m.power_mode for m in messages if m.HasField("power_mode")]
     assert modes and modes[-1].mining_mw == 0.0 and modes[-1].ai_mw == 0.0
+
+
+def test_past_the_end_of_history_a_looping_replay_still_prices_every_site() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from scheduler.metrics.registry import SchedulerMetrics
+
+    # The shipped prices end with 2024; start 30 market hours before that, loop, and tick a day
+    # past the end: the plan has prices (no fallback), the ledger books 2025's hours, and the
+    # metrics say the replay looped once.
+    edge = Edge()
+    start_s = dt.datetime(2024, 12, 30, 18, tzinfo=dt.UTC).timestamp()
+    replay = ReplayFeed(start=start_s, speedup=SPEEDUP, origin_s=T0_S,
+                        zones=sorted(edge.fleet.price_zones),
+                        fx_usd_per_unit=dict(edge.fleet.fx_usd_per_unit),
+                        limits=DEFAULT_MARKET_LIMITS.scaled(SPEEDUP), loop=True)
+    feed = LayeredFeed.standard(sorted(edge.fleet.price_zones), None, None, replay,
+                                dict(edge.fleet.fx_usd_per_unit),
+                                DEFAULT_MARKET_LIMITS.scaled(SPEEDUP))
+    power = PowerController(edge.loop, edge.fleet, feed, edge.clock,
+                            PlannerConfig(clock_speedup=SPEEDUP), replay=replay)
+    power.metrics = SchedulerMetrics(registry=CollectorRegistry())
+    for hour in range(0, 60, 6):
+        power.tick(edge.at(hour * SECONDS_PER_HOUR + 1.0))
+        plan = power.plan
+        assert plan is not None and not plan.sites[SITE].fallback, hour
+    assert replay.loops(edge.clock.now_s()) == 1
+    registry = power.metrics.registry
+    assert registry.get_sample_value("hashserve_market_replay_looping") == 1.0
+    assert registry.get_sample_value("hashserve_market_replay_loops") == 1.0
+    booked = [row.hour_start_s for row in power.ticker.accounting.rows()]
+    assert max(booked) >= dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC).timestamp()
+    edge.journal.close()

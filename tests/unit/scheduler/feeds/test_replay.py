@@ -95,3 +95,40 @@ def test_before_the_bitcoin_price_starts_hashprice_is_unknown() -> None:
     assert s.btc_usd is None and s.hashprice_usd_per_phs_day is None
     assert "btc_usd: missing" in s.problems
     assert s.subsidy_btc == 12.5
+
+
+DEC_30_2024 = dt.datetime(2024, 12, 30, tzinfo=dt.UTC).timestamp()
+
+
+def test_a_looping_replay_never_runs_dry() -> None:
+    # Start two days before the price file ends, one hour of history per second: after 48 s the
+    # file is over; a plain replay falls back everywhere, a looping one reads its start again.
+    speedup = 3600.0
+    clock = ManualClock(0.0)
+    limits = MarketLimits().scaled(speedup)
+    plain = ReplayFeed(start=DEC_30_2024, speedup=speedup, clock=clock, limits=limits)
+    looping = ReplayFeed(start=DEC_30_2024, speedup=speedup, clock=clock, limits=limits,
+                         loop=True)
+    assert looping.loop_span_s == 2 * 86_400.0
+    first = looping.snapshot(5.5)  # 05:30 on 2024-12-30
+    assert plain.snapshot(48.5 + 5).problems  # past the file: no prices
+    for cycle in (1, 2, 7):
+        now_s = cycle * 48.0 + 5.5
+        again = looping.snapshot(now_s)
+        assert looping.loops(now_s) == cycle
+        # The same as the first time round (the shipped fees stop in 2024-04: stale both times).
+        assert again.problems == first.problems and again.stale_zones == frozenset()
+        assert set(again.price_usd_per_mwh_by_zone) == set(looping.zones)
+        assert again.price_usd_per_mwh_by_zone == first.price_usd_per_mwh_by_zone
+        assert again.hashprice_usd_per_phs_day == first.hashprice_usd_per_phs_day
+        # Market time goes on (the ledger books new hours); the quotes are stamped in this cycle.
+        assert again.market_time_s == DEC_30_2024 + now_s * 3600.0
+        assert again.as_of_s["price[US-TEX-ERCO]"] == pytest.approx(cycle * 48.0 + 5.0)
+        history = looping.price_history(now_s, ["US-TEX-ERCO"], {"USD": 1.0}, 24)
+        assert history["US-TEX-ERCO"].next_hour_start_s == pytest.approx(cycle * 48.0 + 6.0)
+    assert looping.loops(47.9) == 0
+
+
+def test_a_loop_needs_a_day_of_prices_after_its_start() -> None:
+    with pytest.raises(ValueError, match="at least a day of prices"):
+        ReplayFeed(start=DEC_30_2024 + 36 * 3600, loop=True)
