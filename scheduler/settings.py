@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hashserve.logs import LogFormat
@@ -63,6 +63,23 @@ class SchedulerSettings(BaseSettings):
     # prices never run out; off, the planner falls back everywhere once the history ends.
     market_replay_loop: bool = True
     market_http_url: str | None = Field(None, description="poll this JSON endpoint for prices")
+    # Live sources (scheduler/feeds/live). Any of them needs the real clock
+    # (market_seconds_per_hour 3600). Credentials: a value, or a file holding it (a secret mount).
+    bitcoin_rpc_url: str | None = Field(None, description="a Bitcoin Core node's JSON-RPC URL")
+    bitcoin_rpc_user: str | None = None
+    bitcoin_rpc_password: SecretStr | None = None
+    bitcoin_rpc_password_file: str | None = None
+    bitcoin_rpc_cookie_file: str | None = Field(None, description="the node's .cookie file")
+    mempool_api_url: str | None = Field(None, description="e.g. https://mempool.space/api")
+    btc_usd_url: str | None = Field(
+        None, description="a Coinbase-shaped spot price, e.g. "
+        "https://api.coinbase.com/v2/prices/BTC-USD/spot",
+    )
+    bitcoin_poll_interval_s: float = Field(60.0, gt=0)
+    entsoe_token: SecretStr | None = None
+    entsoe_token_file: str | None = None
+    entsoe_endpoint_url: str = "https://web-api.tp.entsoe.eu/api"
+    entsoe_poll_interval_s: float = Field(900.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

@@ -42,6 +42,7 @@ from scheduler.core.power_step import PRICE_HISTORY_HOURS, PriceHistory, SetPowe
 from scheduler.core.power_tick import PowerTick
 from scheduler.core.scheduler import NodeState, Step
 from scheduler.feeds.base import MarketFeed
+from scheduler.feeds.live import PolledSource
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.metrics.registry import SchedulerMetrics
 
@@ -269,6 +270,15 @@ class PowerController:
                 power_cap_mw=p.cap_mw,
             )
             m.set_feed_fallback(site, region, p.fallback)
+        for source in getattr(self.feed, "sources", ()):
+            if isinstance(source, PolledSource):
+                health = source.health()
+                m.source_errors.labels(health.source).set(health.errors)
+                m.source_up.labels(health.source).set(
+                    1.0 if health.last_error is None and health.last_ok_s is not None else 0.0
+                )
+                if health.last_ok_s is not None:
+                    m.source_age.labels(health.source).set(max(now_s - health.last_ok_s, 0.0))
         if self.replay is not None:
             m.replay_looping.set(1.0 if self.replay.loop else 0.0)
             m.replay_loops.set(self.replay.loops(now_s))

@@ -160,6 +160,24 @@ class SchedulerMetrics:
             ["feed", "zone"],
             registry=r,
         )
+        self.source_age = Gauge(
+            "hashserve_market_source_age_seconds",
+            "Seconds since a live market source last answered (absent before its first answer).",
+            ["source"],
+            registry=r,
+        )
+        self.source_errors = Gauge(
+            "hashserve_market_source_errors",
+            "Failed polls of a live market source since the scheduler started.",
+            ["source"],
+            registry=r,
+        )
+        self.source_up = Gauge(
+            "hashserve_market_source_up",
+            "1 when a live market source's last poll succeeded.",
+            ["source"],
+            registry=r,
+        )
         self.replay_looping = Gauge(
             "hashserve_market_replay_looping",
             "1 when the market replay loops (no live source: the replayed history repeats).",

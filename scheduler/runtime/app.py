@@ -7,7 +7,7 @@ from the journal on start, so a restart after a crash carries on where the journ
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1.health import HealthServicer
@@ -26,6 +26,7 @@ from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
 from scheduler.feeds.http_json import HttpJsonFeed
 from scheduler.feeds.layered import LayeredFeed
+from scheduler.feeds.live import PolledSource, live_sources
 from scheduler.feeds.ops import OpsFeed
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.fleet import default_fleet_path, load_fleet
@@ -44,10 +45,12 @@ class MarketFeeds:
     replay: ReplayFeed
     http: HttpJsonFeed | None
     layered: LayeredFeed
+    live: list[PolledSource] = field(default_factory=list)
 
 
 def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -> MarketFeeds:
-    """Ops values over an HTTP endpoint (when configured) over the replay of shipped history."""
+    """Ops values over an HTTP endpoint and live sources (when configured) over the replay of
+    shipped history."""
     speedup = settings.market_speedup
     limits = DEFAULT_MARKET_LIMITS.scaled(speedup)
     zones = sorted(fleet.price_zones)
@@ -79,9 +82,9 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
             fx_usd_per_unit=fx,
             limits=limits,
         )
-    return MarketFeeds(
-        ops, replay, http, LayeredFeed.standard(zones, ops, http, replay, fx, limits)
-    )
+    live = live_sources(settings, zones, clock)
+    sources = [src for src in (ops, http, *live, replay) if src is not None]
+    return MarketFeeds(ops, replay, http, LayeredFeed(sources, zones, fx, limits), live)
 
 
 class SchedulerApp:
@@ -145,6 +148,8 @@ class SchedulerApp:
         await self.power.start()
         if self.http_feed is not None:
             self.http_feed.start()
+        for source in self.feeds.live:
+            source.start()
         server, health_servicer = build_server(
             CustomerService(self.loop, self.auth),
             AgentService(self.loop, self.auth),
@@ -179,6 +184,8 @@ class SchedulerApp:
         await self.power.stop()
         if self.http_feed is not None:
             self.http_feed.stop()
+        for source in self.feeds.live:
+            source.stop()
         await self.loop.stop()
         if self._server is not None:
             await self._server.stop(grace_s)

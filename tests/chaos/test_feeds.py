@@ -100,6 +100,7 @@ def sched(
         market_http_url=market.url,
         market_http_interval_s=0.1,
         market_replay_start="2030-01-01T00:00:00Z",  # past the shipped files: HTTP only
+        market_replay_loop=False,
         market_seconds_per_hour=1.0,
         plan_interval_s=0.1,
     ) as s:

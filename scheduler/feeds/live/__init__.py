@@ -1,0 +1,100 @@
+"""Live market sources: the services miners price on, each polled on its own schedule.
+
+`live_sources(settings, zones, clock)` builds the ones the settings name:
+- Bitcoin: a Bitcoin Core node (`bitcoin_rpc_url`) or a mempool-style API (`mempool_api_url`)
+  for difficulty, subsidy and fees; a spot price (`btc_usd_url`) for BTC/USD;
+- prices: ENTSO-E day-ahead for the European bidding zones (`entsoe_token[_file]`).
+They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
+live source has is still priced from the replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from scheduler.core.clock import Clock
+from scheduler.feeds.live.bitcoin import BitcoinCoreRpc, MempoolApi, SpotPriceApi
+from scheduler.feeds.live.poller import (
+    Adapter,
+    Fetched,
+    PolledSource,
+    SourceError,
+    SourceHealth,
+    read_secret,
+)
+
+REAL_CLOCK_S_PER_HOUR = 3600.0
+log = logging.getLogger("hashserve.feeds")
+
+
+class LiveSettings(Protocol):
+    bitcoin_rpc_url: str | None
+    bitcoin_rpc_user: str | None
+    bitcoin_rpc_password: SecretStr | None
+    bitcoin_rpc_password_file: str | None
+    bitcoin_rpc_cookie_file: str | None
+    mempool_api_url: str | None
+    btc_usd_url: str | None
+    bitcoin_poll_interval_s: float
+    entsoe_token: SecretStr | None
+    entsoe_token_file: str | None
+    entsoe_endpoint_url: str
+    entsoe_poll_interval_s: float
+    market_seconds_per_hour: float
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def live_sources(settings: LiveSettings, zones: Iterable[str], clock: Clock) -> list[PolledSource]:
+    """The live sources the settings configure (none: the replay alone prices the market).
+
+    Raises ValueError for a live source on a compressed market clock: a live price is the price
+    of the real hour, and a compressed clock would play it as many hours.
+    """
+    adapters: list[tuple[Adapter, float]] = []
+    if settings.bitcoin_rpc_url:
+        adapters.append((BitcoinCoreRpc(
+            settings.bitcoin_rpc_url,
+            user=settings.bitcoin_rpc_user,
+            password=read_secret(_secret(settings.bitcoin_rpc_password),
+                                 settings.bitcoin_rpc_password_file, "bitcoin_rpc_password"),
+            cookie_file=settings.bitcoin_rpc_cookie_file,
+        ), settings.bitcoin_poll_interval_s))
+    elif settings.mempool_api_url:
+        adapters.append((MempoolApi(settings.mempool_api_url), settings.bitcoin_poll_interval_s))
+    if settings.btc_usd_url:
+        adapters.append((SpotPriceApi(settings.btc_usd_url), settings.bitcoin_poll_interval_s))
+    token = read_secret(_secret(settings.entsoe_token), settings.entsoe_token_file, "entsoe_token")
+    if token:
+        from scheduler.feeds.live.entsoe_prices import EntsoeDayAhead
+
+        adapters.append((
+            EntsoeDayAhead(token, zones, settings.entsoe_endpoint_url),
+            settings.entsoe_poll_interval_s,
+        ))
+    if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
+        names = ", ".join(a.name for a, _ in adapters)
+        raise ValueError(
+            f"live market sources ({names}) run on the real clock: set market_seconds_per_hour "
+            f"to 3600 (it is {settings.market_seconds_per_hour:g}), or configure no live source"
+        )
+    for adapter, interval_s in adapters:
+        log.info("market: live source %s, polled every %g s", adapter.name, interval_s)
+    return [PolledSource(adapter, interval_s, clock) for adapter, interval_s in adapters]
+
+
+__all__ = [
+    "Adapter",
+    "Fetched",
+    "PolledSource",
+    "SourceError",
+    "SourceHealth",
+    "live_sources",
+    "read_secret",
+]

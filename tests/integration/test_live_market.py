@@ -1,0 +1,153 @@
+"""A scheduler priced by two live-style sources, end to end, on the real clock.
+
+The scheduler (`SchedulerApp` in this process, with its gRPC admin API and Prometheus endpoint)
+polls a Bitcoin Core node's JSON-RPC and a spot price for the hashprice, and the ENTSO-E platform
+for the European zones' day-ahead prices. All three are served by a local server answering in the
+shape each service documents (the replies of tests/unit/scheduler/feeds/live, built from the
+services' references). Zones no live source covers are priced by the replay underneath.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from hashserve.v1 import admin_pb2, admin_pb2_grpc
+from scheduler.core.economics import hashprice_usd_per_phs_day
+from scheduler.fleet import default_fleet_path, load_fleet
+from tests.chaos.harness import InProcessScheduler, bearer
+from tests.unit.scheduler.feeds.live.stub_server import Reply, StubServer, serve
+from tests.unit.scheduler.feeds.live.test_bitcoin import DIFFICULTY, core_rpc
+from tests.unit.scheduler.feeds.live.test_entsoe import DE_LU, TOKEN, a44, platform
+
+pytestmark = pytest.mark.integration
+
+FLEET = load_fleet(default_fleet_path())
+EUR_USD = FLEET.fx_usd_per_unit["EUR"]
+BTC_USD = 97_123.45
+
+
+def day_ahead_now() -> str:
+    """A DE-LU document from yesterday to the day after tomorrow, hour h of it at 60 + h EUR."""
+    start_s = math.floor(time.time() / 86_400) * 86_400 - 86_400
+    return a44(DE_LU, start_s, [60.0 + h for h in range(96)], 60)
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[StubServer]:
+    for stub in serve():
+        stub.routes["/rpc"] = core_rpc(tip_time_s=time.time() - 300)
+        stub.routes["/spot"] = Reply(200, json.dumps(
+            {"data": {"amount": str(BTC_USD), "base": "BTC", "currency": "USD"}}
+        ))
+        stub.routes["/api"] = platform({DE_LU: day_ahead_now()})
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def sched(
+    services: StubServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessScheduler]:
+    secrets = tmp_path_factory.mktemp("secrets")
+    (secrets / "rpc-password").write_text("rpc-secret\n")
+    (secrets / "entsoe-token").write_text(TOKEN + "\n")
+    with InProcessScheduler(
+        Path(tmp_path_factory.mktemp("live")),
+        metrics_port=0,
+        market_seconds_per_hour=3600.0,
+        plan_interval_s=0.2,
+        bitcoin_rpc_url=services.url + "/rpc",
+        bitcoin_rpc_user="miner",
+        bitcoin_rpc_password_file=str(secrets / "rpc-password"),
+        btc_usd_url=services.url + "/spot",
+        bitcoin_poll_interval_s=0.2,
+        entsoe_token_file=str(secrets / "entsoe-token"),
+        entsoe_endpoint_url=services.url + "/api",
+        entsoe_poll_interval_s=0.5,
+    ) as s:
+        yield s
+
+
+def market(sched: InProcessScheduler) -> admin_pb2.Market:
+    with grpc.insecure_channel(sched.address) as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        return admin.GetMarket(admin_pb2.GetMarketRequest(),
+                               metadata=bearer(sched.credentials.admin_key))
+
+
+def metrics(sched: InProcessScheduler) -> dict[str, float]:
+    port = sched.on_loop(lambda app: app.metrics_port)
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("hashserve_market_source") or line.startswith("hashserve_hashprice"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"never saw {what}")
+
+
+def test_live_sources_price_the_market(sched: InProcessScheduler) -> None:
+    def priced() -> bool:
+        zones = {z.zone: z for z in market(sched).zones}
+        return zones["DE-LU"].source == "entsoe" and market(sched).difficulty == DIFFICULTY
+
+    wait_for(priced, "the live sources in the market")
+    got = market(sched)
+    zones = {z.zone: z for z in got.zones}
+    hour_of_doc = (math.floor(time.time() / 3600) * 3600
+                   - (math.floor(time.time() / 86_400) * 86_400 - 86_400)) / 3600
+    assert zones["DE-LU"].price_usd_per_mwh == pytest.approx((60.0 + hour_of_doc) * EUR_USD)
+    assert not zones["DE-LU"].stale
+    # A zone ENTSO-E does not cover comes from the replay underneath.
+    assert zones["US-TEX-ERCO"].source == "replay"
+    assert got.btc_usd == BTC_USD
+    fees = sum(0.02 + i * 0.0001 for i in range(12)) / 12  # the stub's last 12 blocks
+    assert got.hashprice_usd_per_phs_day == pytest.approx(
+        hashprice_usd_per_phs_day(BTC_USD, DIFFICULTY, fees, 3.125)
+    )
+    plan = sched.on_loop(lambda app: app.power.plan)
+    assert plan is not None
+    assert plan.sites["de-leipzig"].price_usd_per_mwh == pytest.approx(
+        zones["DE-LU"].price_usd_per_mwh
+    )
+    assert not plan.sites["de-leipzig"].fallback
+    wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="entsoe"}') == 1.0,
+             "the source metrics")
+    seen = metrics(sched)
+    for source in ("bitcoin-core", "btc-spot", "entsoe"):
+        assert seen[f'hashserve_market_source_up{{source="{source}"}}'] == 1.0
+        assert seen[f'hashserve_market_source_errors{{source="{source}"}}'] == 0.0
+
+
+def test_a_source_that_goes_down_is_seen_and_its_values_kept(
+    sched: InProcessScheduler, services: StubServer
+) -> None:
+    wait_for(lambda: market(sched).difficulty == DIFFICULTY, "the node's difficulty")
+    services.routes["/rpc"] = Reply(503, "<html>down</html>", "text/html")
+    try:
+        wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="bitcoin-core"}')
+                 == 0.0, "the node marked down")
+        seen = metrics(sched)
+        assert seen['hashserve_market_source_errors{source="bitcoin-core"}'] >= 1.0
+        # Its last values are minutes old, far within the difficulty's three days.
+        assert market(sched).difficulty == DIFFICULTY
+        assert any("bitcoin-core" in p and "503" in p for p in market(sched).problems)
+    finally:
+        services.routes["/rpc"] = core_rpc(tip_time_s=time.time() - 300)
+    wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="bitcoin-core"}')
+             == 1.0, "the node back up")
