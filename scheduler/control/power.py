@@ -168,10 +168,24 @@ class PowerController:
     def _price_history(self, now_s: float) -> dict[str, PriceHistory]:
         if self.replay is None:
             return {}
-        return self.replay.price_history(
+        history = self.replay.price_history(
             now_s, {s.price_zone for s in self.fleet.sites if s.price_zone},
             self.fleet.fx_usd_per_unit, PRICE_HISTORY_HOURS,
         )
+        # A live day-ahead market's published prices replace the past week's means.
+        live = [s for s in getattr(self.feed, "sources", ()) if isinstance(s, PolledSource)]
+        for zone, past in history.items():
+            for source in live:
+                published = source.published(zone)
+                rate = (self.fleet.fx_usd_per_unit.get(published.currency)
+                        if published is not None else None)
+                if published is None or rate is None:
+                    continue
+                history[zone] = replace(past, published_usd_per_mwh={
+                    t: price * rate for t, price in published.by_hour_start_s.items()
+                })
+                break
+        return history
 
     def send_modes(self) -> None:
         """Each connected agent gets its site's power mode when it differs from the last one it

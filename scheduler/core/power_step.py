@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.core.economics import opportunity_price_usd_per_mwh
 from scheduler.core.fleet import Fleet
@@ -55,6 +55,16 @@ class PriceHistory:
     past_usd_per_mwh: Sequence[float]
     next_hour_start_s: float
     hour_s: float
+    # Prices the market has published for later hours (a day-ahead auction), in USD/MWh, by the
+    # start of their hour on the scheduler's clock. Where one covers an outlook hour, the
+    # outlook uses it instead of the past week's mean at that hour of day.
+    published_usd_per_mwh: Mapping[float, float] = field(default_factory=dict)
+
+    def published_at(self, start_s: float) -> float | None:
+        """The published price of the hour containing `start_s`, if any."""
+        hour_start_s = math.floor(start_s / 3600.0) * 3600.0
+        value = self.published_usd_per_mwh.get(hour_start_s)
+        return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -178,17 +188,20 @@ def price_outlook(
     closed: Sequence[tuple[float, float]] = (),
     block_share: float = 1.0,
 ) -> tuple[PriceOutlook, ...]:
-    """The opportunity price of each of the next hours, from the past week's same hours. Hours
-    that overlap a `closed` interval (a demand-response window) are left out: flex work must not
+    """The opportunity price of each of the next hours: the market's published price where it
+    has one (day-ahead), else the mean of the past week's same hours. Hours that overlap a
+    `closed` interval (a demand-response window) are left out: flex work must not
     wait for a site that will have no power then."""
     if history is None:
         return ()
     windows = []
     expected = hour_of_day_outlook(list(history.past_usd_per_mwh), OUTLOOK_HOURS)
-    for ahead, price in enumerate(expected, start=1):
+    for ahead, expected_price in enumerate(expected, start=1):
+        start_s = history.next_hour_start_s + (ahead - 1) * history.hour_s
+        published = history.published_at(start_s)
+        price = published if published is not None else expected_price
         if math.isnan(price):
             continue
-        start_s = history.next_hour_start_s + (ahead - 1) * history.hour_s
         end_s = start_s + history.hour_s
         if any(start_s < c_end and c_start < end_s for c_start, c_end in closed):
             continue

@@ -7,6 +7,7 @@ from the journal on start, so a restart after a crash carries on where the journ
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import grpc
@@ -56,11 +57,16 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
     zones = sorted(fleet.price_zones)
     fx = dict(fleet.fx_usd_per_unit)
     ops = OpsFeed(zones, fx, limits)
+    live = live_sources(settings, zones, clock)
+    origin_s = settings.market_replay_origin_s
+    if live and origin_s is None:
+        # On the real clock beside live sources, the replay's hours start on the real hours.
+        origin_s = math.floor(clock.now_s() / 3600.0) * 3600.0
     replay = ReplayFeed(
         start=settings.market_replay_start,
         speedup=speedup,
         clock=clock,
-        origin_s=settings.market_replay_origin_s,
+        origin_s=origin_s,
         zones=zones,
         fx_usd_per_unit=fx,
         limits=limits,
@@ -82,7 +88,6 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
             fx_usd_per_unit=fx,
             limits=limits,
         )
-    live = live_sources(settings, zones, clock)
     sources = [src for src in (ops, http, *live, replay) if src is not None]
     return MarketFeeds(ops, replay, http, LayeredFeed(sources, zones, fx, limits), live)
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from hashserve.v1 import admin_pb2, admin_pb2_grpc
-from scheduler.core.economics import hashprice_usd_per_phs_day
+from scheduler.core.economics import hashprice_usd_per_phs_day, opportunity_price_usd_per_mwh
 from scheduler.fleet import default_fleet_path, load_fleet
 from tests.chaos.harness import InProcessScheduler, bearer
 from tests.unit.scheduler.feeds.live.stub_server import Reply, StubServer, serve
@@ -126,6 +126,16 @@ def test_live_sources_price_the_market(sched: InProcessScheduler) -> None:
         zones["DE-LU"].price_usd_per_mwh
     )
     assert not plan.sites["de-leipzig"].fallback
+    # The flex outlook there is the published day-ahead, not last week's replayed means.
+    view = sched.on_loop(lambda app: app.loop.core.site_views["de-leipzig"])
+    next_hour_s = math.floor(time.time() / 3600) * 3600 + 3600
+    first = view.outlook[0]
+    assert first.start_s == pytest.approx(next_hour_s, abs=1.0)
+    site = plan.sites["de-leipzig"]
+    assert first.opportunity_price_usd_per_mwh == pytest.approx(opportunity_price_usd_per_mwh(
+        (60.0 + hour_of_doc + 1) * EUR_USD, site.r_mine_usd_per_mwh, site.at_cap,
+        site.block_share,
+    ))
     wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="entsoe"}') == 1.0,
              "the source metrics")
     seen = metrics(sched)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, SourceError
+from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
@@ -77,7 +77,7 @@ class EntsoeDayAhead:
         start = pd.Timestamp(hour_s - DAY_S, unit="s", tz="UTC")
         end = pd.Timestamp(hour_s + 2 * DAY_S, unit="s", tz="UTC")
         prices: dict[str, Quote] = {}
-        ahead: dict[str, tuple[tuple[float, float], ...]] = {}
+        ahead: dict[str, PublishedPrices] = {}
         problems: list[str] = []
         failures = 0
         for zone, area in self.areas.items():
@@ -104,7 +104,9 @@ class EntsoeDayAhead:
                 problems.append(f"{self.name}: {zone}: no price for the current hour")
             else:
                 prices[zone] = Quote(now_value, hour_s, self.name, "EUR")
-            ahead[zone] = tuple(sorted((t, p) for t, p in hourly.items() if t > hour_s))
+            ahead[zone] = PublishedPrices(
+                "EUR", {t: p for t, p in sorted(hourly.items()) if t > hour_s}
+            )
         if failures == len(self.areas):
             raise SourceError("; ".join(problems))
         return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))

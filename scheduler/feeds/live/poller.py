@@ -34,6 +34,15 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
+class PublishedPrices:
+    """A zone's prices published for later hours (a day-ahead auction): by hour start on the
+    scheduler's clock, in `currency` per MWh."""
+
+    currency: str
+    by_hour_start_s: Mapping[float, float]
+
+
+@dataclass(frozen=True)
 class Fetched:
     """What one poll learnt. Fields left empty keep their previous quote."""
 
@@ -43,9 +52,8 @@ class Fetched:
     fees_btc_per_block: Quote | None = None
     subsidy_btc: Quote | None = None
     hashprice_usd_per_phs_day: Quote | None = None
-    # Prices published ahead (a day-ahead market), by zone: (hour start, price) in the zone's
-    # currency, on the scheduler's clock.
-    ahead_by_zone: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # Prices published for later hours (a day-ahead market), by zone.
+    ahead_by_zone: Mapping[str, PublishedPrices] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # what was wrong with part of the reply (the rest is used)
 
 
@@ -101,7 +109,7 @@ class PolledSource:
         self._lock = threading.Lock()
         self._fields: dict[str, Quote] = {}
         self._prices: dict[str, Quote] = {}
-        self._ahead: dict[str, tuple[tuple[float, float], ...]] = {}
+        self._ahead: dict[str, PublishedPrices] = {}
         self._problems: tuple[str, ...] = ()
         self._error: str | None = None
         self.polls = 0
@@ -198,11 +206,11 @@ class PolledSource:
             problems=tuple(problems),
         )
 
-    def prices_ahead(self, zone: str, after_s: float) -> tuple[tuple[float, float], ...]:
-        """Published prices for hours starting after `after_s` (a day-ahead market's)."""
+    def published(self, zone: str) -> PublishedPrices | None:
+        """The zone's prices published for later hours at the last answer, if the source has
+        any (a day-ahead market's)."""
         with self._lock:
-            ahead = self._ahead.get(zone, ())
-        return tuple((t, p) for t, p in ahead if t > after_s)
+            return self._ahead.get(zone)
 
     def health(self) -> SourceHealth:
         with self._lock:

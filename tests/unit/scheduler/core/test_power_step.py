@@ -182,3 +182,18 @@ def test_same_split_ignores_the_reason() -> None:
     assert a.same_split(SetPowerMode("s1", 10.0, 0.001, 0.0, "price 41"))
     assert not a.same_split(SetPowerMode("s1", 7.5, 0.001, 2.5, "price 90"))
     assert not a.same_split(None)
+
+
+def test_published_day_ahead_prices_replace_last_weeks_means() -> None:
+    # A flat $30 week; the market has published $5 for the hour two hours ahead and $90 for the
+    # one after (the live clock: scheduler time is market time, hours start on the hour).
+    hour0_s = 1_733_040_000.0  # 2024-12-01T08:00Z
+    history = PriceHistory(
+        [30.0] * 168, next_hour_start_s=hour0_s + 3600, hour_s=3600.0,
+        published_usd_per_mwh={hour0_s + 7200: 5.0, hour0_s + 10_800: 90.0,
+                               hour0_s + 14_400: math.nan},
+    )
+    outlook = price_outlook(history, R_MINE, at_cap=False)
+    assert [w.opportunity_price_usd_per_mwh for w in outlook[:5]] == [30.0, 5.0, 90.0, 30.0, 30.0]
+    assert history.published_at(hour0_s + 7200 + 1800) == 5.0  # any second of that hour
+    assert history.published_at(hour0_s + 14_400) is None  # a NaN is no price

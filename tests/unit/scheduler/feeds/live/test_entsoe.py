@@ -118,8 +118,10 @@ def test_the_hour_now_and_the_hours_ahead_from_quarter_hours(stub: StubServer) -
     assert quote.value == pytest.approx(hours_into_doc + 0.375)
     assert (quote.as_of_s, quote.currency, quote.source) == (hour_s, "EUR", "entsoe")
     ahead = fetched.ahead_by_zone["DE-LU"]
-    assert ahead[0] == (hour_s + 3600, pytest.approx(hours_into_doc + 1.375))
-    assert len(ahead) == 72 - 34 - 1  # every published hour after this one
+    assert ahead.currency == "EUR"
+    assert ahead.by_hour_start_s[hour_s + 3600] == pytest.approx(hours_into_doc + 1.375)
+    assert min(ahead.by_hour_start_s) == hour_s + 3600
+    assert len(ahead.by_hour_start_s) == 72 - 34 - 1  # every published hour after this one
     assert fetched.problems == ()
 
 
