@@ -80,6 +80,16 @@ class SchedulerSettings(BaseSettings):
     entsoe_token_file: str | None = None
     entsoe_endpoint_url: str = "https://web-api.tp.entsoe.eu/api"
     entsoe_poll_interval_s: float = Field(900.0, gt=0)
+    # ERCOT's public API (an account at apiexplorer.ercot.com and a subscription key).
+    ercot_api_username: str | None = None
+    ercot_api_password: SecretStr | None = None
+    ercot_api_password_file: str | None = None
+    ercot_subscription_key: SecretStr | None = None
+    ercot_subscription_key_file: str | None = None
+    ercot_default_settlement_point: str = "HB_HUBAVG"
+    ercot_api_url: str | None = Field(None, description="default: ERCOT's public-reports API")
+    ercot_token_url: str | None = Field(None, description="default: ERCOT's B2C token endpoint")
+    ercot_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

@@ -43,7 +43,7 @@ from scheduler.core.economics import (
     hashprice_usd_per_phs_day,
     mining_revenue_usd_per_mwh,
 )
-from scheduler.core.fleet import Fleet, SiteSpec
+from scheduler.core.fleet import Fleet, SiteSpec, market_zone
 from scheduler.core.market import PRICE_ZONE_CURRENCY
 from scheduler.core.models import DEFAULT_CATALOGUE, ModelKind, ModelSpec, Tier, priced_catalogue
 from scheduler.core.planner.split import AsicLevels
@@ -106,7 +106,7 @@ def price_columns(path: Path, zones: Sequence[str]) -> dict[str, str]:
     header = read_header(Path(path))
     out: dict[str, str] = {}
     for zone in zones:
-        matches = [h for h in header if h.split("__", 1)[0] == zone]
+        matches = [h for h in header if h.split("__", 1)[0] == market_zone(zone)]
         if not matches:
             raise InputError(
                 path, f"no price column for zone {zone} (expected {zone}__<CUR>_per_MWh)", 1, zone
@@ -118,7 +118,7 @@ def price_columns(path: Path, zones: Sequence[str]) -> dict[str, str]:
 def column_currency(column: str, zone: str) -> str:
     suffix = column.split("__", 1)[1] if "__" in column else ""
     currency = suffix.split("_per_", 1)[0] if "_per_" in suffix else ""
-    return currency or PRICE_ZONE_CURRENCY.get(zone, "USD")
+    return currency or PRICE_ZONE_CURRENCY.get(market_zone(zone), "USD")
 
 
 def load_market(
@@ -173,7 +173,7 @@ def build_world(
         native = market.prices.native_per_mwh[market.zone_column[site.price_zone]] * rate
         price[s] = native[lookback:]
         realtime = outlook is OutlookMode.PERSISTENCE or (
-            outlook is OutlookMode.MARKET and site.price_zone in REALTIME_ZONES
+            outlook is OutlookMode.MARKET and market_zone(site.price_zone) in REALTIME_ZONES
         )
         if outlook is OutlookMode.LIVE:
             forecast[s] = week_hour_of_day_mean(native, lookback, hours)

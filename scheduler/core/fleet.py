@@ -75,10 +75,28 @@ class GpuNodeGroup:
         return self.count * self.gpus_per_node
 
 
+SETTLEMENT_POINT_SEPARATOR = "@"
+
+
+def market_zone(price_zone: str) -> str:
+    """The market a site's price zone belongs to: `US-TEX-ERCO@HB_WEST` (a site priced on its own
+    settlement point) is in `US-TEX-ERCO`. Sources that know no settlement points price the
+    market's zone (the replay, the shipped files); live sources price the point itself."""
+    return price_zone.split(SETTLEMENT_POINT_SEPARATOR, 1)[0]
+
+
+def settlement_point(price_zone: str) -> str | None:
+    """`HB_WEST` for `US-TEX-ERCO@HB_WEST`; None for a plain zone."""
+    _, sep, point = price_zone.partition(SETTLEMENT_POINT_SEPARATOR)
+    return point if sep else None
+
+
 @dataclass(frozen=True)
 class SiteSpec:
     name: str
     region: str
+    # The zone the site is priced in, or `<zone>@<settlement point>` (fleet file:
+    # `settlement_point`) for a site priced on its own node or hub.
     price_zone: str
     power_cap_mw: float  # grid interconnect: all loads together stay under it
     asic: AsicFleetSpec

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from scheduler.core.clock import Clock
 from scheduler.core.economics import BLOCKS_PER_DAY, block_subsidy_btc
+from scheduler.core.fleet import market_zone
 from scheduler.core.market import (
     DEFAULT_FX_USD_PER_UNIT,
     DEFAULT_MARKET_LIMITS,
@@ -117,7 +118,7 @@ class ReplayFeed:
         else:
             self.origin_s = self.start_s
         self.zones: tuple[str, ...] = tuple(zones) if zones is not None else prices.zones
-        self._columns = [(zone, prices.zone_index(zone)) for zone in self.zones]
+        self._columns = [(zone, prices.zone_index(market_zone(zone))) for zone in self.zones]
         self.fx_usd_per_unit = fx_usd_per_unit
         self.limits = limits
         self.max_price_age_s = max_price_age_s
@@ -171,7 +172,7 @@ class ReplayFeed:
         hour_s = self.scheduler_time(hour_start_hist_s + 2 * table.step_s) - next_start_s
         history = {}
         for zone in zones:
-            column = table.zone_index(zone)
+            column = table.zone_index(market_zone(zone))
             rate = fx_usd_per_unit.get(table.currencies[column], math.nan)
             past = [
                 float(v) * rate

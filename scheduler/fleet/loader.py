@@ -16,7 +16,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from scheduler.core.fleet import AsicFleetSpec, Fleet, GpuNodeGroup, SiteSpec
+from scheduler.core.fleet import (
+    SETTLEMENT_POINT_SEPARATOR,
+    AsicFleetSpec,
+    Fleet,
+    GpuNodeGroup,
+    SiteSpec,
+)
 from scheduler.fleet.schema import FleetModel, cross_check
 
 EXAMPLE_FLEET_FILE = "example_fleet.yaml"
@@ -118,7 +124,10 @@ def to_fleet(model: FleetModel) -> Fleet:
         SiteSpec(
             name=s.name,
             region=s.region,
-            price_zone=s.price_zone,
+            price_zone=(
+                f"{s.price_zone}{SETTLEMENT_POINT_SEPARATOR}{s.settlement_point}"
+                if s.settlement_point else s.price_zone
+            ),
             power_cap_mw=s.power_cap_mw,
             asic=AsicFleetSpec(
                 hashrate_phs=s.asic.hashrate_phs,

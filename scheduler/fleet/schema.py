@@ -57,6 +57,9 @@ class SiteModel(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=63)
     region: Region
     price_zone: str
+    # The site's own settlement point (a node or hub, e.g. ERCOT's HB_WEST); live sources that
+    # know it price the site there, the replay prices the zone.
+    settlement_point: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     power_cap_mw: float = Field(gt=0, description="grid interconnect, MW")
     asic: AsicModel
     gpus: list[GpuGroupModel] = Field(default_factory=list)

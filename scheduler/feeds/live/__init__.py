@@ -3,7 +3,10 @@
 `live_sources(settings, zones, clock)` builds the ones the settings name:
 - Bitcoin: a Bitcoin Core node (`bitcoin_rpc_url`) or a mempool-style API (`mempool_api_url`)
   for difficulty, subsidy and fees; a spot price (`btc_usd_url`) for BTC/USD;
-- prices: ENTSO-E day-ahead for the European bidding zones (`entsoe_token[_file]`).
+- prices: ENTSO-E day-ahead for the European bidding zones (`entsoe_token[_file]`); ERCOT's
+  real-time and day-ahead settlement point prices for the Texas sites, each on its own point
+  where the fleet file names one (`ercot_api_username`, `ercot_api_password[_file]`,
+  `ercot_subscription_key[_file]`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -45,6 +48,15 @@ class LiveSettings(Protocol):
     entsoe_token_file: str | None
     entsoe_endpoint_url: str
     entsoe_poll_interval_s: float
+    ercot_api_username: str | None
+    ercot_api_password: SecretStr | None
+    ercot_api_password_file: str | None
+    ercot_subscription_key: SecretStr | None
+    ercot_subscription_key_file: str | None
+    ercot_default_settlement_point: str
+    ercot_api_url: str | None
+    ercot_token_url: str | None
+    ercot_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -52,12 +64,15 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def live_sources(settings: LiveSettings, zones: Iterable[str], clock: Clock) -> list[PolledSource]:
+def live_sources(
+    settings: LiveSettings, zones: Iterable[str], clock: Clock
+) -> list[PolledSource]:
     """The live sources the settings configure (none: the replay alone prices the market).
 
     Raises ValueError for a live source on a compressed market clock: a live price is the price
     of the real hour, and a compressed clock would play it as many hours.
     """
+    zones = tuple(zones)
     adapters: list[tuple[Adapter, float]] = []
     if settings.bitcoin_rpc_url:
         adapters.append((BitcoinCoreRpc(
@@ -78,6 +93,24 @@ def live_sources(settings: LiveSettings, zones: Iterable[str], clock: Clock) -> 
         adapters.append((
             EntsoeDayAhead(token, zones, settings.entsoe_endpoint_url),
             settings.entsoe_poll_interval_s,
+        ))
+    if settings.ercot_api_username:
+        from scheduler.feeds.live.ercot_prices import ErcotSettlementPoints
+
+        password = read_secret(_secret(settings.ercot_api_password),
+                               settings.ercot_api_password_file, "ercot_api_password")
+        key = read_secret(_secret(settings.ercot_subscription_key),
+                          settings.ercot_subscription_key_file, "ercot_subscription_key")
+        if not password or not key:
+            raise ValueError("ercot_api_username needs ercot_api_password[_file] and "
+                             "ercot_subscription_key[_file]")
+        adapters.append((
+            ErcotSettlementPoints(
+                settings.ercot_api_username, password, key, zones,
+                settings.ercot_default_settlement_point, settings.ercot_api_url,
+                settings.ercot_token_url,
+            ),
+            settings.ercot_poll_interval_s,
         ))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
