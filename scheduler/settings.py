@@ -76,6 +76,10 @@ class SchedulerSettings(BaseSettings):
         "https://api.coinbase.com/v2/prices/BTC-USD/spot",
     )
     bitcoin_poll_interval_s: float = Field(60.0, gt=0)
+    # A published hashprice index to compare the computed hashprice with (a metric; never used).
+    hashprice_index_url: str | None = None
+    hashprice_index_field: str = "hashprice_usd_per_phs_day"
+    hashprice_index_scale: float = Field(1.0, gt=0, description="1000 for a per-TH/s index")
     entsoe_token: SecretStr | None = None
     entsoe_token_file: str | None = None
     entsoe_endpoint_url: str = "https://web-api.tp.entsoe.eu/api"

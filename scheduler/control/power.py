@@ -53,6 +53,8 @@ log = logging.getLogger("hashserve.scheduler.power")
 # Market hours of accounting kept in memory: a week. On a compressed clock the ledger would
 # otherwise grow by a row per site every few seconds for as long as the scheduler runs.
 ACCOUNTING_KEEP_S = 7 * 24 * 3600.0
+# A published hashprice index older than this is not compared (indexes publish daily or faster).
+INDEX_MAX_AGE_S = 2 * 86_400.0
 
 
 class PowerController:
@@ -68,6 +70,7 @@ class PowerController:
         ai_value_floor_usd_per_mwh: float = 1000.0,
         window_lead_s: float = 120.0,
         accounting_retention_s: float = 400 * 86_400.0,
+        hashprice_index: PolledSource | None = None,
     ) -> None:
         self.loop = loop
         self.fleet = fleet
@@ -79,6 +82,7 @@ class PowerController:
         self.ai_value_floor_usd_per_mwh = ai_value_floor_usd_per_mwh
         self.window_lead_s = window_lead_s
         self.accounting_retention_s = accounting_retention_s
+        self.hashprice_index = hashprice_index
         self._pruned_hour = math.nan
         self.overrides: dict[str, SiteOverride] = {}
         # The tick of the core that the backtester's twin runs too: ledger, plan, shedding.
@@ -284,7 +288,15 @@ class PowerController:
                 power_cap_mw=p.cap_mw,
             )
             m.set_feed_fallback(site, region, p.fallback)
-        for source in getattr(self.feed, "sources", ()):
+        polled = [s for s in getattr(self.feed, "sources", ()) if isinstance(s, PolledSource)]
+        if self.hashprice_index is not None:
+            polled.append(self.hashprice_index)
+            index = self.hashprice_index.quotes(now_s).hashprice_usd_per_phs_day
+            if (index is not None and market.hashprice_usd_per_phs_day is not None
+                    and now_s - index.as_of_s <= INDEX_MAX_AGE_S):
+                m.hashprice_index.set(index.value)
+                m.hashprice_index_difference.set(market.hashprice_usd_per_phs_day - index.value)
+        for source in polled:
             if isinstance(source, PolledSource):
                 health = source.health()
                 m.source_errors.labels(health.source).set(health.errors)

@@ -178,6 +178,16 @@ class SchedulerMetrics:
             ["source"],
             registry=r,
         )
+        self.hashprice_index = Gauge(
+            "hashserve_hashprice_index_usd_per_phs_day",
+            "The published hashprice index configured for comparison.",
+            registry=r,
+        )
+        self.hashprice_index_difference = Gauge(
+            "hashserve_hashprice_index_difference_usd_per_phs_day",
+            "The hashprice the planner uses minus the published index.",
+            registry=r,
+        )
         self.replay_looping = Gauge(
             "hashserve_market_replay_looping",
             "1 when the market replay loops (no live source: the replayed history repeats).",

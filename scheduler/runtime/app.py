@@ -27,7 +27,7 @@ from scheduler.core.market import DEFAULT_MARKET_LIMITS
 from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
 from scheduler.feeds.http_json import HttpJsonFeed
 from scheduler.feeds.layered import LayeredFeed
-from scheduler.feeds.live import PolledSource, live_sources
+from scheduler.feeds.live import PolledSource, hashprice_index, live_sources
 from scheduler.feeds.ops import OpsFeed
 from scheduler.feeds.replay import ReplayFeed
 from scheduler.fleet import default_fleet_path, load_fleet
@@ -47,6 +47,12 @@ class MarketFeeds:
     http: HttpJsonFeed | None
     layered: LayeredFeed
     live: list[PolledSource] = field(default_factory=list)
+    hashprice_index: PolledSource | None = None
+
+    @property
+    def polled(self) -> list[PolledSource]:
+        """Every source with a polling thread to start and stop."""
+        return [*self.live, *([self.hashprice_index] if self.hashprice_index else [])]
 
 
 def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -> MarketFeeds:
@@ -89,7 +95,10 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
             limits=limits,
         )
     sources = [src for src in (ops, http, *live, replay) if src is not None]
-    return MarketFeeds(ops, replay, http, LayeredFeed(sources, zones, fx, limits), live)
+    return MarketFeeds(
+        ops, replay, http, LayeredFeed(sources, zones, fx, limits), live,
+        hashprice_index(settings, clock),
+    )
 
 
 class SchedulerApp:
@@ -133,6 +142,7 @@ class SchedulerApp:
             ai_value_floor_usd_per_mwh=settings.ai_value_floor_usd_per_mwh,
             window_lead_s=settings.dr_window_lead_s,
             accounting_retention_s=settings.accounting_retention_days * 86_400.0,
+            hashprice_index=self.feeds.hashprice_index,
         )
         self.power.metrics = self.metrics
         self.loop.observers.append(self.power)
@@ -153,7 +163,7 @@ class SchedulerApp:
         await self.power.start()
         if self.http_feed is not None:
             self.http_feed.start()
-        for source in self.feeds.live:
+        for source in self.feeds.polled:
             source.start()
         server, health_servicer = build_server(
             CustomerService(self.loop, self.auth),
@@ -189,7 +199,7 @@ class SchedulerApp:
         await self.power.stop()
         if self.http_feed is not None:
             self.http_feed.stop()
-        for source in self.feeds.live:
+        for source in self.feeds.polled:
             source.stop()
         await self.loop.stop()
         if self._server is not None:

@@ -48,6 +48,8 @@ def services() -> Iterator[StubServer]:
             {"data": {"amount": str(BTC_USD), "base": "BTC", "currency": "USD"}}
         ))
         stub.routes["/api"] = platform({DE_LU: day_ahead_now()})
+        # A published index per TH/s per day.
+        stub.routes["/index"] = Reply(200, json.dumps({"data": {"hashprice": 0.0485}}))
         yield stub
 
 
@@ -71,6 +73,9 @@ def sched(
         entsoe_token_file=str(secrets / "entsoe-token"),
         entsoe_endpoint_url=services.url + "/api",
         entsoe_poll_interval_s=0.5,
+        hashprice_index_url=services.url + "/index",
+        hashprice_index_field="data.hashprice",
+        hashprice_index_scale=1000.0,
     ) as s:
         yield s
 
@@ -138,8 +143,14 @@ def test_live_sources_price_the_market(sched: InProcessScheduler) -> None:
     ))
     wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="entsoe"}') == 1.0,
              "the source metrics")
+    wait_for(lambda: abs(metrics(sched)["hashserve_hashprice_index_usd_per_phs_day"] - 48.5)
+             < 1e-9, "the index compared")
     seen = metrics(sched)
-    for source in ("bitcoin-core", "btc-spot", "entsoe"):
+    assert seen["hashserve_hashprice_index_usd_per_phs_day"] == pytest.approx(48.5)
+    assert seen["hashserve_hashprice_index_difference_usd_per_phs_day"] == pytest.approx(
+        got.hashprice_usd_per_phs_day - 48.5
+    )
+    for source in ("bitcoin-core", "btc-spot", "entsoe", "hashprice-index"):
         assert seen[f'hashserve_market_source_up{{source="{source}"}}'] == 1.0
         assert seen[f'hashserve_market_source_errors{{source="{source}"}}'] == 0.0
 

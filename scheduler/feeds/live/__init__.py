@@ -20,7 +20,12 @@ from typing import Protocol
 from pydantic import SecretStr
 
 from scheduler.core.clock import Clock
-from scheduler.feeds.live.bitcoin import BitcoinCoreRpc, MempoolApi, SpotPriceApi
+from scheduler.feeds.live.bitcoin import (
+    BitcoinCoreRpc,
+    HashpriceIndexApi,
+    MempoolApi,
+    SpotPriceApi,
+)
 from scheduler.feeds.live.poller import (
     Adapter,
     Fetched,
@@ -44,6 +49,9 @@ class LiveSettings(Protocol):
     mempool_api_url: str | None
     btc_usd_url: str | None
     bitcoin_poll_interval_s: float
+    hashprice_index_url: str | None
+    hashprice_index_field: str
+    hashprice_index_scale: float
     entsoe_token: SecretStr | None
     entsoe_token_file: str | None
     entsoe_endpoint_url: str
@@ -123,6 +131,18 @@ def live_sources(
     return [PolledSource(adapter, interval_s, clock) for adapter, interval_s in adapters]
 
 
+def hashprice_index(settings: LiveSettings, clock: Clock) -> PolledSource | None:
+    """The published hashprice index the settings name, polled beside the live sources; it is
+    compared with the computed hashprice (a metric) and never prices anything."""
+    if not settings.hashprice_index_url:
+        return None
+    return PolledSource(
+        HashpriceIndexApi(settings.hashprice_index_url, settings.hashprice_index_field,
+                          settings.hashprice_index_scale),
+        settings.bitcoin_poll_interval_s, clock,
+    )
+
+
 __all__ = [
     "Adapter",
     "Fetched",
@@ -130,6 +150,7 @@ __all__ = [
     "PublishedPrices",
     "SourceError",
     "SourceHealth",
+    "hashprice_index",
     "live_sources",
     "read_secret",
 ]

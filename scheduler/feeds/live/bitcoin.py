@@ -206,6 +206,39 @@ class SpotPriceApi:
         return Fetched(btc_usd=Quote(amount, now_s, self.name))
 
 
+class HashpriceIndexApi:
+    """A published hashprice index, to compare ours with (never to price on): the number at
+    `field` (a dotted path) of a JSON document, times `scale` to make USD per PH/s per day (1000
+    for an index quoted per TH/s)."""
+
+    def __init__(self, url: str, field: str = "hashprice_usd_per_phs_day", scale: float = 1.0,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, name: str = "hashprice-index") -> None:
+        if not scale > 0:
+            raise ValueError(f"hashprice index scale must be > 0, got {scale!r}")
+        self.url = url
+        self.path = [part for part in field.split(".") if part]
+        self.scale = scale
+        self.timeout_s = timeout_s
+        self.name = name
+
+    def fetch(self, now_s: float) -> Fetched:
+        node: Any = _get_json(self.url, self.timeout_s, self.name)
+        for part in self.path:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                raise SourceError(f"{self.name}: {self.url}: no {'.'.join(self.path)!r}")
+        try:
+            value = float(node)
+        except (TypeError, ValueError):
+            raise SourceError(
+                f"{self.name}: {self.url}: {'.'.join(self.path)!r} is not a number"
+            ) from None
+        return Fetched(hashprice_usd_per_phs_day=Quote(value * self.scale, now_s, self.name))
+
+
 def _get_json(url: str, timeout_s: float, name: str) -> Any:
     try:
         response = httpx.get(url, timeout=timeout_s, follow_redirects=False)

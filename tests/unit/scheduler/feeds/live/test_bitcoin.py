@@ -21,7 +21,12 @@ from scheduler.core.clock import ManualClock
 from scheduler.core.economics import hashprice_usd_per_phs_day
 from scheduler.core.market import assemble_snapshot
 from scheduler.feeds.live import PolledSource, SourceError
-from scheduler.feeds.live.bitcoin import BitcoinCoreRpc, MempoolApi, SpotPriceApi
+from scheduler.feeds.live.bitcoin import (
+    BitcoinCoreRpc,
+    HashpriceIndexApi,
+    MempoolApi,
+    SpotPriceApi,
+)
 from tests.unit.scheduler.feeds.live.stub_server import Reply, Request, StubServer, serve
 
 NOW_S = 1_733_000_000.0  # 2024-11-30
@@ -221,3 +226,17 @@ def test_bad_spot_prices(stub: StubServer, body: object, message: str) -> None:
     stub.routes["/spot"] = Reply(200, json.dumps(body))
     with pytest.raises(SourceError, match=message):
         SpotPriceApi(stub.url + "/spot").fetch(NOW_S)
+
+
+def test_a_hashprice_index_is_read_at_its_field_and_scaled(stub: StubServer) -> None:
+    # An index quoted per TH/s per day, under data.hashprice: $0.0485/TH/day = $48.5/PH/day.
+    stub.routes["/index"] = Reply(200, json.dumps({"data": {"hashprice": 0.0485, "unit": "TH"}}))
+    fetched = HashpriceIndexApi(stub.url + "/index", "data.hashprice", scale=1000).fetch(NOW_S)
+    assert fetched.hashprice_usd_per_phs_day is not None
+    assert fetched.hashprice_usd_per_phs_day.value == pytest.approx(48.5)
+    stub.routes["/index"] = Reply(200, json.dumps({"data": {"hashprice": "n/a"}}))
+    with pytest.raises(SourceError, match="is not a number"):
+        HashpriceIndexApi(stub.url + "/index", "data.hashprice").fetch(NOW_S)
+    stub.routes["/index"] = Reply(200, json.dumps({"data": {}}))
+    with pytest.raises(SourceError, match=r"no 'data\.hashprice'"):
+        HashpriceIndexApi(stub.url + "/index", "data.hashprice").fetch(NOW_S)
