@@ -15,32 +15,32 @@ The endpoint answers `GET <url>` with a JSON object (every key optional):
       "hashprice_usd_per_phs_day": 48.0 # optional: used as is instead of the computed one
     }
 
-What it decides: how that JSON becomes quotes, and what a failed poll means (the last good values
-are kept with their own times, so they go stale on their own; the failure is reported in
-`problems`). Validation (NaN, absurd, stale) is `assemble_snapshot`'s. A value that is not a
-number at all (a string, a list) is reported and ignored; the previous value for it stays.
+What it decides: how that JSON becomes quotes. Polling, and what a failed poll means (the last
+good values are kept with their own times, so they go stale on their own; the failure is reported
+in `problems`), is the live sources' poller's. Validation (NaN, absurd, stale) is
+`assemble_snapshot`'s. A value that is not a number at all (a string, a list) is reported and
+ignored; the previous value for it stays.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
-from scheduler.core.clock import Clock, SystemClock
+from scheduler.core.clock import Clock
 from scheduler.core.economics import BLOCKS_PER_DAY
 from scheduler.core.market import (
     DEFAULT_FX_USD_PER_UNIT,
     DEFAULT_MARKET_LIMITS,
     MarketLimits,
-    MarketQuotes,
     MarketSnapshot,
     Quote,
     assemble_snapshot,
 )
+from scheduler.feeds.live.poller import Fetched, PolledSource, SourceError
 
 _SCALARS = ("btc_usd", "difficulty", "fees_btc_per_block", "subsidy_btc",
             "hashprice_usd_per_phs_day")
@@ -116,8 +116,43 @@ def parse_market_json(
     return prices, fields, problems
 
 
-class HttpJsonFeed:
-    """Polls `url` every `interval_s` seconds in a daemon thread (after `start()`)."""
+class _HttpJsonAdapter:
+    """One poll of the endpoint: its JSON document as quotes (see the module docstring)."""
+
+    def __init__(self, url: str, timeout_s: float, headers: Mapping[str, str], name: str) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.headers = dict(headers)
+        self.name = name
+
+    def fetch(self, now_s: float) -> Fetched:
+        try:
+            response = httpx.get(
+                self.url, timeout=self.timeout_s, headers=self.headers, follow_redirects=False
+            )
+            response.raise_for_status()
+            doc = json.loads(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SourceError(
+                f"{self.name}: poll of {self.url} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        prices, fields, problems = parse_market_json(doc, now_s, self.name)
+        if not isinstance(doc, dict):
+            raise SourceError(problems[0])
+        return Fetched(
+            prices_by_zone=prices,
+            btc_usd=fields.get("btc_usd"),
+            difficulty=fields.get("difficulty"),
+            fees_btc_per_block=fields.get("fees_btc_per_block"),
+            subsidy_btc=fields.get("subsidy_btc"),
+            hashprice_usd_per_phs_day=fields.get("hashprice_usd_per_phs_day"),
+            problems=tuple(problems),
+        )
+
+
+class HttpJsonFeed(PolledSource):
+    """Polls `url` every `interval_s` seconds in a daemon thread (after `start()`), with the
+    live sources' backoff, kept values and health (`scheduler.feeds.live.poller`)."""
 
     def __init__(
         self,
@@ -132,70 +167,11 @@ class HttpJsonFeed:
         headers: Mapping[str, str] | None = None,
         name: str = "http",
     ) -> None:
-        if interval_s <= 0.0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+        super().__init__(_HttpJsonAdapter(url, timeout_s, headers or {}, name), interval_s, clock)
         self.url = url
-        self.interval_s = interval_s
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        self.timeout_s = timeout_s
         self.zones = tuple(zones)
         self.fx_usd_per_unit = fx_usd_per_unit
         self.limits = limits
-        self.headers = dict(headers or {})
-        self.name = name
-        self._lock = threading.Lock()
-        self._prices: dict[str, Quote] = {}
-        self._fields: dict[str, Quote] = {}
-        self._parse_problems: list[str] = []
-        self._error: str | None = None
-        self.polls = 0
-        self.last_ok_s: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def poll_once(self) -> bool:
-        """Fetch and parse once; True when the endpoint answered with a JSON object."""
-        received_s = self.clock.now_s()
-        try:
-            response = httpx.get(
-                self.url, timeout=self.timeout_s, headers=self.headers, follow_redirects=False
-            )
-            response.raise_for_status()
-            doc = json.loads(response.text)
-        except (httpx.HTTPError, ValueError) as exc:
-            with self._lock:
-                self.polls += 1
-                self._error = f"{self.name}: poll of {self.url} failed: {type(exc).__name__}: {exc}"
-            return False
-        prices, fields, problems = parse_market_json(doc, received_s, self.name)
-        with self._lock:
-            self.polls += 1
-            ok = isinstance(doc, dict)
-            self._error = None if ok else problems[0]
-            self._prices.update(prices)
-            self._fields.update(fields)
-            self._parse_problems = problems
-            if ok:
-                self.last_ok_s = received_s
-        return ok
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll_once()
-            self._stop.wait(self.interval_s)
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"feed-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
 
     def __enter__(self) -> HttpJsonFeed:
         self.start()
@@ -204,27 +180,7 @@ class HttpJsonFeed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def quotes(self, now_s: float) -> MarketQuotes:
-        with self._lock:
-            problems = list(self._parse_problems)
-            if self._error is not None:
-                problems.insert(0, self._error)
-            if self.last_ok_s is None and self._error is None:
-                problems.insert(0, f"{self.name}: no answer from {self.url} yet")
-            prices = dict(self._prices)
-            fields = dict(self._fields)
-        return MarketQuotes(
-            prices_by_zone=prices,
-            btc_usd=fields.get("btc_usd"),
-            difficulty=fields.get("difficulty"),
-            fees_btc_per_block=fields.get("fees_btc_per_block"),
-            subsidy_btc=fields.get("subsidy_btc"),
-            hashprice_usd_per_phs_day=fields.get("hashprice_usd_per_phs_day"),
-            problems=tuple(problems),
-        )
-
     def snapshot(self, now_s: float) -> MarketSnapshot:
         return assemble_snapshot(
             now_s, [self.quotes(now_s)], self.zones, self.fx_usd_per_unit, self.limits
         )
-
