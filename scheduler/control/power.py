@@ -30,7 +30,8 @@ from scheduler.core.accounting import HOUR_S, Accounting, IntervalAccount
 from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
 from scheduler.core.jobs import JobRecord
-from scheduler.core.market import MarketSnapshot
+from scheduler.core.market import MarketSnapshot, price_field
+from scheduler.core.outlook import LivePriceBook
 from scheduler.core.planner import (
     CurtailmentWindow,
     ForceMode,
@@ -83,7 +84,10 @@ class PowerController:
         self.window_lead_s = window_lead_s
         self.accounting_retention_s = accounting_retention_s
         self.hashprice_index = hashprice_index
+        # Live prices by zone and market hour (the journal keeps them; the outlook reads them).
+        self.live_prices = LivePriceBook()
         self._pruned_hour = math.nan
+        self._prices_pruned_hour = math.nan
         self.overrides: dict[str, SiteOverride] = {}
         # The tick of the core that the backtester's twin runs too: ledger, plan, shedding.
         self.ticker = PowerTick(fleet, config, ai_value_floor_usd_per_mwh, window_lead_s)
@@ -118,6 +122,10 @@ class PowerController:
         latest = self._market_time(self.clock.now_s())
         for row in self.loop.journal.accounting_rows(start_s=latest - ACCOUNTING_KEEP_S):
             self.accounting.put(row)
+        for price in self.loop.journal.market_prices(
+            start_s=latest - (PRICE_HISTORY_HOURS + 1) * HOUR_S
+        ):
+            self.live_prices.put(price)
         self.tick(self.clock.now_s())
         self._task = asyncio.create_task(self._run(), name="power-planner")
 
@@ -156,6 +164,7 @@ class PowerController:
         self._modes = {m.site: m for m in result.step.modes}
         self.send_modes()
         self._record(previous, plan, market, now_s)
+        self._keep_live_prices(market, now_s)
         self.loop.kick()
         return plan
 
@@ -176,8 +185,14 @@ class PowerController:
             now_s, {s.price_zone for s in self.fleet.sites if s.price_zone},
             self.fleet.fx_usd_per_unit, PRICE_HISTORY_HOURS,
         )
-        # A live day-ahead market's published prices replace the past week's means.
-        live = [s for s in getattr(self.feed, "sources", ()) if isinstance(s, PolledSource)]
+        # The hours live sources priced replace the replay's in the past week; a live day-ahead
+        # market's published prices replace the past week's means ahead.
+        current_hour_s = (self._market_time(now_s) // HOUR_S) * HOUR_S
+        for zone, past in history.items():
+            history[zone] = replace(past, past_usd_per_mwh=self.live_prices.overlay(
+                zone, past.past_usd_per_mwh, current_hour_s
+            ))
+        live = self._polled()
         for zone, past in history.items():
             for source in live:
                 published = source.published(zone)
@@ -226,6 +241,34 @@ class PowerController:
         if hour != self._pruned_hour:
             self._pruned_hour = hour
             self.loop.journal.forget_accounting_before(start_s - self.accounting_retention_s)
+
+    def _polled(self) -> list[PolledSource]:
+        return [s for s in getattr(self.feed, "sources", ()) if isinstance(s, PolledSource)]
+
+    def _keep_live_prices(self, market: MarketSnapshot, now_s: float) -> None:
+        """Each zone's price, when a polled source gave it, into the book and the journal, by
+        market hour (in USD, as the planner used it)."""
+        names = {s.name for s in self._polled()}
+        if not names:
+            return
+        hour_s = (self._market_time(now_s) // HOUR_S) * HOUR_S
+        changed = []
+        for zone, price in market.price_usd_per_mwh_by_zone.items():
+            field = price_field(zone)
+            source = market.sources.get(field)
+            if source not in names or not math.isfinite(price):
+                continue
+            row = self.live_prices.observe(
+                zone, hour_s, market.as_of_s.get(field, now_s), price, source
+            )
+            if row is not None:
+                changed.append(row)
+        if changed:
+            self.loop.journal.put_market_prices(changed)
+        if hour_s != self._prices_pruned_hour:
+            self._prices_pruned_hour = hour_s
+            self.live_prices.forget_before(hour_s - (PRICE_HISTORY_HOURS + 1) * HOUR_S)
+            self.loop.journal.forget_market_prices_before(hour_s - self.accounting_retention_s)
 
     def _market_time(self, now_s: float) -> float:
         return self.replay.history_time(now_s) if self.replay is not None else now_s
@@ -288,7 +331,7 @@ class PowerController:
                 power_cap_mw=p.cap_mw,
             )
             m.set_feed_fallback(site, region, p.fallback)
-        polled = [s for s in getattr(self.feed, "sources", ()) if isinstance(s, PolledSource)]
+        polled = self._polled()
         if self.hashprice_index is not None:
             polled.append(self.hashprice_index)
             index = self.hashprice_index.quotes(now_s).hashprice_usd_per_phs_day

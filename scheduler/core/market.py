@@ -67,6 +67,18 @@ def price_field(zone: str) -> str:
 
 
 @dataclass(frozen=True)
+class ZoneHourPrice:
+    """A zone's price for one market hour as a live source gave it (kept in the journal, where
+    the outlook and later backtests read it): the mean of the distinct quotes seen in the hour."""
+
+    zone: str
+    hour_start_s: float
+    price_usd_per_mwh: float
+    source: str
+    quotes: int = 1  # how many distinct quotes the mean is over (15-minute intervals: up to 4)
+
+
+@dataclass(frozen=True)
 class Quote:
     """One quoted value. `as_of_s` is when it was true, on the scheduler's clock.
 

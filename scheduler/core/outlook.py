@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scheduler.core.market import ZoneHourPrice
+
 HOURS_PER_DAY = 24
 
 
@@ -27,3 +29,53 @@ def hour_of_day_outlook(past_hourly: Sequence[float], horizon_h: int) -> list[fl
         ]
         expected.append(sum(values) / len(values) if values else math.nan)
     return expected
+
+
+class LivePriceBook:
+    """The hourly prices live sources quoted, per zone and market hour: each hour's price is the
+    mean of the distinct quotes seen in it (a real-time market's 15-minute intervals). The
+    journal keeps the rows (`ZoneHourPrice`); the outlook's past week reads them before the
+    replay's."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, float], ZoneHourPrice] = {}
+        self._quotes: dict[tuple[str, float], dict[float, float]] = {}
+
+    def put(self, row: ZoneHourPrice) -> None:
+        """A row read back (from the journal at start)."""
+        self._rows[(row.zone, row.hour_start_s)] = row
+
+    def observe(
+        self, zone: str, hour_start_s: float, as_of_s: float, price_usd_per_mwh: float,
+        source: str,
+    ) -> ZoneHourPrice | None:
+        """Take a quote seen in the hour; the hour's row when it changed (to journal), else None."""
+        key = (zone, hour_start_s)
+        quotes = self._quotes.setdefault(key, {})
+        if quotes.get(as_of_s) == price_usd_per_mwh:
+            return None
+        quotes[as_of_s] = price_usd_per_mwh
+        row = ZoneHourPrice(zone, hour_start_s, sum(quotes.values()) / len(quotes), source,
+                            len(quotes))
+        self._rows[key] = row
+        return row
+
+    def price(self, zone: str, hour_start_s: float) -> float | None:
+        row = self._rows.get((zone, hour_start_s))
+        return row.price_usd_per_mwh if row is not None else None
+
+    def overlay(self, zone: str, past: Sequence[float], current_hour_s: float,
+                hour_s: float = 3600.0) -> list[float]:
+        """`past` (its last entry the current hour) with every hour the book has replaced."""
+        n = len(past)
+        out = list(past)
+        for k in range(n):
+            value = self.price(zone, current_hour_s - (n - 1 - k) * hour_s)
+            if value is not None:
+                out[k] = value
+        return out
+
+    def forget_before(self, hour_start_s: float) -> None:
+        for key in [k for k in self._rows if k[1] < hour_start_s]:
+            del self._rows[key]
+            self._quotes.pop(key, None)

@@ -89,13 +89,16 @@ class ReplayFeed:
         btc: BtcDaily | None = None,
         name: str = "replay",
         loop: bool = False,
+        data_start: float | str | dt.datetime | None = None,
     ) -> None:
         """Defaults: the shipped price and Bitcoin files, from the first hour of the price file.
 
         `prices`/`btc` take already loaded tables (a backtest sharing them between feeds).
         `origin_s`: the scheduler time at which the replay is at `start`; default `clock.now_s()`
-        when a clock is given, else `start` itself. `limits` should have its ages divided by
-        `speedup` (`MarketLimits.scaled`) on a compressed clock.
+        when a clock is given, else `start` itself. `data_start`: where in the files the replay
+        reads at `start` (default `start`): beside live sources market time is the real time and
+        the files' history is laid under it from `data_start`. `limits` should have its ages
+        divided by `speedup` (`MarketLimits.scaled`) on a compressed clock.
         """
         if speedup <= 0.0:
             raise ValueError(f"speedup must be > 0, got {speedup!r}")
@@ -126,17 +129,20 @@ class ReplayFeed:
         self.max_difficulty_age_s = max_difficulty_age_s
         self.max_fees_age_s = max_fees_age_s
         self.loop = loop
-        # The loop: from `start` to the end of the price file (the Bitcoin file covers it).
-        self.loop_end_s = float(prices.t_s[-1]) + prices.step_s if prices.hours else self.start_s
-        if loop and self.loop_end_s - self.start_s < DAY_S:
+        self.data_start_s = _to_s(data_start) if data_start is not None else self.start_s
+        # The loop: from the data start to the end of the price file (the Bitcoin file covers it).
+        self.loop_end_s = (
+            float(prices.t_s[-1]) + prices.step_s if prices.hours else self.data_start_s
+        )
+        if loop and self.loop_end_s - self.data_start_s < DAY_S:
             raise ValueError(
                 f"{name}: a looping replay needs at least a day of prices after its start "
-                f"{_iso(self.start_s)}; the price file ends at {_iso(self.loop_end_s)}"
+                f"{_iso(self.data_start_s)}; the price file ends at {_iso(self.loop_end_s)}"
             )
 
     @property
     def loop_span_s(self) -> float:
-        return self.loop_end_s - self.start_s
+        return self.loop_end_s - self.data_start_s
 
     def history_time(self, now_s: float) -> float:
         """The market time the scheduler is at (it goes on past the file's end when looping)."""
@@ -144,14 +150,14 @@ class ReplayFeed:
 
     def loops(self, now_s: float) -> int:
         """How many times a looping replay has gone back to its start by `now_s`."""
-        h = self.history_time(now_s)
-        if not self.loop or h < self.loop_end_s:
+        elapsed_s = self.history_time(now_s) - self.start_s
+        if not self.loop or self.data_start_s + elapsed_s < self.loop_end_s:
             return 0
-        return int((h - self.start_s) // self.loop_span_s)
+        return int(elapsed_s // self.loop_span_s)
 
     def _data_offset_s(self, now_s: float) -> float:
         """What to subtract from the history time of `now_s` to find its values in the files."""
-        return self.loops(now_s) * self.loop_span_s
+        return self.start_s - self.data_start_s + self.loops(now_s) * self.loop_span_s
 
     def scheduler_time(self, history_s: float) -> float:
         return self.origin_s + (history_s - self.start_s) / self.speedup

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
+from scheduler.core.market import ZoneHourPrice
 
 
 class JournalUnavailable(ConnectionError):
@@ -125,3 +126,14 @@ class Journal(Protocol):
         ...
 
     def forget_accounting_before(self, hour_start_s: float) -> int: ...
+
+    # Live market prices, one row per zone and market hour (replaced as the hour's quotes come).
+    def put_market_prices(self, rows: Sequence[ZoneHourPrice]) -> None: ...
+
+    def market_prices(
+        self, zone: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[ZoneHourPrice]:
+        """Rows of hours starting in [start_s, end_s), by hour then zone; zone "" for all."""
+        ...
+
+    def forget_market_prices_before(self, hour_start_s: float) -> int: ...

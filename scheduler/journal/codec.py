@@ -9,6 +9,7 @@ from typing import Any
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord, JobSpecData
+from scheduler.core.market import ZoneHourPrice
 from scheduler.core.models import ModelKind, Tier
 
 JOB_COLUMNS = (
@@ -120,3 +121,29 @@ def accounting_row(values: Sequence[object]) -> SiteHourRow:
     )
     return SiteHourRow(str(site), hour, mining, ai, idle, curtailed, mining_usd, ai_usd, cost,
                        covered)
+
+
+MARKET_PRICE_COLUMNS = "zone, hour_start_s, price_usd_per_mwh, source, quotes"
+
+
+def market_price_query(
+    mark: str, zone: str, start_s: float, end_s: float
+) -> tuple[str, list[object]]:
+    """Live price rows of hours in [start_s, end_s), of one zone or all (see `accounting_query`)."""
+    sql = (f"SELECT {MARKET_PRICE_COLUMNS} FROM market_prices "
+           f"WHERE hour_start_s >= {mark} AND hour_start_s < {mark}")
+    args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
+    if zone:
+        sql += f" AND zone = {mark}"
+        args.append(zone)
+    return sql + " ORDER BY hour_start_s, zone", args
+
+
+def market_price_values(row: ZoneHourPrice) -> tuple[object, ...]:
+    return (row.zone, row.hour_start_s, row.price_usd_per_mwh, row.source, row.quotes)
+
+
+def market_price_row(values: Sequence[object]) -> ZoneHourPrice:
+    zone, hour, price, source, quotes = values
+    return ZoneHourPrice(str(zone), float(hour), float(price), str(source),  # type: ignore[arg-type]
+                         int(quotes))  # type: ignore[call-overload]

@@ -34,15 +34,20 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
+from scheduler.core.market import ZoneHourPrice
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavailable, TenantRow
 from scheduler.journal.codec import (
     ACCOUNTING_COLUMNS,
     JOB_COLUMNS,
+    MARKET_PRICE_COLUMNS,
     accounting_query,
     accounting_row,
     accounting_values,
     from_row,
     list_jobs_query,
+    market_price_query,
+    market_price_row,
+    market_price_values,
     to_row,
 )
 
@@ -93,6 +98,11 @@ CREATE TABLE IF NOT EXISTS accounting (
 );
 CREATE TABLE IF NOT EXISTS ops_state (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS market_prices (
+  zone TEXT NOT NULL, hour_start_s DOUBLE PRECISION NOT NULL,
+  price_usd_per_mwh DOUBLE PRECISION NOT NULL, source TEXT NOT NULL, quotes INTEGER NOT NULL,
+  PRIMARY KEY (hour_start_s, zone)
 );
 CREATE TABLE IF NOT EXISTS decisions (
   id BIGSERIAL PRIMARY KEY, t_s DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
@@ -420,6 +430,36 @@ class PostgresJournal:
         return int(self._write.run(
             lambda c: c.execute(
                 "DELETE FROM accounting WHERE hour_start_s < %s", (hour_start_s,)
+            ).rowcount,
+            replayable=True,
+        ))
+
+    def put_market_prices(self, rows: Sequence[ZoneHourPrice]) -> None:
+        if not rows:
+            return
+        values = [market_price_values(r) for r in rows]
+        self._write.run(
+            lambda c: c.cursor().executemany(
+                f"INSERT INTO market_prices ({MARKET_PRICE_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s) ON CONFLICT (hour_start_s, zone) DO UPDATE SET "
+                "price_usd_per_mwh=excluded.price_usd_per_mwh, source=excluded.source, "
+                "quotes=excluded.quotes",
+                values,
+            ),
+            replayable=True,
+        )
+
+    def market_prices(
+        self, zone: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[ZoneHourPrice]:
+        sql, args = market_price_query("%s", zone, start_s, end_s)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
+        return [market_price_row(r) for r in rows]
+
+    def forget_market_prices_before(self, hour_start_s: float) -> int:
+        return int(self._write.run(
+            lambda c: c.execute(
+                "DELETE FROM market_prices WHERE hour_start_s < %s", (hour_start_s,)
             ).rowcount,
             replayable=True,
         ))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
+from scheduler.core.market import ZoneHourPrice
 from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
 from scheduler.journal.codec import (
     JOB_COLUMNS,
@@ -29,6 +30,9 @@ from scheduler.journal.codec import (
     accounting_values,
     from_row,
     list_jobs_query,
+    market_price_query,
+    market_price_row,
+    market_price_values,
     to_row,
 )
 
@@ -68,6 +72,11 @@ CREATE TABLE IF NOT EXISTS accounting (
 );
 CREATE TABLE IF NOT EXISTS ops_state (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS market_prices (
+  zone TEXT NOT NULL, hour_start_s REAL NOT NULL, price_usd_per_mwh REAL NOT NULL,
+  source TEXT NOT NULL, quotes INTEGER NOT NULL,
+  PRIMARY KEY (hour_start_s, zone)
 );
 CREATE TABLE IF NOT EXISTS decisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_s REAL NOT NULL, kind TEXT NOT NULL,
@@ -365,6 +374,30 @@ class SqliteJournal:
     def forget_accounting_before(self, hour_start_s: float) -> int:
         with self._lock:
             cur = self._db.execute("DELETE FROM accounting WHERE hour_start_s < ?", (hour_start_s,))
+        return int(cur.rowcount)
+
+    def put_market_prices(self, rows: Sequence[ZoneHourPrice]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO market_prices VALUES (?, ?, ?, ?, ?)",
+                [market_price_values(r) for r in rows],
+            )
+
+    def market_prices(
+        self, zone: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[ZoneHourPrice]:
+        sql, args = market_price_query("?", zone, start_s, end_s)
+        with self._reading() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [market_price_row(r) for r in rows]
+
+    def forget_market_prices_before(self, hour_start_s: float) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM market_prices WHERE hour_start_s < ?", (hour_start_s,)
+            )
         return int(cur.rowcount)
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:

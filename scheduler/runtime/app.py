@@ -65,11 +65,17 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
     ops = OpsFeed(zones, fx, limits)
     live = live_sources(settings, zones, clock)
     origin_s = settings.market_replay_origin_s
-    if live and origin_s is None:
-        # On the real clock beside live sources, the replay's hours start on the real hours.
-        origin_s = math.floor(clock.now_s() / 3600.0) * 3600.0
+    start: float | str = settings.market_replay_start
+    data_start: str | None = None
+    if live:
+        # Beside live sources market time is the real time (their prices are the real hour's):
+        # the replay lays the shipped history under it from market_replay_start, hour on hour,
+        # for the zones and values no live source gives.
+        origin_s = math.floor(clock.now_s() / 3600.0) * 3600.0 if origin_s is None else origin_s
+        start, data_start = origin_s, settings.market_replay_start
     replay = ReplayFeed(
-        start=settings.market_replay_start,
+        start=start,
+        data_start=data_start,
         speedup=speedup,
         clock=clock,
         origin_s=origin_s,
@@ -79,7 +85,8 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
         loop=settings.market_replay_loop,
     )
     log.info(
-        "market: replaying the shipped history from %s at %g s per hour%s",
+        "market: %sreplaying the shipped history from %s at %g s per hour%s",
+        "live sources on the real clock, over " if live else "",
         settings.market_replay_start, settings.market_seconds_per_hour,
         f"; it loops back to the start after {replay.loop_span_s / 3600:.0f} market hours "
         "(no live source)" if replay.loop else "; without a loop, prices end with the history",

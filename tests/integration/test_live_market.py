@@ -143,6 +143,13 @@ def test_live_sources_price_the_market(sched: InProcessScheduler) -> None:
     ))
     wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="entsoe"}') == 1.0,
              "the source metrics")
+    # Live prices are kept hourly in the journal, in market time, which beside live sources is
+    # the real time; replayed ones are not.
+    rows = sched.on_loop(lambda app: app.loop.journal.market_prices("DE-LU"))
+    assert rows and rows[-1].source == "entsoe"
+    assert rows[-1].hour_start_s == math.floor(time.time() / 3600) * 3600
+    assert rows[-1].price_usd_per_mwh == pytest.approx(zones["DE-LU"].price_usd_per_mwh)
+    assert sched.on_loop(lambda app: app.loop.journal.market_prices("US-TEX-ERCO")) == []
     wait_for(lambda: abs(metrics(sched)["hashserve_hashprice_index_usd_per_phs_day"] - 48.5)
              < 1e-9, "the index compared")
     seen = metrics(sched)

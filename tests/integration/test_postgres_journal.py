@@ -263,6 +263,22 @@ def test_accounting_rows_are_replaced_ranged_and_pruned(journal: Journal) -> Non
     assert journal.accounting_rows() == [a1]
 
 
+def test_live_market_prices_are_replaced_ranged_and_pruned(journal: Journal) -> None:
+    from scheduler.core.market import ZoneHourPrice
+
+    de0 = ZoneHourPrice("DE-LU", 0.0, 80.0, "entsoe")
+    tx0 = ZoneHourPrice("US-TEX-ERCO@HB_WEST", 0.0, 21.5, "ercot", 2)
+    tx0_full = ZoneHourPrice("US-TEX-ERCO@HB_WEST", 0.0, 23.25, "ercot", 4)
+    de1 = ZoneHourPrice("DE-LU", 3600.0, -5.0, "entsoe")
+    journal.put_market_prices([de0, tx0])
+    journal.put_market_prices([tx0_full, de1])  # the hour's quotes came in: replaced
+    assert journal.market_prices() == [de0, tx0_full, de1]
+    assert journal.market_prices("DE-LU") == [de0, de1]
+    assert journal.market_prices(start_s=3600.0) == [de1]
+    assert journal.forget_market_prices_before(3600.0) == 2
+    assert journal.market_prices() == [de1]
+
+
 def test_tenants_upsert(journal: Journal) -> None:
     assert journal.get_tenant("acme") is None
     journal.upsert_tenant(TenantRow("acme", 100, 5.0))
