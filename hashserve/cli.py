@@ -637,6 +637,38 @@ from hashserve.admin_cli import register as _register_admin_commands  # noqa: E4
 _register_admin_commands(app)
 
 
+@app.command("export-prices")
+def export_prices(
+    out: Annotated[Path, typer.Option("--out", help="the price file to write (CSV)")],
+    journal: Annotated[str, typer.Option(help="the scheduler's journal URL")] = (
+        "sqlite:///var/hashserve/journal.db"
+    ),
+    zone: Annotated[list[str] | None, typer.Option(help="only these zones (repeatable)")] = None,
+    start: Annotated[str | None, typer.Option(help="first hour, ISO 8601 UTC")] = None,
+    end: Annotated[str | None, typer.Option(help="end (exclusive), ISO 8601 UTC")] = None,
+) -> None:
+    """Write the live prices the scheduler kept in its journal as a price file that
+    `hashserve backtest --prices FILE` reads."""
+    from scheduler.feeds.export import export_prices as write
+    from scheduler.feeds.history import parse_utc_s
+
+    try:
+        start_s = parse_utc_s(start) if start else None
+        end_s = parse_utc_s(end) if end else None
+    except ValueError as exc:
+        console.print(f"[red]export-prices: {exc}[/]")
+        raise typer.Exit(2) from None
+    try:
+        hours, zones = write(journal, out, zone or (), start_s, end_s)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]export-prices: {exc}[/]")
+        raise typer.Exit(2) from None
+    if hours == 0:
+        console.print("[yellow]the journal has no live prices (no live source has run)[/]")
+        raise typer.Exit(1)
+    console.print(f"wrote {hours} hours of {zones} zones to {out}")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

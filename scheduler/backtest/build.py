@@ -106,7 +106,10 @@ def price_columns(path: Path, zones: Sequence[str]) -> dict[str, str]:
     header = read_header(Path(path))
     out: dict[str, str] = {}
     for zone in zones:
-        matches = [h for h in header if h.split("__", 1)[0] == market_zone(zone)]
+        # A zone's own column (a settlement point's, in an exported live file), else its market's.
+        matches = [h for h in header if h.split("__", 1)[0] == zone] or [
+            h for h in header if h.split("__", 1)[0] == market_zone(zone)
+        ]
         if not matches:
             raise InputError(
                 path, f"no price column for zone {zone} (expected {zone}__<CUR>_per_MWh)", 1, zone
