@@ -18,7 +18,7 @@ HOEP, AEMO NSW; see the shared data README) get the same hour yesterday; `persis
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import Enum
 from pathlib import Path
@@ -61,6 +61,12 @@ class OutlookMode(str, Enum):
     MARKET = "market"  # day-ahead zones: realised; real-time zones: same hour yesterday
     PERSISTENCE = "persistence"  # every zone: same hour yesterday
     PERFECT = "perfect"  # every zone: realised (an upper bound on forecasting)
+    # The price file's day-ahead column of each zone (`<zone>:day_ahead__<CUR>_per_MWh`, what the
+    # market published the day before); LIVE for a zone without one.
+    FILE = "file"
+
+
+DAY_AHEAD_SUFFIX = ":day_ahead"
 
 
 def week_hour_of_day_mean(native: np.ndarray, lookback_h: int, hours: int) -> np.ndarray:
@@ -92,6 +98,8 @@ class MarketData:
     btc: BtcDaily
     zone_column: Mapping[str, str]
     zone_currency: Mapping[str, str]
+    # Zones whose file has a day-ahead column, and that column (loaded with the prices).
+    day_ahead_column: Mapping[str, str] = field(default_factory=dict)
 
 
 def period(start: date, end_inclusive: date) -> tuple[float, int]:
@@ -132,14 +140,26 @@ def load_market(
     start: date,
     end_inclusive: date,
     max_gap_h: int = 48,
+    day_ahead: bool = False,
 ) -> MarketData:
+    """`day_ahead`: also load each zone's day-ahead column where the file has one."""
     start_s, hours = period(start, end_inclusive)
     zones = sorted(fleet.price_zones)
     columns = price_columns(prices_path, zones)
-    prices = load_prices(prices_path, [columns[z] for z in zones], start_s, hours, max_gap_h)
+    ahead: dict[str, str] = {}
+    if day_ahead:
+        header = read_header(Path(prices_path))
+        for zone in zones:
+            for key in (zone + DAY_AHEAD_SUFFIX, market_zone(zone) + DAY_AHEAD_SUFFIX):
+                found = [h for h in header if h.split("__", 1)[0] == key]
+                if found:
+                    ahead[zone] = found[0]
+                    break
+    wanted = list(dict.fromkeys([*(columns[z] for z in zones), *ahead.values()]))
+    prices = load_prices(prices_path, wanted, start_s, hours, max_gap_h)
     btc = load_btc_daily(btc_path, start, hours // 24, btc_fees_path)
     currency = {z: column_currency(columns[z], z) for z in zones}
-    return MarketData(start_s, hours, prices, btc, columns, currency)
+    return MarketData(start_s, hours, prices, btc, columns, currency, ahead)
 
 
 def scaled_fleet(fleet: Fleet, gpu_scale: float) -> Fleet:
@@ -178,7 +198,12 @@ def build_world(
         realtime = outlook is OutlookMode.PERSISTENCE or (
             outlook is OutlookMode.MARKET and market_zone(site.price_zone) in REALTIME_ZONES
         )
-        if outlook is OutlookMode.LIVE:
+        ahead_column = market.day_ahead_column.get(site.price_zone)
+        if outlook is OutlookMode.FILE and ahead_column is not None:
+            ahead_rate = _fx(fleet, column_currency(ahead_column, market_zone(site.price_zone)),
+                             site, fleet_source)
+            forecast[s] = market.prices.native_per_mwh[ahead_column][lookback:] * ahead_rate
+        elif outlook in (OutlookMode.LIVE, OutlookMode.FILE):
             forecast[s] = week_hour_of_day_mean(native, lookback, hours)
         elif realtime:
             shifted = lookback - PERSISTENCE_H

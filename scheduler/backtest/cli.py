@@ -254,7 +254,10 @@ def _run(
     default_btc, default_fees = default_btc_paths()
     btc_path = btc or default_btc
     fees_path = btc_fees if btc_fees is not None else (default_fees if btc is None else None)
-    market = load_market(fleet, prices or default_prices_path(), btc_path, fees_path, first, last)
+    market = load_market(
+        fleet, prices or default_prices_path(), btc_path, fees_path, first, last,
+        day_ahead=outlook is OutlookMode.FILE,
+    )
     loaded = [load_trace(p) for p in (traces or list(default_trace_paths()))]
     scenarios = parse_sweep(sweep)
     prepared, meta = prepare(
@@ -265,6 +268,8 @@ def _run(
         "period": f"{first.isoformat()}..{last.isoformat()}",
         **meta,
         "optimum_window_h": window_h or None,
+        **({"outlook_day_ahead_zones": sorted(market.day_ahead_column)}
+           if outlook is OutlookMode.FILE else {}),
         "ray": not no_ray,
     }
     outcomes = run_all(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +112,33 @@ def test_live_outlook_is_the_core_forecast() -> None:
         past = native[now - 167 : now + 1].tolist()
         expected = hour_of_day_outlook(past, 12)
         np.testing.assert_allclose(table[t + 1 : t + 13], expected[: hours - t - 1])
+
+
+def test_the_file_outlook_reads_a_zones_day_ahead_column(tmp_path: Path) -> None:
+    # Two days (plus the loader's week of lookback) of an ERCOT column and its day-ahead column
+    # in EUR; DE-LU has no day-ahead column, so its outlook stays the live one.
+    from scheduler.backtest.build import OutlookMode
+
+    fleet = load_fleet(default_fleet_path()).subset(["tx-odessa", "de-leipzig"])
+    start = datetime(2024, 6, 23, tzinfo=UTC)
+    lines = ["timestamp_utc,US-TEX-ERCO__USD_per_MWh,DE-LU__EUR_per_MWh,"
+             "US-TEX-ERCO:day_ahead__EUR_per_MWh"]
+    for h in range(24 * 10):
+        stamp = (start + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines.append(f"{stamp},{30 + h % 24},{60 + h % 24},{h}")
+    path = tmp_path / "prices.csv"
+    path.write_text("\n".join(lines) + "\n")
+    btc, fees = default_btc_paths()
+    market = load_market(fleet, path, btc, fees, date(2024, 7, 1), date(2024, 7, 2),
+                         day_ahead=True)
+    assert market.day_ahead_column == {"US-TEX-ERCO": "US-TEX-ERCO:day_ahead__EUR_per_MWh"}
+    world = build_world(fleet, market, outlook=OutlookMode.FILE)
+    tx = world.site_names.index("tx-odessa")
+    de = world.site_names.index("de-leipzig")
+    first = 24 * 8  # 2024-07-01T00:00 is hour 192 of the file
+    np.testing.assert_allclose(
+        world.forecast_usd_per_mwh[tx],
+        np.arange(first, first + 48) * fleet.fx_usd_per_unit["EUR"],
+    )
+    live = build_world(fleet, market, outlook=OutlookMode.LIVE)
+    np.testing.assert_allclose(world.forecast_usd_per_mwh[de], live.forecast_usd_per_mwh[de])
