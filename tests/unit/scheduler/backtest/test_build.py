@@ -136,9 +136,10 @@ def test_the_file_outlook_reads_a_zones_day_ahead_column(tmp_path: Path) -> None
     tx = world.site_names.index("tx-odessa")
     de = world.site_names.index("de-leipzig")
     first = 24 * 8  # 2024-07-01T00:00 is hour 192 of the file
-    np.testing.assert_allclose(
-        world.forecast_usd_per_mwh[tx],
-        np.arange(first, first + 48) * fleet.fx_usd_per_unit["EUR"],
-    )
-    live = build_world(fleet, market, outlook=OutlookMode.LIVE)
-    np.testing.assert_allclose(world.forecast_usd_per_mwh[de], live.forecast_usd_per_mwh[de])
+    forecast = world.forecast_usd_per_mwh
+    assert forecast is not None
+    expected = np.arange(first, first + 48, dtype=float) * fleet.fx_usd_per_unit["EUR"]
+    np.testing.assert_allclose(forecast[tx], expected)
+    live = build_world(fleet, market, outlook=OutlookMode.LIVE).forecast_usd_per_mwh
+    assert live is not None
+    np.testing.assert_allclose(forecast[de], live[de])
