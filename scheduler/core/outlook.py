@@ -49,15 +49,20 @@ class LivePriceBook:
         self, zone: str, hour_start_s: float, as_of_s: float, price_usd_per_mwh: float,
         source: str,
     ) -> ZoneHourPrice | None:
-        """Take a quote seen in the hour; the hour's row when it changed (to journal), else None."""
+        """Take a quote seen in the hour; the hour's row when its price changed (to journal),
+        else None."""
         key = (zone, hour_start_s)
         quotes = self._quotes.setdefault(key, {})
         if quotes.get(as_of_s) == price_usd_per_mwh:
             return None
         quotes[as_of_s] = price_usd_per_mwh
+        before = self._rows.get(key)
         row = ZoneHourPrice(zone, hour_start_s, sum(quotes.values()) / len(quotes), source,
                             len(quotes))
         self._rows[key] = row
+        # A source that stamps every poll anew repeats the same price: nothing to write.
+        if before is not None and abs(before.price_usd_per_mwh - row.price_usd_per_mwh) < 1e-9:
+            return None
         return row
 
     def price(self, zone: str, hour_start_s: float) -> float | None:

@@ -19,6 +19,9 @@ def test_an_hour_is_the_mean_of_its_distinct_quotes() -> None:
     row = book.observe("TX", H0, H0 + 1800, 40.0, "ercot")
     assert row is not None and row.price_usd_per_mwh == 30.0 and row.quotes == 3
     assert book.price("TX", H0) == 30.0 and book.price("TX", H0 + 3600) is None
+    # A source that stamps each poll anew with the same mean price: nothing new to write.
+    assert book.observe("TX", H0, H0 + 2000, 30.0, "ercot") is None
+    assert book.price("TX", H0) == 30.0
 
 
 def test_the_book_replaces_the_replays_past_hours_it_has() -> None:
