@@ -94,6 +94,9 @@ class SchedulerSettings(BaseSettings):
     ercot_api_url: str | None = Field(None, description="default: ERCOT's public-reports API")
     ercot_token_url: str | None = Field(None, description="default: ERCOT's B2C token endpoint")
     ercot_poll_interval_s: float = Field(300.0, gt=0)
+    # AEMO's NEMWEB (no account needed): set to https://nemweb.com.au to price the NEM's sites.
+    aemo_nemweb_url: str | None = None
+    aemo_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

@@ -6,7 +6,8 @@
 - prices: ENTSO-E day-ahead for the European bidding zones (`entsoe_token[_file]`); ERCOT's
   real-time and day-ahead settlement point prices for the Texas sites, each on its own point
   where the fleet file names one (`ercot_api_username`, `ercot_api_password[_file]`,
-  `ercot_subscription_key[_file]`).
+  `ercot_subscription_key[_file]`); the NEM's regional prices from AEMO's NEMWEB files
+  (`aemo_nemweb_url`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -65,6 +66,8 @@ class LiveSettings(Protocol):
     ercot_api_url: str | None
     ercot_token_url: str | None
     ercot_poll_interval_s: float
+    aemo_nemweb_url: str | None
+    aemo_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -120,6 +123,11 @@ def live_sources(
             ),
             settings.ercot_poll_interval_s,
         ))
+    if settings.aemo_nemweb_url:
+        from scheduler.feeds.live.aemo_prices import NemPrices
+
+        adapters.append((NemPrices(zones, settings.aemo_nemweb_url),
+                         settings.aemo_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(

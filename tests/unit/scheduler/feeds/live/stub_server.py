@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
-    body: str = ""
+    body: str | bytes = ""
     content_type: str = "application/json"
 
 
@@ -60,7 +60,7 @@ def serve() -> Iterator[StubServer]:
             body = self.rfile.read(length).decode() if length else ""
             reply = stub.answer(Request(method, parts.path, parse_qs(parts.query),
                                         dict(self.headers.items()), body))
-            data = reply.body.encode()
+            data = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(data)))
