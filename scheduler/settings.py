@@ -97,6 +97,16 @@ class SchedulerSettings(BaseSettings):
     # AEMO's NEMWEB (no account needed): set to https://nemweb.com.au to price the NEM's sites.
     aemo_nemweb_url: str | None = None
     aemo_poll_interval_s: float = Field(300.0, gt=0)
+    # JEPX's yearly spot summary ({year} is filled in), and CCEE's hourly PLD (open data, CKAN).
+    jepx_spot_url: str | None = Field(
+        None, description="e.g. https://www.jepx.jp/js/csv_read.php?dir=spot_summary"
+        "&file=spot_summary_{year}.csv",
+    )
+    ccee_datastore_url: str | None = Field(
+        None, description="e.g. https://dadosabertos.ccee.org.br/api/3/action/datastore_search"
+    )
+    ccee_pld_resource_id: str | None = None
+    day_ahead_poll_interval_s: float = Field(1800.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

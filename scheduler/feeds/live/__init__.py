@@ -7,7 +7,8 @@
   real-time and day-ahead settlement point prices for the Texas sites, each on its own point
   where the fleet file names one (`ercot_api_username`, `ercot_api_password[_file]`,
   `ercot_subscription_key[_file]`); the NEM's regional prices from AEMO's NEMWEB files
-  (`aemo_nemweb_url`).
+  (`aemo_nemweb_url`); JEPX's spot results (`jepx_spot_url`) and Brazil's hourly PLD from
+  CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -68,6 +69,10 @@ class LiveSettings(Protocol):
     ercot_poll_interval_s: float
     aemo_nemweb_url: str | None
     aemo_poll_interval_s: float
+    jepx_spot_url: str | None
+    ccee_datastore_url: str | None
+    ccee_pld_resource_id: str | None
+    day_ahead_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -128,6 +133,20 @@ def live_sources(
 
         adapters.append((NemPrices(zones, settings.aemo_nemweb_url),
                          settings.aemo_poll_interval_s))
+    if settings.jepx_spot_url:
+        from scheduler.feeds.live.day_ahead_files import JepxSpot
+
+        adapters.append((JepxSpot(zones, settings.jepx_spot_url),
+                         settings.day_ahead_poll_interval_s))
+    if settings.ccee_datastore_url:
+        from scheduler.feeds.live.day_ahead_files import CceePld
+
+        if not settings.ccee_pld_resource_id:
+            raise ValueError("ccee_datastore_url needs ccee_pld_resource_id (the hourly PLD "
+                             "resource of CCEE's open-data portal)")
+        adapters.append((CceePld(zones, settings.ccee_datastore_url,
+                                 settings.ccee_pld_resource_id),
+                         settings.day_ahead_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(
