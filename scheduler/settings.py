@@ -107,6 +107,9 @@ class SchedulerSettings(BaseSettings):
     )
     ccee_pld_resource_id: str | None = None
     day_ahead_poll_interval_s: float = Field(1800.0, gt=0)
+    # IESO's public reports (no account): set to https://reports-public.ieso.ca/public.
+    ieso_reports_url: str | None = None
+    ieso_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

@@ -8,7 +8,8 @@
   where the fleet file names one (`ercot_api_username`, `ercot_api_password[_file]`,
   `ercot_subscription_key[_file]`); the NEM's regional prices from AEMO's NEMWEB files
   (`aemo_nemweb_url`); JEPX's spot results (`jepx_spot_url`) and Brazil's hourly PLD from
-  CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`).
+  CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`); Ontario's zonal price from
+  IESO's reports through gridstatus (`ieso_reports_url`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -73,6 +74,8 @@ class LiveSettings(Protocol):
     ccee_datastore_url: str | None
     ccee_pld_resource_id: str | None
     day_ahead_poll_interval_s: float
+    ieso_reports_url: str | None
+    ieso_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -147,6 +150,11 @@ def live_sources(
         adapters.append((CceePld(zones, settings.ccee_datastore_url,
                                  settings.ccee_pld_resource_id),
                          settings.day_ahead_poll_interval_s))
+    if settings.ieso_reports_url:
+        from scheduler.feeds.live.ieso_prices import IesoZonalPrices
+
+        adapters.append((IesoZonalPrices(zones, settings.ieso_reports_url),
+                         settings.ieso_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(
