@@ -96,5 +96,5 @@ def test_a_missing_report_fails_the_poll(stub: StubServer) -> None:
 
 def test_a_malformed_report_fails_the_poll(stub: StubServer) -> None:
     stub.routes[RT_PATH] = Reply(200, "<Document><DocBody></DocBody>", "text/xml")
-    with pytest.raises(SourceError, match="ParseError|AttributeError"):
+    with pytest.raises(SourceError, match=r"ParseError|AttributeError"):
         IesoZonalPrices(["CA-ON"], stub.url + "/public").fetch(NOW_S)
