@@ -110,6 +110,10 @@ class SchedulerSettings(BaseSettings):
     # IESO's public reports (no account): set to https://reports-public.ieso.ca/public.
     ieso_reports_url: str | None = None
     ieso_poll_interval_s: float = Field(300.0, gt=0)
+    # NYISO's postings (no account): set to https://oasis-postings.prod.nysdi.com.
+    nyiso_postings_url: str | None = None
+    nyiso_default_zone: str = "NORTH"
+    nyiso_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

@@ -9,7 +9,8 @@
   `ercot_subscription_key[_file]`); the NEM's regional prices from AEMO's NEMWEB files
   (`aemo_nemweb_url`); JEPX's spot results (`jepx_spot_url`) and Brazil's hourly PLD from
   CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`); Ontario's zonal price from
-  IESO's reports through gridstatus (`ieso_reports_url`).
+  IESO's reports through gridstatus (`ieso_reports_url`); New York's zonal prices from NYISO's
+  postings through gridstatus (`nyiso_postings_url`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -76,6 +77,9 @@ class LiveSettings(Protocol):
     day_ahead_poll_interval_s: float
     ieso_reports_url: str | None
     ieso_poll_interval_s: float
+    nyiso_postings_url: str | None
+    nyiso_default_zone: str
+    nyiso_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -155,6 +159,12 @@ def live_sources(
 
         adapters.append((IesoZonalPrices(zones, settings.ieso_reports_url),
                          settings.ieso_poll_interval_s))
+    if settings.nyiso_postings_url:
+        from scheduler.feeds.live.nyiso_prices import NyisoZonalPrices
+
+        adapters.append((NyisoZonalPrices(zones, settings.nyiso_default_zone,
+                                          settings.nyiso_postings_url),
+                         settings.nyiso_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(
