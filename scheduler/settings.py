@@ -114,6 +114,12 @@ class SchedulerSettings(BaseSettings):
     nyiso_postings_url: str | None = None
     nyiso_default_zone: str = "NORTH"
     nyiso_poll_interval_s: float = Field(300.0, gt=0)
+    # PJM's Data Miner 2 (a subscription key from PJM's API portal).
+    pjm_api_key: SecretStr | None = None
+    pjm_api_key_file: str | None = None
+    pjm_default_pnode: str = Field("51288", description="a pnode id; 51288 is the Western Hub")
+    pjm_data_miner_url: str | None = Field(None, description="default: api.pjm.com's")
+    pjm_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

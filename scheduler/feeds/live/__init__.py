@@ -10,7 +10,8 @@
   (`aemo_nemweb_url`); JEPX's spot results (`jepx_spot_url`) and Brazil's hourly PLD from
   CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`); Ontario's zonal price from
   IESO's reports through gridstatus (`ieso_reports_url`); New York's zonal prices from NYISO's
-  postings through gridstatus (`nyiso_postings_url`).
+  postings through gridstatus (`nyiso_postings_url`); PJM's pnode prices from Data Miner
+  through gridstatus (`pjm_api_key[_file]`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -80,6 +81,11 @@ class LiveSettings(Protocol):
     nyiso_postings_url: str | None
     nyiso_default_zone: str
     nyiso_poll_interval_s: float
+    pjm_api_key: SecretStr | None
+    pjm_api_key_file: str | None
+    pjm_default_pnode: str
+    pjm_data_miner_url: str | None
+    pjm_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -165,6 +171,14 @@ def live_sources(
         adapters.append((NyisoZonalPrices(zones, settings.nyiso_default_zone,
                                           settings.nyiso_postings_url),
                          settings.nyiso_poll_interval_s))
+    pjm_key = read_secret(_secret(settings.pjm_api_key), settings.pjm_api_key_file,
+                          "pjm_api_key")
+    if pjm_key:
+        from scheduler.feeds.live.pjm_prices import PjmNodalPrices
+
+        adapters.append((PjmNodalPrices(pjm_key, zones, settings.pjm_default_pnode,
+                                        settings.pjm_data_miner_url),
+                         settings.pjm_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(
