@@ -23,11 +23,9 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator
 
-import httpx
-
 from scheduler.core.fleet import market_zone
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError, get_bytes
 
 DEFAULT_BASE_URL = "https://nemweb.com.au"
 DISPATCH_DIR = "/Reports/Current/DispatchIS_Reports/"
@@ -81,15 +79,7 @@ class NemPrices:
         self.name = name
 
     def _get(self, path: str) -> bytes:
-        url = self.base_url + path
-        try:
-            response = httpx.get(url, timeout=self.timeout_s, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPStatusError as exc:
-            raise SourceError(f"{self.name}: {url} answered {exc.response.status_code}") from None
-        except httpx.HTTPError as exc:
-            raise SourceError(f"{self.name}: {url}: {type(exc).__name__}") from None
-        return response.content
+        return get_bytes(self.base_url + path, self.timeout_s, self.name)
 
     def _newest(self, directory: str, prefix: str) -> str:
         """The newest zip of a NEMWEB directory listing (names sort by their timestamp)."""

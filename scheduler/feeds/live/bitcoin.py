@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, SourceError
+from scheduler.feeds.live.poller import Fetched, SourceError, get_bytes
 
 SATS_PER_BTC = 1e8
 DEFAULT_FEE_BLOCKS = 12  # two hours of blocks: the fee mean moves with the mempool, not per block
@@ -240,14 +240,8 @@ class HashpriceIndexApi:
 
 
 def _get_json(url: str, timeout_s: float, name: str) -> Any:
+    raw = get_bytes(url, timeout_s, name, follow_redirects=False)
     try:
-        response = httpx.get(url, timeout=timeout_s, follow_redirects=False)
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        raise SourceError(f"{name}: {url} answered {exc.response.status_code}") from None
-    except httpx.HTTPError as exc:
-        raise SourceError(f"{name}: {url}: {type(exc).__name__}: {exc}") from None
-    try:
-        return json.loads(response.text)
+        return json.loads(raw)
     except ValueError:
         raise SourceError(f"{name}: {url}: the reply is not JSON") from None

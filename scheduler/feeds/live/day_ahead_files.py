@@ -24,11 +24,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
-
 from scheduler.core.fleet import market_zone
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError, get_bytes
 
 HOUR_S = 3600.0
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -45,27 +43,24 @@ PLD_SUBMARKET = {"BR": "SUDESTE", "BR-SE": "SUDESTE", "BR-S": "SUL", "BR-NE": "N
                  "BR-N": "NORTE"}
 
 
-def _get(url: str, timeout_s: float, name: str, params: Mapping[str, str] | None = None) -> bytes:
-    try:
-        response = httpx.get(url, params=params, timeout=timeout_s, follow_redirects=True)
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        raise SourceError(f"{name}: {url} answered {exc.response.status_code}") from None
-    except httpx.HTTPError as exc:
-        raise SourceError(f"{name}: {url}: {type(exc).__name__}") from None
-    return response.content
-
-
-def _split(hourly: dict[float, list[float]], now_s: float, zone: str, currency: str,
-           name: str, scale: float = 1.0) -> tuple[Quote | None, PublishedPrices | None]:
+def _fetched(hourly_by_zone: Mapping[str, dict[float, list[float]]], now_s: float,
+             currency: str, source: str, scale: float, what: str) -> Fetched:
+    """Each zone's hour containing now as its price, its later hours as its outlook (the hours'
+    means of the published prices, times `scale`)."""
     hour_s = math.floor(now_s / HOUR_S) * HOUR_S
-    means = {t: sum(v) / len(v) * scale for t, v in hourly.items() if v}
-    now = means.get(hour_s)
-    ahead = {t: p for t, p in sorted(means.items()) if t > hour_s}
-    return (
-        Quote(now, hour_s, name, currency) if now is not None else None,
-        PublishedPrices(currency, ahead) if ahead else None,
-    )
+    prices: dict[str, Quote] = {}
+    ahead: dict[str, PublishedPrices] = {}
+    problems: list[str] = []
+    for zone, hourly in hourly_by_zone.items():
+        means = {t: sum(v) / len(v) * scale for t, v in hourly.items() if v}
+        if hour_s in means:
+            prices[zone] = Quote(means[hour_s], hour_s, source, currency)
+        else:
+            problems.append(f"{source}: no {what} for {zone} this hour")
+        later = {t: p for t, p in sorted(means.items()) if t > hour_s}
+        if later:
+            ahead[zone] = PublishedPrices(currency, later)
+    return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))
 
 
 class JepxSpot:
@@ -83,7 +78,7 @@ class JepxSpot:
         years = sorted({today.year, (today + dt.timedelta(days=1)).year})
         rows: list[list[str]] = []
         for year in years:
-            raw = _get(self.url.format(year=year), self.timeout_s, self.name)
+            raw = get_bytes(self.url.format(year=year), self.timeout_s, self.name)
             text = raw.decode("shift_jis", errors="replace")
             rows.extend(csv.reader(io.StringIO(text)))
         hourly: dict[str, dict[float, list[float]]] = {z: {} for z in self.columns}
@@ -101,19 +96,8 @@ class JepxSpot:
                     hourly[zone].setdefault(hour_s, []).append(float(row[column]))
                 except ValueError:
                     raise SourceError(f"{self.name}: malformed price in {row[:2]}") from None
-        prices: dict[str, Quote] = {}
-        ahead: dict[str, PublishedPrices] = {}
-        problems: list[str] = []
-        for zone in self.columns:
-            # JPY/kWh to JPY/MWh.
-            quote, published = _split(hourly[zone], now_s, zone, "JPY", self.name, KWH_PER_MWH)
-            if quote is None:
-                problems.append(f"{self.name}: no spot price for {zone} this hour")
-            else:
-                prices[zone] = quote
-            if published is not None:
-                ahead[zone] = published
-        return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))
+        # JPY/kWh to JPY/MWh.
+        return _fetched(hourly, now_s, "JPY", self.name, KWH_PER_MWH, "spot price")
 
 
 class CceePld:
@@ -133,7 +117,7 @@ class CceePld:
         records: list[dict[str, Any]] = []
         for submarket in sorted(set(self.submarkets.values())):
             for month in months:
-                raw = _get(self.url, self.timeout_s, self.name, {
+                raw = get_bytes(self.url, self.timeout_s, self.name, {
                     "resource_id": self.resource_id, "limit": "1000",
                     "filters": json.dumps({"SUBMERCADO": submarket,
                                            "MES_REFERENCIA": int(month)}),
@@ -162,15 +146,5 @@ class CceePld:
                 raise SourceError(f"{self.name}: malformed record") from None
             if submarket in hourly:
                 hourly[submarket].setdefault(start.timestamp(), []).append(value)
-        prices: dict[str, Quote] = {}
-        ahead: dict[str, PublishedPrices] = {}
-        problems: list[str] = []
-        for zone, submarket in self.submarkets.items():
-            quote, published = _split(hourly[submarket], now_s, zone, "BRL", self.name)
-            if quote is None:
-                problems.append(f"{self.name}: no PLD for {submarket} this hour")
-            else:
-                prices[zone] = quote
-            if published is not None:
-                ahead[zone] = published
-        return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))
+        by_zone = {zone: hourly[submarket] for zone, submarket in self.submarkets.items()}
+        return _fetched(by_zone, now_s, "BRL", self.name, 1.0, "PLD")

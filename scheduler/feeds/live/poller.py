@@ -74,6 +74,25 @@ class SourceHealth:
     last_error: str | None
 
 
+def get_bytes(
+    url: str, timeout_s: float, source: str, params: Mapping[str, str] | None = None,
+    follow_redirects: bool = True,
+) -> bytes:
+    """One GET for an adapter: the body, or a `SourceError` naming the status or the failure
+    (the URL is in it: never put a credential in one)."""
+    import httpx
+
+    try:
+        response = httpx.get(url, params=params, timeout=timeout_s,
+                             follow_redirects=follow_redirects)
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        raise SourceError(f"{source}: {url} answered {exc.response.status_code}") from None
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{source}: {url}: {type(exc).__name__}: {exc}") from None
+    return response.content
+
+
 def read_secret(value: str | None, path: str | None, what: str) -> str | None:
     """A credential from a setting or from a file (a mounted secret); never logged."""
     if value:
