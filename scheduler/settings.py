@@ -120,6 +120,10 @@ class SchedulerSettings(BaseSettings):
     pjm_default_pnode: str = Field("51288", description="a pnode id; 51288 is the Western Hub")
     pjm_data_miner_url: str | None = Field(None, description="default: api.pjm.com's")
     pjm_poll_interval_s: float = Field(300.0, gt=0)
+    # CAISO's OASIS (no account; gridstatus knows its address).
+    caiso_enabled: bool = False
+    caiso_default_node: str = "TH_NP15_GEN-APND"
+    caiso_poll_interval_s: float = Field(300.0, gt=0)
     market_http_interval_s: float = Field(60.0, gt=0)
     plan_interval_s: float = Field(2.0, gt=0)
     # Below this power price a site keeps its connected GPU nodes serving (see control/power.py).

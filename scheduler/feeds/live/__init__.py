@@ -11,7 +11,8 @@
   CCEE's open data (`ccee_datastore_url`, `ccee_pld_resource_id`); Ontario's zonal price from
   IESO's reports through gridstatus (`ieso_reports_url`); New York's zonal prices from NYISO's
   postings through gridstatus (`nyiso_postings_url`); PJM's pnode prices from Data Miner
-  through gridstatus (`pjm_api_key[_file]`).
+  through gridstatus (`pjm_api_key[_file]`); California's nodal prices from CAISO's OASIS through
+  gridstatus (`caiso_enabled`).
 They sit between the HTTP endpoint and the replay in the layered feed, so a zone or a value no
 live source has is still priced from the replay.
 """
@@ -86,6 +87,9 @@ class LiveSettings(Protocol):
     pjm_default_pnode: str
     pjm_data_miner_url: str | None
     pjm_poll_interval_s: float
+    caiso_enabled: bool
+    caiso_default_node: str
+    caiso_poll_interval_s: float
     market_seconds_per_hour: float
 
 
@@ -179,6 +183,11 @@ def live_sources(
         adapters.append((PjmNodalPrices(pjm_key, zones, settings.pjm_default_pnode,
                                         settings.pjm_data_miner_url),
                          settings.pjm_poll_interval_s))
+    if settings.caiso_enabled:
+        from scheduler.feeds.live.caiso_prices import CaisoNodalPrices
+
+        adapters.append((CaisoNodalPrices(zones, settings.caiso_default_node),
+                         settings.caiso_poll_interval_s))
     if adapters and settings.market_seconds_per_hour != REAL_CLOCK_S_PER_HOUR:
         names = ", ".join(a.name for a, _ in adapters)
         raise ValueError(

@@ -18,6 +18,7 @@ class Reply:
     status: int = 200
     body: str | bytes = ""
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -64,6 +65,8 @@ def serve() -> Iterator[StubServer]:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(data)))
+            for key, value in reply.headers:
+                self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)
 
