@@ -77,9 +77,11 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubServer]:
 
     real_get = requests.get
     for server in serve():
+        base = server.url
+
         def to_stub(url: str, *args: Any, **kwargs: Any) -> requests.Response:
             kwargs.pop("verify", None)
-            return real_get(url.replace("https://oasis.caiso.com", server.url), *args, **kwargs)
+            return real_get(url.replace("https://oasis.caiso.com", base), *args, **kwargs)
 
         monkeypatch.setattr(api.requests, "get", to_stub)
         monkeypatch.setattr(api.time, "sleep", lambda s: None)  # OASIS's retry pauses
