@@ -71,19 +71,21 @@ def oasis(now: dt.datetime, nodes: dict[str, float]) -> Callable[[Request], Repl
     return answer
 
 
+def redirect(real_get: Callable[..., requests.Response], base: str
+             ) -> Callable[..., requests.Response]:
+    def to_stub(url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.pop("verify", None)
+        return real_get(url.replace("https://oasis.caiso.com", base), *args, **kwargs)
+
+    return to_stub
+
+
 @pytest.fixture()
 def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubServer]:
     import gridstatus.caiso.caiso as api
 
-    real_get = requests.get
     for server in serve():
-        base = server.url
-
-        def to_stub(url: str, *args: Any, **kwargs: Any) -> requests.Response:
-            kwargs.pop("verify", None)
-            return real_get(url.replace("https://oasis.caiso.com", base), *args, **kwargs)
-
-        monkeypatch.setattr(api.requests, "get", to_stub)
+        monkeypatch.setattr(api.requests, "get", redirect(requests.get, server.url))
         monkeypatch.setattr(api.time, "sleep", lambda s: None)  # OASIS's retry pauses
         yield server
 
