@@ -150,7 +150,7 @@ def site_demand(
     Where the floor decides, in numbers: a GPU node's measured value is far above it (an H100 at
     SmolLM2's 20,000 tokens/s sells its busy MWh for about $8,500), so there the work's own value
     decides. It decides for CPU nodes (a few hundred tokens/s on 0.35 kW: $150-300/MWh) and for
-    nodes that have run nothing yet. In the shipped 2024 prices ERCOT was above $300/MWh in 40
+    nodes that have run nothing yet. In the shipped 2024 prices ERCOT was above $308/MWh in 40
     hours and above $1,000 in 8: at the floor a CPU site stops serving in those 8 hours only.
     """
     busy_kw: dict[str, float] = {}
