@@ -322,6 +322,9 @@ def agent(
 def up(
     agents: Annotated[int, typer.Option(help="local agents to start")] = 4,
     port: int = 50051,
+    http_port: Annotated[
+        int, typer.Option(help="the OpenAI-compatible API's port (-1: off)")
+    ] = 8080,
     workdir: Annotated[Path, typer.Option(help="journal, logs, credentials")] = Path(
         "var/hashserve"
     ),
@@ -342,6 +345,7 @@ def up(
 
     cluster = LocalCluster(
         workdir=workdir, agents=demo_agents(agents), port=port,
+        settings_overrides={"http_port": http_port},
         log_format=LogFormat(log_format) if log_format else LogFormat.TEXT,
         on_agent_exit=on_agent_exit,
     )
@@ -360,7 +364,10 @@ def up(
         cluster.start_scheduler()
         cluster.start_agents()
         assert cluster.credentials is not None
-        write_credentials_file(workdir / "credentials.env", cluster.address, cluster.credentials)
+        write_credentials_file(
+            workdir / "credentials.env", cluster.address, cluster.credentials,
+            openai_base_url=f"http://127.0.0.1:{http_port}/v1" if http_port >= 0 else None,
+        )
         out.print(f"hashserve up: scheduler on {cluster.address}, {agents} agents")
         out.print(f"  export HASHSERVE_SCHEDULER={cluster.address}")
         out.print(f"  export HASHSERVE_API_KEY={cluster.credentials.api_key}")

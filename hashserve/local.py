@@ -447,15 +447,22 @@ class LocalCluster:
             self.supervisor = None
 
 
-def write_credentials_file(path: Path, address: str, creds: Credentials) -> None:
+def write_credentials_file(
+    path: Path, address: str, creds: Credentials, openai_base_url: str | None = None
+) -> None:
+    """The local cluster's credentials; with the OpenAI-compatible API on, also what the
+    `openai` SDK reads (`OPENAI_BASE_URL`, `OPENAI_API_KEY`: the customer key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "# written by `hashserve up`; the CLI reads it when no key is given\n"
-        f"HASHSERVE_SCHEDULER={address}\n"
-        f"HASHSERVE_API_KEY={creds.api_key}\n"
-        f"HASHSERVE_ADMIN_KEY={creds.admin_key}\n"
-        f"HASHSERVE_AGENT_TOKEN={creds.agent_token}\n"
-    )
+    lines = [
+        "# written by `hashserve up`; the CLI reads it when no key is given",
+        f"HASHSERVE_SCHEDULER={address}",
+        f"HASHSERVE_API_KEY={creds.api_key}",
+        f"HASHSERVE_ADMIN_KEY={creds.admin_key}",
+        f"HASHSERVE_AGENT_TOKEN={creds.agent_token}",
+    ]
+    if openai_base_url is not None:
+        lines += [f"OPENAI_BASE_URL={openai_base_url}", f"OPENAI_API_KEY={creds.api_key}"]
+    path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
 
 

@@ -27,6 +27,8 @@ class SchedulerSettings(BaseSettings):
     log_file: str | None = None
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9100, ge=-1, le=65535, description="-1: no metrics endpoint")
+    # The OpenAI-compatible HTTP API (scheduler/api/openai_front.py); -1: off, 0: a free port.
+    http_port: int = Field(-1, ge=-1, le=65535, description="OpenAI-compatible API; -1: off")
     journal_url: str = "sqlite:///var/hashserve/journal.db"
     journal_synchronous: str = "FULL"
     ray_address: str | None = None

@@ -144,11 +144,17 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         rec = await self._own_job(context, request.job_id)
         queue = self.loop.watchers.subscribe(rec.job_id)
         try:
-            # Subscribed before reading the state, so no change can fall between the two.
+            # Subscribed before reading the state and the text so far, with no await between:
+            # no change or token can fall between them, and none comes twice.
             current = self.loop.get(rec.job_id) or rec
+            so_far = None if current.terminal else self.loop.streamed(rec.job_id)
             yield customer_pb2.JobEvent(job=job_to_proto(current))
             if current.terminal:
                 return
+            if so_far is not None and so_far[0]:
+                yield customer_pb2.JobEvent(
+                    tokens=customer_pb2.TokenDelta(text=so_far[0], tokens_so_far=so_far[1])
+                )
             while True:
                 event = await queue.get()
                 if event is None:

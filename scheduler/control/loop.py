@@ -353,6 +353,12 @@ class ControlLoop:
         elif isinstance(event, JobOutcomeReport):
             self._on_outcome(session, event, now_s)
 
+    def streamed(self, job_id: str) -> tuple[str, int] | None:
+        """The text a running generation has produced so far, and its tokens (a watcher that
+        subscribes late starts from it)."""
+        kept = self._partial.get(job_id)
+        return ("".join(kept[1]), kept[2]) if kept is not None else None
+
     def _on_outcome(self, session: AgentSession, outcome: JobOutcomeReport, now_s: float) -> None:
         if outcome.error:
             verdict = self.core.job_outcome(

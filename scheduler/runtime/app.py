@@ -6,9 +6,11 @@ from the journal on start, so a restart after a crash carries on where the journ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1.health import HealthServicer
@@ -158,6 +160,10 @@ class SchedulerApp:
         self._metrics_http: MetricsHttpServer | None = None
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
+        self.http_port = 0
+        self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
+        self._http_task: asyncio.Task[None] | None = None
+        self._openai: Any = None  # scheduler.api.openai_front.OpenAiFront
 
     async def start(self) -> int:
         await self.loop.start()
@@ -191,6 +197,8 @@ class SchedulerApp:
         await server.start()
         mark_serving(health_servicer, True)
         self._server, self._health = server, health_servicer
+        if self.settings.http_port >= 0:
+            await self._start_http()
         if self.settings.metrics_port >= 0:
             self._metrics_http = start_metrics_http_server(
                 self.metrics.registry, self.settings.host, self.settings.metrics_port
@@ -200,7 +208,37 @@ class SchedulerApp:
         log.info("scheduler serving on %s:%d", self.settings.host, self.port)
         return self.port
 
+    async def _start_http(self) -> None:
+        """The OpenAI-compatible front, on its own port, calling this process's gRPC front."""
+        import socket
+
+        import uvicorn
+
+        from scheduler.api.openai_front import OpenAiFront
+
+        if self.settings.tls_cert:
+            log.warning("the OpenAI-compatible API is not started: it calls the gRPC front over "
+                        "a plaintext loopback channel, and this one serves TLS only")
+            return
+        self._openai = OpenAiFront(f"127.0.0.1:{self.port}")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.http_port))
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(self._openai.app, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]),
+                                              name="openai-http")
+        log.info("OpenAI-compatible API on http://%s:%d/v1", self.settings.host, self.http_port)
+
     async def stop(self, grace_s: float = 2.0) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                await self._http_task
+        if self._openai is not None:
+            await self._openai.close()
         if self._health is not None:
             mark_serving(self._health, False)
         await self.power.stop()
