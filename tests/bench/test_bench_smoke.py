@@ -21,6 +21,7 @@ EXPECTED = {
     "placement": {"results", "summary", "cpu"},
     "submit": {"medians", "ratios", "summary", "rounds", "prefill"},
     "scale": {"planner", "core", "heap", "summary"},
+    "http": {"medians", "rounds", "http_vs_grpc"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -56,6 +57,10 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
             assert run["errors"] == 0, name
             assert run["jobs_per_s"] > 0, name
         assert set(doc["ratios"]) >= {"full_vs_bare", "normal_vs_bare", "batch_full_vs_bare_single"}
+    elif bench == "http":
+        # Both fronts answered (the OpenAI-compatible one and the gRPC one, same cluster).
+        assert doc["medians"]["http"]["n"] > 0 and doc["medians"]["grpc"]["n"] > 0
+        assert doc["http_vs_grpc"] > 0
     else:
         assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
         assert doc["heap"]["heap_bytes_per_job_record"] > 0
