@@ -18,7 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# bench/http.py's name would hide the standard library's `http` from every import after this
+# if this folder stayed first on the path (as it is for a script): it goes, the repository comes.
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node_agent.backends.base import GenerateParams
 from node_agent.backends.onnx_embedding import OnnxEmbeddingBackend

@@ -21,6 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# bench/http.py's name would hide the standard library's `http` from every import after this
+# if this folder stayed first on the path (as it is for a script): it goes, the repository comes.
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The agents run with one inference thread per job (hashserve.local sets this for them); the
 # model's own time is measured under the same setting, or the ratio would compare 2 cores to 1.

@@ -19,23 +19,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder is first on the path, and its name would hide the standard
-# library's `http` package from everything imported after it: the folder goes, the repo comes.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+# bench/http.py's name would hide the standard library's `http` from every import after this
+# if this folder stayed first on the path (as it is for a script): it goes, the repository comes.
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import statistics
+import tempfile
+import time
+from typing import Any
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import finish, parser, percentile, table  # noqa: E402
-from hashserve.client import Client, embed_spec  # noqa: E402
-from hashserve.local import AgentPlan, LocalCluster, free_port  # noqa: E402
+from bench.common import finish, parser, percentile, table
+from hashserve.client import Client, embed_spec
+from hashserve.local import AgentPlan, LocalCluster, free_port
 
 MODEL = "all-minilm-l6-v2"
 SENTENCE = "Grid operators pay large consumers to cut load during price spikes."

@@ -38,6 +38,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+# bench/http.py's name would hide the standard library's `http` from every import after this
+# if this folder stayed first on the path (as it is for a script): it goes, the repository comes.
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
