@@ -340,14 +340,13 @@ class PowerController:
                 m.hashprice_index.set(index.value)
                 m.hashprice_index_difference.set(market.hashprice_usd_per_phs_day - index.value)
         for source in polled:
-            if isinstance(source, PolledSource):
-                health = source.health()
-                m.source_errors.labels(health.source).set(health.errors)
-                m.source_up.labels(health.source).set(
-                    1.0 if health.last_error is None and health.last_ok_s is not None else 0.0
-                )
-                if health.last_ok_s is not None:
-                    m.source_age.labels(health.source).set(max(now_s - health.last_ok_s, 0.0))
+            health = source.health()
+            m.source_errors.labels(health.source).set(health.errors)
+            m.source_up.labels(health.source).set(
+                1.0 if health.last_error is None and health.last_ok_s is not None else 0.0
+            )
+            if health.last_ok_s is not None:
+                m.source_age.labels(health.source).set(max(now_s - health.last_ok_s, 0.0))
         if self.replay is not None:
             m.replay_looping.set(1.0 if self.replay.loop else 0.0)
             m.replay_loops.set(self.replay.loops(now_s))

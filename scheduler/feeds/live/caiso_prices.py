@@ -19,8 +19,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler.core.fleet import market_zone, settlement_point
-from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import (
+    Fetched,
+    PublishedPrices,
+    SourceError,
+    library_error,
+    newest,
+    recent_prices,
+)
 
 CAISO_ZONE = "US-CAL-CISO"
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -51,9 +57,7 @@ class CaisoNodalPrices:
                     locations=sorted(set(self.nodes.values())), sleep=0,
                 )
         except Exception as exc:  # gridstatus raises its own and bare exceptions
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            detail = f"HTTP {status}" if status is not None else type(exc).__name__
-            raise SourceError(f"{self.name}: {market.value}: {detail}") from None
+            raise library_error(self.name, market.value, exc) from None
         return [dict(r) for r in frame.to_dict("records")]
 
     def fetch(self, now_s: float) -> Fetched:
@@ -62,20 +66,13 @@ class CaisoNodalPrices:
 
         today = dt.datetime.fromtimestamp(now_s, tz=PACIFIC).date()
         start = pd.Timestamp(today, tz=PACIFIC)
-        latest: dict[str, tuple[float, float]] = {}
-        for row in self._rows(Markets.REAL_TIME_5_MIN, start):
-            start_s = float(row["Interval Start"].timestamp())
-            node = str(row["Location"])
-            if start_s <= now_s and (node not in latest or start_s > latest[node][0]):
-                latest[node] = (start_s, float(row["LMP"]))
-        prices: dict[str, Quote] = {}
-        problems: list[str] = []
-        for zone, node in self.nodes.items():
-            found = latest.get(node)
-            if found is None or now_s - found[0] > MAX_INTERVAL_AGE_S:
-                problems.append(f"{self.name}: no recent real-time price for {node}")
-            else:
-                prices[zone] = Quote(found[1], found[0], self.name, "USD")
+        latest = newest(
+            ((str(r["Location"]), float(r["Interval Start"].timestamp()), float(r["LMP"]))
+             for r in self._rows(Markets.REAL_TIME_5_MIN, start)),
+            now_s,
+        )
+        prices, problems = recent_prices(self.nodes, latest, now_s, MAX_INTERVAL_AGE_S,
+                                         self.name, "USD")
         hour_s = math.floor(now_s / HOUR_S) * HOUR_S
         published: dict[str, dict[float, float]] = {}
         try:

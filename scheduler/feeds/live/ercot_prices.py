@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from scheduler.core.fleet import market_zone, settlement_point
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError, library_error
 
 ERCOT_ZONE = "US-TEX-ERCO"
 CENTRAL = ZoneInfo("America/Chicago")
@@ -85,11 +85,10 @@ class ErcotSettlementPoints:
                 endpoint, deliveryDateFrom=day_from, deliveryDateTo=day_to, settlementPoint=point,
             )
         except Exception as exc:  # gridstatus raises bare Exceptions (a refused token, no data)
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            detail = f"HTTP {status}" if status is not None else type(exc).__name__
+            what = f"{endpoint} for {point}"
             if "token" in str(exc).lower():
-                detail = "the account was refused a token"
-            raise SourceError(f"{self.name}: {endpoint} for {point}: {detail}") from None
+                raise SourceError(f"{self.name}: {what}: the account was refused a token") from None
+            raise library_error(self.name, what, exc) from None
         return [dict(row) for row in frame.to_dict("records")]
 
     def fetch(self, now_s: float) -> Fetched:

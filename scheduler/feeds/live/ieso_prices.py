@@ -17,7 +17,7 @@ from typing import Any
 
 from scheduler.core.fleet import market_zone
 from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError, library_error
 
 IESO_ZONE = "CA-ON"
 HOUR_S = 3600.0
@@ -42,9 +42,7 @@ class IesoZonalPrices:
         try:
             frame = getattr(self.client, method)("latest")
         except Exception as exc:  # gridstatus raises its own and bare exceptions
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            detail = f"HTTP {status}" if status is not None else type(exc).__name__
-            raise SourceError(f"{self.name}: {method}: {detail}") from None
+            raise library_error(self.name, method, exc) from None
         return [dict(r) for r in frame.to_dict("records")]
 
     def fetch(self, now_s: float) -> Fetched:

@@ -20,8 +20,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler.core.fleet import market_zone, settlement_point
-from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, PublishedPrices, SourceError
+from scheduler.feeds.live.poller import (
+    Fetched,
+    PublishedPrices,
+    SourceError,
+    library_error,
+    newest,
+    recent_prices,
+)
 
 NYISO_ZONE = "US-NY-NYIS"
 EASTERN = ZoneInfo("America/New_York")
@@ -54,30 +60,20 @@ class NyisoZonalPrices:
                     location_type="zone",
                 )
         except Exception as exc:  # gridstatus raises its own and bare exceptions
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            detail = f"HTTP {status}" if status is not None else type(exc).__name__
-            what = getattr(market, "value", market)
-            raise SourceError(f"{self.name}: {what}: {detail}") from None
+            raise library_error(self.name, str(getattr(market, "value", market)), exc) from None
         return [dict(r) for r in frame.to_dict("records")]
 
     def fetch(self, now_s: float) -> Fetched:
         import pandas as pd
         from gridstatus import Markets
 
-        latest: dict[str, tuple[float, float]] = {}
-        for row in self._rows("latest", Markets.REAL_TIME_5_MIN):
-            start_s = float(row["Interval Start"].timestamp())
-            location = str(row["Location"])
-            if start_s <= now_s and (location not in latest or start_s > latest[location][0]):
-                latest[location] = (start_s, float(row["LMP"]))
-        prices: dict[str, Quote] = {}
-        problems: list[str] = []
-        for zone, location in self.locations.items():
-            found = latest.get(location)
-            if found is None or now_s - found[0] > MAX_INTERVAL_AGE_S:
-                problems.append(f"{self.name}: no recent real-time price for {location}")
-            else:
-                prices[zone] = Quote(found[1], found[0], self.name, "USD")
+        latest = newest(
+            ((str(r["Location"]), float(r["Interval Start"].timestamp()), float(r["LMP"]))
+             for r in self._rows("latest", Markets.REAL_TIME_5_MIN)),
+            now_s,
+        )
+        prices, problems = recent_prices(self.locations, latest, now_s, MAX_INTERVAL_AGE_S,
+                                         self.name, "USD")
         hour_s = math.floor(now_s / HOUR_S) * HOUR_S
         today = dt.datetime.fromtimestamp(now_s, tz=EASTERN).date()
         published: dict[str, dict[float, float]] = {}

@@ -15,8 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler.core.fleet import market_zone, settlement_point
-from scheduler.core.market import Quote
-from scheduler.feeds.live.poller import Fetched, SourceError
+from scheduler.feeds.live.poller import Fetched, library_error, newest, recent_prices
 
 PJM_ZONE = "US-MIDA-PJM"
 EASTERN = ZoneInfo("America/New_York")
@@ -52,22 +51,13 @@ class PjmNodalPrices:
                 pd.Timestamp(today, tz=EASTERN), locations=sorted(set(self.pnodes.values())),
             )
         except Exception as exc:  # gridstatus raises its own and bare exceptions
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            detail = f"HTTP {status}" if status is not None else type(exc).__name__
-            raise SourceError(f"{self.name}: rt_unverified_fivemin_lmps: {detail}") from None
-        latest: dict[str, tuple[float, float]] = {}
+            raise library_error(self.name, "rt_unverified_fivemin_lmps", exc) from None
         rows: list[dict[str, Any]] = frame.to_dict("records")
-        for row in rows:
-            start_s = float(row["Interval Start"].timestamp())
-            pnode = str(row["Location Id"])
-            if start_s <= now_s and (pnode not in latest or start_s > latest[pnode][0]):
-                latest[pnode] = (start_s, float(row["LMP"]))
-        prices: dict[str, Quote] = {}
-        problems: list[str] = []
-        for zone, pnode in self.pnodes.items():
-            found = latest.get(pnode)
-            if found is None or now_s - found[0] > MAX_INTERVAL_AGE_S:
-                problems.append(f"{self.name}: no recent real-time price for pnode {pnode}")
-            else:
-                prices[zone] = Quote(found[1], found[0], self.name, "USD")
+        latest = newest(
+            ((str(r["Location Id"]), float(r["Interval Start"].timestamp()), float(r["LMP"]))
+             for r in rows),
+            now_s,
+        )
+        prices, problems = recent_prices(self.pnodes, latest, now_s, MAX_INTERVAL_AGE_S,
+                                         self.name, "USD")
         return Fetched(prices_by_zone=prices, problems=tuple(problems))

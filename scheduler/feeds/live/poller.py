@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -91,6 +91,43 @@ def get_bytes(
     except httpx.HTTPError as exc:
         raise SourceError(f"{source}: {url}: {type(exc).__name__}: {exc}") from None
     return response.content
+
+
+def library_error(source: str, what: str, exc: Exception) -> SourceError:
+    """A failure inside a market library (gridstatus raises its own and bare exceptions) as the
+    poll's `SourceError`: the HTTP status when there was one, else the exception's type. Its
+    message is not used: a library's can hold a URL with its query."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    detail = f"HTTP {status}" if status is not None else type(exc).__name__
+    return SourceError(f"{source}: {what}: {detail}")
+
+
+def newest(
+    intervals: Iterable[tuple[str, float, float]], now_s: float
+) -> dict[str, tuple[float, float]]:
+    """Per location, the (start, price) of its newest interval that has started by `now_s`."""
+    out: dict[str, tuple[float, float]] = {}
+    for location, start_s, price in intervals:
+        if start_s <= now_s and (location not in out or start_s > out[location][0]):
+            out[location] = (start_s, price)
+    return out
+
+
+def recent_prices(
+    locations: Mapping[str, str], latest: Mapping[str, tuple[float, float]], now_s: float,
+    max_age_s: float, source: str, currency: str,
+) -> tuple[dict[str, Quote], list[str]]:
+    """Each zone's quote from its location's newest interval, or a problem when that is missing
+    or older than `max_age_s` (the service stopped publishing)."""
+    prices: dict[str, Quote] = {}
+    problems: list[str] = []
+    for zone, location in locations.items():
+        found = latest.get(location)
+        if found is None or now_s - found[0] > max_age_s:
+            problems.append(f"{source}: no recent real-time price for {location}")
+        else:
+            prices[zone] = Quote(found[1], found[0], source, currency)
+    return prices, problems
 
 
 def read_secret(value: str | None, path: str | None, what: str) -> str | None:

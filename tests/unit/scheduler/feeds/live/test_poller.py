@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,6 @@ def test_the_polling_thread_runs_and_stops() -> None:
         for _ in range(200):
             if source.health().polls >= 3:
                 break
-            import time
-
             time.sleep(0.01)
     finally:
         source.stop()
