@@ -33,7 +33,7 @@ import numpy as np
 from scheduler.backtest.policies.base import Assignment, HourPlan, HourView, WorkItem
 from scheduler.backtest.workload import Workload
 from scheduler.backtest.world import KW_PER_MW, S_PER_H, TOKENS_PER_MTOK, World
-from scheduler.core.economics import block_share, opportunity_price_usd_per_mwh
+from scheduler.core.economics import opportunity_price_usd_per_mwh
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import MarketSnapshot
 from scheduler.core.models import Tier
@@ -231,12 +231,10 @@ class HashservePolicy:
     def _block_share(self, s: int, mining_mw: float, headroom_mw: float) -> float:
         """The part of the mining the site's GPUs would stop that they can use: the GPUs beyond
         the headroom, over the mining lost to the lower level that makes room for all of them."""
-        world = self.world
         over_mw = self.gpu_busy_mw[s] - headroom_mw
-        if over_mw <= _EPS_MW or mining_mw <= _EPS_MW:
-            return 1.0
-        after_mw = world.mining_floor_mw(s, min(mining_mw - over_mw, float(world.cap_mw[s])))
-        return block_share(over_mw, mining_mw - after_mw)
+        if over_mw <= _EPS_MW or mining_mw <= _EPS_MW or not self.world.asic_levels:
+            return 1.0  # without blocks, mining steps down by exactly what the GPUs take
+        return self.world.asic_levels[s].stop_share(mining_mw, over_mw)
 
     def _segments(
         self, gpus_free: np.ndarray, headroom_mw: np.ndarray, closed: np.ndarray

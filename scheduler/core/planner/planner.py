@@ -23,7 +23,6 @@ import math
 from collections.abc import Mapping
 
 from scheduler.core.economics import (
-    block_share,
     mining_revenue_usd_per_mwh,
     opportunity_price_usd_per_mwh,
 )
@@ -279,8 +278,7 @@ def _make_plan(
     share = 1.0
     gpus_off_mw = site.gpu_busy_mw - serving_mw
     if no_room and split.mining_mw > _EPS and gpus_off_mw > _EPS:
-        stopped_mw = split.mining_mw - levels.floor(split.mining_mw - gpus_off_mw)
-        share = block_share(gpus_off_mw, stopped_mw)
+        share = levels.stop_share(split.mining_mw, gpus_off_mw)
     changed = previous is None or abs(split.mining_mw - previous.mining_mw) > _EPS
     return SitePowerPlan(
         site=site.name,

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from scheduler.core.economics import block_share
 from scheduler.core.fleet import AsicFleetSpec
 
 _EPS = 1e-9
@@ -61,6 +62,11 @@ class AsicLevels:
             j = min(self.full_blocks, math.floor((x_mw - self.partial_mw) / self.block_mw + _EPS))
             best = max(best, j * self.block_mw + self.partial_mw)
         return best
+
+    def stop_share(self, mining_mw: float, gpu_mw: float) -> float:
+        """Making room for `gpu_mw` more GPU power stops mining down to the next level; the part
+        of what it stops that those GPUs use (`economics.block_share`: 1 when they use it all)."""
+        return block_share(gpu_mw, mining_mw - self.floor(mining_mw - gpu_mw))
 
     def ceil(self, x_mw: float) -> float | None:
         """The smallest level >= x (None above the maximum)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -41,56 +40,10 @@ from scheduler.feeds.live.poller import (
     SourceHealth,
     read_secret,
 )
+from scheduler.settings import SchedulerSettings
 
 REAL_CLOCK_S_PER_HOUR = 3600.0
 log = logging.getLogger("hashserve.feeds")
-
-
-class LiveSettings(Protocol):
-    bitcoin_rpc_url: str | None
-    bitcoin_rpc_user: str | None
-    bitcoin_rpc_password: SecretStr | None
-    bitcoin_rpc_password_file: str | None
-    bitcoin_rpc_cookie_file: str | None
-    mempool_api_url: str | None
-    btc_usd_url: str | None
-    bitcoin_poll_interval_s: float
-    hashprice_index_url: str | None
-    hashprice_index_field: str
-    hashprice_index_scale: float
-    entsoe_token: SecretStr | None
-    entsoe_token_file: str | None
-    entsoe_endpoint_url: str
-    entsoe_poll_interval_s: float
-    ercot_api_username: str | None
-    ercot_api_password: SecretStr | None
-    ercot_api_password_file: str | None
-    ercot_subscription_key: SecretStr | None
-    ercot_subscription_key_file: str | None
-    ercot_default_settlement_point: str
-    ercot_api_url: str | None
-    ercot_token_url: str | None
-    ercot_poll_interval_s: float
-    aemo_nemweb_url: str | None
-    aemo_poll_interval_s: float
-    jepx_spot_url: str | None
-    ccee_datastore_url: str | None
-    ccee_pld_resource_id: str | None
-    day_ahead_poll_interval_s: float
-    ieso_reports_url: str | None
-    ieso_poll_interval_s: float
-    nyiso_postings_url: str | None
-    nyiso_default_zone: str
-    nyiso_poll_interval_s: float
-    pjm_api_key: SecretStr | None
-    pjm_api_key_file: str | None
-    pjm_default_pnode: str
-    pjm_data_miner_url: str | None
-    pjm_poll_interval_s: float
-    caiso_enabled: bool
-    caiso_default_node: str
-    caiso_poll_interval_s: float
-    market_seconds_per_hour: float
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -98,7 +51,7 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def live_sources(
-    settings: LiveSettings, zones: Iterable[str], clock: Clock
+    settings: SchedulerSettings, zones: Iterable[str], clock: Clock
 ) -> list[PolledSource]:
     """The live sources the settings configure (none: the replay alone prices the market).
 
@@ -199,7 +152,7 @@ def live_sources(
     return [PolledSource(adapter, interval_s, clock) for adapter, interval_s in adapters]
 
 
-def hashprice_index(settings: LiveSettings, clock: Clock) -> PolledSource | None:
+def hashprice_index(settings: SchedulerSettings, clock: Clock) -> PolledSource | None:
     """The published hashprice index the settings name, polled beside the live sources; it is
     compared with the computed hashprice (a metric) and never prices anything."""
     if not settings.hashprice_index_url:
