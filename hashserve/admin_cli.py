@@ -27,6 +27,7 @@ from rich.console import Console
 
 from hashserve.admin_client import AdminClient, resolve_admin_key
 from hashserve.admin_views import (
+    USAGE_COLUMNS,
     accounting_table,
     accounting_totals,
     as_dict,
@@ -38,6 +39,8 @@ from hashserve.admin_views import (
     seconds,
     site_totals,
     sites_table,
+    usage_records,
+    usage_table,
 )
 from hashserve.client import resolve
 from hashserve.v1 import admin_pb2
@@ -545,7 +548,60 @@ def admin_new_key() -> None:
     print(key)
 
 
-# ----- admin: accounting ------------------------------------------------------------------------
+# ----- admin: usage and accounting --------------------------------------------------------------
+
+
+def parse_day_or_when(text: str, now_s: float) -> float:
+    """`parse_when`, or a date (`2026-11-01`) meaning its start in UTC."""
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        return parse_when(text, now_s)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+@admin_app.command("usage")
+def admin_usage(
+    tenant: Annotated[str, typer.Option(help="only this tenant (default: all)")] = "",
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="jobs finished from: a date (UTC), an RFC 3339 time, or seconds from "
+        "now (-86400)")] = None,
+    to: Annotated[str | None, typer.Option(help="... to before this time (default: now)")]
+    = None,
+    hourly: Annotated[bool, typer.Option(help="a row per UTC hour too")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Metered usage: tokens in and out and USD charged, per tenant, model and tier.
+
+    From the succeeded jobs themselves, by the wall-clock time they finished; the charges add
+    up to the accounting's AI revenue.
+    """
+    now_s = time.time()
+    try:
+        start_s = parse_day_or_when(from_, now_s) if from_ else None
+        end_s = parse_day_or_when(to, now_s) if to else None
+    except ValueError as err:
+        raise usage_error(str(err)) from None
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise usage_error("--to must be after --from")
+    resp = call(scheduler, admin_key, tls_ca,
+                lambda c: c.usage(tenant, start_s=start_s, end_s=end_s, hourly=hourly))
+    records = usage_records(resp.rows)
+    if json_out:
+        print_json({"rows": records})
+    elif csv_out:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(USAGE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        out.print(usage_table(list(resp.rows)))
 
 
 @admin_app.command("accounting")

@@ -194,6 +194,18 @@ class AdminClient:
             timeout=self.timeout_s,
         )
 
+    async def usage(
+        self, tenant: str = "", start_s: float | None = None, end_s: float | None = None,
+        hourly: bool = False,
+    ) -> admin_pb2.GetUsageResponse:
+        """Metered usage of jobs that finished in [start_s, end_s), wall-clock time."""
+        request = admin_pb2.GetUsageRequest(tenant=tenant, hourly=hourly)
+        if start_s is not None:
+            request.start.CopyFrom(to_timestamp(start_s))
+        if end_s is not None:
+            request.end.CopyFrom(to_timestamp(end_s))
+        return await self.stub.GetUsage(request, metadata=self.metadata, timeout=self.timeout_s)
+
     async def accounting(
         self, site: str = "", start_s: float | None = None, end_s: float | None = None
     ) -> admin_pb2.GetAccountingResponse:

@@ -178,3 +178,33 @@ def accounting_table(rows: Sequence[admin_pb2.AccountingRow]) -> Table:
     for column, footer in zip(table.columns, footers, strict=True):
         column.footer = footer
     return table
+
+
+USAGE_COLUMNS = ("tenant", "model", "tier", "hour", "jobs", "prompt_tokens",
+                 "completion_tokens", "charged_usd")
+
+
+def usage_records(rows: Iterable[admin_pb2.UsageRow]) -> list[dict[str, object]]:
+    """Rows as plain records (JSON, CSV): the hour as RFC 3339, or "" over the whole range."""
+    return [{"tenant": r.tenant, "model": r.model, "tier": r.tier,
+             "hour": iso(seconds(r.hour)) if r.HasField("hour") else "", "jobs": r.jobs,
+             "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+             "charged_usd": r.charged_usd} for r in rows]
+
+
+def usage_table(rows: Sequence[admin_pb2.UsageRow]) -> Table:
+    hourly = any(r.HasField("hour") for r in rows)
+    headers = ["tenant", "model", "tier", *(["hour (UTC)"] if hourly else []), "jobs",
+               "prompt tokens", "completion tokens", "charged $"]
+    table = Table(*headers, show_footer=True)
+    for r in rows:
+        hour = [iso(seconds(r.hour))[:-4] + "Z"] if hourly else []
+        table.add_row(r.tenant, r.model, r.tier, *hour, f"{r.jobs:,}", f"{r.prompt_tokens:,}",
+                      f"{r.completion_tokens:,}", f"{r.charged_usd:,.6f}")
+    footers = [f"total ({len(rows)} rows)", "", "", *([""] if hourly else []),
+               f"{sum(r.jobs for r in rows):,}", f"{sum(r.prompt_tokens for r in rows):,}",
+               f"{sum(r.completion_tokens for r in rows):,}",
+               f"{sum(r.charged_usd for r in rows):,.6f}"]
+    for column, footer in zip(table.columns, footers, strict=True):
+        column.footer = footer
+    return table

@@ -84,6 +84,31 @@ def _client(scheduler: str | None, api_key: str | None, tls_ca: str | None) -> C
     return Client(address, key, tls_ca)
 
 
+CatalogueOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalogue",
+        help="model catalogue YAML (default: the embedded models; env HASHSERVE_CATALOGUE_PATH); "
+        "the fleet file's prices win over the catalogue's",
+    ),
+]
+
+
+def _checked_catalogue(path: str | None) -> str | None:
+    """The catalogue file as an absolute path (the scheduler actor may run elsewhere), checked
+    here so that a bad file stops the command with its problems, not the actor's start."""
+    if path is None:
+        return None
+    from scheduler.fleet import CatalogueError, load_catalogue
+
+    try:
+        load_catalogue(path)
+    except CatalogueError as err:
+        console.print(f"[red]bad catalogue:[/] {err}")
+        raise typer.Exit(2) from None
+    return str(Path(path).resolve())
+
+
 def _run_rpc(coro: object) -> object:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
@@ -124,6 +149,7 @@ def scheduler(
         ),
     ] = None,
     fleet: Annotated[str | None, typer.Option(help="fleet YAML (default: shipped example)")] = None,
+    catalogue: CatalogueOpt = None,
     tls_cert: Annotated[str | None, typer.Option(help="server certificate (PEM)")] = None,
     tls_key: Annotated[str | None, typer.Option(help="server key (PEM)")] = None,
     tls_client_ca: Annotated[
@@ -148,6 +174,7 @@ def scheduler(
         "journal_url": journal,
         "ray_address": ray_address,
         "fleet_path": fleet,
+        "catalogue_path": _checked_catalogue(catalogue),
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_client_ca": tls_client_ca,
@@ -328,6 +355,7 @@ def up(
     workdir: Annotated[Path, typer.Option(help="journal, logs, credentials")] = Path(
         "var/hashserve"
     ),
+    catalogue: CatalogueOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run the scheduler and local agents until interrupted; prints the credentials.
@@ -339,13 +367,17 @@ def up(
     from hashserve.logs import LogFormat, enable_fatal_signal_trace
 
     enable_fatal_signal_trace(_logging(False, log_format, {"process": "local-cluster"}))
+    overrides: dict[str, object] = {"http_port": http_port}
+    catalogue_path = _checked_catalogue(catalogue)
+    if catalogue_path is not None:
+        overrides["catalogue_path"] = catalogue_path
 
     def on_agent_exit(event: AgentExit) -> None:
         console.print(f"[red]{event.describe()}[/]")
 
     cluster = LocalCluster(
         workdir=workdir, agents=demo_agents(agents), port=port,
-        settings_overrides={"http_port": http_port},
+        settings_overrides=overrides,
         log_format=LogFormat(log_format) if log_format else LogFormat.TEXT,
         on_agent_exit=on_agent_exit,
     )

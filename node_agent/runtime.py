@@ -367,6 +367,8 @@ class NodeAgent:
                     prompt=g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
                     seed=g.seed, resume_text=assign.resume_text,
                     resume_tokens=assign.resume_tokens if assign.resume_text else 0,
+                    messages=tuple((m.role, m.content) for m in g.messages),
+                    raw_prompt=g.raw_prompt, stop=tuple(g.stop),
                 )
                 gen = await loop.run_in_executor(
                     self._pool, backend.generate, params, on_token, job.stop.is_set

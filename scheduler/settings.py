@@ -27,8 +27,14 @@ class SchedulerSettings(BaseSettings):
     log_file: str | None = None
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9100, ge=-1, le=65535, description="-1: no metrics endpoint")
-    # The OpenAI-compatible HTTP API (scheduler/api/openai_front.py); -1: off, 0: a free port.
+    # The OpenAI-compatible HTTP API (scheduler/api/openai/); -1: off, 0: a free port.
     http_port: int = Field(-1, ge=-1, le=65535, description="OpenAI-compatible API; -1: off")
+    # Its Batch API: lines per batch, bytes per input file, lines queued at once per batch
+    # (never more than the tenant's quota has room for), and how long files are kept.
+    batch_max_lines: int = Field(50_000, ge=1)
+    batch_max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
+    batch_in_flight: int = Field(1024, ge=1)
+    batch_file_retention_days: float = Field(30.0, gt=0)
     journal_url: str = "sqlite:///var/hashserve/journal.db"
     journal_synchronous: str = "FULL"
     ray_address: str | None = None
@@ -36,6 +42,9 @@ class SchedulerSettings(BaseSettings):
     # it to the KubeRay head pod that the Service points at.
     ray_actor_resources: dict[str, float] = Field(default_factory=dict)
     fleet_path: str | None = None
+    # The model catalogue (scheduler/fleet/catalogue.py); default: the shipped catalogue.yaml, the
+    # embedded models. The fleet file's `tiers` prices win over the catalogue's.
+    catalogue_path: str | None = None
     regions: tuple[str, ...] = DEFAULT_REGIONS
     tick_s: float = Field(0.5, gt=0, le=60)
     lease_s: float = Field(15.0, gt=0)

@@ -281,6 +281,44 @@ class CreateAgentTokenResponse(_message.Message):
     token: str
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
+class GetUsageRequest(_message.Message):
+    __slots__ = ("tenant", "start", "end", "hourly")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    HOURLY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    hourly: bool
+    def __init__(self, tenant: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hourly: _Optional[bool] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("tenant", "model", "tier", "hour", "jobs", "prompt_tokens", "completion_tokens", "charged_usd")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    HOUR_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_USD_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: str
+    tier: str
+    hour: _timestamp_pb2.Timestamp
+    jobs: int
+    prompt_tokens: int
+    completion_tokens: int
+    charged_usd: float
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[str] = ..., tier: _Optional[str] = ..., hour: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., charged_usd: _Optional[float] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
 class GetAccountingRequest(_message.Message):
     __slots__ = ("site", "start", "end")
     SITE_FIELD_NUMBER: _ClassVar[int]

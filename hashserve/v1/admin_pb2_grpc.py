@@ -109,6 +109,11 @@ class AdminServiceStub:
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.GetAccountingRequest.SerializeToString,
                 response_deserializer=hashserve_dot_v1_dot_admin__pb2.GetAccountingResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/hashserve.v1.AdminService/GetUsage',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -206,6 +211,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Metered usage: tokens and USD charged per tenant, model and tier, from succeeded jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +295,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetAccounting,
                     request_deserializer=hashserve_dot_v1_dot_admin__pb2.GetAccountingRequest.FromString,
                     response_serializer=hashserve_dot_v1_dot_admin__pb2.GetAccountingResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.GetUsageRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -690,6 +707,33 @@ class AdminService:
             '/hashserve.v1.AdminService/GetAccounting',
             hashserve_dot_v1_dot_admin__pb2.GetAccountingRequest.SerializeToString,
             hashserve_dot_v1_dot_admin__pb2.GetAccountingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/GetUsage',
+            hashserve_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,23 @@ class GenerateParams:
     # (`can_resume` False) is never sent one.
     resume_text: str = ""
     resume_tokens: int = 0
+    # A whole conversation, (role, content) pairs, for the chat template instead of `prompt`.
+    messages: tuple[tuple[str, str], ...] = ()
+    # `prompt` is the exact text to continue: no chat template (OpenAI's /v1/completions).
+    raw_prompt: bool = False
+    stop: tuple[str, ...] = ()  # the customer's stop strings, beside the template's own
+
+    def chat(self) -> list[dict[str, str]]:
+        """The conversation the chat template renders: the messages, or the prompt as the one
+        user message."""
+        if self.messages:
+            return [{"role": role, "content": content} for role, content in self.messages]
+        return [{"role": "user", "content": self.prompt}]
+
+    @property
+    def prompt_text(self) -> str:
+        """All the prompt's text, for estimates where a server reports no usage."""
+        return "\n".join(c for _, c in self.messages) if self.messages else self.prompt
 
 
 class Cancelled(Exception):

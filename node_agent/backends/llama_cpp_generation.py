@@ -137,14 +137,19 @@ class LlamaCppGenerationBackend:
             return ""
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
-    def prompt_tokens(self, prompt: str) -> tuple[list[int], list[str]]:
-        """The chat-templated prompt as token ids, and the template's stop strings."""
-        result = self._formatter(messages=[{"role": "user", "content": prompt}])
+    def prompt_tokens(self, params: GenerateParams) -> tuple[list[int], list[str]]:
+        """The prompt as token ids, and the strings generation stops at: the chat template's
+        and the customer's. A raw prompt is the customer's text as is (special tokens in it are
+        plain text, as OpenAI's completions endpoint reads them), after the BOS token."""
+        if params.raw_prompt:
+            ids = self._llm.tokenize(params.prompt.encode("utf-8"), add_bos=True, special=False)
+            return ids, [s for s in params.stop if s]
+        result = self._formatter(messages=params.chat())  # type: ignore[arg-type]
         ids = self._llm.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
         )
         stop = result.stop if isinstance(result.stop, list) else [result.stop or ""]
-        return ids, [s for s in stop if s]
+        return ids, [s for s in [*stop, *params.stop] if s]
 
     def generate(
         self,
@@ -154,7 +159,7 @@ class LlamaCppGenerationBackend:
     ) -> GenerateOutput:
         if params.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
-        prompt_ids, stops = self.prompt_tokens(params.prompt)
+        prompt_ids, stops = self.prompt_tokens(params)
         resumed_ids: list[int] = []
         if params.resume_text:
             resumed_ids = self._llm.tokenize(
@@ -185,6 +190,30 @@ class LlamaCppGenerationBackend:
             finish_reason=out.finish_reason,
         )
 
+    def _evaluate_all_but_last(self, prompt_ids: list[int]) -> None:
+        """Bring the KV cache to the prompt less its last token, reusing the prefix it holds.
+
+        `Llama.generate` reuses a cached prefix and then evaluates what is left in one batch. A
+        prompt seen before leaves only its last token to evaluate, alone; a new one is
+        evaluated whole, and a batch's sums differ in the last bits from a single token's. At a
+        temperature above zero that flips samples: the same seed gave one answer cold and
+        another warm. Evaluated here up to the last token, every prompt's last token is then
+        evaluated alone, cold or warm, so one seed gives one answer."""
+        llm = self._llm
+        target = prompt_ids[:-1]
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, target, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        if prefix < len(target):
+            if prefix == 0:
+                llm.reset()
+            else:
+                llm.n_tokens = prefix
+            llm.eval(target[prefix:])
+
     def _generate_locked(
         self,
         prompt_ids: list[int],
@@ -196,6 +225,7 @@ class LlamaCppGenerationBackend:
     ) -> GenerateOutput:
         llm = self._llm
         vocab = self._vocab
+        self._evaluate_all_but_last(prompt_ids)
         llm.set_seed(params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stop_filter = StopStringFilter(stops)

@@ -226,9 +226,8 @@ class OpenAICompatibleBackend:
         self.verify_model()
         if should_stop():
             raise Cancelled("cancelled before the request was sent")
-        body = {
+        body: dict[str, Any] = {
             "model": self.served_model,
-            "messages": [{"role": "user", "content": params.prompt}],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "seed": params.seed,
@@ -236,7 +235,14 @@ class OpenAICompatibleBackend:
             # vLLM and SGLang then send a last chunk with the exact token counts.
             "stream_options": {"include_usage": True},
         }
-        url = f"{self.base_url}/chat/completions"
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.raw_prompt:
+            body["prompt"] = params.prompt
+            url = f"{self.base_url}/completions"
+        else:
+            body["messages"] = params.chat()
+            url = f"{self.base_url}/chat/completions"
         try:
             with self._client.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
@@ -277,7 +283,8 @@ class OpenAICompatibleBackend:
             if isinstance(chunk.get("usage"), dict):
                 usage = chunk["usage"]
             for choice in chunk.get("choices") or []:
-                content = (choice.get("delta") or {}).get("content")
+                # A chat chunk's text is its delta's content; a completions chunk's, its text.
+                content = (choice.get("delta") or {}).get("content") or choice.get("text")
                 if content:
                     pieces.append(content)
                     on_token(content)
@@ -314,7 +321,7 @@ class OpenAICompatibleBackend:
         # servers stream one delta per token except around held-back text, so the delta count is
         # a close lower bound. The prompt (with its chat template) is estimated from its length.
         completion = params.max_tokens if finish_reason == "length" else n_pieces
-        return estimate_tokens(params.prompt), completion
+        return estimate_tokens(params.prompt_text), completion
 
     # --- plumbing --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ and keys. Every call needs an admin key; every change is logged with who made it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -15,6 +16,7 @@ from scheduler.api.convert import timestamp
 from scheduler.api.validation import InvalidRequest, timestamp_s
 from scheduler.control.loop import ControlLoop
 from scheduler.control.power import PowerController
+from scheduler.core.metering import aggregate
 from scheduler.core.planner import CurtailmentWindow
 from scheduler.feeds.ops import OpsFeed
 
@@ -376,6 +378,31 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "agent_id must be an agent id or '*'"
             )
         return admin_pb2.CreateAgentTokenResponse(token=self.auth.issue_agent_token(agent_id))
+
+    async def GetUsage(
+        self, request: admin_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetUsageResponse:
+        await self._admin(context)
+        try:
+            start_s = (
+                timestamp_s(request.start, "start") if request.HasField("start") else -math.inf
+            )
+            end_s = timestamp_s(request.end, "end") if request.HasField("end") else math.inf
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        jobs = await asyncio.to_thread(self.loop.journal.metered_jobs, request.tenant, start_s,
+                                       end_s)
+        rows = []
+        for row in aggregate(jobs, hourly=request.hourly):
+            out = admin_pb2.UsageRow(
+                tenant=row.tenant, model=row.model, tier=row.tier, jobs=row.jobs,
+                prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+                charged_usd=row.charged_usd,
+            )
+            if row.hour_start_s is not None:
+                out.hour.CopyFrom(timestamp(row.hour_start_s))
+            rows.append(out)
+        return admin_pb2.GetUsageResponse(rows=rows)
 
     async def GetAccounting(
         self, request: admin_pb2.GetAccountingRequest, context: grpc.aio.ServicerContext

@@ -1,6 +1,7 @@
 """Admission: whether a tenant's submit may enter the scheduler at all, before it is journalled.
 
-What it decides, per submit (a batch counts as one submit per job):
+What it decides, per submit (a SubmitJobs call counts as one submit per job; work a Batch API
+batch feeds in counts against quota and capacity only, see `admit`):
 - **rate**: a token bucket per tenant, refilled at the tenant's `submits_per_second` and holding
   `burst_s` seconds of it, so a tenant can burst briefly but not sustain more than its rate;
 - **tenant quota**: at most `max_queued_jobs` of the tenant's jobs may be active (queued, assigned
@@ -94,8 +95,13 @@ class Admission:
 
     # ----- the check --------------------------------------------------------------------------
 
-    def admit(self, tenant: str, records: Sequence[JobRecord]) -> None:
-        """Raise AdmissionRefused, or take `len(records)` tokens from the tenant's bucket."""
+    def admit(self, tenant: str, records: Sequence[JobRecord], rate_limited: bool = True) -> None:
+        """Raise AdmissionRefused, or take `len(records)` tokens from the tenant's bucket.
+
+        `rate_limited` False is for work a batch feeds in (the Batch API): its lines were
+        accepted at once when the batch was created, and its runner keeps only part of the
+        tenant's quota queued at a time, so the per-request rate and burst do not apply; quota
+        and capacity do."""
         if not records:
             return
         now_s = self.loop.clock.now_s()
@@ -103,7 +109,8 @@ class Admission:
         try:
             self._check_quota(row, len(records))
             self._check_capacity(records)
-            self._take_tokens(row, len(records), now_s)
+            if rate_limited:
+                self._take_tokens(row, len(records), now_s)
         except AdmissionRefused as refusal:
             self.refused += 1
             log.info("refused %d job(s) of %s: %s", len(records), tenant, refusal)
@@ -178,6 +185,11 @@ class Admission:
         return row
 
     # ----- what is active (a LoopObserver) ----------------------------------------------------
+
+    def room(self, tenant: str) -> int:
+        """How many more jobs the tenant's quota takes now (a batch runner's pace)."""
+        row = self._tenant(tenant, self.loop.clock.now_s())
+        return max(row.max_queued_jobs - self._per_tenant.get(tenant, 0), 0)
 
     def active_jobs(self, tenant: str | None = None) -> int:
         return len(self._active) if tenant is None else self._per_tenant.get(tenant, 0)

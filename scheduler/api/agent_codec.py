@@ -67,7 +67,7 @@ def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
             r = o.result
             return JobOutcomeReport(
                 o.ref.job_id, o.ref.attempt, r.SerializeToString(), "", o.run_ms, o.energy_kwh,
-                int(r.prompt_tokens) + int(r.completion_tokens),
+                int(r.prompt_tokens) + int(r.completion_tokens), int(r.completion_tokens),
             )
         return JobOutcomeReport(
             o.ref.job_id, o.ref.attempt, b"", o.error or "unknown agent error", o.run_ms,

@@ -8,7 +8,7 @@ leak nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -38,22 +38,35 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 
 
-async def abort_invalid(context: grpc.aio.ServicerContext, err: InvalidRequest) -> None:
-    await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+class Refusal(Exception):
+    """A request refused, whatever the transport: the gRPC status and what the customer reads.
+    The gRPC methods abort with it; the HTTP front maps it to its status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _invalid(err: InvalidRequest, prefix: str = "") -> Refusal:
+    return Refusal(getattr(grpc.StatusCode, err.code), prefix + err.message)
 
 
 class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
+    """The gRPC servicer, over transport-neutral methods (`principal`, `submit`, `own_job`,
+    `events`, `cancel`, `models`) that the HTTP front and the batch runner call in-process."""
+
     def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
         self.loop = loop
         self.auth = auth
         self.admission = Admission(loop)  # per-tenant rate and quota, capacity by tier
 
-    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+    # ----- transport-neutral ------------------------------------------------------------------
+
+    def principal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         try:
-            return self.auth.customer(context.invocation_metadata())
+            return self.auth.customer(metadata)
         except AuthError as err:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
-            raise  # unreachable: abort raises
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(err)) from None
 
     def _build(self, principal: Principal, req: customer_pb2.SubmitJobRequest) -> JobRecord:
         now_s = self.loop.clock.now_s()
@@ -72,76 +85,63 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             spec_hash=spec_hash(canonical_spec_blob(req.spec)),
         )
 
-    async def _submit(
-        self, context: grpc.aio.ServicerContext, reqs: list[customer_pb2.SubmitJobRequest]
+    def check(self, req: customer_pb2.SubmitJobRequest, principal: Principal) -> None:
+        """Raise the Refusal a submit of `req` would get from validation (nothing is kept)."""
+        try:
+            self._build(principal, req)
+        except InvalidRequest as err:
+            raise _invalid(err) from None
+
+    async def submit(
+        self,
+        principal: Principal,
+        reqs: Sequence[customer_pb2.SubmitJobRequest],
+        *,
+        batch: bool = False,
     ) -> list[customer_pb2.SubmitJobResponse]:
-        principal = await self._principal(context)
+        """Validate, admit and journal `reqs`, all or none. `batch`: work fed by a batch (the
+        Batch API), which admission counts against quota and capacity, not the per-request
+        rate (a batch was admitted whole when it was created)."""
         records = []
         for i, req in enumerate(reqs):
             try:
                 records.append(self._build(principal, req))
             except InvalidRequest as err:
-                prefix = f"jobs[{i}]: " if len(reqs) > 1 else ""
-                await abort_invalid(context, InvalidRequest(err.code, prefix + err.message))
+                raise _invalid(err, f"jobs[{i}]: " if len(reqs) > 1 else "") from None
         keys = [r.idempotency_key for r in records if r.idempotency_key]
         if len(keys) != len(set(keys)):
-            await context.abort(
+            raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
             )
         try:
-            self.admission.admit(principal.tenant, records)
+            self.admission.admit(principal.tenant, records, rate_limited=not batch)
         except AdmissionRefused as refusal:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
+            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal)) from None
         try:
             results = await self.loop.submit_async(records)
         except IdempotencyConflict as err:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+            raise Refusal(grpc.StatusCode.ALREADY_EXISTS, str(err)) from None
         except JournalUnavailable as err:
             # Not acknowledged: the customer retries with the same idempotency key.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {err}")
+            raise Refusal(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {err}") from None
         return [
             customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=dedup)
             for rec, dedup in results
         ]
 
-    async def SubmitJob(
-        self, request: customer_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
-    ) -> customer_pb2.SubmitJobResponse:
-        return (await self._submit(context, [request]))[0]
-
-    async def SubmitJobs(
-        self, request: customer_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext
-    ) -> customer_pb2.SubmitJobsResponse:
-        if not request.jobs:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
-        if len(request.jobs) > MAX_BATCH_JOBS:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{len(request.jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}",
-            )
-        return customer_pb2.SubmitJobsResponse(jobs=await self._submit(context, list(request.jobs)))
-
-    async def _own_job(self, context: grpc.aio.ServicerContext, job_id: str) -> JobRecord:
-        principal = await self._principal(context)
+    def own_job(self, principal: Principal, job_id: str) -> JobRecord:
         try:
             check_job_id(job_id)
         except InvalidRequest as err:
-            await abort_invalid(context, err)
+            raise _invalid(err) from None
         rec = self.loop.get(job_id)
         if rec is None or rec.tenant != principal.tenant:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
-        assert rec is not None
+            raise Refusal(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
         return rec
 
-    async def GetJob(
-        self, request: customer_pb2.GetJobRequest, context: grpc.aio.ServicerContext
-    ) -> jobs_pb2.Job:
-        return job_to_proto(await self._own_job(context, request.job_id))
-
-    async def WatchJob(
-        self, request: customer_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[customer_pb2.JobEvent]:
-        rec = await self._own_job(context, request.job_id)
+    async def events(self, rec: JobRecord) -> AsyncIterator[customer_pb2.JobEvent]:
+        """The job's current state, the text generated so far, then each change and token until
+        a terminal state."""
         queue = self.loop.watchers.subscribe(rec.job_id)
         try:
             # Subscribed before reading the state and the text so far, with no await between:
@@ -163,17 +163,80 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         finally:
             self.loop.watchers.unsubscribe(rec.job_id, queue)
 
-    async def CancelJob(
-        self, request: customer_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
-    ) -> jobs_pb2.Job:
-        rec = await self._own_job(context, request.job_id)
+    def cancel(self, principal: Principal, job_id: str) -> JobRecord:
+        rec = self.own_job(principal, job_id)
         if rec.terminal:
-            await context.abort(
+            raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"job {rec.job_id} is already {rec.state.value}",
             )
-        after = self.loop.cancel(rec.job_id) or rec
-        return job_to_proto(after)
+        return self.loop.cancel(rec.job_id) or rec
+
+    # ----- gRPC -------------------------------------------------------------------------------
+
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        try:
+            return self.principal(context.invocation_metadata())
+        except Refusal as r:
+            await context.abort(r.code, r.message)
+            raise  # unreachable: abort raises
+
+    async def _submit(
+        self, context: grpc.aio.ServicerContext, reqs: list[customer_pb2.SubmitJobRequest]
+    ) -> list[customer_pb2.SubmitJobResponse]:
+        principal = await self._principal(context)
+        try:
+            return await self.submit(principal, reqs)
+        except Refusal as r:
+            await context.abort(r.code, r.message)
+            raise  # unreachable: abort raises
+
+    async def SubmitJob(
+        self, request: customer_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobResponse:
+        return (await self._submit(context, [request]))[0]
+
+    async def SubmitJobs(
+        self, request: customer_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.SubmitJobsResponse:
+        if not request.jobs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
+        if len(request.jobs) > MAX_BATCH_JOBS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}",
+            )
+        return customer_pb2.SubmitJobsResponse(jobs=await self._submit(context, list(request.jobs)))
+
+    async def _own_job(self, context: grpc.aio.ServicerContext, job_id: str) -> JobRecord:
+        principal = await self._principal(context)
+        try:
+            return self.own_job(principal, job_id)
+        except Refusal as r:
+            await context.abort(r.code, r.message)
+            raise  # unreachable: abort raises
+
+    async def GetJob(
+        self, request: customer_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        return job_to_proto(await self._own_job(context, request.job_id))
+
+    async def WatchJob(
+        self, request: customer_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[customer_pb2.JobEvent]:
+        rec = await self._own_job(context, request.job_id)
+        async for event in self.events(rec):
+            yield event
+
+    async def CancelJob(
+        self, request: customer_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        principal = await self._principal(context)
+        try:
+            return job_to_proto(self.cancel(principal, request.job_id))
+        except Refusal as r:
+            await context.abort(r.code, r.message)
+            raise  # unreachable: abort raises
 
     async def ListJobs(
         self, request: customer_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -210,6 +273,9 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         self, request: customer_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> customer_pb2.ListModelsResponse:
         await self._principal(context)
+        return self.models()
+
+    def models(self) -> customer_pb2.ListModelsResponse:
         serving: dict[str, int] = {}
         for node in self.loop.core.nodes.values():
             if node.connected:

@@ -24,6 +24,10 @@ MIN_DEADLINE_AHEAD_S = 1.0
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 MAX_BATCH_JOBS = 256
 DEFAULT_MAX_TOKENS = 128
+MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_CHARS = 64
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
+TEMPLATE_TOKENS_PER_TURN = 4
 JOB_ID_RE = re.compile(r"^job_[0-9a-f]{32}$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]+$")
 
@@ -181,14 +185,15 @@ def _check_texts(texts: list[str], model: ModelSpec) -> int:
 
 
 def _check_generate(gen: jobs_pb2.GenerateInput, model: ModelSpec) -> tuple[int, int]:
-    if not gen.prompt.strip():
-        raise InvalidRequest("INVALID_ARGUMENT", "spec.generate.prompt is empty")
-    if len(gen.prompt) > MAX_PROMPT_CHARS:
-        raise InvalidRequest(
-            "INVALID_ARGUMENT",
-            f"spec.generate.prompt has {len(gen.prompt)} characters; at most {MAX_PROMPT_CHARS}",
+    _check_prompt(gen)
+    _check_stops(list(gen.stop))
+    # The chat template adds a few tokens per turn; the estimate is for admission, not billing.
+    if gen.messages:
+        prompt_tokens = sum(
+            estimate_tokens(m.content) + TEMPLATE_TOKENS_PER_TURN for m in gen.messages
         )
-    prompt_tokens = estimate_tokens(gen.prompt)
+    else:
+        prompt_tokens = estimate_tokens(gen.prompt)
     max_tokens = gen.max_tokens or min(DEFAULT_MAX_TOKENS, model.max_output_tokens)
     if max_tokens > model.max_output_tokens:
         raise InvalidRequest(
@@ -207,3 +212,53 @@ def _check_generate(gen: jobs_pb2.GenerateInput, model: ModelSpec) -> tuple[int,
             "INVALID_ARGUMENT", f"spec.generate.temperature {gen.temperature} is not in [0, 2]"
         )
     return prompt_tokens, max_tokens
+
+
+def _check_prompt(gen: jobs_pb2.GenerateInput) -> None:
+    """A prompt or messages, not both; messages only with the chat template; in bounds."""
+    if gen.messages:
+        if gen.prompt:
+            raise InvalidRequest(
+                "INVALID_ARGUMENT", "spec.generate has both prompt and messages: give one"
+            )
+        if gen.raw_prompt:
+            raise InvalidRequest(
+                "INVALID_ARGUMENT",
+                "spec.generate.raw_prompt is for a prompt; messages always use the chat template",
+            )
+        for i, message in enumerate(gen.messages):
+            if message.role not in CHAT_ROLES:
+                raise InvalidRequest(
+                    "INVALID_ARGUMENT",
+                    f"spec.generate.messages[{i}].role is {message.role!r}; one of "
+                    f"{', '.join(sorted(CHAT_ROLES))}",
+                )
+        if not any(m.role == "user" and m.content.strip() for m in gen.messages):
+            raise InvalidRequest(
+                "INVALID_ARGUMENT", "spec.generate.messages has no user message with content"
+            )
+        chars = sum(len(m.content) for m in gen.messages)
+        what = "spec.generate.messages"
+    else:
+        if not gen.prompt.strip():
+            raise InvalidRequest("INVALID_ARGUMENT", "spec.generate.prompt is empty")
+        chars = len(gen.prompt)
+        what = "spec.generate.prompt"
+    if chars > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            "INVALID_ARGUMENT", f"{what} has {chars} characters; at most {MAX_PROMPT_CHARS}"
+        )
+
+
+def _check_stops(stops: list[str]) -> None:
+    if len(stops) > MAX_STOP_STRINGS:
+        raise InvalidRequest(
+            "INVALID_ARGUMENT",
+            f"spec.generate.stop has {len(stops)} strings; at most {MAX_STOP_STRINGS}",
+        )
+    for i, stop in enumerate(stops):
+        if not stop or len(stop) > MAX_STOP_CHARS:
+            raise InvalidRequest(
+                "INVALID_ARGUMENT",
+                f"spec.generate.stop[{i}] has {len(stop)} characters; give 1 to {MAX_STOP_CHARS}",
+            )

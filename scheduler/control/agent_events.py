@@ -47,6 +47,7 @@ class JobOutcomeReport:
     run_ms: float
     energy_kwh: float
     tokens: int  # prompt and completion tokens the agent reports
+    completion_tokens: int = 0  # of which generated (the rest read from the prompt)
 
 
 AgentEvent = AgentHeartbeat | JobStartedReport | JobProgressReport | JobOutcomeReport

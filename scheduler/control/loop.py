@@ -34,7 +34,7 @@ from scheduler.core.clock import Clock
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.models import ModelSpec
-from scheduler.core.placement import Placement, ScoringProfile
+from scheduler.core.placement import DEFAULT_PROFILE, Placement, ScoringProfile
 from scheduler.core.scheduler import (
     Assign,
     CancelOnNode,
@@ -80,7 +80,7 @@ class ControlLoop:
         self.catalogue = dict(catalogue)
         self.known_regions = frozenset(known_regions)
         self.clock = clock
-        self.core = SchedulerCore(policy, profile) if profile else SchedulerCore(policy)
+        self.core = SchedulerCore(policy, profile or DEFAULT_PROFILE, self.catalogue)
         self.tick_s = tick_s
         self.sessions: dict[str, AgentSession] = {}
         self.watchers = Watchers()
@@ -372,6 +372,7 @@ class ControlLoop:
                 run_ms=outcome.run_ms,
                 energy_kwh=outcome.energy_kwh,
                 tokens=outcome.tokens,
+                completion_tokens=outcome.completion_tokens,
             )
         self.apply(verdict.step)
         if not verdict.accepted:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
+from scheduler.core.metering import MeteredJob
 from scheduler.core.models import ModelSpec, Tier
 from scheduler.core.placement import Deferral, Placement
 from scheduler.core.scheduler import NodeState, Step
@@ -64,6 +65,11 @@ class MetricsObserver:
             )
             queue_s = rec.assigned_s - rec.submitted_s if rec.assigned_s else None
             run_s = rec.run_ms / 1000.0 if rec.state is JobState.SUCCEEDED else None
+            metered = MeteredJob.of(rec)
+            if metered is not None:
+                self.metrics.job_metered(rec.tenant, rec.spec.tier.value, rec.spec.model,
+                                         metered.prompt_tokens, metered.completion_tokens,
+                                         metered.charged_usd)
             self.metrics.job_finished(
                 rec.spec.tier.value,
                 rec.spec.model,

@@ -13,6 +13,14 @@ from scheduler.core.models import ModelKind, Tier
 from scheduler.core.placement.types import JobRequest
 
 
+def charge_usd(value_usd: float, estimated_tokens: int, tokens_used: int) -> float:
+    """What a job priced at `value_usd` for `estimated_tokens` earns for the tokens it used: the
+    same price per token (what metering and accounting both charge)."""
+    if estimated_tokens <= 0 or tokens_used <= 0:
+        return 0.0
+    return value_usd * tokens_used / estimated_tokens
+
+
 @dataclass(frozen=True)
 class JobSpecData:
     model: str
@@ -50,6 +58,7 @@ class JobRecord:
     run_ms: float = 0.0
     energy_kwh: float = 0.0
     tokens_used: int = 0  # prompt and completion tokens of the answer (what is charged)
+    completion_tokens: int = 0  # of `tokens_used`, those generated
     # Every (node, attempt) this job was given, so a late result can be named in the refusal.
     history: tuple[str, ...] = field(default=())
 
@@ -76,10 +85,9 @@ class JobRecord:
         tier's price per token; the same price applies to what was really produced, which is
         usually less (a generation stops early).
         """
-        estimated = self.spec.input_tokens + self.spec.output_tokens_est
-        if estimated <= 0 or tokens_used <= 0:
-            return 0.0
-        return self.spec.value_usd * tokens_used / estimated
+        return charge_usd(
+            self.spec.value_usd, self.spec.input_tokens + self.spec.output_tokens_est, tokens_used
+        )
 
     def as_request(self) -> JobRequest:
         s = self.spec

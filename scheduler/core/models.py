@@ -1,7 +1,9 @@
 """The model catalogue: what can be asked for, its limits, and what it costs per tier.
 
-Pure data. Both the customer API (validation, ListModels) and the placer (memory filter) read it.
-The prices here are defaults; the scheduler runs on `priced_catalogue(..., fleet prices)`.
+Pure data. Both the customer API (validation, ListModels) and the placer (memory and accelerator
+filters) read it. The scheduler reads its catalogue from a file (`scheduler/fleet/catalogue.py`;
+the shipped `scheduler/fleet/catalogue.yaml` is `DEFAULT_CATALOGUE` below, which a unit test holds
+equal to it), then runs on `priced_catalogue(..., fleet prices)`: the fleet file's prices win.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class ModelSpec:
     # Rough tokens per second on the reference CPU node; the placer learns real rates per node.
     reference_tokens_per_s: float = 100.0
     tiers: dict[Tier, TierTerms] = field(default_factory=dict)
+    # The accelerator kinds that may run it, matched against the `gpu_kind` an agent reports in
+    # its hello ("cpu" for a CPU node); empty: any kind.
+    accelerators: frozenset[str] = frozenset()
 
 
 # Prices are illustrative SMB list prices (USD per million tokens), in line with 2025 public
@@ -54,6 +59,11 @@ _GEN_TIERS = {
     Tier.INTERACTIVE: TierTerms(0.20, 10.0, 300.0),
     Tier.STANDARD: TierTerms(0.15, 120.0, 1800.0),
     Tier.FLEX: TierTerms(0.08, 3600.0, 6 * 3600.0),
+}
+# A catalogue file's model takes its kind's terms for any tier, or term, it leaves out.
+KIND_DEFAULT_TIERS: dict[ModelKind, dict[Tier, TierTerms]] = {
+    ModelKind.EMBEDDING: _EMBED_TIERS,
+    ModelKind.GENERATION: _GEN_TIERS,
 }
 
 MINILM = ModelSpec(

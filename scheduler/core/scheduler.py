@@ -20,6 +20,7 @@ from enum import Enum
 from scheduler.core.estimates import NodeEstimates
 from scheduler.core.job_states import JobEvent, JobState, can, transition
 from scheduler.core.jobs import JobRecord
+from scheduler.core.models import DEFAULT_CATALOGUE, ModelSpec
 from scheduler.core.placement import (
     DEFAULT_PROFILE,
     Decision,
@@ -208,9 +209,13 @@ class SchedulerCore:
         self,
         policy: SchedulerPolicy | None = None,
         profile: ScoringProfile = DEFAULT_PROFILE,
+        catalogue: Mapping[str, ModelSpec] = DEFAULT_CATALOGUE,
     ) -> None:
         self.policy = policy or SchedulerPolicy()
         self.profile = profile
+        # What placement reads of a model: its tiers' latency targets and the accelerator kinds
+        # that may run it.
+        self.catalogue = catalogue
         self.jobs: dict[str, JobRecord] = {}  # non-terminal jobs only; the journal keeps the rest
         self.nodes: dict[str, NodeState] = {}
         self.site_views: dict[str, SiteView] = {}
@@ -237,6 +242,10 @@ class SchedulerCore:
         # site stops before the next job would pass it. A site without an entry has no budget.
         self._site_budget_mw: dict[str, float] = {}
         self._full_sites: set[str] = set()  # sites whose budget the current placements used up
+        # Why each queued job was last found unplaceable (the placer's reasons), until it is
+        # placed or ends: a job that expires waiting says why no node would take it (a model
+        # limited to accelerator kinds no serving node has, say). In memory only.
+        self._unplaced_why: dict[str, tuple[str, ...]] = {}
 
     @property
     def serving_sites(self) -> frozenset[str] | None:
@@ -435,6 +444,7 @@ class SchedulerCore:
         run_ms: float = 0.0,
         energy_kwh: float = 0.0,
         tokens: int = 0,
+        completion_tokens: int = 0,
     ) -> OutcomeVerdict:
         """Accept a result only from the node and attempt that currently hold the job (fencing)."""
         rec = self.jobs.get(job_id)
@@ -465,6 +475,7 @@ class SchedulerCore:
         self._finish(
             rec, JobEvent.SUCCEED, now_s, step,
             result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh, tokens_used=tokens,
+            completion_tokens=completion_tokens,
         )
         step.answers.append((job_id, node_id, attempt))
         return OutcomeVerdict(True, "accepted", step)
@@ -494,9 +505,11 @@ class SchedulerCore:
                 self._changed_nodes.add(node.info.node_id)
         for rec in self._due(now_s):
             if now_s > rec.spec.deadline_s:
-                self._finish(
-                    rec, JobEvent.EXPIRE, now_s, step, error="deadline passed before it finished"
-                )
+                error = "deadline passed before it finished"
+                why = self._unplaced_why.get(rec.job_id)
+                if why and rec.state is JobState.QUEUED:
+                    error += f"; no node would take it: {'; '.join(why)}"
+                self._finish(rec, JobEvent.EXPIRE, now_s, step, error=error)
             elif rec.state in (JobState.ASSIGNED, JobState.RUNNING) and (
                 now_s > rec.lease_expires_s
             ):
@@ -552,6 +565,7 @@ class SchedulerCore:
             region=info.region,
             models=info.models,
             memory_mb=info.memory_mb,
+            gpu_kind=info.gpu_kind,
             slots_free=max(info.slots_total - len(node.running), 0),
             slots_total=info.slots_total,
             serving=(
@@ -603,7 +617,8 @@ class SchedulerCore:
             rounds += 1
             budget -= len(batch)
             decisions = place(
-                [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile
+                [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile,
+                catalogue=self.catalogue,
             )
             if busy_mw is None and self._site_budget_mw:
                 busy_mw = {site: self.site_busy_mw(site) for site in self._site_budget_mw}
@@ -630,6 +645,7 @@ class SchedulerCore:
                     self._put(rec.evolve(not_before_s=decision.until_s), step)
                     self._push(self.jobs[rec.job_id])
                 else:
+                    self._unplaced_why[rec.job_id] = decision.reasons
                     unplaced.append(rec)
         # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits in
         # the queue and its deadline bounds the wait; back on the heap only after this tick.
@@ -642,6 +658,7 @@ class SchedulerCore:
     def _assign(self, rec: JobRecord, placement: Placement, now_s: float, step: Step) -> None:
         attempt = rec.attempt + 1
         lease = now_s + self.policy.lease_s
+        self._unplaced_why.pop(rec.job_id, None)
         node = self.nodes[placement.node_id]
         node.running.add((rec.job_id, attempt))
         node.warm_models.add(rec.spec.model)
@@ -709,6 +726,7 @@ class SchedulerCore:
         step.changed.append(done)
         self.jobs.pop(rec.job_id, None)
         self._seq.pop(rec.job_id, None)
+        self._unplaced_why.pop(rec.job_id, None)
 
     def _put(self, rec: JobRecord, step: Step, journal: bool = True) -> None:
         self._track(rec)

@@ -44,14 +44,15 @@ def default_fleet_path() -> Path:
 
 
 def _path(loc: tuple[int | str, ...], data: Any) -> str:
-    """`('sites', 3, 'asic', 'x')` -> `sites[3] (name).asic.x`, naming the site when known."""
+    """`('sites', 3, 'asic', 'x')` -> `sites[3] (name).asic.x`, naming the item of a top-level
+    list (a fleet's site, a catalogue's model) when it has a name."""
     out = ""
     node = data
-    for part in loc:
+    for depth, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, Mapping) and out.startswith("sites[") and out.count("[") == 1:
+            if isinstance(node, Mapping) and depth == 1:
                 name = node.get("name")
                 if isinstance(name, str):
                     out += f" ({name})"

@@ -14,6 +14,7 @@ from typing import Protocol
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import ZoneHourPrice
+from scheduler.core.metering import MeteredJob
 
 
 class JournalUnavailable(ConnectionError):
@@ -46,6 +47,32 @@ class TenantRow:
     name: str
     max_queued_jobs: int
     submits_per_second: float
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """A file a tenant uploaded (a batch's input) or a batch wrote (its output and errors)."""
+
+    file_id: str
+    tenant: str
+    purpose: str
+    filename: str
+    size_bytes: int
+    created_s: float
+    expires_s: float
+    content: bytes | None = None  # None when listed without it
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """A Batch API batch: its OpenAI batch object as JSON (`doc`), and what is queried on."""
+
+    batch_id: str
+    tenant: str
+    key_id: str  # the API key that created it (its runner acts as that tenant)
+    status: str
+    created_s: float
+    doc: str
 
 
 class Journal(Protocol):
@@ -115,6 +142,34 @@ class Journal(Protocol):
         ...
 
     def load_ops_state(self) -> dict[str, str]: ...
+
+    # Metering: the succeeded jobs that finished in [start_s, end_s) ("" tenant: all tenants).
+    def metered_jobs(
+        self, tenant: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[MeteredJob]: ...
+
+    # Batch API files and batches. A file's content is read only by `get_file`.
+    def put_file(self, row: FileRow) -> None: ...
+
+    def get_file(self, file_id: str) -> FileRow | None: ...
+
+    def list_files(self, tenant: str, purpose: str = "") -> list[FileRow]: ...
+
+    def delete_file(self, file_id: str) -> bool: ...
+
+    def forget_files_expired(self, now_s: float) -> int: ...
+
+    def put_batch(self, row: BatchRow) -> None: ...
+
+    def get_batch(self, batch_id: str) -> BatchRow | None: ...
+
+    def list_batches(self, tenant: str, limit: int, after_batch_id: str = "") -> list[BatchRow]:
+        """Newest first; `after_batch_id` is the last of the previous page."""
+        ...
+
+    def open_batches(self) -> list[BatchRow]:
+        """Batches not yet in a final state (a restarted scheduler resumes them)."""
+        ...
 
     # The accounting ledger, one row per site and market hour (replaced as the hour fills up).
     def put_accounting_rows(self, rows: Sequence[SiteHourRow]) -> None: ...

@@ -10,14 +10,16 @@ from scheduler.core.accounting import SiteHourRow
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.market import ZoneHourPrice
+from scheduler.core.metering import MeteredJob
 from scheduler.core.models import ModelKind, Tier
+from scheduler.journal.base import BatchRow, FileRow
 
 JOB_COLUMNS = (
     "job_id", "tenant", "state", "attempt", "node_id", "site", "region", "idempotency_key",
     "spec_hash", "model", "kind", "tier", "input_tokens", "output_tokens_est", "deadline_s",
     "allowed_regions", "memory_mb", "value_usd", "spec_blob", "submitted_s", "assigned_s",
     "started_s", "finished_s", "lease_expires_s", "not_before_s", "error", "result_blob",
-    "run_ms", "energy_kwh", "history", "tokens_used",
+    "run_ms", "energy_kwh", "history", "tokens_used", "completion_tokens",
 )
 
 
@@ -29,7 +31,7 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
         s.output_tokens_est, s.deadline_s, ",".join(sorted(s.allowed_regions)), s.memory_mb,
         s.value_usd, r.spec_blob, r.submitted_s, r.assigned_s, r.started_s, r.finished_s,
         r.lease_expires_s, r.not_before_s, r.error, r.result_blob, r.run_ms, r.energy_kwh,
-        json.dumps(list(r.history)), r.tokens_used,
+        json.dumps(list(r.history)), r.tokens_used, r.completion_tokens,
     )
 
 
@@ -70,6 +72,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         energy_kwh=float(d["energy_kwh"]),
         history=tuple(json.loads(d["history"])),
         tokens_used=int(d["tokens_used"]),
+        completion_tokens=int(d["completion_tokens"]),
     )
 
 
@@ -147,3 +150,82 @@ def market_price_row(values: Sequence[object]) -> ZoneHourPrice:
     zone, hour, price, source, quotes = values
     return ZoneHourPrice(str(zone), float(hour), float(price), str(source),  # type: ignore[arg-type]
                          int(quotes))  # type: ignore[call-overload]
+
+
+def metered_jobs_query(
+    mark: str, tenant: str, start_s: float, end_s: float
+) -> tuple[str, list[object]]:
+    """Succeeded jobs that finished in [start_s, end_s), of one tenant or all: the columns
+    `MeteredJob.from_columns` takes."""
+    sql = ("SELECT tenant, model, tier, finished_s, value_usd, input_tokens + output_tokens_est, "
+           "tokens_used, completion_tokens FROM jobs WHERE state = 'succeeded' "
+           f"AND finished_s >= {mark} AND finished_s < {mark}")
+    args: list[object] = [max(start_s, -1e18), min(end_s, 1e18)]
+    if tenant:
+        sql += f" AND tenant = {mark}"
+        args.append(tenant)
+    return sql, args
+
+
+def metered_job(values: Sequence[Any]) -> MeteredJob:
+    tenant, model, tier, finished, value, estimated, used, completion = values
+    return MeteredJob.from_columns(str(tenant), str(model), str(tier), float(finished),
+                                   float(value), int(estimated), int(used), int(completion))
+
+
+FILE_COLUMNS = "file_id, tenant, purpose, filename, bytes, created_s, expires_s"
+
+
+def file_row(values: Sequence[Any], content: bytes | None = None) -> FileRow:
+    file_id, tenant, purpose, filename, size, created, expires = values[:7]
+    return FileRow(str(file_id), str(tenant), str(purpose), str(filename), int(size),
+                   float(created), float(expires), content)
+
+
+BATCH_COLUMNS = "batch_id, tenant, key_id, status, created_s, doc"
+
+
+def batch_row(values: Sequence[Any]) -> BatchRow:
+    batch_id, tenant, key_id, status, created, doc = values
+    return BatchRow(str(batch_id), str(tenant), str(key_id), str(status), float(created),
+                    str(doc))
+
+
+def file_values(row: FileRow) -> tuple[object, ...]:
+    return (row.file_id, row.tenant, row.purpose, row.filename, row.size_bytes, row.created_s,
+            row.expires_s, row.content or b"")
+
+
+def batch_values(row: BatchRow) -> tuple[object, ...]:
+    return (row.batch_id, row.tenant, row.key_id, row.status, row.created_s, row.doc)
+
+
+def list_files_query(mark: str, tenant: str, purpose: str) -> tuple[str, list[object]]:
+    sql = f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = {mark}"
+    args: list[object] = [tenant]
+    if purpose:
+        sql += f" AND purpose = {mark}"
+        args.append(purpose)
+    return sql + " ORDER BY created_s DESC, file_id DESC", args
+
+
+def list_batches_query(
+    mark: str, tenant: str, limit: int, after_batch_id: str
+) -> tuple[str, list[object]]:
+    sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = {mark}"
+    args: list[object] = [tenant]
+    if after_batch_id:
+        after = f"(SELECT created_s FROM batches WHERE batch_id = {mark})"
+        sql += f" AND (created_s < {after} OR (created_s = {after} AND batch_id < {mark}))"
+        args += [after_batch_id, after_batch_id, after_batch_id]
+    sql += f" ORDER BY created_s DESC, batch_id DESC LIMIT {mark}"
+    args.append(limit)
+    return sql, args
+
+
+# The final states of a batch; any other is resumed after a restart.
+BATCH_FINAL = ("completed", "failed", "expired", "cancelled")
+OPEN_BATCHES_SQL = (
+    f"SELECT {BATCH_COLUMNS} FROM batches WHERE status NOT IN "
+    f"({', '.join(repr(s) for s in BATCH_FINAL)}) ORDER BY created_s"
+)

@@ -35,19 +35,38 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import ZoneHourPrice
-from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, JournalUnavailable, TenantRow
+from scheduler.core.metering import MeteredJob
+from scheduler.journal.base import (
+    ApiKeyRow,
+    BatchRow,
+    FileRow,
+    IdempotencyConflict,
+    JournalUnavailable,
+    TenantRow,
+)
 from scheduler.journal.codec import (
     ACCOUNTING_COLUMNS,
+    BATCH_COLUMNS,
+    FILE_COLUMNS,
     JOB_COLUMNS,
     MARKET_PRICE_COLUMNS,
+    OPEN_BATCHES_SQL,
     accounting_query,
     accounting_row,
     accounting_values,
+    batch_row,
+    batch_values,
+    file_row,
+    file_values,
     from_row,
+    list_batches_query,
+    list_files_query,
     list_jobs_query,
     market_price_query,
     market_price_row,
     market_price_values,
+    metered_job,
+    metered_jobs_query,
     to_row,
 )
 
@@ -68,9 +87,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   finished_s DOUBLE PRECISION NOT NULL, lease_expires_s DOUBLE PRECISION NOT NULL,
   not_before_s DOUBLE PRECISION NOT NULL, error TEXT NOT NULL, result_blob BYTEA NOT NULL,
   run_ms DOUBLE PRECISION NOT NULL, energy_kwh DOUBLE PRECISION NOT NULL, history TEXT NOT NULL,
-  tokens_used BIGINT NOT NULL DEFAULT 0
+  tokens_used BIGINT NOT NULL DEFAULT 0, completion_tokens BIGINT NOT NULL DEFAULT 0
 );
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tokens_used BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS completion_tokens BIGINT NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key <> '';
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, job_id);
@@ -109,6 +129,19 @@ CREATE TABLE IF NOT EXISTS decisions (
   subject TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_s) WHERE state = 'succeeded';
+CREATE TABLE IF NOT EXISTS files (
+  file_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT COLLATE "C" NOT NULL, purpose TEXT NOT NULL,
+  filename TEXT NOT NULL, bytes BIGINT NOT NULL, created_s DOUBLE PRECISION NOT NULL,
+  expires_s DOUBLE PRECISION NOT NULL, content BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_tenant ON files (tenant, created_s);
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT COLLATE "C" NOT NULL,
+  key_id TEXT NOT NULL, status TEXT NOT NULL, created_s DOUBLE PRECISION NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_tenant ON batches (tenant, created_s);
 """
 
 # Two schedulers starting at once on an empty database would race in CREATE TABLE IF NOT EXISTS
@@ -463,6 +496,80 @@ class PostgresJournal:
             ).rowcount,
             replayable=True,
         ))
+
+    def metered_jobs(
+        self, tenant: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[MeteredJob]:
+        sql, args = metered_jobs_query("%s", tenant, start_s, end_s)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
+        return [metered_job(r) for r in rows]
+
+    def put_file(self, row: FileRow) -> None:
+        values = file_values(row)
+        self._write.run(
+            lambda c: c.execute(
+                f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (file_id) DO UPDATE SET "
+                "expires_s=excluded.expires_s, content=excluded.content, bytes=excluded.bytes",
+                values,
+            ),
+            replayable=True,
+        )
+
+    def get_file(self, file_id: str) -> FileRow | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                f"SELECT {FILE_COLUMNS}, content FROM files WHERE file_id=%s", (file_id,)
+            ).fetchone(),
+            replayable=True,
+        )
+        return None if row is None else file_row(row, bytes(row[7]))
+
+    def list_files(self, tenant: str, purpose: str = "") -> list[FileRow]:
+        sql, args = list_files_query("%s", tenant, purpose)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
+        return [file_row(r) for r in rows]
+
+    def delete_file(self, file_id: str) -> bool:
+        return int(self._write.run(
+            lambda c: c.execute("DELETE FROM files WHERE file_id=%s", (file_id,)).rowcount,
+            replayable=True,
+        )) > 0
+
+    def forget_files_expired(self, now_s: float) -> int:
+        return int(self._write.run(
+            lambda c: c.execute("DELETE FROM files WHERE expires_s <= %s", (now_s,)).rowcount,
+            replayable=True,
+        ))
+
+    def put_batch(self, row: BatchRow) -> None:
+        values = batch_values(row)
+        self._write.run(
+            lambda c: c.execute(
+                f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (batch_id) DO UPDATE SET status=excluded.status, doc=excluded.doc",
+                values,
+            ),
+            replayable=True,
+        )
+
+    def get_batch(self, batch_id: str) -> BatchRow | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id=%s", (batch_id,)
+            ).fetchone(),
+            replayable=True,
+        )
+        return None if row is None else batch_row(row)
+
+    def list_batches(self, tenant: str, limit: int, after_batch_id: str = "") -> list[BatchRow]:
+        sql, args = list_batches_query("%s", tenant, limit, after_batch_id)
+        rows = self._read.run(lambda c: c.execute(sql, args).fetchall(), replayable=True)
+        return [batch_row(r) for r in rows]
+
+    def open_batches(self) -> list[BatchRow]:
+        rows = self._read.run(lambda c: c.execute(OPEN_BATCHES_SQL).fetchall(), replayable=True)
+        return [batch_row(r) for r in rows]
 
     def load_ops_state(self) -> dict[str, str]:
         rows = self._read.run(

@@ -22,17 +22,29 @@ from pathlib import Path
 from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import ZoneHourPrice
-from scheduler.journal.base import ApiKeyRow, IdempotencyConflict, TenantRow
+from scheduler.core.metering import MeteredJob
+from scheduler.journal.base import ApiKeyRow, BatchRow, FileRow, IdempotencyConflict, TenantRow
 from scheduler.journal.codec import (
+    BATCH_COLUMNS,
+    FILE_COLUMNS,
     JOB_COLUMNS,
+    OPEN_BATCHES_SQL,
     accounting_query,
     accounting_row,
     accounting_values,
+    batch_row,
+    batch_values,
+    file_row,
+    file_values,
     from_row,
+    list_batches_query,
+    list_files_query,
     list_jobs_query,
     market_price_query,
     market_price_row,
     market_price_values,
+    metered_job,
+    metered_jobs_query,
     to_row,
 )
 
@@ -47,7 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   started_s REAL NOT NULL, finished_s REAL NOT NULL, lease_expires_s REAL NOT NULL,
   not_before_s REAL NOT NULL, error TEXT NOT NULL, result_blob BLOB NOT NULL,
   run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL,
-  tokens_used INTEGER NOT NULL DEFAULT 0
+  tokens_used INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key != '';
@@ -83,6 +95,17 @@ CREATE TABLE IF NOT EXISTS decisions (
   subject TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_s) WHERE state = 'succeeded';
+CREATE TABLE IF NOT EXISTS files (
+  file_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
+  bytes INTEGER NOT NULL, created_s REAL NOT NULL, expires_s REAL NOT NULL, content BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_tenant ON files (tenant, created_s);
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_id TEXT NOT NULL, status TEXT NOT NULL,
+  created_s REAL NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_tenant ON batches (tenant, created_s);
 """
 
 _COLS = ", ".join(JOB_COLUMNS)
@@ -117,6 +140,10 @@ class SqliteJournal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "tokens_used" not in columns:  # a journal written before jobs kept their tokens
             self._db.execute("ALTER TABLE jobs ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0")
+        if "completion_tokens" not in columns:  # ... or their completion tokens apart
+            self._db.execute(
+                "ALTER TABLE jobs ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0"
+            )
         # A second connection reads (API keys on every call, jobs, tenants). In WAL mode a reader
         # sees every committed transaction and never waits for a writer, so a read does not
         # queue behind a commit that is waiting for the disk. (":memory:" is one database per
@@ -399,6 +426,64 @@ class SqliteJournal:
                 "DELETE FROM market_prices WHERE hour_start_s < ?", (hour_start_s,)
             )
         return int(cur.rowcount)
+
+    def metered_jobs(
+        self, tenant: str = "", start_s: float = -math.inf, end_s: float = math.inf
+    ) -> list[MeteredJob]:
+        sql, args = metered_jobs_query("?", tenant, start_s, end_s)
+        with self._reading() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [metered_job(r) for r in rows]
+
+    def put_file(self, row: FileRow) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", file_values(row)
+            )
+
+    def get_file(self, file_id: str) -> FileRow | None:
+        with self._reading() as db:
+            row = db.execute(
+                f"SELECT {FILE_COLUMNS}, content FROM files WHERE file_id=?", (file_id,)
+            ).fetchone()
+        return None if row is None else file_row(row, bytes(row[7]))
+
+    def list_files(self, tenant: str, purpose: str = "") -> list[FileRow]:
+        sql, args = list_files_query("?", tenant, purpose)
+        with self._reading() as db:
+            return [file_row(r) for r in db.execute(sql, args).fetchall()]
+
+    def delete_file(self, file_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM files WHERE file_id=?", (file_id,))
+        return int(cur.rowcount) > 0
+
+    def forget_files_expired(self, now_s: float) -> int:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM files WHERE expires_s <= ?", (now_s,))
+        return int(cur.rowcount)
+
+    def put_batch(self, row: BatchRow) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?)", batch_values(row)
+            )
+
+    def get_batch(self, batch_id: str) -> BatchRow | None:
+        with self._reading() as db:
+            row = db.execute(
+                f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id=?", (batch_id,)
+            ).fetchone()
+        return None if row is None else batch_row(row)
+
+    def list_batches(self, tenant: str, limit: int, after_batch_id: str = "") -> list[BatchRow]:
+        sql, args = list_batches_query("?", tenant, limit, after_batch_id)
+        with self._reading() as db:
+            return [batch_row(r) for r in db.execute(sql, args).fetchall()]
+
+    def open_batches(self) -> list[BatchRow]:
+        with self._reading() as db:
+            return [batch_row(r) for r in db.execute(OPEN_BATCHES_SQL).fetchall()]
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]:
         """(t_s, kind, json detail) recorded about a job or site, oldest first."""

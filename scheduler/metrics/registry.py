@@ -82,6 +82,22 @@ class SchedulerMetrics:
             ["tier", "outcome"],
             registry=r,
         )
+        # Metering (scheduler/core/metering.py): what each tenant used and was charged, from
+        # the tokens its succeeded jobs reported; the same sums `hashserve admin usage` reads.
+        self.tenant_tokens = Counter(
+            "hashserve_tenant_tokens_total",
+            "Tokens of succeeded jobs, per tenant, model, tier and direction (prompt read or "
+            "completion generated).",
+            ["tenant", "model", "tier", "direction"],
+            registry=r,
+        )
+        self.tenant_charged = Counter(
+            "hashserve_tenant_charged_usd_total",
+            "USD charged for succeeded jobs, per tenant, model and tier (the accounting's AI "
+            "revenue).",
+            ["tenant", "model", "tier"],
+            registry=r,
+        )
         self.jobs_late = Counter(
             "hashserve_jobs_late_total",
             "Succeeded jobs whose submit-to-result time exceeded their tier's latency target.",
@@ -301,6 +317,13 @@ class SchedulerMetrics:
         return OTHER_MODEL
 
     # Jobs ------------------------------------------------------------------------------------
+
+    def job_metered(self, tenant: str, tier: str | Enum, model: str, prompt_tokens: int,
+                    completion_tokens: int, charged_usd: float) -> None:
+        labels = (tenant, self._model(model), label_value(tier, TIERS, "tier"))
+        self.tenant_tokens.labels(*labels, "prompt").inc(prompt_tokens)
+        self.tenant_tokens.labels(*labels, "completion").inc(completion_tokens)
+        self.tenant_charged.labels(*labels).inc(charged_usd)
 
     def job_submitted(self, tier: str | Enum, model: str) -> None:
         self.jobs_submitted.labels(label_value(tier, TIERS, "tier"), self._model(model)).inc()

@@ -26,13 +26,18 @@ from scheduler.control.power import PowerController
 from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
-from scheduler.core.models import DEFAULT_CATALOGUE, priced_catalogue
+from scheduler.core.models import ModelSpec, priced_catalogue
 from scheduler.feeds.http_json import HttpJsonFeed
 from scheduler.feeds.layered import LayeredFeed
 from scheduler.feeds.live import PolledSource, hashprice_index, live_sources
 from scheduler.feeds.ops import OpsFeed
 from scheduler.feeds.replay import ReplayFeed
-from scheduler.fleet import default_fleet_path, load_fleet
+from scheduler.fleet import (
+    default_catalogue_path,
+    default_fleet_path,
+    load_catalogue,
+    load_fleet,
+)
 from scheduler.journal import open_journal
 from scheduler.metrics.grpc_interceptor import GrpcServerMetrics, MetricsServerInterceptor
 from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
@@ -110,6 +115,21 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
     )
 
 
+def load_model_catalogue(settings: SchedulerSettings) -> dict[str, ModelSpec]:
+    """The catalogue file's models (the shipped one's when none is set), said in the log."""
+    path = settings.catalogue_path or default_catalogue_path()
+    catalogue = load_catalogue(path)
+    log.info(
+        "catalogue %s: %s", path,
+        ", ".join(
+            f"{m.name} ({m.kind.value}"
+            + (f", on {','.join(sorted(m.accelerators))}" if m.accelerators else "") + ")"
+            for m in catalogue.values()
+        ),
+    )
+    return catalogue
+
+
 class SchedulerApp:
     def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -122,11 +142,19 @@ class SchedulerApp:
         if settings.agent_token:
             self.auth.ensure_agent_token(settings.agent_token, "*")
         self.fleet = load_fleet(settings.fleet_path or default_fleet_path())
-        # The fleet file's list prices: admission prices work with them, as the power step values
-        # it and the backtest books it.
+        # The catalogue file's models at the fleet file's list prices (which win where both price
+        # a tier): admission prices work with them, as the power step values it and the backtest
+        # books it.
         self.catalogue = priced_catalogue(
-            DEFAULT_CATALOGUE, self.fleet.tier_prices_usd_per_million_tokens
+            load_model_catalogue(settings), self.fleet.tier_prices_usd_per_million_tokens
         )
+        priced = self.fleet.tier_prices_usd_per_million_tokens
+        not_offered = sorted(set(priced) - set(self.catalogue))
+        if not_offered:
+            log.warning(
+                "the fleet file prices %s, which the catalogue does not offer",
+                ", ".join(not_offered),
+            )
         self.loop = ControlLoop(
             self.journal,
             self.catalogue,
@@ -163,7 +191,8 @@ class SchedulerApp:
         self.http_port = 0
         self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
         self._http_task: asyncio.Task[None] | None = None
-        self._openai: Any = None  # scheduler.api.openai_front.OpenAiFront
+        self._batches: Any = None  # scheduler.api.openai.batches.BatchService
+        self.customers: CustomerService | None = None
 
     async def start(self) -> int:
         await self.loop.start()
@@ -178,8 +207,9 @@ class SchedulerApp:
             self.http_feed.start()
         for source in self.feeds.polled:
             source.start()
+        self.customers = CustomerService(self.loop, self.auth)
         server, health_servicer = build_server(
-            CustomerService(self.loop, self.auth),
+            self.customers,
             AgentService(self.loop, self.auth),
             AdminService(self.loop, self.power, self.feeds.ops, self.auth),
             interceptors=[MetricsServerInterceptor(GrpcServerMetrics(self.metrics.registry))],
@@ -209,36 +239,48 @@ class SchedulerApp:
         return self.port
 
     async def _start_http(self) -> None:
-        """The OpenAI-compatible front, on its own port, calling this process's gRPC front."""
+        """The OpenAI-compatible front and its Batch API, on their own port, calling this
+        process's customer service in-process."""
         import socket
 
         import uvicorn
 
-        from scheduler.api.openai_front import OpenAiFront
+        from scheduler.api.openai.batches import BatchLimits, BatchService
+        from scheduler.api.openai.front import OpenAiFront
 
-        if self.settings.tls_cert:
-            log.warning("the OpenAI-compatible API is not started: it calls the gRPC front over "
-                        "a plaintext loopback channel, and this one serves TLS only")
-            return
-        self._openai = OpenAiFront(f"127.0.0.1:{self.port}")
+        assert self.customers is not None
+        s = self.settings
+        self._batches = BatchService(
+            self.customers, self.journal,
+            BatchLimits(max_lines=s.batch_max_lines, max_file_bytes=s.batch_max_file_bytes,
+                        in_flight=s.batch_in_flight,
+                        retention_s=s.batch_file_retention_days * 86_400.0),
+        )
+        await self._batches.start()
+        front = OpenAiFront(self.customers, self._batches, self.journal)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.host, self.settings.http_port))
+        sock.bind((s.host, s.http_port))
         self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(self._openai.app, log_level="warning", lifespan="off",
-                                access_log=False)
+        # With the gRPC front's certificate, the HTTP front serves HTTPS too; customers show
+        # an API key, never a client certificate.
+        tls = bool(s.tls_cert and s.tls_key)
+        config = uvicorn.Config(front.app, log_level="warning", lifespan="off",
+                                access_log=False, ssl_certfile=s.tls_cert if tls else None,
+                                ssl_keyfile=s.tls_key if tls else None)
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]),
                                               name="openai-http")
-        log.info("OpenAI-compatible API on http://%s:%d/v1", self.settings.host, self.http_port)
+        log.info("OpenAI-compatible API on %s://%s:%d/v1", "https" if tls else "http", s.host,
+                 self.http_port)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self._http is not None:
             self._http.should_exit = True
             if self._http_task is not None:
                 await self._http_task
-        if self._openai is not None:
-            await self._openai.close()
+        if self._batches is not None:
+            await self._batches.stop()
         if self._health is not None:
             mark_serving(self._health, False)
         await self.power.stop()

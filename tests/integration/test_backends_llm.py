@@ -240,3 +240,32 @@ def test_llama_concurrent_jobs_take_turns(llama_backend: Any) -> None:
 def test_llama_prompt_longer_than_context_is_refused(llama_backend: Any) -> None:
     with pytest.raises(ValueError, match="context window"):
         llama_backend.generate(GenerateParams("word " * 3000, 8), lambda s: None, lambda: False)
+
+
+@pytest.mark.llm
+def test_llama_one_seed_gives_one_answer_cold_or_warm(llama_backend: Any) -> None:
+    params = GenerateParams("Write a word.", 12, temperature=1.0, seed=11)
+    llama_backend._llm.reset()  # cold: nothing of this prompt in the KV cache
+    cold = run(llama_backend, params)[0].text
+    warm = [run(llama_backend, params)[0].text for _ in range(2)]
+    assert warm == [cold, cold]
+
+
+@pytest.mark.llm
+def test_llama_raw_prompt_stop_strings_and_conversations(llama_backend: Any) -> None:
+    raw = GenerateParams("1, 2, 3, 4, 5,", 16, raw_prompt=True)
+    counted, _ = run(llama_backend, raw)
+    # No chat template: the prompt is the text continued, its own few tokens after BOS.
+    assert counted.prompt_tokens <= 16 and "," in counted.text
+    stopped, pieces = run(llama_backend, GenerateParams("1, 2, 3, 4, 5,", 16, raw_prompt=True,
+                                                        stop=(",",)))
+    assert stopped.text == counted.text[:counted.text.index(",")]
+    assert stopped.finish_reason == "stop" and "".join(pieces) == stopped.text
+    chat = GenerateParams("", 16, messages=(("system", "Answer in one word."),
+                                            ("user", "Name a colour."),
+                                            ("assistant", "Blue."), ("user", "Another.")))
+    out, _ = run(llama_backend, chat)
+    last_turn, _ = run(llama_backend, GenerateParams("", 16, messages=(
+        ("system", "Answer in one word."), ("user", "Another."))))
+    # The earlier turns are in the prompt, each with the template's markers.
+    assert out.text and out.prompt_tokens >= last_turn.prompt_tokens + 8

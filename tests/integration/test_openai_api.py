@@ -2,12 +2,21 @@
 
 A local cluster (the scheduler on Ray, with its HTTP front on its own port, and a real agent
 running MiniLM and SmolLM2) answers the SDK as it would answer OpenAI: models, embeddings, chat
-completions with and without streaming, usage on every response, and OpenAI's errors.
+completions and raw completions with and without streaming, `stop`, `seed`, usage on every
+response, OpenAI's errors, a batch end to end, another tenant's files and batches refused, and
+the metered usage equal to the accounting's AI revenue.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +27,15 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from hashserve.local import AgentPlan, LocalCluster, free_port
 from hashserve.v1 import jobs_pb2
-from tests.integration.cluster import EMBED, GEN, client, local_cluster, run
+from tests.integration.cluster import (
+    EMBED,
+    GEN,
+    client,
+    local_cluster,
+    new_tenant_key,
+    run,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +137,206 @@ def test_errors_follow_openais_schema(sdk: openai.OpenAI, cluster: tuple[LocalCl
                      headers={"Authorization": f"Bearer {sdk.api_key}"})
     assert raw.status_code == 400
     assert raw.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_raw_completion_streamed_and_not(sdk: openai.OpenAI) -> None:
+    whole = sdk.completions.create(model=GEN, prompt="The capital of France is", max_tokens=6,
+                                   temperature=0)
+    assert whole.object == "text_completion" and whole.choices[0].text
+    assert whole.usage is not None and 1 <= whole.usage.completion_tokens <= 6
+    # No chat template: the prompt is the text continued, a few tokens long.
+    assert whole.usage.prompt_tokens <= 8
+    chunks = list(sdk.completions.create(model=GEN, prompt="The capital of France is",
+                                         max_tokens=6, temperature=0, stream=True,
+                                         stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert streamed == whole.choices[0].text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+
+
+def test_stop_max_tokens_and_seed(sdk: openai.OpenAI) -> None:
+    counted = sdk.completions.create(model=GEN, prompt="1, 2, 3, 4, 5,", max_tokens=24,
+                                     temperature=0)
+    text = counted.choices[0].text
+    assert "," in text
+    stopped = sdk.completions.create(model=GEN, prompt="1, 2, 3, 4, 5,", max_tokens=24,
+                                     temperature=0, stop=[","])
+    # The text ends before the first stop string, which is not part of it.
+    assert stopped.choices[0].text == text[:text.index(",")]
+    assert stopped.choices[0].finish_reason == "stop"
+    short = sdk.completions.create(model=GEN, prompt="Once upon a time", max_tokens=2,
+                                   temperature=0)
+    assert short.usage is not None and short.usage.completion_tokens == 2
+    assert short.choices[0].finish_reason == "length"
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Write a word."}]
+    sampled = [sdk.chat.completions.create(model=GEN, messages=messages, max_tokens=12,
+                                           temperature=1.0, seed=seed).choices[0].message.content
+               for seed in (11, 11, 12, 13, 14)]
+    assert sampled[0] == sampled[1]  # one seed, one answer
+    assert len(set(sampled)) > 1  # other seeds sample otherwise
+
+
+def test_what_is_not_supported_is_a_clear_400(sdk: openai.OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x"}]
+    with pytest.raises(openai.BadRequestError, match="n"):
+        sdk.chat.completions.create(model=GEN, messages=messages, n=2)
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        sdk.chat.completions.create(model=GEN, messages=messages, logprobs=True)
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        sdk.completions.create(model=GEN, prompt="x", echo=True)
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        sdk.completions.create(model=GEN, prompt="x", stop=["a", "b", "c", "d", "e"])
+
+
+def batch_lines(n: int) -> bytes:
+    rows = []
+    for i in range(n):
+        if i % 4 == 3:
+            body: dict[str, object] = {"model": GEN, "max_tokens": 4, "temperature": 0,
+                                       "messages": [{"role": "user", "content": f"Say {i}."}]}
+        else:
+            body = {"model": GEN, "max_tokens": 3, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"Count to {i}."}]}
+        rows.append({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                     "body": body})
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
+def wait_batch(sdk: openai.OpenAI, batch_id: str, timeout_s: float = 300.0) -> openai.types.Batch:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batch = sdk.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        time.sleep(0.5)
+    raise TimeoutError(f"batch {batch_id} did not end within {timeout_s} s")
+
+
+def test_a_batch_end_to_end(sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]) -> None:
+    c, _ = cluster
+    uploaded = sdk.files.create(file=("in.jsonl", batch_lines(20)), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes > 0
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                               completion_window="24h", metadata={"order": "17"})
+    assert batch.status in ("validating", "in_progress") and batch.metadata == {"order": "17"}
+    done = wait_batch(sdk, batch.id)
+    assert done.status == "completed", done.errors
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed,
+            done.request_counts.failed) == (20, 20, 0)
+    assert done.output_file_id and done.error_file_id is None
+    out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(f"req-{i}" for i in range(20))
+    jobs = {}
+    for o in out:
+        assert o["error"] is None and o["response"]["status_code"] == 200
+        body = o["response"]["body"]
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+        assert body["usage"]["completion_tokens"] >= 1
+        jobs[o["custom_id"]] = run(answer_of(c, o["response"]["request_id"]))
+    # Each line ran as flex work, due at the window's end, and answered with its job's text.
+    for o in out:
+        job = jobs[o["custom_id"]]
+        assert job.spec.tier == jobs_pb2.TIER_FLEX
+        assert job.result.text == o["response"]["body"]["choices"][0]["message"]["content"]
+        assert job.spec.deadline.seconds == done.expires_at
+    assert done.id in {b.id for b in sdk.batches.list()}
+
+
+def test_a_bad_batch_fails_naming_its_lines_and_a_cancel_ends_one(sdk: openai.OpenAI) -> None:
+    bad = (batch_lines(2).decode() + "\n{oops\n"
+           + json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"model": "gpt-9", "messages": [
+                             {"role": "user", "content": "x"}]}})).encode()
+    failed = wait_batch(sdk, sdk.batches.create(
+        input_file_id=sdk.files.create(file=("bad.jsonl", bad), purpose="batch").id,
+        endpoint="/v1/chat/completions", completion_window="24h").id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert {(e.line, e.code) for e in failed.errors.data or []} == {
+        (3, "invalid_json_line"), (4, "invalid_request")}
+    with pytest.raises(openai.BadRequestError, match="completion_window"):
+        sdk.batches.create(input_file_id=failed.input_file_id, endpoint="/v1/chat/completions",
+                           completion_window="1h")  # type: ignore[arg-type]
+    big = sdk.files.create(file=("big.jsonl", batch_lines(200)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=big.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    cancelling = sdk.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    ended = wait_batch(sdk, batch.id)
+    assert ended.status == "cancelled" and ended.request_counts is not None
+    assert ended.request_counts.completed < 200
+    if ended.error_file_id:
+        errors = sdk.files.content(ended.error_file_id).text.splitlines()
+        assert any(json.loads(e)["error"] and json.loads(e)["error"]["code"] == "batch_cancelled"
+                   for e in errors)
+
+
+def test_another_tenants_files_and_batches_are_not_found(
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]
+) -> None:
+    c, port = cluster
+    mine = sdk.files.create(file=("mine.jsonl", batch_lines(1)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=mine.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    other = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1",
+                          api_key=new_tenant_key(c, "globex"), max_retries=0)
+    for call in (lambda: other.files.retrieve(mine.id), lambda: other.files.content(mine.id),
+                 lambda: other.files.delete(mine.id), lambda: other.batches.retrieve(batch.id),
+                 lambda: other.batches.cancel(batch.id),
+                 lambda: other.batches.create(input_file_id=mine.id,
+                                              endpoint="/v1/chat/completions",
+                                              completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert mine.id not in {f.id for f in other.files.list()}
+    assert batch.id not in {b.id for b in other.batches.list()}
+    assert sdk.files.retrieve(mine.id).id == mine.id  # still there for its owner
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        sdk.files.create(file=("x.jsonl", b"{}"), purpose="fine-tune")
+    wait_batch(sdk, batch.id)
+
+
+def test_metered_usage_is_the_accountings_ai_revenue(
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]
+) -> None:
+    c, port = cluster
+    sdk.embeddings.create(model=EMBED, input=["metered text"])
+
+    def usage_usd() -> float:
+        rows = httpx.get(f"http://127.0.0.1:{port}/v1/usage",
+                         headers={"Authorization": f"Bearer {sdk.api_key}"}).json()["data"]
+        assert {r["model"] for r in rows} >= {EMBED}
+        assert all(r["prompt_tokens"] > 0 for r in rows)
+        return float(sum(r["charged_usd"] for r in rows))
+
+    async def ai_revenue_usd() -> float:
+        import grpc
+
+        from hashserve.v1 import admin_pb2, admin_pb2_grpc
+        async with grpc.aio.insecure_channel(c.address) as channel:
+            stub = admin_pb2_grpc.AdminServiceStub(channel)
+            assert c.credentials is not None
+            reply = await stub.GetAccounting(
+                admin_pb2.GetAccountingRequest(),
+                metadata=(("authorization", f"Bearer {c.credentials.admin_key}"),))
+        return float(sum(r.ai_revenue_usd for r in reply.rows))
+
+    # The other tenant's jobs are metered as theirs; this cluster's accounting holds all
+    # tenants, so compare the whole: this tenant's usage plus globex's (no jobs of its own).
+    until(lambda: abs(run(ai_revenue_usd()) - usage_usd()) < 1e-12, 60.0,
+          "the accounting to book the metered charges")
+    # The admin CLI reads the same usage, as CSV, for one tenant and a date range.
+    assert c.credentials is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHSERVE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hashserve", "admin", "usage", "--tenant", c.credentials.tenant,
+         "--from", "2020-01-01", "--csv", "--scheduler", c.address,
+         "--admin-key", c.credentials.admin_key],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert {r["tenant"] for r in rows} == {c.credentials.tenant}
+    assert sum(float(r["charged_usd"]) for r in rows) == pytest.approx(usage_usd(), rel=1e-9)
+    assert any(r["model"] == EMBED and int(r["prompt_tokens"]) > 0 for r in rows)

@@ -28,6 +28,16 @@ def region_allowed(job: JobRequest, node: NodeView) -> FilterVerdict | None:
     )
 
 
+def accelerator_allowed(job: JobRequest, node: NodeView) -> FilterVerdict | None:
+    if not job.accelerators or node.gpu_kind in job.accelerators:
+        return None
+    kinds = ",".join(sorted(job.accelerators))
+    return FilterVerdict(
+        "accelerator_allowed", StatusCode.UNRESOLVABLE,
+        f"{job.model} runs only on accelerator kinds {kinds}",
+    )
+
+
 def memory_fits(job: JobRequest, node: NodeView) -> FilterVerdict | None:
     if job.memory_mb <= node.memory_mb:
         return None
@@ -60,6 +70,7 @@ def has_capacity(job: JobRequest, node: NodeView) -> FilterVerdict | None:
 DEFAULT_FILTERS: tuple[FilterFn, ...] = (
     model_served,
     region_allowed,
+    accelerator_allowed,
     memory_fits,
     node_healthy,
     node_serving,

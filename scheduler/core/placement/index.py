@@ -1,15 +1,15 @@
 """The node index: the fleet as columns, so a job meets every node in a few vector operations.
 
-`place()` spends its time, with the scan, in a Python loop that sends every node through six
-filter functions and a score (about 2 us a node: 8 ms a job at 4,000 nodes). The index holds the
+`place()` spends its time, with the scan, in a Python loop that sends every node through every
+filter function and a score (about 2 us a node: 8 ms a job at 4,000 nodes). The index holds the
 same facts as arrays in node-id order, so that filtering is a handful of boolean array operations
 and scoring a handful of arithmetic ones (`indexed.py`), each a single pass in C.
 
-What it holds, per node: site and region (as small integer codes), accelerator memory, free slots,
-whether it is serving and healthy, its marginal power (busy minus idle, never below zero), its
-backlog, and per model it serves: that it serves it, the learned rate (if any) and whether it is
-warm. What it leaves to others: prices (they come with each call, `site_table.py`), the scores and
-the choice (`indexed.py`).
+What it holds, per node: site, region and accelerator kind (as small integer codes), accelerator
+memory, free slots, whether it is serving and healthy, its marginal power (busy minus idle, never
+below zero), its backlog, and per model it serves: that it serves it, the learned rate (if any)
+and whether it is warm. What it leaves to others: prices (they come with each call,
+`site_table.py`), the scores and the choice (`indexed.py`).
 
 Kept up to date incrementally: `upsert(view)` of a known node rewrites its row in place (a few
 microseconds); a node that joins or leaves marks the order stale, and the columns are rebuilt, in
@@ -51,8 +51,10 @@ class NodeIndex:
         self.site_names: list[str] = []
         self.site_code: dict[str, int] = {}
         self.region_code: dict[str, int] = {}
+        self.kind_code: dict[str, int] = {}
         self.site: np.ndarray = np.zeros(0, dtype=np.int64)
         self.region: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.gpu_kind: np.ndarray = np.zeros(0, dtype=np.int64)
         self.memory_mb: np.ndarray = np.zeros(0)
         self.slots_free: np.ndarray = np.zeros(0)
         self.serving: np.ndarray = np.zeros(0, dtype=bool)
@@ -123,8 +125,8 @@ class NodeIndex:
         n = len(views)
         self.ids, self.views = ids, views
         self.pos = {node_id: i for i, node_id in enumerate(ids)}
-        self.site_names, self.site_code, self.region_code = [], {}, {}
-        site, region = self._site, self._region
+        self.site_names, self.site_code, self.region_code, self.kind_code = [], {}, {}, {}
+        site, region, kind = self._site, self._region, self._kind
         # One pass over the views; each column is then one conversion in C.
         numbers = np.array(
             [(v.memory_mb, v.slots_free, v.backlog_s, _marginal_kw(v)) for v in views],
@@ -133,8 +135,9 @@ class NodeIndex:
         flags = np.array(
             [(bool(v.serving), bool(v.healthy)) for v in views], dtype=bool
         ).reshape(n, 2)
-        codes = np.array([(site(v.site), region(v.region)) for v in views], dtype=np.int64)
-        codes = codes.reshape(n, 2)
+        codes = np.array(
+            [(site(v.site), region(v.region), kind(v.gpu_kind)) for v in views], dtype=np.int64
+        ).reshape(n, 3)
         self.memory_mb = np.ascontiguousarray(numbers[:, 0])
         self.slots_free = np.ascontiguousarray(numbers[:, 1])
         self.backlog_s = np.ascontiguousarray(numbers[:, 2])
@@ -143,6 +146,7 @@ class NodeIndex:
         self.healthy = np.ascontiguousarray(flags[:, 1])
         self.site = np.ascontiguousarray(codes[:, 0])
         self.region = np.ascontiguousarray(codes[:, 1])
+        self.gpu_kind = np.ascontiguousarray(codes[:, 2])
         serves: dict[str, list[int]] = {}
         for i, v in enumerate(views):
             for model in v.models:
@@ -172,6 +176,7 @@ class NodeIndex:
         self.views[i] = v
         self.site[i] = self._site(v.site)
         self.region[i] = self._region(v.region)
+        self.gpu_kind[i] = self._kind(v.gpu_kind)
         self.memory_mb[i] = v.memory_mb
         self.slots_free[i] = v.slots_free
         self.serving[i] = bool(v.serving)
@@ -203,6 +208,12 @@ class NodeIndex:
         code = self.region_code.get(name)
         if code is None:
             code = self.region_code[name] = len(self.region_code)
+        return code
+
+    def _kind(self, name: str) -> int:
+        code = self.kind_code.get(name)
+        if code is None:
+            code = self.kind_code[name] = len(self.kind_code)
         return code
 
 

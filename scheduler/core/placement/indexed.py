@@ -1,9 +1,9 @@
 """Placement over the node index: the scan's decisions, found with array operations.
 
-For each job (in queue order) the six filters become one boolean mask over the index, the score
-terms are computed for the surviving nodes only, with the same floating-point operations in the
-same order as `scores.score` (so every total is bit-identical to the scan's), and `argmin` takes
-the first of the cheapest in node-id order: the scan's tie-break. Reservations within the call
+For each job (in queue order) the default filters become one boolean mask over the index, the
+score terms are computed for the surviving nodes only, with the same floating-point operations in
+the same order as `scores.score` (so every total is bit-identical to the scan's), and `argmin`
+takes the first of the cheapest in node-id order: the scan's tie-break. Reservations within the call
 (a slot taken, backlog added, the model now warm) go to copies of the columns they change, so the
 index itself is never changed by placing.
 
@@ -31,7 +31,13 @@ import numpy as np
 from scheduler.core.models import ModelSpec, Tier
 from scheduler.core.placement.filters import DEFAULT_FILTERS
 from scheduler.core.placement.index import ModelColumns, NodeIndex
-from scheduler.core.placement.rules import deferral, latency_target_s, queue_order, unplaceable
+from scheduler.core.placement.rules import (
+    deferral,
+    latency_target_s,
+    queue_order,
+    unplaceable,
+    with_accelerators,
+)
 from scheduler.core.placement.scores import (
     KW_PER_MW,
     MIN_RATE_TOKENS_PER_S,
@@ -49,8 +55,8 @@ from scheduler.core.placement.types import (
     SiteView,
 )
 
-# What makes two jobs alike to the filters: model, allowed regions, memory.
-FitKey = tuple[str, frozenset[str], float]
+# What makes two jobs alike to the filters: model, allowed regions, memory, accelerator kinds.
+FitKey = tuple[str, frozenset[str], float, frozenset[str]]
 
 
 class _Working:
@@ -66,6 +72,21 @@ class _Working:
         self.fits_nowhere: set[FitKey] = set()
         # Their verdicts, until the next reservation (which may reorder them).
         self.verdicts: dict[FitKey, tuple[FilterVerdict, ...]] = {}
+        # Nodes of the allowed accelerator kinds, by kinds: placing changes no node's kind.
+        self._kinds: dict[frozenset[str], np.ndarray] = {}
+
+    def kind_mask(self, kinds: frozenset[str]) -> np.ndarray:
+        """Nodes whose accelerator kind is one of `kinds` (a job that names some)."""
+        mask = self._kinds.get(kinds)
+        if mask is None:
+            index = self.index
+            mask = np.zeros(len(index.ids), dtype=bool)
+            for kind in kinds:
+                code = index.kind_code.get(kind)
+                if code is not None:
+                    mask |= index.gpu_kind == code
+            self._kinds[kinds] = mask
+        return mask
 
     def warm(self, model: str, cols: ModelColumns) -> np.ndarray:
         return self._warm.get(model, cols.warm)
@@ -101,7 +122,7 @@ def place_indexed(
     price = table.price_by_site[index.site]  # each node's opportunity price, USD/MWh
     working = _Working(index)
     decisions: list[Decision] = []
-    for job in sorted(jobs, key=queue_order):
+    for job in sorted(with_accelerators(jobs, catalogue), key=queue_order):
         try:
             decision = _place_one(job, index, working, price, table, now_s, profile, catalogue)
         except NotFinite:
@@ -122,7 +143,7 @@ def _place_one(
     profile: ScoringProfile,
     catalogue: Mapping[str, ModelSpec],
 ) -> Decision | None:
-    key: FitKey = (job.model, job.allowed_regions, job.memory_mb)
+    key: FitKey = (job.model, job.allowed_regions, job.memory_mb, job.accelerators)
     cols = index.models.get(job.model)
     if cols is None or not index.ids or key in working.fits_nowhere:
         return _unplaceable(job, key, index, working, cols)
@@ -131,6 +152,8 @@ def _place_one(
     fits &= index.memory_mb >= job.memory_mb
     if region_ok is not None:
         fits &= region_ok
+    if job.accelerators:
+        fits &= working.kind_mask(job.accelerators)
     cand = np.flatnonzero(fits)
     if cand.size == 0:
         working.fits_nowhere.add(key)
@@ -199,6 +222,7 @@ def _verdicts(
     fails = (
         ~cols.serves if cols is not None else np.ones(n, dtype=bool),
         ~region_ok if region_ok is not None else np.zeros(n, dtype=bool),
+        ~working.kind_mask(job.accelerators) if job.accelerators else np.zeros(n, dtype=bool),
         index.memory_mb < job.memory_mb,
         ~index.healthy,
         ~index.serving,

@@ -7,7 +7,8 @@ only in how they find the cheapest node; what a decision says is decided here, o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from scheduler.core.models import ModelSpec, Tier
 from scheduler.core.placement.scores import ScoringProfile, energy_usd, estimated_run_s
@@ -42,6 +43,30 @@ def latency_target_s(job: JobRequest, catalogue: Mapping[str, ModelSpec]) -> flo
     if spec is None or job.tier not in spec.tiers:
         return job.deadline_s - job.submitted_s
     return spec.tiers[job.tier].latency_target_s
+
+
+def with_accelerators(
+    jobs: Sequence[JobRequest], catalogue: Mapping[str, ModelSpec]
+) -> Sequence[JobRequest]:
+    """The jobs, each limited to the accelerator kinds of its model in the catalogue.
+
+    A job's request is built from what admission journalled, which names no accelerators; the
+    catalogue the placer is given does, so the kinds are those of the catalogue in force (a
+    scheduler restarted on a new catalogue applies it to the jobs already queued). A job that
+    names kinds of its own keeps them. The same list comes back when no job changes: with a
+    catalogue that limits no model (the default) this costs a lookup per job.
+    """
+    out: list[JobRequest] | None = None
+    for i, job in enumerate(jobs):
+        if job.accelerators:
+            continue
+        spec = catalogue.get(job.model)
+        if spec is None or not spec.accelerators:
+            continue
+        if out is None:
+            out = list(jobs)
+        out[i] = replace(job, accelerators=spec.accelerators)
+    return jobs if out is None else out
 
 
 def unplaceable(job: JobRequest, verdicts: Iterable[FilterVerdict]) -> Unplaceable:

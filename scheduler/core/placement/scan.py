@@ -19,6 +19,7 @@ from scheduler.core.placement.rules import (
     latency_target_s,
     queue_order,
     unplaceable,
+    with_accelerators,
 )
 from scheduler.core.placement.scores import (
     DEFAULT_PROFILE,
@@ -49,7 +50,7 @@ def place_by_scan(
     """Same contract as `place()`."""
     working = {n.node_id: n for n in sorted(nodes, key=lambda n: n.node_id)}
     decisions: list[Decision] = []
-    for job in sorted(jobs, key=queue_order):
+    for job in sorted(with_accelerators(jobs, catalogue), key=queue_order):
         decision = _place_one(job, working, sites, now_s, profile, filters, catalogue)
         decisions.append(decision)
         if isinstance(decision, Placement):

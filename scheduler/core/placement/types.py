@@ -29,6 +29,9 @@ class JobRequest:
     # A flex job waits for cheaper power once: when its window comes it runs. Deferring again
     # and again on a rolling forecast would chain waits up to the deadline.
     deferrable: bool = True
+    # The accelerator kinds its model may run on (the catalogue's); empty: any. A job that
+    # leaves it empty is given its model's by `place()` (`rules.with_accelerators`).
+    accelerators: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class NodeView:
     warm_models: frozenset[str] = frozenset()
     # Seconds of already-assigned work ahead of a new job on one slot (learned estimate).
     backlog_s: float = 0.0
+    # The accelerator kind its agent reported in its hello ("cpu" for a CPU node, as the
+    # agent's own default), matched against a job's `accelerators`.
+    gpu_kind: str = "cpu"
 
 
 @dataclass(frozen=True)

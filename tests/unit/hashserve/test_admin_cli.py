@@ -67,6 +67,8 @@ USAGE_ERRORS = [
     (["admin", "create-tenant", "acme", "--max-queued", "-1"], "--max-queued"),
     (["admin", "create-tenant", "acme", "--rate", "-2"], "--rate"),
     (["admin", "accounting", "--hours", "0"], "--hours must be >= 1"),
+    (["admin", "usage", "--from", "yesterday"], "RFC 3339"),
+    (["admin", "usage", "--from", "2026-11-02", "--to", "2026-11-01"], "--to must be after"),
     (["admin", "drain"], "Missing argument"),
 ]
 
@@ -210,6 +212,6 @@ def test_the_admin_commands_are_mounted() -> None:
     for name in ("nodes", "drain", "resume", "set-mode", "curtail", "curtailments",
                  "cancel-curtailment", "set-price", "set-btc",
                  "clear-market", "create-tenant", "create-key", "revoke-key", "agent-token",
-                 "accounting", "new-key"):
+                 "accounting", "usage", "new-key"):
         assert name in result.output
     assert admin_cli.Mode("curtail") is admin_cli.Mode.curtail

@@ -239,3 +239,29 @@ def test_bad_idempotency_keys_are_refused(key: str, needle: str) -> None:
 @pytest.mark.parametrize("key", ["", "order-42", "k" * MAX_IDEMPOTENCY_KEY_CHARS, "a!~"])
 def test_good_idempotency_keys_pass(key: str) -> None:
     assert check_idempotency_key(key) == key
+
+
+def test_a_generation_takes_a_prompt_or_messages_and_up_to_four_stops() -> None:
+    from hashserve.v1 import jobs_pb2
+
+    def gen(**fields: object) -> jobs_pb2.JobSpec:
+        return jobs_pb2.JobSpec(model="smollm2-135m-instruct",
+                                generate=jobs_pb2.GenerateInput(**fields))  # type: ignore[arg-type]
+
+    def refusal(spec: jobs_pb2.JobSpec) -> str:
+        with pytest.raises(InvalidRequest) as err:
+            validate_spec(spec, DEFAULT_CATALOGUE, REGIONS, NOW_S)
+        return err.value.message
+
+    turns = [jobs_pb2.ChatMessage(role="system", content="Be brief."),
+             jobs_pb2.ChatMessage(role="user", content="Hi")]
+    data, _ = validate_spec(gen(messages=turns, stop=["\n"]), DEFAULT_CATALOGUE, REGIONS, NOW_S)
+    assert data.input_tokens > 2
+    assert "both prompt and messages" in refusal(gen(prompt="x", messages=turns))
+    assert "raw_prompt" in refusal(gen(messages=turns, raw_prompt=True))
+    assert "role is 'tool'" in refusal(gen(messages=[jobs_pb2.ChatMessage(role="tool",
+                                                                          content="x")]))
+    assert "no user message" in refusal(gen(messages=turns[:1]))
+    assert "at most 4" in refusal(gen(prompt="x", stop=["a", "b", "c", "d", "e"]))
+    assert "stop[0]" in refusal(gen(prompt="x", stop=[""]))
+    validate_spec(gen(prompt="The sky is", raw_prompt=True), DEFAULT_CATALOGUE, REGIONS, NOW_S)

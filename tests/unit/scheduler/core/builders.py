@@ -32,6 +32,7 @@ def make_job(
     allowed_regions: Iterable[str] = (),
     memory_mb: int = 128,
     value_usd: float = 0.0,
+    accelerators: Iterable[str] = (),
 ) -> JobRequest:
     """A placement request; the deadline defaults to six hours after submission."""
     return JobRequest(
@@ -45,6 +46,7 @@ def make_job(
         allowed_regions=frozenset(allowed_regions),
         memory_mb=memory_mb,
         value_usd=value_usd,
+        accelerators=frozenset(accelerators),
     )
 
 
@@ -63,6 +65,7 @@ def make_node(
     tokens_per_s: Mapping[str, float] | None = None,
     warm_models: Iterable[str] = (),
     backlog_s: float = 0.0,
+    gpu_kind: str = "cpu",
 ) -> NodeView:
     return NodeView(
         node_id=node_id,
@@ -79,6 +82,7 @@ def make_node(
         tokens_per_s=dict(tokens_per_s or {}),
         warm_models=frozenset(warm_models),
         backlog_s=backlog_s,
+        gpu_kind=gpu_kind,
     )
 
 
@@ -148,13 +152,14 @@ def make_node_info(
     slots_total: int = 1,
     idle_power_kw: float = 0.3,
     busy_power_kw: float = 0.7,
+    gpu_kind: str = "cpu",
 ) -> NodeInfo:
     """What an agent says in its hello."""
     return NodeInfo(
         node_id=node_id,
         site=site,
         region=region,
-        gpu_kind="cpu",
+        gpu_kind=gpu_kind,
         models=frozenset(models),
         memory_mb=memory_mb,
         slots_total=slots_total,

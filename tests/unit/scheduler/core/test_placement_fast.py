@@ -276,6 +276,69 @@ def test_index_and_list_decide_exactly_as_the_reference(n_nodes: int) -> None:
         assert {"Placement", "Deferral", "Unplaceable:unschedulable"} <= set(kinds), kinds
 
 
+GPU_KINDS = ("cpu", "h100", "a100", "l40s")
+
+
+def with_kinds(
+    rng: random.Random, nodes: Sequence[NodeView], jobs: Sequence[JobRequest]
+) -> tuple[list[NodeView], list[JobRequest]]:
+    """The same fleet and queue with accelerator kinds: nodes of mixed kinds, jobs limited to
+    none, one or two kinds (including one no node has)."""
+    kinded = [replace(n, gpu_kind=rng.choice(GPU_KINDS)) for n in nodes]
+    limited = [
+        replace(j, accelerators=frozenset(rng.sample((*GPU_KINDS, "tpu"), rng.choice([0, 1, 2]))))
+        for j in jobs
+    ]
+    return kinded, limited
+
+
+@pytest.mark.parametrize("n_nodes", [1, 5, 40, 150])
+def test_accelerator_limits_decide_exactly_as_the_reference(n_nodes: int) -> None:
+    refused = 0
+    for seed in range(60):
+        rng = random.Random(n_nodes * 100_000 + seed)
+        nodes, sites = random_fleet(rng, n_nodes)
+        jobs = [random_job(rng, f"j{k}") for k in range(rng.randint(1, 12))]
+        nodes, jobs = with_kinds(random.Random(seed), nodes, jobs)
+        expected, from_list, from_index = _decide_all_ways(jobs, nodes, sites)
+        assert from_index == expected, f"seed {seed}"
+        assert from_list == expected, f"seed {seed}"
+        refused += sum(
+            1 for d in expected if isinstance(d, Unplaceable)
+            and any(r.startswith("accelerator_allowed") for r in d.reasons)
+        )
+    assert refused > 0  # the filter was hit, so agreement is not vacuous
+
+
+def test_a_catalogue_that_limits_a_model_decides_as_jobs_that_name_its_kinds() -> None:
+    kinds = frozenset({"h100", "a100"})
+    catalogue = {**DEFAULT_CATALOGUE,
+                 GEN_MODEL: replace(DEFAULT_CATALOGUE[GEN_MODEL], accelerators=kinds)}
+    for seed in range(40):
+        rng = random.Random(4242 + seed)
+        nodes, sites = random_fleet(rng, 60)
+        jobs = [random_job(rng, f"j{k}") for k in range(8)]
+        nodes, _ = with_kinds(random.Random(seed), nodes, jobs)
+        named = [replace(j, accelerators=kinds) if j.model == GEN_MODEL else j for j in jobs]
+        expected = reference_place(named, nodes, sites, NOW_S, catalogue=catalogue)
+        assert place(jobs, nodes, sites, NOW_S, catalogue=catalogue) == expected, seed
+        assert place(jobs, NodeIndex(nodes), sites, NOW_S, catalogue=catalogue) == expected, seed
+
+
+def test_a_kept_index_sees_a_node_change_its_kind() -> None:
+    nodes = [make_node(f"n{i:02d}", gpu_kind="cpu") for i in range(40)]
+    index = NodeIndex(nodes)
+    jobs = [make_job("j1", tier="standard", accelerators=("h100",)), make_job("j2")]
+    assert isinstance(place(jobs, index, {}, NOW_S)[0], Unplaceable)
+    index.upsert(replace(nodes[7], gpu_kind="h100"))  # the agent said hello again, as an H100
+    first = place(jobs, index, {}, NOW_S)[0]
+    assert isinstance(first, Placement) and first.node_id == "n07"
+    index.upsert(replace(nodes[7], node_id="n99", gpu_kind="h100"))  # a new node joins
+    index.upsert(replace(nodes[7], gpu_kind="cpu"))
+    first = place(jobs, index, {}, NOW_S)[0]
+    assert isinstance(first, Placement) and first.node_id == "n99"
+
+
 def test_ties_go_to_the_lowest_id_on_the_index_path() -> None:
     nodes = [make_node(f"n{i:02d}") for i in range(50)]
     rng = random.Random(3)

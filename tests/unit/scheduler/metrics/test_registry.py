@@ -248,3 +248,13 @@ def test_a_node_that_moves_site_leaves_no_old_series() -> None:
 
 def _exposition(m: SchedulerMetrics) -> str:
     return generate_latest(m.registry).decode()
+
+
+def test_metering_counts_tokens_and_charges_per_tenant() -> None:
+    m = make_metrics()
+    m.job_metered("acme", "flex", "all-minilm-l6-v2", 120, 0, 0.001)
+    m.job_metered("acme", "flex", "all-minilm-l6-v2", 30, 0, 0.0005)
+    labels = {"tenant": "acme", "model": "all-minilm-l6-v2", "tier": "flex"}
+    assert value(m, "hashserve_tenant_tokens_total", direction="prompt", **labels) == 150
+    assert value(m, "hashserve_tenant_tokens_total", direction="completion", **labels) == 0
+    assert value(m, "hashserve_tenant_charged_usd_total", **labels) == pytest.approx(0.0015)

@@ -1,0 +1,312 @@
+"""The OpenAI-compatible HTTP front: what customers' OpenAI SDK code calls.
+
+FastAPI on uvicorn, served by the scheduler process on `http_port`. It calls the customer
+service in-process (`CustomerService.principal/submit/events/cancel/models`), so the API key
+(`Authorization: Bearer <key>`), tenants, admission, the journal and idempotency
+(`Idempotency-Key`) are the gRPC front's own, decided once, without a second hop.
+
+Endpoints:
+- `GET /v1/models`;
+- `POST /v1/chat/completions` and `/v1/completions` (a raw prompt, no chat template), each
+  with `stream` (server-sent events, `stream_options.include_usage`);
+- `POST /v1/embeddings` (float or base64);
+- the Batch API: `POST /v1/files` (purpose `batch`, JSONL), `GET /v1/files[/{id}[/content]]`,
+  `DELETE /v1/files/{id}`; `POST /v1/batches`, `GET /v1/batches[/{id}]`,
+  `POST /v1/batches/{id}/cancel` (`batches.py`);
+- `GET /v1/usage`: the caller's metered tokens and charges per model and tier (hashserve's own).
+
+Every answer carries `usage`. Requests and answers are translated in `schema.py`; errors follow
+OpenAI's schema and status codes there: 400 invalid, 401, 404 unknown model or id, 409, 429 rate
+or quota and 503 unavailable, both with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from hashserve.v1 import customer_pb2, jobs_pb2
+from scheduler.api.auth import Principal
+from scheduler.api.customer_service import CustomerService, Refusal
+from scheduler.api.openai.batches import BatchService, file_object
+from scheduler.api.openai.schema import (
+    ENDPOINTS,
+    TERMINAL,
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    Endpoint,
+    Knobs,
+    chunk_chat,
+    chunk_completion,
+    from_status,
+    invalid,
+    job_error,
+    parse,
+    usage,
+)
+from scheduler.core.metering import UsageRow, aggregate
+from scheduler.journal.base import Journal
+
+
+class BatchCreate(BaseModel):
+    input_file_id: str = Field(min_length=1)
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None = None
+
+
+def _usage_row(row: UsageRow) -> dict[str, Any]:
+    return {"object": "usage", "model": row.model, "tier": row.tier,
+            "hour_start": None if row.hour_start_s is None else int(row.hour_start_s),
+            "jobs": row.jobs, "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens, "total_tokens": row.total_tokens,
+            "charged_usd": row.charged_usd}
+
+
+class OpenAiFront:
+    """The FastAPI app over the customer service and the Batch API."""
+
+    def __init__(self, customers: CustomerService, batches: BatchService, journal: Journal,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.customers = customers
+        self.batches = batches
+        self.journal = journal
+        self.clock = clock
+        self.app = FastAPI(title="hashserve OpenAI-compatible API", docs_url=None,
+                           redoc_url=None)
+        self._routes()
+
+    # ----- plumbing --------------------------------------------------------------------------
+
+    def _principal(self, request: Request) -> Principal:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            raise ApiError(401, "authentication_error",
+                           "missing API key: send Authorization: Bearer <key>",
+                           code="invalid_api_key")
+        try:
+            return self.customers.principal((("authorization", f"Bearer {auth[7:].strip()}"),))
+        except Refusal as r:
+            raise ApiError(401, "authentication_error", r.message,
+                           code="invalid_api_key") from None
+
+    @staticmethod
+    async def _json(request: Request) -> Any:
+        try:
+            return await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise invalid("the body is not JSON") from None
+
+    async def _submit(self, request: Request, principal: Principal,
+                      spec: jobs_pb2.JobSpec) -> jobs_pb2.Job:
+        key = request.headers.get("idempotency-key", "")
+        try:
+            answers = await self.customers.submit(
+                principal, [customer_pb2.SubmitJobRequest(spec=spec, idempotency_key=key)]
+            )
+        except Refusal as r:
+            raise from_status(r.code, r.message) from None
+        return answers[0].job
+
+    async def _events(self, principal: Principal,
+                      job_id: str) -> AsyncIterator[customer_pb2.JobEvent]:
+        try:
+            rec = self.customers.own_job(principal, job_id)
+        except Refusal as r:
+            raise from_status(r.code, r.message) from None
+        async for event in self.customers.events(rec):
+            yield event
+
+    async def _finished(self, principal: Principal, job_id: str) -> jobs_pb2.Job:
+        async for event in self._events(principal, job_id):
+            if event.WhichOneof("event") == "job" and event.job.state in TERMINAL:
+                failure = job_error(event.job)
+                if failure is not None:
+                    raise failure
+                return event.job
+        raise ApiError(503, "service_unavailable", "the job's watch ended before its result")
+
+    # ----- endpoints -------------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.exception_handler(ApiError)
+        async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+        @app.get("/v1/models")
+        async def models(request: Request) -> JSONResponse:
+            self._principal(request)
+            return JSONResponse({"object": "list", "data": [
+                {"id": m.name, "object": "model", "created": 0, "owned_by": "hashserve"}
+                for m in self.customers.models().models
+            ]})
+
+        for endpoint in ENDPOINTS.values():
+            self._post(endpoint)
+
+        @app.get("/v1/usage")
+        async def usage_report(request: Request, start_time: float | None = None,
+                               end_time: float | None = None,
+                               group_by: str = "total") -> JSONResponse:
+            principal = self._principal(request)
+            if group_by not in ("total", "hour"):
+                raise invalid("group_by must be total or hour", param="group_by")
+            jobs = await asyncio.to_thread(
+                self.journal.metered_jobs, principal.tenant,
+                start_time if start_time is not None else float("-inf"),
+                end_time if end_time is not None else float("inf"),
+            )
+            rows = aggregate(jobs, hourly=group_by == "hour")
+            return JSONResponse({"object": "list", "data": [_usage_row(r) for r in rows]})
+
+        self._batch_routes()
+
+    def _post(self, endpoint: Endpoint) -> None:
+        async def handle(request: Request) -> Response:
+            principal = self._principal(request)
+            body: Knobs = parse(endpoint.request, await self._json(request))
+            spec = endpoint.spec(body)
+            job = await self._submit(request, principal, spec)
+            created = int(self.clock())
+            if endpoint.streams and getattr(body, "stream", False):
+                options = getattr(body, "stream_options", None) or {}
+                return StreamingResponse(
+                    self._stream(principal, job.id, body, created,
+                                 bool(options.get("include_usage"))),
+                    media_type="text/event-stream",
+                )
+            done = await self._finished(principal, job.id)
+            return JSONResponse(endpoint.respond(body, done, created))
+
+        self.app.add_api_route(endpoint.path, handle, methods=["POST"], response_model=None)
+
+    async def _stream(self, principal: Principal, job_id: str, body: Knobs, created: int,
+                      include_usage: bool) -> AsyncIterator[str]:
+        is_chat = isinstance(body, ChatRequest)
+        assert is_chat or isinstance(body, CompletionRequest)
+        completion_id = f"chatcmpl-{job_id}" if is_chat else f"cmpl-{job_id}"
+
+        def chunk(text: str | None, finish: str | None = None) -> str:
+            if is_chat:
+                delta = {} if text is None else {"content": text}
+                doc = chunk_chat(completion_id, created, body.model, delta, finish)
+            else:
+                doc = chunk_completion(completion_id, created, body.model, text or "", finish)
+            return f"data: {json.dumps(doc)}\n\n"
+
+        if is_chat:
+            first = chunk_chat(completion_id, created, body.model,
+                               {"role": "assistant", "content": ""})
+            yield f"data: {json.dumps(first)}\n\n"
+        sent = ""
+        try:
+            async for event in self._events(principal, job_id):
+                kind = event.WhichOneof("event")
+                if kind == "tokens":
+                    # After a move that restarts the text, the next delta begins it anew; the
+                    # customer's stream only ever grows.
+                    text = event.tokens.text
+                    if text:
+                        sent += text
+                        yield chunk(text)
+                elif kind == "job" and event.job.state in TERMINAL:
+                    failure = job_error(event.job)
+                    if failure is not None:
+                        raise failure
+                    result = event.job.result
+                    rest = result.text[len(sent):] if result.text.startswith(sent) else ""
+                    if rest:
+                        yield chunk(rest)
+                    yield chunk(None, result.finish_reason or "stop")
+                    if include_usage:
+                        doc: dict[str, Any] = {
+                            "id": completion_id, "created": created, "model": body.model,
+                            "object": "chat.completion.chunk" if is_chat else "text_completion",
+                            "choices": [], "usage": usage(result)}
+                        yield f"data: {json.dumps(doc)}\n\n"
+                    break
+        except ApiError as err:
+            yield f"data: {json.dumps(err.body())}\n\n"
+        yield "data: [DONE]\n\n"
+
+    def _batch_routes(self) -> None:
+        app = self.app
+        batches = self.batches
+
+        @app.post("/v1/files")
+        async def create_file(request: Request) -> JSONResponse:
+            principal = self._principal(request)
+            try:
+                form = await request.form()
+            except Exception as err:  # starlette raises its own parse errors
+                raise invalid(f"the body is not a multipart form: {err}") from None
+            upload = form.get("file")
+            purpose = form.get("purpose")
+            if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
+                raise invalid("file is missing (a multipart file field)", param="file")
+            if not isinstance(purpose, str):
+                raise invalid("purpose is missing", param="purpose")
+            content = await upload.read()  # type: ignore[union-attr]
+            name = getattr(upload, "filename", None) or "upload.jsonl"
+            return JSONResponse(await batches.create_file(principal, name, purpose, content))
+
+        @app.get("/v1/files")
+        async def list_files(request: Request, purpose: str = "") -> JSONResponse:
+            principal = self._principal(request)
+            data = await batches.list_files(principal, purpose)
+            return JSONResponse({"object": "list", "data": data, "has_more": False})
+
+        @app.get("/v1/files/{file_id}")
+        async def get_file(request: Request, file_id: str) -> JSONResponse:
+            row = await batches.own_file(self._principal(request), file_id)
+            return JSONResponse(file_object(row))
+
+        @app.get("/v1/files/{file_id}/content")
+        async def file_content(request: Request, file_id: str) -> Response:
+            row = await batches.own_file(self._principal(request), file_id)
+            return Response(row.content or b"", media_type="application/jsonl")
+
+        @app.delete("/v1/files/{file_id}")
+        async def delete_file(request: Request, file_id: str) -> JSONResponse:
+            return JSONResponse(await batches.delete_file(self._principal(request), file_id))
+
+        @app.post("/v1/batches")
+        async def create_batch(request: Request) -> JSONResponse:
+            principal = self._principal(request)
+            body: BatchCreate = parse(BatchCreate, await self._json(request))
+            doc = await batches.create_batch(principal, body.input_file_id, body.endpoint,
+                                             body.completion_window, body.metadata)
+            return JSONResponse(doc)
+
+        @app.get("/v1/batches")
+        async def list_batches(request: Request, limit: int = 20,
+                               after: str = "") -> JSONResponse:
+            principal = self._principal(request)
+            if not 1 <= limit <= 100:
+                raise invalid("limit must be from 1 to 100", param="limit")
+            docs, more = await batches.list_batches(principal, limit, after)
+            return JSONResponse({"object": "list", "data": docs,
+                                 "first_id": docs[0]["id"] if docs else None,
+                                 "last_id": docs[-1]["id"] if docs else None,
+                                 "has_more": more})
+
+        @app.get("/v1/batches/{batch_id}")
+        async def get_batch(request: Request, batch_id: str) -> JSONResponse:
+            return JSONResponse(await batches.own_batch(self._principal(request), batch_id))
+
+        @app.post("/v1/batches/{batch_id}/cancel")
+        async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
+            return JSONResponse(await batches.cancel_batch(self._principal(request), batch_id))
+
+
+__all__ = ["OpenAiFront"]
