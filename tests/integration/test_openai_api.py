@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from tests.integration.cluster import (
     EMBED,
     GEN,
     client,
+    journal_rows,
     local_cluster,
     new_tenant_key,
     run,
@@ -340,3 +342,59 @@ def test_metered_usage_is_the_accountings_ai_revenue(
     assert {r["tenant"] for r in rows} == {c.credentials.tenant}
     assert sum(float(r["charged_usd"]) for r in rows) == pytest.approx(usage_usd(), rel=1e-9)
     assert any(r["model"] == EMBED and int(r["prompt_tokens"]) > 0 for r in rows)
+
+
+def test_fifty_thousand_lines_are_validated_before_any_runs(
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]
+) -> None:
+    c, _ = cluster
+    rows = [json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                        "body": {"model": EMBED, "input": f"text {i}"}}) for i in range(49_999)]
+    # The last line asks for more texts than one job takes: only the scheduler's own check
+    # (the catalogue's max_batch) can tell, so every line went through it.
+    rows.append(json.dumps({"custom_id": "last", "method": "POST", "url": "/v1/embeddings",
+                            "body": {"model": EMBED, "input": ["x"] * 65}}))
+    uploaded = sdk.files.create(file=("big.jsonl", "\n".join(rows).encode()), purpose="batch")
+    jobs_before = len(journal_rows(c, "SELECT job_id FROM jobs"))
+    failed = wait_batch(sdk, sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h").id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert [(e.line, e.code) for e in failed.errors.data or []] == [(50_000, "invalid_request")]
+    assert "at most 64" in (failed.errors.data or [])[0].message
+    assert failed.request_counts is not None and failed.request_counts.total == 50_000
+    assert len(journal_rows(c, "SELECT job_id FROM jobs")) == jobs_before  # nothing ran
+
+
+def test_a_batch_resumes_after_the_scheduler_dies(
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]
+) -> None:
+    """Last in the module: it kills the scheduler. Ray restarts it; the batch goes on from the
+    journal, and each line still has exactly one job."""
+    from tests.chaos.harness import wait_serving
+
+    c, port = cluster
+    uploaded = sdk.files.create(file=("resume.jsonl", batch_lines(40)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+
+    def some_done() -> bool:
+        counts = sdk.batches.retrieve(batch.id).request_counts
+        return counts is not None and 0 < counts.completed < 40
+
+    until(some_done, 120.0, "the batch to be part done")
+    supervisor = c.supervisor
+    assert supervisor is not None
+    pid = int(supervisor.info["pid"])  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: int(supervisor.info["pid"]) != pid, 90, "Ray to restart the scheduler")  # type: ignore[attr-defined]
+    run(wait_serving(c.address))
+    until(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={
+        "Authorization": f"Bearer {sdk.api_key}"}).status_code == 200, 60, "the HTTP front")
+    done = wait_batch(sdk, batch.id)
+    assert done.status == "completed" and done.output_file_id
+    assert done.request_counts is not None and done.request_counts.completed == 40
+    out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(f"req-{i}" for i in range(40))
+    keys = journal_rows(c, "SELECT idempotency_key FROM jobs WHERE idempotency_key LIKE ?",
+                        (f"{batch.id}:%",))
+    assert len(keys) == 40 == len({k for (k,) in keys})  # one job per line, none twice

@@ -615,3 +615,34 @@ def test_a_database_from_before_the_tokens_column_is_migrated(pg_url: str) -> No
         assert again is not None and again.tokens_used == 7
     finally:
         journal.close()
+
+
+def test_files_batches_and_metered_jobs(journal: Journal) -> None:
+    j = journal
+    from scheduler.core.job_states import JobState
+    from scheduler.journal.base import BatchRow, FileRow
+
+    j.put_file(FileRow("file-1", "acme", "batch", "in.jsonl", 3, 10.0, 100.0, b"abc"))
+    j.put_file(FileRow("file-2", "acme", "batch_output", "out.jsonl", 1, 20.0, 50.0, b"x"))
+    j.put_file(FileRow("file-3", "beta", "batch", "b.jsonl", 1, 30.0, 100.0, b"y"))
+    got = j.get_file("file-1")
+    assert got is not None and got.content == b"abc" and got.size_bytes == 3
+    assert [f.file_id for f in j.list_files("acme")] == ["file-2", "file-1"]
+    assert [f.file_id for f in j.list_files("acme", "batch")] == ["file-1"]
+    assert all(f.content is None for f in j.list_files("acme"))
+    assert j.forget_files_expired(60.0) == 1 and j.get_file("file-2") is None
+    assert j.delete_file("file-3") and not j.delete_file("file-3")
+    for i, status in enumerate(["in_progress", "completed", "validating"]):
+        j.put_batch(BatchRow(f"batch_{i}", "acme", "key", status, float(i), "{}"))
+    j.put_batch(BatchRow("batch_9", "beta", "key", "in_progress", 9.0, "{}"))
+    assert [b.batch_id for b in j.open_batches()] == ["batch_0", "batch_2", "batch_9"]
+    page = j.list_batches("acme", 2)
+    assert [b.batch_id for b in page] == ["batch_2", "batch_1"]
+    assert [b.batch_id for b in j.list_batches("acme", 2, "batch_1")] == ["batch_0"]
+    done = [make_record(f"job_{i:032x}").evolve(
+        state=JobState.SUCCEEDED, finished_s=100.0 + i, tokens_used=10, completion_tokens=4)
+        for i in range(3)]
+    j.insert_jobs(done)
+    metered = j.metered_jobs("acme", 100.0, 102.0)
+    assert [(m.prompt_tokens, m.completion_tokens) for m in metered] == [(6, 4), (6, 4)]
+    assert j.metered_jobs("beta") == []

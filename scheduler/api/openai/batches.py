@@ -367,10 +367,12 @@ class BatchService:
                 parse_lines, source.content, doc["endpoint"], "flex", float(doc["expires_at"]),
                 float(doc["created_at"]), self.limits.max_lines,
             )
+            # A line the parse refused is not in `lines`; one the scheduler refuses is.
+            total = len(lines) + sum(1 for e in errors if e["line"] is not None)
             errors += await self._check(run.principal, lines)
             if errors:
                 doc["errors"] = {"object": "list", "data": errors[:1000]}
-                doc["request_counts"]["total"] = len(lines) + len(errors)
+                doc["request_counts"]["total"] = total
                 await self._set(run, "failed", save=True)
                 return
             run.lines = lines
