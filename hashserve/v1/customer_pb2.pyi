@@ -122,7 +122,7 @@ class TierPrice(_message.Message):
     def __init__(self, tier: _Optional[_Union[_jobs_pb2.Tier, str]] = ..., usd_per_million_tokens: _Optional[float] = ..., latency_target_s: _Optional[float] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "kind", "max_input_tokens", "max_output_tokens", "embedding_dimensions", "max_batch", "prices", "nodes_serving")
+    __slots__ = ("name", "kind", "max_input_tokens", "max_output_tokens", "embedding_dimensions", "max_batch", "prices", "nodes_serving", "accelerators")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Model(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
     NODES_SERVING_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: _jobs_pb2.ModelKind
     max_input_tokens: int
@@ -139,7 +140,8 @@ class Model(_message.Message):
     max_batch: int
     prices: _containers.RepeatedCompositeFieldContainer[TierPrice]
     nodes_serving: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_jobs_pb2.ModelKind, str]] = ..., max_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., embedding_dimensions: _Optional[int] = ..., max_batch: _Optional[int] = ..., prices: _Optional[_Iterable[_Union[TierPrice, _Mapping]]] = ..., nodes_serving: _Optional[int] = ...) -> None: ...
+    accelerators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_jobs_pb2.ModelKind, str]] = ..., max_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., embedding_dimensions: _Optional[int] = ..., max_batch: _Optional[int] = ..., prices: _Optional[_Iterable[_Union[TierPrice, _Mapping]]] = ..., nodes_serving: _Optional[int] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -304,6 +304,7 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
                         for tier, terms in spec.tiers.items()
                     ],
                     nodes_serving=serving.get(spec.name, 0),
+                    accelerators=sorted(spec.accelerators),
                 )
             )
         return customer_pb2.ListModelsResponse(models=models)

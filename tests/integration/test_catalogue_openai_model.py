@@ -100,6 +100,7 @@ def test_list_models_is_the_catalogue_file_with_its_prices(
     assert big.kind == jobs_pb2.MODEL_KIND_GENERATION
     assert (big.max_input_tokens, big.max_output_tokens) == (2048, 256)
     assert big.nodes_serving == 1 and models[H100_ONLY].nodes_serving == 1
+    assert list(models[H100_ONLY].accelerators) == ["h100"]
     prices = {p.tier: (p.usd_per_million_tokens, p.latency_target_s) for p in big.prices}
     assert prices == {
         # The example fleet file prices only the embedded models, so the catalogue's stand.
