@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hashserve.client import resolve
+from hashserve.client import grpc_target, resolve
 from hashserve.v1 import admin_pb2, admin_pb2_grpc
 
 ADMIN_KEY_ENV = "HASHSERVE_ADMIN_KEY"
@@ -39,11 +39,12 @@ class AdminClient:
         tls_ca: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
+        target = grpc_target(address)  # one address, or the leader's and its standbys'
         if tls_ca:
             creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            self.channel = grpc.aio.secure_channel(address, creds)
+            self.channel = grpc.aio.secure_channel(target, creds)
         else:
-            self.channel = grpc.aio.insecure_channel(address)
+            self.channel = grpc.aio.insecure_channel(target)
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {admin_key}"),) if admin_key else ()

@@ -160,9 +160,17 @@ def scheduler(
         str | None,
         typer.Option(help="the scheduler actor's log file (default: its stderr, in Ray's logs)"),
     ] = None,
+    name: Annotated[str | None, typer.Option(
+        help="this scheduler's instance name; several on one journal: one leads, the others "
+        "stand by [default: scheduler]")] = None,
     verbose: bool = False,
 ) -> None:
-    """Run the scheduler (a Ray actor, restarted by Ray if it dies) until interrupted."""
+    """Run the scheduler (a Ray actor, restarted by Ray if it dies) until interrupted.
+
+    Several schedulers may share one PostgreSQL journal, each with its own --name (and port,
+    on one machine): the one holding the leader lease serves; a standby takes over within
+    about `leader_lease_s` (3 s) when the leader stops renewing it.
+    """
     from hashserve.logs import enable_fatal_signal_trace
     from scheduler.runtime.ray_host import SupervisedScheduler
     from scheduler.settings import SchedulerSettings
@@ -180,6 +188,7 @@ def scheduler(
         "tls_client_ca": tls_client_ca,
         "log_format": log_format,
         "log_file": log_file,
+        "instance_name": name,
     }
     # Flags left unset fall through to HASHSERVE_* environment variables and the defaults.
     try:
@@ -193,11 +202,18 @@ def scheduler(
         _logging(verbose, settings.log_format.value, {"process": "scheduler-driver"})
     )
     supervised = SupervisedScheduler(settings)
-    info = supervised.start()
-    console.print(
-        f"scheduler serving on {settings.host}:{info['port']} (actor pid {info['pid']}), "
-        f"metrics on port {info['metrics_port']}"
-    )
+    info = supervised.start(wait_leader=False)
+    if info["role"] == "leader":
+        console.print(
+            f"scheduler {settings.instance_name} serving on {settings.host}:{info['port']} "
+            f"(actor pid {info['pid']}, epoch {info['epoch']}), metrics on port "
+            f"{info['metrics_port']}"
+        )
+    else:
+        console.print(
+            f"scheduler {settings.instance_name} standing by (actor pid {info['pid']}): it "
+            f"serves on {settings.host}:{settings.port} once the leader's lease lapses"
+        )
     try:
         asyncio.run(_wait_for_signal())
     finally:

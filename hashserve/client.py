@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -38,14 +39,49 @@ def resolve(value: str | None, env: str, default: str | None = None) -> str | No
     return value or os.environ.get(env) or read_credentials().get(env) or default
 
 
+def grpc_target(address: str) -> str:
+    """A gRPC target for one address or several (`10.0.0.5:50051,10.0.0.6:50051`: the leader
+    and its standbys). Several IP addresses become one `ipv4:`/`ipv6:` target, which gRPC's
+    pick-first balancer walks: a channel whose scheduler is gone connects to the next that
+    listens (a standby listens only once it leads). Several host names cannot share a target:
+    give one name whose DNS lists every address instead."""
+    parts = [p.strip() for p in address.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return address.strip()
+    hosts = [p.rsplit(":", 1)[0] for p in parts]
+    try:
+        families = {ipaddress.ip_address(h.strip("[]")).version for h in hosts}
+    except ValueError:
+        raise ValueError(
+            f"{address!r}: several scheduler addresses must be IP:port each; for host names, "
+            "give one name whose DNS record lists every scheduler"
+        ) from None
+    if len(families) != 1:
+        raise ValueError(f"{address!r}: mix of IPv4 and IPv6 addresses")
+    return f"ipv{families.pop()}:{','.join(parts)}"
+
+
 class Client:
     def __init__(self, address: str, api_key: str, tls_ca: str | None = None) -> None:
-        options = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # A scheduler that stops answering (paused, or its machine gone without a reset)
+            # is noticed within 15 s, and the channel moves on to the next address.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            # A paused scheduler's kernel still accepts the TCP connection, and gRPC would wait
+            # 20 s for its HTTP/2 answer before trying the next address: 2 s is plenty on a
+            # network where a scheduler answers in milliseconds.
+            ("grpc.min_reconnect_backoff_ms", 2_000),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
+        ]
+        target = grpc_target(address)
         if tls_ca:
             creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            self.channel = grpc.aio.secure_channel(address, creds, options=options)
+            self.channel = grpc.aio.secure_channel(target, creds, options=options)
         else:
-            self.channel = grpc.aio.insecure_channel(address, options=options)
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.stub = customer_pb2_grpc.CustomerServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"),)
 

@@ -41,6 +41,13 @@ _FATAL_CODES = (
 )
 
 
+FAST_RECONNECT_S = 30.0
+
+
+class StaleLeader(Exception):
+    """A message from a scheduler whose leader epoch is below one this agent has met."""
+
+
 @dataclass
 class RunningJob:
     key: AttemptKey
@@ -75,6 +82,15 @@ class NodeAgent:
             )
         self._lost_since: float | None = None
         self.in_fallback = False
+        # The scheduler's addresses (leader and standbys): a lost or refused session moves on
+        # to the next. The highest leader epoch met fences old leaders out (`StaleLeader`).
+        self.addresses = [a.strip() for a in settings.scheduler.split(",") if a.strip()]
+        self._address_i = 0
+        self.epoch = 0
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._address_i % len(self.addresses)]
 
     # ----- connection -----------------------------------------------------------------------
 
@@ -85,6 +101,9 @@ class NodeAgent:
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # A paused scheduler still accepts TCP: give up on its HTTP/2 answer after 2 s
+            # (not gRPC's 20) and move on to the next address.
+            ("grpc.min_reconnect_backoff_ms", 2_000),
         ]
         if s.tls_ca:
             creds = grpc.ssl_channel_credentials(
@@ -94,8 +113,8 @@ class NodeAgent:
             )
             if s.tls_server_name:
                 options.append(("grpc.ssl_target_name_override", s.tls_server_name))
-            return grpc.aio.secure_channel(s.scheduler, creds, options=options)
-        return grpc.aio.insecure_channel(s.scheduler, options=options)
+            return grpc.aio.secure_channel(self.address, creds, options=options)
+        return grpc.aio.insecure_channel(self.address, options=options)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; then finish or hand back running work."""
@@ -109,7 +128,11 @@ class NodeAgent:
                 if err.code() in _FATAL_CODES:
                     log.error("scheduler refused this agent: %s", err.details())
                     raise SystemExit(f"scheduler refused this agent: {err.details()}") from err
-                log.info("stream to scheduler ended: %s", err.code().name)
+                log.info("stream to scheduler %s ended: %s", self.address, err.code().name)
+                self._next_address()
+            except StaleLeader as err:
+                log.warning("left an old leader: %s", err)
+                self._next_address()
             except Exception:
                 log.exception("agent session failed")
             finally:
@@ -121,15 +144,26 @@ class NodeAgent:
             self.check_fallback(time.monotonic())
             if time.monotonic() - started > 10.0:
                 backoff_s = self.settings.backoff_initial_s  # it was a healthy connection
-            # Full jitter keeps a fleet of agents from reconnecting in lockstep.
+            # Full jitter keeps a fleet of agents from reconnecting in lockstep. For the first
+            # half minute of an outage the wait stays under a second: that is a failover (a
+            # standby starts serving within seconds), and every second of it is lost work.
             delay_s = random.uniform(0, backoff_s)
-            backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
+            cap_s = self.settings.backoff_max_s
+            lost_since = self._lost_since
+            if lost_since is not None and time.monotonic() - lost_since < FAST_RECONNECT_S:
+                cap_s = min(cap_s, 1.0)
+            backoff_s = min(backoff_s * 2, cap_s)
             if not first and self.metrics is not None:
                 self.metrics.reconnected()
             first = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
         await self._drain()
+
+    def _next_address(self) -> None:
+        if len(self.addresses) > 1:
+            self._address_i += 1
+            log.info("trying scheduler %s next", self.address)
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with self._channel() as channel:
@@ -240,6 +274,15 @@ class NodeAgent:
     # ----- messages down --------------------------------------------------------------------
 
     def _on_message(self, msg: agent_pb2.SchedulerMessage) -> None:
+        if msg.epoch < self.epoch:
+            # An old leader, woken after a takeover: it may not assign, cancel or set power.
+            raise StaleLeader(
+                f"{self.address} sent epoch {msg.epoch}; the leader's is {self.epoch}"
+            )
+        if msg.epoch > self.epoch:
+            if self.epoch:
+                log.warning("scheduler leader epoch %d -> %d", self.epoch, msg.epoch)
+            self.epoch = msg.epoch
         kind = msg.WhichOneof("msg")
         if kind == "welcome":
             self.connected.set()

@@ -36,6 +36,11 @@ class SchedulerSettings(BaseSettings):
     batch_in_flight: int = Field(1024, ge=1)
     batch_file_retention_days: float = Field(30.0, gt=0)
     journal_url: str = "sqlite:///var/hashserve/journal.db"
+    # Several schedulers may share a journal; the one holding the leader lease serves, the
+    # others stand by (scheduler/runtime/leader.py). Each needs its own instance name (its Ray
+    # actor's name); a standby takes over within about `leader_lease_s` of the leader's end.
+    instance_name: str = Field("scheduler", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    leader_lease_s: float = Field(3.0, gt=0, le=300)
     journal_synchronous: str = "FULL"
     ray_address: str | None = None
     # Custom Ray resources the scheduler actor asks for, e.g. {"hashserve_scheduler": 0.01} to pin

@@ -165,15 +165,17 @@ class OutcomeAck(_message.Message):
     def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
-    __slots__ = ("welcome", "assign", "cancel", "power_mode", "ack")
+    __slots__ = ("welcome", "assign", "cancel", "power_mode", "ack", "epoch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     POWER_MODE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assignment
     cancel: CancelAssignment
     power_mode: PowerMode
     ack: OutcomeAck
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., power_mode: _Optional[_Union[PowerMode, _Mapping]] = ..., ack: _Optional[_Union[OutcomeAck, _Mapping]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., power_mode: _Optional[_Union[PowerMode, _Mapping]] = ..., ack: _Optional[_Union[OutcomeAck, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...

@@ -79,7 +79,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 out = await session.outbox.get()
                 if out is None:
                     break
-                yield cast(agent_pb2.SchedulerMessage, out)  # only agent_codec fills outboxes
+                msg = cast(agent_pb2.SchedulerMessage, out)  # only agent_codec fills outboxes
+                msg.epoch = self.loop.epoch
+                yield msg
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

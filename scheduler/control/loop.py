@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hashserve.v1 import customer_pb2
@@ -43,7 +43,7 @@ from scheduler.core.scheduler import (
     SchedulerPolicy,
     Step,
 )
-from scheduler.journal.base import Journal
+from scheduler.journal.base import Fenced, Journal
 
 log = logging.getLogger("hashserve.scheduler")
 
@@ -100,6 +100,11 @@ class ControlLoop:
         self._partial: dict[str, tuple[int, list[str], int]] = {}
         # Jobs moved off a node and not yet placed again: told to watchers when they are.
         self._moved: dict[str, Moved] = {}
+        # The leader epoch every message to agents carries (scheduler/runtime/leader.py).
+        self.epoch = 0
+        # Called when a journal write fails after the core's memory changed (or the write was
+        # fenced): memory and journal may differ, so the process must restart from the journal.
+        self.on_fatal: Callable[[Exception], None] | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -157,7 +162,14 @@ class ControlLoop:
         if not (step.changed or step.intents or step.decisions or step.unjournaled):
             return
         now_s = self.clock.now_s()
-        self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
+        try:
+            self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
+        except Exception as err:
+            # The core has moved on and the journal has not: never act on that memory.
+            if self.on_fatal is not None:
+                self._stopping = True
+                self.on_fatal(err)
+            raise
         for move in step.moves:
             self._moved[move.job_id] = move
             log.info(
@@ -255,6 +267,8 @@ class ControlLoop:
             try:
                 results = await asyncio.to_thread(self.journal.insert_job_groups, groups)
             except Exception as err:  # nothing of this batch is durable: every caller hears it
+                if isinstance(err, Fenced) and self.on_fatal is not None:
+                    self.on_fatal(err)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(err)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from scheduler.journal.base import (
     ApiKeyRow,
+    Fenced,
     IdempotencyConflict,
     Journal,
     JournalUnavailable,
+    Lease,
     TenantRow,
 )
 from scheduler.journal.sqlite import SqliteJournal
@@ -30,9 +32,11 @@ def open_journal(url: str, synchronous: str = "FULL") -> Journal:
 
 __all__ = [
     "ApiKeyRow",
+    "Fenced",
     "IdempotencyConflict",
     "Journal",
     "JournalUnavailable",
+    "Lease",
     "SqliteJournal",
     "TenantRow",
     "open_journal",

@@ -22,6 +22,24 @@ class JournalUnavailable(ConnectionError):
     idempotency key is then the safe way on)."""
 
 
+class Fenced(JournalUnavailable):
+    """A write by a scheduler whose leader lease was taken over: refused, nothing written. The
+    process must stop serving; another scheduler leads now."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The scheduler's leader lease. `epoch` grows by one at every change of holder: it fences
+    every write (`Journal.fence`), so an old leader that wakes from a pause changes nothing."""
+
+    holder: str
+    epoch: int
+    expires_s: float  # the journal's own clock (PostgreSQL's, across machines)
+
+
+LEASE_NAME = "scheduler"
+
+
 class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request body."""
 
@@ -77,6 +95,25 @@ class BatchRow:
 
 class Journal(Protocol):
     def close(self) -> None: ...
+
+    # The leader lease (one row, `LEASE_NAME`), decided by the journal's own clock.
+    def try_lease(self, holder: str, ttl_s: float) -> tuple[Lease | None, Lease | None]:
+        """Take the lease if it is free or expired, or extend it if `holder` has it. Returns
+        (the lease now held by `holder` or None, the lease as it stands)."""
+        ...
+
+    def renew_lease(self, holder: str, epoch: int, ttl_s: float) -> bool:
+        """Extend the lease if (holder, epoch) still has it."""
+        ...
+
+    def release_lease(self, holder: str, epoch: int) -> None:
+        """Let the lease go at once (a clean stop), so a standby need not wait it out."""
+        ...
+
+    def fence(self, epoch: int | None) -> None:
+        """From now on every write first checks, in its own transaction, that the lease's
+        epoch is still `epoch`, and raises `Fenced` (writing nothing) when it is not."""
+        ...
 
     # jobs
     def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:

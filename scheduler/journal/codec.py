@@ -12,7 +12,7 @@ from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
 from scheduler.core.models import ModelKind, Tier
-from scheduler.journal.base import BatchRow, FileRow
+from scheduler.journal.base import BatchRow, FileRow, Lease
 
 JOB_COLUMNS = (
     "job_id", "tenant", "state", "attempt", "node_id", "site", "region", "idempotency_key",
@@ -229,3 +229,31 @@ OPEN_BATCHES_SQL = (
     f"SELECT {BATCH_COLUMNS} FROM batches WHERE status NOT IN "
     f"({', '.join(repr(s) for s in BATCH_FINAL)}) ORDER BY created_s"
 )
+
+
+# The leader lease: one row per name. `{now}` is the journal's clock (an SQL expression for
+# PostgreSQL, a parameter for SQLite); the same holder keeps its epoch, a new one adds one.
+LEASE_TABLE = "leases"
+
+
+def try_lease_sql(mark: str, now: str) -> str:
+    return (
+        f"INSERT INTO leases (name, holder, epoch, expires_s) VALUES ({mark}, {mark}, 1, "
+        f"{now} + {mark}) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+        "epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch "
+        "ELSE leases.epoch + 1 END, expires_s = excluded.expires_s "
+        f"WHERE leases.holder = excluded.holder OR leases.expires_s < {now} "
+        "RETURNING holder, epoch, expires_s"
+    )
+
+
+def renew_lease_sql(mark: str, now: str) -> str:
+    return (f"UPDATE leases SET expires_s = {now} + {mark} "
+            f"WHERE name = {mark} AND holder = {mark} AND epoch = {mark}")
+
+
+def lease_row(values: Sequence[Any] | None) -> Lease | None:
+    if values is None:
+        return None
+    holder, epoch, expires = values
+    return Lease(str(holder), int(epoch), float(expires))

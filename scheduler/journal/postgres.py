@@ -37,11 +37,14 @@ from scheduler.core.jobs import JobRecord
 from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
 from scheduler.journal.base import (
+    LEASE_NAME,
     ApiKeyRow,
     BatchRow,
+    Fenced,
     FileRow,
     IdempotencyConflict,
     JournalUnavailable,
+    Lease,
     TenantRow,
 )
 from scheduler.journal.codec import (
@@ -59,6 +62,7 @@ from scheduler.journal.codec import (
     file_row,
     file_values,
     from_row,
+    lease_row,
     list_batches_query,
     list_files_query,
     list_jobs_query,
@@ -67,7 +71,9 @@ from scheduler.journal.codec import (
     market_price_values,
     metered_job,
     metered_jobs_query,
+    renew_lease_sql,
     to_row,
+    try_lease_sql,
 )
 
 T = TypeVar("T")
@@ -129,6 +135,7 @@ CREATE TABLE IF NOT EXISTS decisions (
   subject TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_subject ON decisions (subject);
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_s) WHERE state = 'succeeded';
 CREATE TABLE IF NOT EXISTS files (
   file_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT COLLATE "C" NOT NULL, purpose TEXT NOT NULL,
@@ -142,6 +149,10 @@ CREATE TABLE IF NOT EXISTS batches (
   doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_tenant ON batches (tenant, created_s);
+CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL,
+  expires_s DOUBLE PRECISION NOT NULL
+);
 """
 
 # Two schedulers starting at once on an empty database would race in CREATE TABLE IF NOT EXISTS
@@ -165,6 +176,7 @@ _UPSERT = (
 )
 _ACTIVE = ("queued", "assigned", "running")
 _CONNECT_TIMEOUT_S = 10
+_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 
 
 def _no_nul(value: object) -> object:
@@ -198,6 +210,8 @@ class _Link:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
+        # Run first in every guarded transaction (the fence check of a write).
+        self.guard: Callable[[psycopg.Connection[Any]], None] | None = None
         with self._lock:
             self._connect()
 
@@ -213,7 +227,8 @@ class _Link:
         self._conn = conn
         return conn
 
-    def run(self, work: Callable[[psycopg.Connection[Any]], T], *, replayable: bool) -> T:
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], *, replayable: bool,
+            guarded: bool = True) -> T:
         """`work` inside one transaction, committed on return, rolled back on an exception.
 
         replayable: running `work` twice is harmless even if the first run committed (reads).
@@ -229,6 +244,8 @@ class _Link:
                 committing = False
                 try:
                     with conn.transaction():
+                        if guarded and self.guard is not None:
+                            self.guard(conn)
                         result = work(conn)
                         committing = True  # the block's exit sends COMMIT
                     return result
@@ -267,10 +284,60 @@ class PostgresJournal:
         self._write = _Link(conninfo, self.where, read_only=False)
         self._write.run(_create_schema, replayable=True)
         self._read = _Link(conninfo, self.where, read_only=True)
+        self._epoch: int | None = None  # the fence (`fence`), stamped on each decision row
 
     def close(self) -> None:
         self._write.close()
         self._read.close()
+
+    # ----- the leader lease ------------------------------------------------------------------
+    # PostgreSQL's clock decides expiry, so schedulers on machines whose clocks differ agree.
+    # A write's fence check takes the lease row FOR SHARE: a takeover (an UPDATE of that row)
+    # waits for writes in flight to commit, and every write after it sees the new epoch.
+
+    def try_lease(self, holder: str, ttl_s: float) -> tuple[Lease | None, Lease | None]:
+        def work(c: psycopg.Connection[Any]) -> tuple[Lease | None, Lease | None]:
+            got = lease_row(c.execute(try_lease_sql("%s", _NOW), (LEASE_NAME, holder, ttl_s))
+                            .fetchone())
+            current = lease_row(c.execute(
+                "SELECT holder, epoch, expires_s FROM leases WHERE name=%s", (LEASE_NAME,)
+            ).fetchone())
+            return got, current
+
+        return self._write.run(work, replayable=False, guarded=False)
+
+    def renew_lease(self, holder: str, epoch: int, ttl_s: float) -> bool:
+        return int(self._write.run(
+            lambda c: c.execute(renew_lease_sql("%s", _NOW),
+                                (ttl_s, LEASE_NAME, holder, epoch)).rowcount,
+            replayable=True, guarded=False,
+        )) == 1
+
+    def release_lease(self, holder: str, epoch: int) -> None:
+        self._write.run(
+            lambda c: c.execute(
+                "UPDATE leases SET expires_s = 0 WHERE name=%s AND holder=%s AND epoch=%s",
+                (LEASE_NAME, holder, epoch),
+            ),
+            replayable=True, guarded=False,
+        )
+
+    def fence(self, epoch: int | None) -> None:
+        self._epoch = epoch
+        if epoch is None:
+            self._write.guard = None
+            return
+
+        def check(c: psycopg.Connection[Any]) -> None:
+            row = c.execute("SELECT epoch FROM leases WHERE name=%s FOR SHARE",
+                            (LEASE_NAME,)).fetchone()
+            if row is None or int(row[0]) != epoch:
+                raise Fenced(
+                    f"this scheduler's lease (epoch {epoch}) was taken over (epoch "
+                    f"{None if row is None else int(row[0])}): it may write nothing more"
+                )
+
+        self._write.guard = check
 
     # ----- jobs ---------------------------------------------------------------------------
 
@@ -305,9 +372,9 @@ class PostgresJournal:
                     cur.executemany(_UPSERT, [_job_row(r) for r in records])
                 if decisions:
                     cur.executemany(
-                        "INSERT INTO decisions (t_s, kind, subject, detail) "
-                        "VALUES (%s, %s, %s, %s)",
-                        [tuple(_no_nul(v) for v in d) for d in decisions],
+                        "INSERT INTO decisions (t_s, kind, subject, detail, epoch) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        [(*(_no_nul(v) for v in d), self._epoch or 0) for d in decisions],
                     )
 
         self._write.run(work, replayable=False)

@@ -23,7 +23,16 @@ from scheduler.core.accounting import SiteHourRow
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
-from scheduler.journal.base import ApiKeyRow, BatchRow, FileRow, IdempotencyConflict, TenantRow
+from scheduler.journal.base import (
+    LEASE_NAME,
+    ApiKeyRow,
+    BatchRow,
+    Fenced,
+    FileRow,
+    IdempotencyConflict,
+    Lease,
+    TenantRow,
+)
 from scheduler.journal.codec import (
     BATCH_COLUMNS,
     FILE_COLUMNS,
@@ -37,6 +46,7 @@ from scheduler.journal.codec import (
     file_row,
     file_values,
     from_row,
+    lease_row,
     list_batches_query,
     list_files_query,
     list_jobs_query,
@@ -45,7 +55,9 @@ from scheduler.journal.codec import (
     market_price_values,
     metered_job,
     metered_jobs_query,
+    renew_lease_sql,
     to_row,
+    try_lease_sql,
 )
 
 SCHEMA = """
@@ -106,6 +118,9 @@ CREATE TABLE IF NOT EXISTS batches (
   created_s REAL NOT NULL, doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_tenant ON batches (tenant, created_s);
+CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL, expires_s REAL NOT NULL
+);
 """
 
 _COLS = ", ".join(JOB_COLUMNS)
@@ -137,9 +152,13 @@ class SqliteJournal:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._epoch: int | None = None  # set by `fence`: every job write checks it
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "tokens_used" not in columns:  # a journal written before jobs kept their tokens
             self._db.execute("ALTER TABLE jobs ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0")
+        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}:
+            # The leader epoch that wrote each decision (0: before leases, or unfenced).
+            self._db.execute("ALTER TABLE decisions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
         if "completion_tokens" not in columns:  # ... or their completion tokens apart
             self._db.execute(
                 "ALTER TABLE jobs ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0"
@@ -186,12 +205,13 @@ class SqliteJournal:
 
     def insert_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         with self._lock:
-            if len(records) == 1:
+            if len(records) == 1 and self._epoch is None:
                 # One insert is its own transaction: no BEGIN and COMMIT round trips. A refusal
                 # (a conflicting key, a duplicate id) is raised before anything is written.
                 return self._insert(records)
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_fence()
                 out = self._insert(records)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -215,6 +235,7 @@ class SqliteJournal:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_fence()
                 for group in groups:
                     self._db.execute("SAVEPOINT submit")
                     try:
@@ -229,6 +250,47 @@ class SqliteJournal:
                 self._db.execute("ROLLBACK")
                 raise
         return out
+
+    # ----- the leader lease ------------------------------------------------------------------
+    # On one machine the clock is this machine's. Job writes (the ones a failover could lose
+    # or repeat) are fenced; ops state, accounting and files are not (PostgreSQL fences all).
+
+    def try_lease(self, holder: str, ttl_s: float) -> tuple[Lease | None, Lease | None]:
+        now_s = time.time()
+        with self._lock:
+            got = lease_row(self._db.execute(
+                try_lease_sql("?", "?"), (LEASE_NAME, holder, now_s, ttl_s, now_s)
+            ).fetchone())
+            current = lease_row(self._db.execute(
+                "SELECT holder, epoch, expires_s FROM leases WHERE name=?", (LEASE_NAME,)
+            ).fetchone())
+        return got, current
+
+    def renew_lease(self, holder: str, epoch: int, ttl_s: float) -> bool:
+        with self._lock:
+            cur = self._db.execute(renew_lease_sql("?", "?"),
+                                   (time.time(), ttl_s, LEASE_NAME, holder, epoch))
+        return int(cur.rowcount) == 1
+
+    def release_lease(self, holder: str, epoch: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE leases SET expires_s = 0 WHERE name=? AND holder=? AND epoch=?",
+                (LEASE_NAME, holder, epoch),
+            )
+
+    def fence(self, epoch: int | None) -> None:
+        self._epoch = epoch
+
+    def _check_fence(self) -> None:
+        if self._epoch is None:
+            return
+        row = self._db.execute("SELECT epoch FROM leases WHERE name=?", (LEASE_NAME,)).fetchone()
+        if row is None or int(row[0]) != self._epoch:
+            raise Fenced(
+                f"this scheduler's lease (epoch {self._epoch}) was taken over "
+                f"(epoch {None if row is None else int(row[0])}): it may write nothing more"
+            )
 
     def _insert(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """Insert new jobs, return the stored ones for keys already used (in a transaction when
@@ -269,11 +331,13 @@ class SqliteJournal:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_fence()
                 self._db.executemany(_UPSERT, [to_row(r) for r in records])
                 if decisions:
                     self._db.executemany(
-                        "INSERT INTO decisions (t_s, kind, subject, detail) VALUES (?, ?, ?, ?)",
-                        decisions,
+                        "INSERT INTO decisions (t_s, kind, subject, detail, epoch) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(*d, self._epoch or 0) for d in decisions],
                     )
                 self._db.execute("COMMIT")
             except BaseException:

@@ -82,6 +82,16 @@ class SchedulerMetrics:
             ["tier", "outcome"],
             registry=r,
         )
+        self.leader = Gauge(
+            "hashserve_scheduler_leader",
+            "1 while this scheduler holds the leader lease and serves; 0 as a standby.",
+            registry=r,
+        )
+        self.leader_epoch = Gauge(
+            "hashserve_scheduler_epoch",
+            "The leader epoch this scheduler serves (or last served) with; 0 before it led.",
+            registry=r,
+        )
         # Metering (scheduler/core/metering.py): what each tenant used and was charged, from
         # the tokens its succeeded jobs reported; the same sums `hashserve admin usage` reads.
         self.tenant_tokens = Counter(
@@ -317,6 +327,10 @@ class SchedulerMetrics:
         return OTHER_MODEL
 
     # Jobs ------------------------------------------------------------------------------------
+
+    def set_leader(self, leading: bool, epoch: int) -> None:
+        self.leader.set(1.0 if leading else 0.0)
+        self.leader_epoch.set(float(epoch))
 
     def job_metered(self, tenant: str, tier: str | Enum, model: str, prompt_tokens: int,
                     completion_tokens: int, charged_usd: float) -> None:

@@ -42,6 +42,7 @@ from scheduler.journal import open_journal
 from scheduler.metrics.grpc_interceptor import GrpcServerMetrics, MetricsServerInterceptor
 from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
 from scheduler.metrics.registry import SchedulerMetrics
+from scheduler.runtime.leader import Leadership, holder_id
 from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
@@ -193,8 +194,30 @@ class SchedulerApp:
         self._http_task: asyncio.Task[None] | None = None
         self._batches: Any = None  # scheduler.api.openai.batches.BatchService
         self.customers: CustomerService | None = None
+        self.leadership: Leadership | None = None
+        self.stepped_down = asyncio.Event()  # set when the lease is lost; the host then exits
+        self.step_down_reason = ""
+        self._stepping: asyncio.Future[None] | None = None
 
     async def start(self) -> int:
+        """Wait for the leader lease (a standby serves nothing but its metrics meanwhile), then
+        recover from the journal and serve. Returns the gRPC port."""
+        s = self.settings
+        if s.metrics_port >= 0 and self._metrics_http is None:
+            self._metrics_http = start_metrics_http_server(self.metrics.registry, s.host,
+                                                           s.metrics_port)
+            self.metrics_port = self._metrics_http.port
+            log.info("metrics on %s:%d", s.host, self.metrics_port)
+        self.metrics.set_leader(False, 0)
+        leadership = Leadership(self.journal, holder_id(s.instance_name), s.leader_lease_s,
+                                self._step_down)
+        self.leadership = leadership
+        lease = await leadership.acquire()
+        self.loop.epoch = lease.epoch
+        self.loop.on_fatal = lambda err: leadership.lost(
+            f"a journal write failed after memory changed: {type(err).__name__}: {err}")
+        leadership.start_renewing()
+        self.metrics.set_leader(True, lease.epoch)
         await self.loop.start()
         saved = self.loop.journal.load_ops_state().get("market:ops")
         if saved is not None:
@@ -229,14 +252,25 @@ class SchedulerApp:
         self._server, self._health = server, health_servicer
         if self.settings.http_port >= 0:
             await self._start_http()
-        if self.settings.metrics_port >= 0:
-            self._metrics_http = start_metrics_http_server(
-                self.metrics.registry, self.settings.host, self.settings.metrics_port
-            )
-            self.metrics_port = self._metrics_http.port
-            log.info("metrics on %s:%d", self.settings.host, self.metrics_port)
-        log.info("scheduler serving on %s:%d", self.settings.host, self.port)
+        log.info("scheduler serving on %s:%d (epoch %d)", self.settings.host, self.port,
+                 lease.epoch)
         return self.port
+
+    def _step_down(self, reason: str) -> None:
+        """The lease is lost: stop serving at once; the host exits (`stepped_down`) and comes
+        back as a standby, recovering from the journal when it leads again."""
+        self.step_down_reason = reason
+        self.metrics.set_leader(False, self.loop.epoch)
+        self.loop._stopping = True
+        if self._health is not None:
+            mark_serving(self._health, False)
+        for session in list(self.loop.sessions.values()):
+            session.close()
+        if self._server is not None:
+            self._stepping = asyncio.ensure_future(self._server.stop(0))
+        if self._http is not None:
+            self._http.should_exit = True
+        self.stepped_down.set()
 
     async def _start_http(self) -> None:
         """The OpenAI-compatible front and its Batch API, on their own port, calling this
@@ -293,4 +327,7 @@ class SchedulerApp:
             await self._server.stop(grace_s)
         if self._metrics_http is not None:
             self._metrics_http.stop()
+        if self.leadership is not None:
+            # A clean stop lets the lease go, so a standby takes over without waiting it out.
+            await self.leadership.stop(release=not self.stepped_down.is_set())
         self.journal.close()

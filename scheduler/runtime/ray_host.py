@@ -7,6 +7,7 @@ the new app recovers from the journal and agents reconnect to the same port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,6 +21,14 @@ from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
 ACTOR_NAME = "hashserve-scheduler"
+STEPPED_DOWN_EXIT = 75  # EX_TEMPFAIL: the process ends on purpose and is to be started again
+
+
+def actor_name(settings: SchedulerSettings) -> str:
+    """One Ray actor per scheduler instance: the default keeps the historical name."""
+    if settings.instance_name == "scheduler":
+        return ACTOR_NAME
+    return f"{ACTOR_NAME}-{settings.instance_name}"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -37,26 +46,51 @@ class SchedulerActor:
         enable_fatal_signal_trace(handler)
         log.info("scheduler actor starting (pid %d)", os.getpid())
         self.app: Any = None
+        self._start: asyncio.Future[int] | None = None
+        self._exit_watch: asyncio.Future[None] | None = None
         self.started_at = time.time()
 
     async def ensure_started(self) -> dict[str, Any]:
-        if self.app is None:
+        """Start the app once; answer within about a second, as leader or as standby (the app
+        waits for the leader lease in the background)."""
+        if self._start is None:
             from scheduler.runtime.app import SchedulerApp
 
             app = SchedulerApp(self.settings)
-            await app.start()
             self.app = app
+            self._start = asyncio.ensure_future(app.start())
+            self._exit_watch = asyncio.ensure_future(self._exit_on_step_down(app))
+        if not self._start.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._start), 1.0)
+        if self._start.done():
+            self._start.result()  # a failed start raises here, to the driver
         return {
+            "role": "leader" if self._start.done() else "standby",
             "port": self.app.port,
+            "http_port": self.app.http_port,
             "metrics_port": self.app.metrics_port,
+            "epoch": self.app.loop.epoch,
             "pid": os.getpid(),
             "started_at": self.started_at,
         }
 
+    async def _exit_on_step_down(self, app: Any) -> None:
+        """A scheduler that lost its lease exits; Ray starts it again, as a standby."""
+        await app.stepped_down.wait()
+        log.error("scheduler stepped down (%s); exiting so Ray restarts it as a standby",
+                  app.step_down_reason)
+        await asyncio.sleep(0.5)  # its server's stop and the log line go out first
+        os._exit(STEPPED_DOWN_EXIT)
+
     async def stop(self) -> None:
-        if self.app is not None:
+        if self._start is not None and not self._start.done():
+            self._start.cancel()  # a standby: nothing was served
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._start
+        elif self.app is not None:
             await self.app.stop()
-            self.app = None
+        self.app = None
 
     async def pid(self) -> int:
         return os.getpid()
@@ -107,20 +141,29 @@ class SupervisedScheduler:
         self._stop_watchdog = threading.Event()
         self._watchdog: threading.Thread | None = None
 
-    def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
+    def start(self, timeout_s: float = 120.0, wait_leader: bool = True) -> dict[str, Any]:
+        """Start the actor. `wait_leader`: until it leads (a lone scheduler leads at once, or
+        once a dead predecessor's lease lapses); else as soon as it leads or stands by."""
         from hashserve.logs import LogFormat
 
         init_ray(
             self.settings.ray_address,
             relay_worker_logs=self.settings.log_format is LogFormat.TEXT,
         )
-        options: dict[str, Any] = {"name": ACTOR_NAME}
+        options: dict[str, Any] = {"name": actor_name(self.settings)}
         if self.settings.ray_actor_resources:
             options["resources"] = dict(self.settings.ray_actor_resources)
         self.actor = SchedulerActor.options(**options).remote(  # type: ignore[attr-defined]
             self.settings.model_dump_json()
         )
-        self.info = ray.get(self.actor.ensure_started.remote(), timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.info = ray.get(self.actor.ensure_started.remote(),
+                                timeout=max(deadline - time.monotonic(), 1.0))
+            if self.info["role"] == "leader" or not wait_leader:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scheduler did not get the leader lease in {timeout_s} s")
         self.start_watchdog()
         return self.info
 
@@ -141,8 +184,12 @@ class SupervisedScheduler:
                 log.info("scheduler actor not ready: %s", err)
                 continue
             if info["pid"] != self.info.get("pid"):
-                log.warning("scheduler actor restarted by Ray (pid %s)", info["pid"])
+                log.warning("scheduler actor restarted by Ray (pid %s, %s)", info["pid"],
+                            info["role"])
                 self.restarts += 1
+            elif info["role"] != self.info.get("role"):
+                log.warning("scheduler (pid %s) is now %s, epoch %s", info["pid"], info["role"],
+                            info["epoch"])
             self.info = info
 
     def stop(self) -> None:

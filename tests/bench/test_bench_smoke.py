@@ -22,6 +22,7 @@ EXPECTED = {
     "submit": {"medians", "ratios", "summary", "rounds", "prefill"},
     "scale": {"planner", "core", "heap", "summary"},
     "http": {"medians", "rounds", "http_vs_grpc"},
+    "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -44,6 +45,12 @@ def run_smoke(bench: str, results_dir: Path) -> dict[str, Any]:
 @pytest.mark.integration
 @pytest.mark.parametrize("bench", sorted(EXPECTED))
 def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: Path) -> None:
+    if bench == "failover":
+        from tests.integration.postgres_server import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
     doc = run_smoke(bench, tmp_path)
     assert COMMON | EXPECTED[bench] <= set(doc), sorted(doc)
     assert doc["bench"] == bench and doc["smoke"] is True
@@ -57,6 +64,11 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
             assert run["errors"] == 0, name
             assert run["jobs_per_s"] > 0, name
         assert set(doc["ratios"]) >= {"full_vs_bare", "normal_vs_bare", "batch_full_vs_bare_single"}
+    elif bench == "failover":
+        # Whatever the speed, the kill lost and repeated nothing, and a standby took over.
+        assert (doc["lost"], doc["duplicated"]) == (0, 0)
+        assert doc["acknowledged"] == doc["completed"] > 0
+        assert len(doc["takeovers_s"]) == 1 and doc["takeover_s"] > 0
     elif bench == "http":
         # Both fronts answered (the OpenAI-compatible one and the gRPC one, same cluster).
         assert doc["medians"]["http"]["n"] > 0 and doc["medians"]["grpc"]["n"] > 0

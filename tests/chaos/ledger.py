@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 
@@ -48,14 +49,35 @@ class LedgerCounts:
         return d
 
 
-def _connect(journal_path: Path) -> sqlite3.Connection:
-    # Read-only, beside the scheduler's own connection (WAL lets readers share the file).
-    db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=10)
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
+class _Db:
+    """A read-only connection to the journal: an SQLite file (beside the scheduler's own
+    connection: WAL lets readers share it) or a PostgreSQL URL. Queries use `?` marks."""
+
+    def __init__(self, journal: Path | str) -> None:
+        self.postgres = isinstance(journal, str) and journal.startswith(("postgresql://",
+                                                                         "postgres://"))
+        if self.postgres:
+            import psycopg
+
+            self._pg = psycopg.connect(str(journal), autocommit=True)
+        else:
+            self._sqlite = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+            self._sqlite.execute("PRAGMA busy_timeout=10000")
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            return list(self._pg.execute(sql.replace("?", "%s"), list(args)).fetchall())
+        return list(self._sqlite.execute(sql, list(args)).fetchall())
+
+    def close(self) -> None:
+        (self._pg if self.postgres else self._sqlite).close()
 
 
-def job_states(journal_path: Path, job_ids: Collection[str]) -> dict[str, str]:
+def _connect(journal_path: Path | str) -> _Db:
+    return _Db(journal_path)
+
+
+def job_states(journal_path: Path | str, job_ids: Collection[str]) -> dict[str, str]:
     db = _connect(journal_path)
     try:
         out: dict[str, str] = {}
@@ -72,7 +94,7 @@ def job_states(journal_path: Path, job_ids: Collection[str]) -> dict[str, str]:
 
 
 def wait_until_final(
-    journal_path: Path, job_ids: Collection[str], timeout_s: float
+    journal_path: Path | str, job_ids: Collection[str], timeout_s: float
 ) -> dict[str, str]:
     """Poll the journal until every job is terminal (or the time is up); their states."""
     deadline = time.monotonic() + timeout_s
@@ -84,7 +106,7 @@ def wait_until_final(
 
 
 def outcome_rows(
-    journal_path: Path, job_ids: Collection[str]
+    journal_path: Path | str, job_ids: Collection[str]
 ) -> dict[str, list[dict[str, object]]]:
     db = _connect(journal_path)
     try:
@@ -107,7 +129,7 @@ def outcome_rows(
 
 def account(
     run: str,
-    journal_path: Path,
+    journal_path: Path | str,
     acked: Mapping[str, str],
     tenant: str | None = None,
     expect: str = "succeeded",
@@ -146,7 +168,7 @@ def account(
     return counts
 
 
-def _keys_with_two_jobs(journal_path: Path, tenant: str, keys: list[str]) -> set[str]:
+def _keys_with_two_jobs(journal_path: Path | str, tenant: str, keys: list[str]) -> set[str]:
     db = _connect(journal_path)
     try:
         found: set[str] = set()

@@ -360,7 +360,7 @@ def test_fifty_thousand_lines_are_validated_before_any_runs(
         input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h").id)
     assert failed.status == "failed" and failed.errors is not None
     assert [(e.line, e.code) for e in failed.errors.data or []] == [(50_000, "invalid_request")]
-    assert "at most 64" in (failed.errors.data or [])[0].message
+    assert "at most 64" in str((failed.errors.data or [])[0].message)
     assert failed.request_counts is not None and failed.request_counts.total == 50_000
     assert len(journal_rows(c, "SELECT job_id FROM jobs")) == jobs_before  # nothing ran
 

@@ -646,3 +646,36 @@ def test_files_batches_and_metered_jobs(journal: Journal) -> None:
     metered = j.metered_jobs("acme", 100.0, 102.0)
     assert [(m.prompt_tokens, m.completion_tokens) for m in metered] == [(6, 4), (6, 4)]
     assert j.metered_jobs("beta") == []
+
+
+def test_the_leader_lease_fences_an_old_leaders_writes(backend: Backend) -> None:
+    from scheduler.journal.base import Fenced
+
+    old, new = backend.open(), backend.open()
+    held, _ = old.try_lease("sched-a/1", ttl_s=0.3)
+    assert held is not None and held.epoch == 1
+    taken, current = new.try_lease("sched-b/2", ttl_s=0.3)
+    assert taken is None and current is not None and current.holder == "sched-a/1"
+    again, _ = old.try_lease("sched-a/1", ttl_s=0.3)  # the holder extends, same epoch
+    assert again is not None and again.epoch == 1 and old.renew_lease("sched-a/1", 1, 0.3)
+    old.fence(1)
+    old.insert_jobs([make_record("before")])
+    time.sleep(0.5)  # the old leader is paused past its lease: the standby takes over
+    taken, _ = new.try_lease("sched-b/2", ttl_s=5.0)
+    assert taken is not None and taken.epoch == 2
+    new.fence(2)
+    for write in (lambda: old.insert_jobs([make_record("after")]),
+                  lambda: old.insert_jobs([make_record("after1"), make_record("after2")]),
+                  lambda: old.write_jobs([make_record("before").evolve(attempt=9)], [])):
+        with pytest.raises(Fenced, match="epoch 1"):
+            write()
+    assert not old.renew_lease("sched-a/1", 1, 5.0)
+    assert new.get_job("after") is None and new.get_job("after1") is None
+    stored = new.get_job("before")
+    assert stored is not None and stored.attempt == 0
+    new.insert_jobs([make_record("by-new")])
+    # A clean stop lets the lease go at once: the next scheduler need not wait for it to expire.
+    new.release_lease("sched-b/2", 2)
+    third = backend.open()
+    taken, _ = third.try_lease("sched-c/3", ttl_s=5.0)
+    assert taken is not None and taken.epoch == 3

@@ -34,7 +34,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[SchedulerSe
         def __init__(self, settings: SchedulerSettings) -> None:
             seen.append(settings)
 
-        def start(self) -> dict[str, object]:
+        def start(self, wait_leader: bool = True) -> dict[str, object]:
             raise Started
 
     import hashserve.cli
