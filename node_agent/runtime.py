@@ -128,7 +128,7 @@ class NodeAgent:
                 if err.code() in _FATAL_CODES:
                     log.error("scheduler refused this agent: %s", err.details())
                     raise SystemExit(f"scheduler refused this agent: {err.details()}") from err
-                log.info("stream to scheduler %s ended: %s", self.address, err.code().name)
+                log.info("stream to scheduler ended: %s (%s)", err.code().name, self.address)
                 self._next_address()
             except StaleLeader as err:
                 log.warning("left an old leader: %s", err)
