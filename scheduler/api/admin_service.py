@@ -383,13 +383,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetUsageResponse:
         await self._admin(context)
-        try:
-            start_s = (
-                timestamp_s(request.start, "start") if request.HasField("start") else -math.inf
-            )
-            end_s = timestamp_s(request.end, "end") if request.HasField("end") else math.inf
-        except InvalidRequest as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        start_s, end_s = await _time_range(request, context)
         jobs = await asyncio.to_thread(self.loop.journal.metered_jobs, request.tenant, start_s,
                                        end_s)
         rows = []
@@ -408,13 +402,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetAccountingRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetAccountingResponse:
         await self._admin(context)
-        try:
-            start_s = (
-                timestamp_s(request.start, "start") if request.HasField("start") else -math.inf
-            )
-            end_s = timestamp_s(request.end, "end") if request.HasField("end") else math.inf
-        except InvalidRequest as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        start_s, end_s = await _time_range(request, context)
         rows = []
         # From the journal: any range within the retention (`accounting_retention_days`).
         for row in self.loop.journal.accounting_rows(request.site, start_s, end_s):
@@ -433,3 +421,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 )
             )
         return admin_pb2.GetAccountingResponse(rows=rows)
+
+
+async def _time_range(
+    request: admin_pb2.GetUsageRequest | admin_pb2.GetAccountingRequest,
+    context: grpc.aio.ServicerContext,
+) -> tuple[float, float]:
+    """A request's [start, end) in seconds; unset ends are open."""
+    try:
+        start_s = timestamp_s(request.start, "start") if request.HasField("start") else -math.inf
+        end_s = timestamp_s(request.end, "end") if request.HasField("end") else math.inf
+    except InvalidRequest as err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        raise  # unreachable: abort raises
+    return start_s, end_s

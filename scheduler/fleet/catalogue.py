@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from scheduler.core.models import KIND_DEFAULT_TIERS, ModelKind, ModelSpec, Tier, TierTerms
-from scheduler.fleet.loader import format_errors
+from scheduler.fleet.loader import ConfigFileError, format_errors
 
 DEFAULT_CATALOGUE_FILE = "catalogue.yaml"
 
@@ -98,14 +98,10 @@ class CatalogueFile(_Strict):
     models: list[CatalogueEntry] = Field(min_length=1)
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigFileError):
     """An invalid catalogue file; `problems` lists each as `path: message`."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: invalid catalogue ({len(problems)} problem(s)):\n{lines}")
+    what = "catalogue"
 
 
 def default_catalogue_path() -> Path:

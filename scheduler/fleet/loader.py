@@ -28,14 +28,22 @@ from scheduler.fleet.schema import FleetModel, cross_check
 EXAMPLE_FLEET_FILE = "example_fleet.yaml"
 
 
-class FleetError(ValueError):
-    """An invalid fleet file; `problems` lists each as `path: message`."""
+class ConfigFileError(ValueError):
+    """An invalid configuration file; `problems` lists each as `path: message`."""
+
+    what = "configuration"
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: invalid fleet ({len(problems)} problem(s)):\n{lines}")
+        super().__init__(
+            f"{source}: invalid {self.what} ({len(problems)} problem(s)):\n{lines}"
+        )
+
+
+class FleetError(ConfigFileError):
+    what = "fleet"
 
 
 def default_fleet_path() -> Path:
