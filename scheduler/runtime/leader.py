@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -64,14 +65,18 @@ class Leadership:
     async def acquire(self) -> Lease:
         """Wait until this process holds the lease; fence the journal with its epoch."""
         seen: tuple[str, int] | None = None
+        said_s = -math.inf
         self.standby_since = self.monotonic()
         while True:
             started = self.monotonic()
             try:
                 got, current = await asyncio.to_thread(self.journal.try_lease, self.holder,
                                                        self.ttl_s)
-            except Exception as err:  # the journal away: keep waiting, and say so
-                log.warning("standby: cannot reach the journal for the leader lease: %s", err)
+            except Exception as err:  # the journal away: keep waiting, and say so (each 10 s)
+                if started - said_s >= 10.0:
+                    log.warning("standby: cannot reach the journal for the leader lease: %s",
+                                err)
+                    said_s = started
                 got, current = None, None
             if got is not None:
                 self.lease, self._renewed_at = got, started

@@ -8,6 +8,9 @@ that knows both addresses, and customers that retry with their idempotency keys.
    then the old leader is SIGCONTed. It must change nothing: no journal row of its epoch after
    the takeover, no job lost or answered twice, and it steps down (exits; Ray starts it again
    as a standby).
+3. PostgreSQL goes away mid-load and comes back: customers see UNAVAILABLE and retry; the
+   leader, which cannot renew its lease or write, steps down; whichever scheduler takes the
+   lease once the database is back recovers every job from it. Nothing accepted is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,15 +39,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
+def pg() -> Iterator[PostgresServer]:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    with PostgresServer() as pg:
-        url = pg.create_database("failover")
-        workdir = Path(tmp_path_factory.mktemp("failover"))
-        with multinode_cluster(workdir, url) as c:
-            yield c
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(pg: PostgresServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
+    url = pg.create_database("failover")
+    workdir = Path(tmp_path_factory.mktemp("failover"))
+    with multinode_cluster(workdir, url) as c:
+        yield c
 
 
 def run_load(c: MultiNodeCluster, n: int, prefix: str, at: int,
@@ -121,3 +131,26 @@ def test_a_paused_leader_that_wakes_changes_nothing(cluster: MultiNodeCluster) -
         assert late is not None and late[0] == 0  # the old epoch wrote nothing once awake
         assert paused_at < woke_at
     assert cluster.lease()[1] == new_epoch  # the new leader still leads
+
+
+def test_the_journal_going_away_mid_load_loses_nothing(
+    cluster: MultiNodeCluster, pg: PostgresServer
+) -> None:
+    _, epoch, _ = cluster.wait_leader(60)
+    away_s = 6.0
+
+    def outage() -> None:
+        pg.stop()
+        time.sleep(away_s)
+        pg.relaunch()
+
+    away = threading.Thread(target=outage, name="journal-outage")
+    acked = run_load(cluster, 40, "dbaway", 10, away.start)  # submits go on during it
+    away.join()
+    _, new_epoch, _ = cluster.wait_leader(120, other_than=epoch)
+    assert new_epoch > epoch  # the leader of the outage stepped down; a new epoch leads
+    wait_until_final(cluster.journal_url, list(acked.values()), 180)
+    counts = account("failover: journal away for 6 s", cluster.journal_url, acked,
+                     tenant="acme")
+    assert (counts.lost, counts.duplicated) == (0, 0), counts
+    assert counts.completed == 40
