@@ -11,9 +11,7 @@ and prints p50/p90 of each and their ratio. The last line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -30,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # model's own time is measured under the same setting, or the ratio would compare 2 cores to 1.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from bench.common import finish, parser
 from hashserve.client import Client, embed_spec, generate_spec
 from hashserve.local import AgentPlan, LocalCluster
 
@@ -100,10 +99,9 @@ async def through_hashserve(cluster: LocalCluster, n: int, generate: bool) -> li
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=50, help="jobs per measurement")
-    parser.add_argument("--smoke", action="store_true", help="a few jobs only (CI)")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=50, help="jobs per measurement")
+    args = p.parse_args()
     n = 5 if args.smoke else args.n
     results: dict[str, dict[str, float]] = {}
     direct = {"embed": direct_embed_ms(n), "generate": direct_generate_ms(max(n // 5, 3))}
@@ -138,7 +136,11 @@ def main() -> int:
             f"{kind:<10}{r['model_p50_ms']:>10.2f}ms{r['hashserve_p50_ms']:>14.2f}ms"
             f"{r['hashserve_p90_ms']:>8.2f}ms{r['overhead_p50_ms']:>9.2f}ms{r['ratio_p50']:>8.2f}"
         )
-    print(json.dumps({"bench": "e2e", "results": results}))
+    embed = results.get("embed", {})
+    print(f"embedding overhead p50: {embed.get('overhead_p50_ms', float('nan')):.2f} ms over "
+          "the model's own time (target: 3 ms or less)")
+    finish("e2e", args, {"results": results,
+                         "embed_overhead_p50_ms": embed.get("overhead_p50_ms")})
     return 0
 
 

@@ -1,7 +1,8 @@
 """Scale: the scheduler core at 10,000 nodes and 100,000 queued jobs, and the power planner at
 1,000 sites, in simulated time; time per tick and memory per job and per node.
 
-    python bench/scale.py [--nodes 10000] [--queued 100000] [--sites 1000] [--smoke]
+    python bench/scale.py [--nodes 10000] [--queued 100000] [--sites 1000] [--rate 2000]
+                          [--seconds 10] [--smoke]
 
 Core (SchedulerCore, ManualClock, no I/O): 10,000 nodes connect (three kinds of server over 1,000
 sites in four regions, some sites curtailed), 100,000 jobs wait in the queue beyond what the nodes
@@ -15,6 +16,9 @@ the live service keeps them), site views priced from one real hour with a 24-hou
 Planner: plan_power over 1,000 sites (ASIC fleets and GPU groups built from core/fleet.py
 dataclasses, a MarketSnapshot of the same real hour, AI demand at every site): the first tick
 and the next (with the previous plan: hysteresis and dwell).
+Arrivals: 2,000 jobs a second arriving at the 10,000 nodes of the 1,000 sites, as many
+finishing, for 10 simulated seconds: the journal (a real SQLite file) and the core per job,
+and the share of one core that takes (`measure_arrivals`).
 Memory: Python heap per queued job and per connected node (tracemalloc, on a tenth of the sizes),
 and the process's resident memory growth while jobs and nodes are added at full size.
 Targets: one planning tick under a second; a core tick well under the 0.5 s tick interval.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import gc
 import random
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -262,6 +267,81 @@ def measure_core(
     }
 
 
+def measure_arrivals(
+    rate_per_s: float, n_nodes: int, sites: Sequence[SitePlan], market: MarketHour,
+    seconds: float, rng: random.Random, journal_dir: Path,
+) -> dict[str, Any]:
+    """A steady stream of `rate_per_s` jobs a second at `n_nodes` nodes over the sites, for
+    `seconds` of simulated time: every tick the jobs that arrived in it are journalled and
+    submitted, as many running ones finish (their outcomes journalled), and the core ticks.
+
+    The cost per job is the CPU of the three (journal, core calls, tick) over the jobs; the
+    journal is a real SQLite file at NORMAL (one commit per tick's group of submits and one
+    per tick's changes, as the live loop's group commit does). `core_share` is the share of one
+    core the core's own work takes at this rate: above 1, one scheduler cannot keep up."""
+    from scheduler.journal.sqlite import SqliteJournal
+
+    clock = ManualClock(market.t_s)
+    core = build_core(n_nodes, sites, market, clock, rng)
+    core.schedule(clock.now_s())
+    journal = SqliteJournal(journal_dir / "arrivals.db", synchronous="NORMAL")
+    per_tick = max(1, round(rate_per_s * TICK_S))
+    ticks = max(1, round(seconds / TICK_S))
+    core_s = journal_s = 0.0
+    jobs = 0
+    tick_times: list[float] = []
+    try:
+        # Warm: fill the nodes to a steady level before timing.
+        warm = job_records(per_tick * 4, clock.now_s(), rng)
+        journal.insert_jobs(warm)
+        for rec in warm:
+            core.submit(rec)
+        clock.advance(TICK_S)
+        journal.write_jobs(list(core.tick(clock.now_s()).changed))
+        for _ in range(ticks):
+            arriving = job_records(per_tick, clock.now_s(), rng)
+            running = running_keys(core)
+            done = rng.sample(running, min(per_tick, len(running)))
+            t0 = time.perf_counter()
+            journal.insert_job_groups([arriving])
+            t1 = time.perf_counter()
+            for rec in arriving:
+                core.submit(rec)
+            changed = []
+            for node_id, job_id, attempt in done:
+                verdict = core.job_outcome(node_id, job_id, attempt, clock.now_s(), tokens=200,
+                                           run_ms=rng.uniform(50.0, 4000.0))
+                changed += verdict.step.changed
+            clock.advance(TICK_S)
+            step = core.tick(clock.now_s())
+            t2 = time.perf_counter()
+            journal.write_jobs([*changed, *step.changed])
+            t3 = time.perf_counter()
+            core_s += t2 - t1
+            journal_s += (t1 - t0) + (t3 - t2)
+            tick_times.append(t2 - t1)
+            jobs += len(arriving)
+    finally:
+        journal.close()
+    wall_s = ticks * TICK_S
+    tick_times.sort()
+    return {
+        "rate_per_s": rate_per_s,
+        "nodes": n_nodes,
+        "sites": len(sites),
+        "simulated_s": wall_s,
+        "jobs": jobs,
+        "core_us_per_job": round(core_s / jobs * 1e6, 1),
+        "journal_us_per_job": round(journal_s / jobs * 1e6, 1),
+        "cost_us_per_job": round((core_s + journal_s) / jobs * 1e6, 1),
+        "core_share": round(core_s / wall_s, 3),
+        "core_and_journal_share": round((core_s + journal_s) / wall_s, 3),
+        "core_tick_s_p50": round(tick_times[len(tick_times) // 2], 4),
+        "core_tick_s_max": round(tick_times[-1], 4),
+        "queued_at_end": core.queued_count(),
+    }
+
+
 def heap_per_item(
     n_nodes: int, n_jobs: int, sites: Sequence[SitePlan], market: MarketHour, rng: random.Random,
 ) -> dict[str, float]:
@@ -378,6 +458,9 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=10_000)
     p.add_argument("--queued", type=int, default=100_000)
     p.add_argument("--sites", type=int, default=1_000)
+    p.add_argument("--rate", type=float, default=2_000.0,
+                   help="jobs a second arriving, for the steady-stream measurement")
+    p.add_argument("--seconds", type=float, default=10.0, help="simulated seconds of it")
     args = p.parse_args()
     cpu = pin_to_one_core()
     n_nodes, n_queued, n_sites = (
@@ -388,6 +471,11 @@ def main() -> int:
     sites = plan_sites(n_sites, rng)
     planner = measure_planner(n_sites, sites, market, random.Random(args.seed + 1))
     core = measure_core(n_nodes, n_queued, sites, market, args.smoke, random.Random(args.seed + 2))
+    with tempfile.TemporaryDirectory(prefix="hs-scale-") as tmp:
+        arrivals = measure_arrivals(
+            200.0 if args.smoke else args.rate, n_nodes, sites, market,
+            2.0 if args.smoke else args.seconds, random.Random(args.seed + 4), Path(tmp),
+        )
     heap = heap_per_item(
         max(n_nodes // 10, 20), max(n_queued // 10, 200), sites, market,
         random.Random(args.seed + 3),
@@ -406,6 +494,13 @@ def main() -> int:
             ["core idle tick p50", f"{core['idle_tick_s_p50']:.3f} s",
              f"{core['jobs_in_core']:,} jobs, {n_nodes:,} nodes"],
             ["submit into core", f"{core['submit_us_per_job']} us/job", ""],
+            [f"{arrivals['rate_per_s']:,.0f} jobs/s arriving, cost per job",
+             f"{arrivals['cost_us_per_job']} us",
+             f"core {arrivals['core_us_per_job']} us + journal "
+             f"{arrivals['journal_us_per_job']} us; {arrivals['nodes']:,} nodes"],
+            ["  share of one core at that rate", f"{arrivals['core_and_journal_share']:.2f}",
+             f"core alone {arrivals['core_share']:.2f}; tick p50 "
+             f"{arrivals['core_tick_s_p50']:.3f} s"],
             ["connect a node", f"{core['connect_us_per_node']} us/node", ""],
             ["heap per node", f"{heap['heap_bytes_per_node']:,} B", "tracemalloc"],
             ["heap per queued job", f"{heap['heap_bytes_per_job_record']:,} B",
@@ -419,9 +514,10 @@ def main() -> int:
     summary = {
         "planner_tick_under_1s": planner["next_tick_s"] < 1.0 and planner["first_tick_s"] < 1.0,
         "core_steady_tick_under_tick_s": core["steady_tick_s_max"] < TICK_S,
+        "keeps_up_with_arrivals": arrivals["core_and_journal_share"] < 1.0,
     }
     finish("scale", args, {"cpu": cpu, "planner": planner, "core": core, "heap": heap,
-                           "summary": summary})
+                           "arrivals": arrivals, "summary": summary})
     return 0
 
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "placement": {"results", "summary", "cpu"},
     "submit": {"medians", "ratios", "summary", "rounds", "prefill"},
-    "scale": {"planner", "core", "heap", "summary"},
+    "scale": {"planner", "core", "heap", "summary", "arrivals"},
     "http": {"medians", "rounds", "http_vs_grpc"},
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
 }
@@ -75,4 +75,5 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         assert doc["http_vs_grpc"] > 0
     else:
         assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
+        assert doc["arrivals"]["jobs"] > 0 and doc["arrivals"]["cost_us_per_job"] > 0
         assert doc["heap"]["heap_bytes_per_job_record"] > 0
