@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,8 +67,28 @@ class Proc:
         return self.popen.poll() is None
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+        """Signal every process of this one's session (it was started in a new one): a Ray
+        node's raylet and the workers it started, and nothing of any other Ray."""
+        for pid in session_pids(self.popen.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes whose session id is `sid` (Linux /proc), the leader first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid:
+            found.append(int(entry.name))
+    return sorted(found, key=lambda p: p != sid)
 
 
 @dataclass
@@ -283,10 +304,10 @@ class MultiNodeCluster:
             if proc.name.startswith(("agent-", "scheduler-")):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.popen.wait(max(deadline - time.monotonic(), 0.1))
-        subprocess.run([self._ray(), "stop", "--force"], env=_env(), capture_output=True,
-                       timeout=60, check=False)
+        # Not `ray stop`: that stops every Ray on the machine, not only this cluster's.
         for proc in self.procs.values():
             proc.kill_group(signal.SIGKILL)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def tail(self, lines: int = 40) -> str:
         out = []
