@@ -31,6 +31,18 @@ class SchedulerSettings(BaseSettings):
     http_port: int = Field(-1, ge=-1, le=65535, description="OpenAI-compatible API; -1: off")
     # Its Batch API: lines per batch, bytes per input file, lines queued at once per batch
     # (never more than the tenant's quota has room for), and how long files are kept.
+    # Admission (scheduler/api/admission.py): the whole scheduler's room for active jobs and
+    # their inputs, the share flex and standard work may fill, a tenant's burst (seconds of its
+    # rate), the limits of a tenant created without its own, and the WatchJob streams (and
+    # OpenAI streams) a tenant may hold open at once.
+    admission_max_active_jobs: int = Field(100_000, ge=1)
+    admission_max_active_spec_mib: float = Field(512.0, gt=0)
+    admission_standard_share: float = Field(0.85, gt=0, le=1)
+    admission_flex_share: float = Field(0.7, gt=0, le=1)
+    admission_burst_s: float = Field(2.0, gt=0)
+    default_max_queued_jobs: int = Field(10_000, ge=1)
+    default_submits_per_second: float = Field(200.0, gt=0)
+    max_watches_per_tenant: int = Field(1_000, ge=1)
     batch_max_lines: int = Field(50_000, ge=1)
     batch_max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     batch_in_flight: int = Field(1024, ge=1)

@@ -211,6 +211,9 @@ class Admission:
             if rec.terminal:
                 self._forget(rec.job_id)
 
+    def on_node_forgotten(self, node_id: str) -> None:
+        return None
+
     def on_node(self, node: NodeState, now_s: float) -> None:
         return None
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
-from scheduler.api.admission import Admission, AdmissionRefused
+from scheduler.api.admission import DEFAULT_LIMITS, Admission, AdmissionLimits, AdmissionRefused
 from scheduler.api.auth import Authenticator, AuthError, Principal
 from scheduler.api.convert import (
     STATE_FROM_PROTO,
@@ -55,10 +55,14 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
     """The gRPC servicer, over transport-neutral methods (`principal`, `submit`, `own_job`,
     `events`, `cancel`, `models`) that the HTTP front and the batch runner call in-process."""
 
-    def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
+    def __init__(self, loop: ControlLoop, auth: Authenticator,
+                 limits: AdmissionLimits = DEFAULT_LIMITS,
+                 max_watches_per_tenant: int = 1_000) -> None:
         self.loop = loop
         self.auth = auth
-        self.admission = Admission(loop)  # per-tenant rate and quota, capacity by tier
+        self.admission = Admission(loop, limits)  # per-tenant rate and quota, capacity by tier
+        self.max_watches_per_tenant = max_watches_per_tenant
+        self._watches: dict[str, int] = {}  # open WatchJob streams per tenant
 
     # ----- transport-neutral ------------------------------------------------------------------
 
@@ -113,6 +117,11 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
             )
+        retried = await self._answered_before(principal.tenant, records)
+        if retried is not None:
+            # Every job of this call was made before: a retry is answered with its jobs, before
+            # admission, so a retry at quota still gets them and not RESOURCE_EXHAUSTED.
+            return retried
         try:
             self.admission.admit(principal.tenant, records, rate_limited=not batch)
         except AdmissionRefused as refusal:
@@ -129,6 +138,32 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             for rec, dedup in results
         ]
 
+    async def _answered_before(
+        self, tenant: str, records: Sequence[JobRecord]
+    ) -> list[customer_pb2.SubmitJobResponse] | None:
+        """When every record has an idempotency key already used for the same request, the
+        stored jobs (as deduplicated answers); else None. A key used for another request is
+        left to the insert, which refuses it with ALREADY_EXISTS."""
+        if not records or not all(r.idempotency_key for r in records):
+            return None
+        journal = self.loop.journal
+
+        def lookup() -> list[JobRecord] | None:
+            out = []
+            for rec in records:
+                stored = journal.job_by_key(tenant, rec.idempotency_key)
+                if stored is None or stored.spec_hash != rec.spec_hash:
+                    return None  # a new key (the common case) ends the lookup at once
+                out.append(stored)
+            return out
+
+        stored_jobs = await asyncio.to_thread(lookup)
+        if stored_jobs is None:
+            return None
+        found = [self.loop.core.jobs.get(s.job_id, s) for s in stored_jobs]
+        return [customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=True)
+                for rec in found]
+
     def own_job(self, principal: Principal, job_id: str) -> JobRecord:
         try:
             check_job_id(job_id)
@@ -139,9 +174,23 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             raise Refusal(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
         return rec
 
-    async def events(self, rec: JobRecord) -> AsyncIterator[customer_pb2.JobEvent]:
+    def events(self, rec: JobRecord) -> AsyncIterator[customer_pb2.JobEvent]:
         """The job's current state, the text generated so far, then each change and token until
-        a terminal state."""
+        a terminal state. Refused (RESOURCE_EXHAUSTED) when the tenant already holds
+        `max_watches_per_tenant` streams: each holds a queue in the scheduler's memory."""
+        open_now = self._watches.get(rec.tenant, 0)
+        if open_now >= self.max_watches_per_tenant:
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"tenant {rec.tenant!r} has {open_now} job watches open, its limit; close some "
+                "(or poll GetJob) and retry",
+            )
+        return self._events(rec)
+
+    async def _events(self, rec: JobRecord) -> AsyncIterator[customer_pb2.JobEvent]:
+        # Counted from the stream's first step to its end (a stream never started holds
+        # nothing); the check in `events` may let a few through at once, never many.
+        self._watches[rec.tenant] = self._watches.get(rec.tenant, 0) + 1
         queue = self.loop.watchers.subscribe(rec.job_id)
         try:
             # Subscribed before reading the state and the text so far, with no await between:
@@ -162,6 +211,11 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
                 yield event
         finally:
             self.loop.watchers.unsubscribe(rec.job_id, queue)
+            left = self._watches.get(rec.tenant, 1) - 1
+            if left > 0:
+                self._watches[rec.tenant] = left
+            else:
+                self._watches.pop(rec.tenant, None)
 
     def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         rec = self.own_job(principal, job_id)
@@ -225,7 +279,12 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         self, request: customer_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[customer_pb2.JobEvent]:
         rec = await self._own_job(context, request.job_id)
-        async for event in self.events(rec):
+        try:
+            stream = self.events(rec)
+        except Refusal as r:
+            await context.abort(r.code, r.message)
+            raise  # unreachable: abort raises
+        async for event in stream:
             yield event
 
     async def CancelJob(

@@ -147,8 +147,14 @@ class ControlLoop:
                 decide_s = time.perf_counter() - started
                 self.apply(step, decide_s)
                 if ticked:
+                    forgotten, self.core.forgotten_nodes = self.core.forgotten_nodes, []
+                    for node_id in forgotten:
+                        log.info("forgot node %s: gone over %.0f h with nothing running",
+                                 node_id, self.core.policy.forget_node_after_s / 3600)
                     for observer in self.observers:
                         observer.on_queue(self.core.jobs)
+                        for node_id in forgotten:
+                            observer.on_node_forgotten(node_id)
             except Exception:  # the loop must outlive one bad turn; the journal is intact
                 log.exception("control loop turn failed")
                 await asyncio.sleep(self.tick_s)

@@ -24,6 +24,8 @@ class LoopObserver(Protocol):
 
     def on_node(self, node: NodeState, now_s: float) -> None: ...
 
+    def on_node_forgotten(self, node_id: str) -> None: ...
+
     def on_queue(self, jobs: Mapping[str, JobRecord]) -> None: ...
 
 
@@ -79,6 +81,9 @@ class MetricsObserver:
                 latency_s=rec.finished_s - rec.submitted_s,
                 latency_target_s=target,
             )
+
+    def on_node_forgotten(self, node_id: str) -> None:
+        self.metrics.forget_node(node_id)
 
     def on_node(self, node: NodeState, now_s: float) -> None:
         info = node.info

@@ -366,6 +366,9 @@ class PowerController:
         # Revenue from the tokens actually used, as the agents reported them.
         self.ticker.observe(step.changed)
 
+    def on_node_forgotten(self, node_id: str) -> None:
+        return None
+
     def on_node(self, node: NodeState, now_s: float) -> None:
         # A node heard from (a new session's first heartbeat): it gets the mode if it lacks it.
         self._send_mode_to(node.info.node_id)

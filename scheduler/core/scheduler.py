@@ -54,6 +54,9 @@ class SchedulerPolicy:
     # forwarding but was not closed); None: never judged by silence (tests that step time in
     # hours). Its running work is re-placed when its leases run out.
     silence_s: float | None = None
+    # A node gone this long with nothing running is forgotten (its learned rates with it): an
+    # agent renamed or retired would otherwise stay in every node list and metric for good.
+    forget_node_after_s: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class SchedulerCore:
         self._index = NodeIndex()
         self._changed_nodes: set[str] = set()
         self._nodes_at_site: dict[str, set[str]] = {}
+        # Nodes `tick` forgot (gone past `forget_node_after_s`), for the edges to drop too.
+        self.forgotten_nodes: list[str] = []
         # Nodes ops drained, including ones not connected now: a node drained before a
         # scheduler restart is drained again when it says hello.
         self.drained: set[str] = set()
@@ -503,6 +508,7 @@ class SchedulerCore:
                         )
                 node.running.clear()
                 self._changed_nodes.add(node.info.node_id)
+        self._forget_gone_nodes(now_s)
         for rec in self._due(now_s):
             if now_s > rec.spec.deadline_s:
                 error = "deadline passed before it finished"
@@ -581,6 +587,18 @@ class SchedulerCore:
                 len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)
             ),
         )
+
+    def _forget_gone_nodes(self, now_s: float) -> None:
+        after_s = self.policy.forget_node_after_s
+        gone = [
+            node_id for node_id, node in self.nodes.items()
+            if not node.connected and not node.running and now_s - node.disconnected_s > after_s
+        ]
+        for node_id in gone:
+            node = self.nodes.pop(node_id)
+            self._nodes_at_site.get(node.info.site, set()).discard(node_id)
+            self._changed_nodes.add(node_id)
+            self.forgotten_nodes.append(node_id)
 
     def placement_index(self) -> NodeIndex:
         """The placement index with every node change since the last call written into it."""

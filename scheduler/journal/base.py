@@ -145,6 +145,10 @@ class Journal(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
+    def job_by_key(self, tenant: str, key: str) -> JobRecord | None:
+        """The tenant's job made with this idempotency key, if any ("" never matches)."""
+        ...
+
     def list_jobs(
         self, tenant: str, state: str | None, page_size: int, after_job_id: str
     ) -> list[JobRecord]: ...

@@ -379,6 +379,18 @@ class PostgresJournal:
 
         self._write.run(work, replayable=False)
 
+    def job_by_key(self, tenant: str, key: str) -> JobRecord | None:
+        if not key:
+            return None
+        row = self._read.run(
+            lambda c: c.execute(
+                f"{_SELECT} WHERE tenant=%s AND idempotency_key=%s AND idempotency_key <> ''",
+                (tenant, key),
+            ).fetchone(),
+            replayable=True,
+        )
+        return from_row(row) if row else None
+
     def get_job(self, job_id: str) -> JobRecord | None:
         row = self._read.run(
             lambda c: c.execute(f"{_SELECT} WHERE job_id=%s", (job_id,)).fetchone(),

@@ -344,6 +344,17 @@ class SqliteJournal:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def job_by_key(self, tenant: str, key: str) -> JobRecord | None:
+        if not key:
+            return None
+        with self._reading() as db:
+            row = db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE tenant=? AND idempotency_key=? "
+                "AND idempotency_key != ''",
+                (tenant, key),
+            ).fetchone()
+        return from_row(row) if row else None
+
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._reading() as db:
             row = db.execute(

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1.health import HealthServicer
 
 from scheduler.api.admin_service import AdminService
+from scheduler.api.admission import AdmissionLimits
 from scheduler.api.agent_service import AgentService
 from scheduler.api.auth import Authenticator
 from scheduler.api.customer_service import CustomerService
@@ -26,7 +27,7 @@ from scheduler.control.power import PowerController
 from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.fleet import Fleet
 from scheduler.core.market import DEFAULT_MARKET_LIMITS
-from scheduler.core.models import ModelSpec, priced_catalogue
+from scheduler.core.models import ModelSpec, Tier, priced_catalogue
 from scheduler.feeds.http_json import HttpJsonFeed
 from scheduler.feeds.layered import LayeredFeed
 from scheduler.feeds.live import PolledSource, hashprice_index, live_sources
@@ -113,6 +114,18 @@ def build_market_feed(settings: SchedulerSettings, fleet: Fleet, clock: Clock) -
     return MarketFeeds(
         ops, replay, http, LayeredFeed(sources, zones, fx, limits), live,
         hashprice_index(settings, clock),
+    )
+
+
+def admission_limits(settings: SchedulerSettings) -> AdmissionLimits:
+    return AdmissionLimits(
+        max_active_jobs=settings.admission_max_active_jobs,
+        max_active_spec_bytes=int(settings.admission_max_active_spec_mib * 2**20),
+        tier_share={Tier.INTERACTIVE: 1.0, Tier.STANDARD: settings.admission_standard_share,
+                    Tier.FLEX: settings.admission_flex_share},
+        burst_s=settings.admission_burst_s,
+        default_max_queued_jobs=settings.default_max_queued_jobs,
+        default_submits_per_second=settings.default_submits_per_second,
     )
 
 
@@ -230,7 +243,8 @@ class SchedulerApp:
             self.http_feed.start()
         for source in self.feeds.polled:
             source.start()
-        self.customers = CustomerService(self.loop, self.auth)
+        self.customers = CustomerService(self.loop, self.auth, admission_limits(self.settings),
+                                         max_watches_per_tenant=s.max_watches_per_tenant)
         server, health_servicer = build_server(
             self.customers,
             AgentService(self.loop, self.auth),

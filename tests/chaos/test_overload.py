@@ -361,3 +361,66 @@ def test_interactive_jobs_overtake_a_flex_backlog(
     counts = account("overload, interactive vs flex", sched.journal_path, acked, tenant="mixed")
     assert (counts.lost, counts.duplicated) == (0, 0)
 
+
+
+def test_a_retry_at_quota_gets_its_original_job(sched: InProcessScheduler) -> None:
+    key = issue_key(sched.journal_path, "retry-tenant", max_queued_jobs=3, rate=1000.0)
+
+    async def go() -> tuple[list[str], list[str], grpc.StatusCode]:
+        channel, stub = customer_stub(sched.address)
+        try:
+            first = [
+                (await stub.SubmitJob(customer_pb2.SubmitJobRequest(
+                    spec=parked(i), idempotency_key=f"order-{i}"), metadata=bearer(key))).job.id
+                for i in range(3)
+            ]
+            # At quota now: the same requests again are answered with their jobs...
+            again = []
+            for i in range(3):
+                reply = await stub.SubmitJob(customer_pb2.SubmitJobRequest(
+                    spec=parked(i), idempotency_key=f"order-{i}"), metadata=bearer(key))
+                assert reply.deduplicated
+                again.append(reply.job.id)
+            # ... and a new one is refused.
+            try:
+                await stub.SubmitJob(customer_pb2.SubmitJobRequest(
+                    spec=parked(9), idempotency_key="order-9"), metadata=bearer(key))
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+            return first, again, code
+        finally:
+            await channel.close()
+
+    first, again, code = run(go())
+    assert again == first and code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert count_jobs(sched, "retry-tenant") == 3
+
+
+def test_a_tenant_may_hold_only_so_many_watches(tmp_path: Path) -> None:
+    with InProcessScheduler(tmp_path / "watches", tick_s=0.1, max_watches_per_tenant=2) as s:
+        async def go() -> grpc.StatusCode:
+            channel, stub = customer_stub(s.address)
+            key = s.credentials.api_key
+            try:
+                job_id = (await stub.SubmitJob(customer_pb2.SubmitJobRequest(spec=parked(0)),
+                                               metadata=bearer(key))).job.id
+                held = [stub.WatchJob(customer_pb2.WatchJobRequest(job_id=job_id),
+                                      metadata=bearer(key)) for _ in range(2)]
+                for call in held:
+                    await call.read()  # each is open, past its first event
+                third = stub.WatchJob(customer_pb2.WatchJobRequest(job_id=job_id),
+                                      metadata=bearer(key))
+                try:
+                    await third.read()
+                    return grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as err:
+                    assert "watches open" in (err.details() or "")
+                    return err.code()
+                finally:
+                    for call in held:
+                        call.cancel()
+            finally:
+                await channel.close()
+
+        assert run(go()) == grpc.StatusCode.RESOURCE_EXHAUSTED

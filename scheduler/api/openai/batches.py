@@ -564,6 +564,9 @@ class BatchService:
                 self._ended(run, line, job_to_proto(rec, include_result=False))
             run.wake.set()
 
+    def on_node_forgotten(self, node_id: str) -> None:
+        return None
+
     def on_node(self, node: NodeState, now_s: float) -> None:
         return None
 

@@ -120,9 +120,10 @@ class OpenAiFront:
                       job_id: str) -> AsyncIterator[customer_pb2.JobEvent]:
         try:
             rec = self.customers.own_job(principal, job_id)
+            stream = self.customers.events(rec)
         except Refusal as r:
             raise from_status(r.code, r.message) from None
-        async for event in self.customers.events(rec):
+        async for event in stream:
             yield event
 
     async def _finished(self, principal: Principal, job_id: str) -> jobs_pb2.Job:

@@ -552,3 +552,26 @@ def test_a_silent_agent_gets_no_new_work_until_it_is_heard_again() -> None:
     assert assigns(h.tick()) == []
     h.core.heartbeat("n1", [], h.now_s)
     assert assigns(h.tick()) == [("n1", "j1", 1)]
+
+
+def test_a_node_gone_past_the_policys_time_with_nothing_running_is_forgotten() -> None:
+    from dataclasses import replace
+
+    h = Harness(replace(POLICY, forget_node_after_s=3600.0))
+    h.connect(make_node_info("n1", site="s1"))
+    h.connect(make_node_info("n2", site="s1"))
+    h.submit(make_record("j1"))
+    (node_id, _, _), = assigns(h.tick())
+    other = "n2" if node_id == "n1" else "n1"
+    h.core.disconnect_node(node_id, h.now_s)  # gone with a job: kept until it is re-placed
+    h.core.disconnect_node(other, h.now_s)  # gone with nothing
+    h.tick(1800.0)
+    assert set(h.core.nodes) == {"n1", "n2"}
+    h.tick(1801.0)
+    # Both gone over an hour; the busy one's job was re-placed after its grace, so both go.
+    assert set(h.core.nodes) == set()
+    assert sorted(h.core.forgotten_nodes) == ["n1", "n2"]
+    assert len(h.core.placement_index()) == 0
+    # A forgotten node that comes back is a new node, with nothing remembered against it.
+    h.connect(make_node_info(other, site="s1"))
+    assert other in h.core.nodes
