@@ -143,8 +143,16 @@ class Authenticator:
             )
         row = self.journal.get_api_key(key_id)
         if row is None:
-            self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
-        elif not hmac.compare_digest(row.key_hash, hash_secret(key)):
+            try:
+                self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
+                return
+            except Exception:
+                # Two schedulers (a leader and its standby) starting at once both register
+                # the bootstrap key: the second insert fails, and the stored key is the same.
+                row = self.journal.get_api_key(key_id)
+                if row is None:
+                    raise
+        if not hmac.compare_digest(row.key_hash, hash_secret(key)):
             raise ValueError(
                 f"a different key with id {key_id} is already registered: give the new key a "
                 "new id (revoke the old one with `hashserve admin revoke-key`)"

@@ -227,3 +227,24 @@ def test_a_verified_key_is_cached_briefly_and_forgotten_on_revoke(tmp_path: Path
     auth.revoke_api_key(key_id2)
     with pytest.raises(AuthError):
         auth.customer(meta2)
+
+
+def test_two_schedulers_registering_the_bootstrap_key_at_once_both_start(
+    auth: Authenticator, journal: SqliteJournal,
+) -> None:
+    key = "hsk_boot_" + "s" * 30
+    other = Authenticator(journal)
+    other.ensure_api_key(key, "admin", admin=True)  # the other scheduler got there first...
+    real_get = journal.get_api_key
+    calls: list[str] = []
+
+    def not_yet(key_id: str) -> object:
+        calls.append(key_id)
+        return None if len(calls) == 1 else real_get(key_id)  # ... after this one looked
+
+    journal.get_api_key = not_yet  # type: ignore[method-assign, assignment]
+    auth.ensure_api_key(key, "admin", admin=True)  # its insert fails; the stored key matches
+    assert len(calls) == 2
+    journal.get_api_key = real_get  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="different key"):
+        auth.ensure_api_key("hsk_boot_" + "t" * 30, "admin", admin=True)
