@@ -240,6 +240,11 @@ class SchedulerCore:
         self._nodes_at_site: dict[str, set[str]] = {}
         # Nodes `tick` forgot (gone past `forget_node_after_s`), for the edges to drop too.
         self.forgotten_nodes: list[str] = []
+        # Jobs no node would take at the last look. They are looked at again when a node
+        # changes (a slot frees, one joins, a site opens) and at every tick, not at every
+        # submit: a deep queue of jobs waiting for a region with no room would otherwise be
+        # placed again, and refused again, each time a new job arrives.
+        self._parked: list[JobRecord] = []
         # Nodes ops drained, including ones not connected now: a node drained before a
         # scheduler restart is drained again when it says hello.
         self.drained: set[str] = set()
@@ -488,6 +493,7 @@ class SchedulerCore:
     # ----- the control tick -----------------------------------------------------------------
 
     def tick(self, now_s: float) -> Step:
+        self._unpark()
         step = Step()
         silence_s = self.policy.silence_s
         for node in self.nodes.values():
@@ -616,6 +622,8 @@ class SchedulerCore:
         return index.refresh()
 
     def schedule(self, now_s: float) -> Step:
+        if self._changed_nodes:
+            self._unpark()
         step = Step()
         budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
         unplaced: list[JobRecord] = []
@@ -665,11 +673,18 @@ class SchedulerCore:
                 else:
                     self._unplaced_why[rec.job_id] = decision.reasons
                     unplaced.append(rec)
-        # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits in
-        # the queue and its deadline bounds the wait; back on the heap only after this tick.
-        for rec in unplaced:
-            self._push(rec)
+        # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits,
+        # parked, and its deadline bounds the wait; back on the heap at the next node change
+        # or tick.
+        self._parked.extend(unplaced)
         return step
+
+    def _unpark(self) -> None:
+        parked, self._parked = self._parked, []
+        for rec in parked:
+            current = self.jobs.get(rec.job_id)
+            if current is not None and current.state is JobState.QUEUED:
+                self._push(current)
 
     # ----- internals ------------------------------------------------------------------------
 

@@ -150,7 +150,13 @@ class SupervisedScheduler:
             self.settings.ray_address,
             relay_worker_logs=self.settings.log_format is LogFormat.TEXT,
         )
-        options: dict[str, Any] = {"name": actor_name(self.settings)}
+        options: dict[str, Any] = {
+            "name": actor_name(self.settings),
+            # Ray renices its workers to 15, so on a busy machine the scheduler, which every
+            # submit and heartbeat waits on, would get the CPU last. Its worker keeps the
+            # raylet's niceness instead (the variable Ray's own job supervisor sets).
+            "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
+        }
         if self.settings.ray_actor_resources:
             options["resources"] = dict(self.settings.ray_actor_resources)
         self.actor = SchedulerActor.options(**options).remote(  # type: ignore[attr-defined]

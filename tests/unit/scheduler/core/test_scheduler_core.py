@@ -575,3 +575,22 @@ def test_a_node_gone_past_the_policys_time_with_nothing_running_is_forgotten() -
     # A forgotten node that comes back is a new node, with nothing remembered against it.
     h.connect(make_node_info(other, site="s1"))
     assert other in h.core.nodes
+
+
+def test_jobs_no_node_takes_are_not_placed_again_at_every_submit() -> None:
+    h = Harness()
+    h.connect(make_node_info("n1", site="s1", region="north_america"))
+    h.submit(*[make_record(f"far{i}", allowed_regions=("europe",)) for i in range(50)])
+    first = h.core.schedule(h.now_s)
+    assert len(first.decisions) == 50 and not assigns(first)  # all looked at: none fits
+    h.submit(make_record("near"))
+    second = h.core.schedule(h.now_s)
+    # Only the new job is looked at: the 50 wait for a node change or the tick.
+    assert [d.job_id for d in second.decisions] == ["near"]
+    assert assigns(second) == [("n1", "near", 1)]
+    h.connect(make_node_info("n2", site="s2", region="europe"))  # a node that fits joins
+    third = h.core.schedule(h.now_s)
+    assert len(assigns(third)) >= 1 and all(a[0] == "n2" for a in assigns(third))
+    # And every tick looks at all that still wait.
+    later = h.tick(1.0)
+    assert {d.job_id for d in later.decisions} <= {f"far{i}" for i in range(50)}
