@@ -121,13 +121,22 @@ def init_ray(address: str | None, relay_worker_logs: bool = True) -> None:
             )
             return
         except Exception as err:
-            if "timed out during startup" not in str(err) or attempt == LOCAL_RAY_START_TRIES:
+            if not _start_timed_out(err) or attempt == LOCAL_RAY_START_TRIES:
                 raise
             log.warning("local Ray did not start (%s); starting it again (%d/%d)",
                         err, attempt + 1, LOCAL_RAY_START_TRIES)
             with contextlib.suppress(Exception):
                 ray.shutdown()
             time.sleep(2.0)
+
+
+def _start_timed_out(err: Exception) -> bool:
+    """A local Ray's start that ran out of time: the raylet's registration ("timed out during
+    startup"), or the GCS's port file, which a loaded machine can be slow to write."""
+    text = str(err)
+    return "timed out during startup" in text or (
+        "Timed out waiting for file" in text and "gcs_server_port" in text
+    )
 
 
 class SupervisedScheduler:

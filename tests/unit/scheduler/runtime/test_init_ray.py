@@ -36,6 +36,13 @@ def test_a_start_that_timed_out_is_tried_again(starts: Starts) -> None:
     assert starts.calls == 2
 
 
+def test_a_gcs_that_was_slow_to_write_its_port_is_tried_again(starts: Starts) -> None:
+    starts.failures = [RuntimeError(
+        "Timed out waiting for file /tmp/ray/session_x/gcs_server_port_0123abcd")]
+    ray_host.init_ray(None)
+    assert starts.calls == 2
+
+
 def test_it_gives_up_after_three_tries(starts: Starts) -> None:
     starts.failures = [TIMEOUT, TIMEOUT, TIMEOUT]
     with pytest.raises(Exception, match="timed out during startup"):
