@@ -199,7 +199,10 @@ def test_agents_sigkilled_mid_job_under_load(cluster: LocalCluster) -> None:
         ).fetchone()[0]
     finally:
         db.close()
-    assert retried >= 3
+    # At least one per kill would be expected, but a short job can finish between the victim
+    # being chosen (it held running work) and the signal landing (a CI run saw 2 of 3): every
+    # acknowledged job succeeded once, above, and some were re-placed.
+    assert retried >= 1
     assert counts.completed == counts.acknowledged
     # The supervisor saw each kill for what it was, and nothing else died.
     exits = cluster.unplanned_exits()
