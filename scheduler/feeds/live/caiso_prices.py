@@ -21,10 +21,10 @@ from zoneinfo import ZoneInfo
 from scheduler.core.fleet import market_zone, settlement_point
 from scheduler.feeds.live.poller import (
     Fetched,
-    PublishedPrices,
     SourceError,
     library_error,
     newest,
+    published_after,
     recent_prices,
 )
 
@@ -74,18 +74,10 @@ class CaisoNodalPrices:
         prices, problems = recent_prices(self.nodes, latest, now_s, MAX_INTERVAL_AGE_S,
                                          self.name, "USD")
         hour_s = math.floor(now_s / HOUR_S) * HOUR_S
-        published: dict[str, dict[float, float]] = {}
         try:
             rows = self._rows(Markets.DAY_AHEAD_HOURLY, start, start + pd.Timedelta(days=2))
         except SourceError as exc:
             problems.append(str(exc))
             rows = []
-        for row in rows:
-            start_s = float(row["Interval Start"].timestamp())
-            if start_s > hour_s:
-                published.setdefault(str(row["Location"]), {})[start_s] = float(row["LMP"])
-        ahead = {
-            zone: PublishedPrices("USD", dict(sorted(published[node].items())))
-            for zone, node in self.nodes.items() if published.get(node)
-        }
+        ahead = published_after(rows, hour_s, self.nodes, "USD")
         return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))

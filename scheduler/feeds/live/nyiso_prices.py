@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 from scheduler.core.fleet import market_zone, settlement_point
 from scheduler.feeds.live.poller import (
     Fetched,
-    PublishedPrices,
     SourceError,
     library_error,
     newest,
+    published_after,
     recent_prices,
 )
 
@@ -76,7 +76,7 @@ class NyisoZonalPrices:
                                          self.name, "USD")
         hour_s = math.floor(now_s / HOUR_S) * HOUR_S
         today = dt.datetime.fromtimestamp(now_s, tz=EASTERN).date()
-        published: dict[str, dict[float, float]] = {}
+        day_ahead: list[dict[str, Any]] = []
         for day in (today, today + dt.timedelta(days=1)):
             try:
                 rows = self._rows(pd.Timestamp(day, tz=EASTERN), Markets.DAY_AHEAD_HOURLY)
@@ -84,12 +84,6 @@ class NyisoZonalPrices:
                 if day == today:
                     problems.append(str(exc))
                 continue  # tomorrow's is not posted yet
-            for row in rows:
-                start_s = float(row["Interval Start"].timestamp())
-                if start_s > hour_s:
-                    published.setdefault(str(row["Location"]), {})[start_s] = float(row["LMP"])
-        ahead = {
-            zone: PublishedPrices("USD", dict(sorted(published[location].items())))
-            for zone, location in self.locations.items() if published.get(location)
-        }
+            day_ahead += rows
+        ahead = published_after(day_ahead, hour_s, self.locations, "USD")
         return Fetched(prices_by_zone=prices, ahead_by_zone=ahead, problems=tuple(problems))

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from scheduler.core.clock import Clock, SystemClock
 from scheduler.core.market import MarketQuotes, Quote
@@ -128,6 +128,23 @@ def recent_prices(
         else:
             prices[zone] = Quote(found[1], found[0], source, currency)
     return prices, problems
+
+
+def published_after(
+    rows: Iterable[Mapping[str, Any]], hour_s: float, locations: Mapping[str, str],
+    currency: str,
+) -> dict[str, PublishedPrices]:
+    """Each zone's published hourly prices (gridstatus's day-ahead frame: Location, Interval
+    Start, LMP) for the hours after `hour_s`, in hour order; zones with none are left out."""
+    published: dict[str, dict[float, float]] = {}
+    for row in rows:
+        start_s = float(row["Interval Start"].timestamp())
+        if start_s > hour_s:
+            published.setdefault(str(row["Location"]), {})[start_s] = float(row["LMP"])
+    return {
+        zone: PublishedPrices(currency, dict(sorted(published[location].items())))
+        for zone, location in locations.items() if published.get(location)
+    }
 
 
 def read_secret(value: str | None, path: str | None, what: str) -> str | None:
