@@ -117,14 +117,14 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
             )
-        retried = await self._answered_before(principal.tenant, records)
-        if retried is not None:
-            # Every job of this call was made before: a retry is answered with its jobs, before
-            # admission, so a retry at quota still gets them and not RESOURCE_EXHAUSTED.
-            return retried
         try:
             self.admission.admit(principal.tenant, records, rate_limited=not batch)
         except AdmissionRefused as refusal:
+            # A retry whose jobs were all made before gets them, not RESOURCE_EXHAUSTED. Looked
+            # up only when refused: a submit that is admitted is deduplicated by its insert.
+            retried = await self._answered_before(principal.tenant, records)
+            if retried is not None:
+                return retried
             raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal)) from None
         try:
             results = await self.loop.submit_async(records)
