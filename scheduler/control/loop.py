@@ -162,6 +162,12 @@ class ControlLoop:
     def kick(self) -> None:
         self._kick.set()
 
+    def halt(self) -> None:
+        """Act no more (the lease is lost, or memory and journal may differ); `stop` still
+        ends the task and the sessions."""
+        self._stopping = True
+        self._kick.set()
+
     # ----- the one boundary for side effects -------------------------------------------------
 
     def apply(self, step: Step, decide_s: float = 0.0) -> None:
@@ -173,7 +179,7 @@ class ControlLoop:
         except Exception as err:
             # The core has moved on and the journal has not: never act on that memory.
             if self.on_fatal is not None:
-                self._stopping = True
+                self.halt()
                 self.on_fatal(err)
             raise
         for move in step.moves:

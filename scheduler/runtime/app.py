@@ -275,7 +275,7 @@ class SchedulerApp:
         back as a standby, recovering from the journal when it leads again."""
         self.step_down_reason = reason
         self.metrics.set_leader(False, self.loop.epoch)
-        self.loop._stopping = True
+        self.loop.halt()
         if self._health is not None:
             mark_serving(self._health, False)
         for session in list(self.loop.sessions.values()):

@@ -258,14 +258,11 @@ class MultiNodeCluster:
 
     def _customer_key(self) -> str:
         async def go() -> str:
-            async with AdminClient(self.addresses_for_grpc(), ADMIN_KEY) as admin:
+            async with AdminClient(self.addresses, ADMIN_KEY) as admin:
                 await admin.create_tenant("acme")
                 return (await admin.create_key("acme")).api_key
 
         return asyncio.run(go())
-
-    def addresses_for_grpc(self) -> str:
-        return self.addresses
 
     def wait_agents(self, n: int, timeout_s: float) -> None:
         async def go() -> None:
@@ -289,9 +286,9 @@ class MultiNodeCluster:
             proc.popen.wait(10)
         # Ray's workers on that node may outlive the raylet by a moment: the actor's process
         # is the one that matters; kill it outright if it is still there.
-        _, _, pid = self.lease()
+        holder, _, pid = self.lease()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if pid and name == self.lease()[0]:
+            if pid and holder == name:
                 os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
