@@ -153,8 +153,15 @@ def scheduler(
     tls_cert: Annotated[str | None, typer.Option(help="server certificate (PEM)")] = None,
     tls_key: Annotated[str | None, typer.Option(help="server key (PEM)")] = None,
     tls_client_ca: Annotated[
-        str | None, typer.Option(help="require client certificates from this CA (mTLS)")
+        str | None, typer.Option(help="more CAs the agents' port trusts (an old one while "
+                                 "rotating); customers never show client certificates")
     ] = None,
+    agent_port: Annotated[int | None, typer.Option(
+        help="the agents' own port, mutual TLS (needs --tls-* and --agent-ca-*); "
+        "-1: agents share the gRPC port, with tokens [default: -1]")] = None,
+    agent_ca_cert: Annotated[str | None, typer.Option(
+        help="CA that signs enrolled agents' certificates (PEM)")] = None,
+    agent_ca_key: Annotated[str | None, typer.Option(help="that CA's key (PEM)")] = None,
     log_format: LogFormatOpt = None,
     log_file: Annotated[
         str | None,
@@ -186,6 +193,9 @@ def scheduler(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_client_ca": tls_client_ca,
+        "agent_port": agent_port,
+        "agent_ca_cert": agent_ca_cert,
+        "agent_ca_key": agent_ca_key,
         "log_format": log_format,
         "log_file": log_file,
         "instance_name": name,
@@ -238,8 +248,16 @@ def agent(
     max_concurrent_jobs: int = 2,
     idle_power_kw: float = 0.3,
     busy_power_kw: float = 0.7,
-    token: Annotated[str | None, typer.Option(help="[env HASHSERVE_AGENT_TOKEN]")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="a fixed agent token [env HASHSERVE_AGENT_TOKEN]; else the agent enrolls")] = None,
     token_file: str | None = None,
+    bootstrap_token_file: Annotated[str | None, typer.Option(
+        help="bootstrap token to enroll with (`hashserve admin bootstrap-token`)")] = None,
+    state_dir: Annotated[str | None, typer.Option(
+        help="where the enrolled credential is kept [default: $STATE_DIRECTORY]")] = None,
+    enroll_address: Annotated[str | None, typer.Option(
+        help="where to enroll: the scheduler's gRPC port, when --scheduler is the agents' "
+        "mTLS port [default: the first --scheduler]")] = None,
     backend: Annotated[
         list[str] | None,
         typer.Option(
@@ -290,6 +308,9 @@ def agent(
         "tls_server_name": tls_server_name,
         "token_file": token_file,
         "token": token or os.environ.get("HASHSERVE_AGENT_TOKEN"),
+        "bootstrap_token_file": bootstrap_token_file,
+        "state_dir": state_dir,
+        "enroll_address": enroll_address,
     }
     if agent_id:
         values["agent_id"] = agent_id

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hashserve.logs import LogFormat, parse_log_format
+from scheduler.api.agent_identity import ensure_any_agent_token
 from scheduler.api.auth import Authenticator, new_agent_token, new_api_key
 from scheduler.journal.sqlite import SqliteJournal
 from scheduler.settings import SchedulerSettings
@@ -105,7 +106,9 @@ def bootstrap_credentials(journal_path: Path, tenant: str = "demo") -> Credentia
         auth.create_tenant("admin")
         _, api_key = auth.issue_api_key(tenant)
         _, admin_key = auth.issue_api_key("admin", admin=True)
-        agent_token = auth.issue_agent_token("*")
+        # The local cluster's agents share one '*' token: it listens on loopback only.
+        agent_token = new_agent_token()
+        ensure_any_agent_token(journal, agent_token, time.time())
     finally:
         journal.close()
     return Credentials(api_key, admin_key, agent_token, tenant)

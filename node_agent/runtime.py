@@ -26,6 +26,7 @@ import grpc
 from hashserve.logs import log_context
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
 from node_agent.backends.base import Cancelled, GenerateParams
+from node_agent.credentials import CredentialStore, StoredCredential, request_credential
 from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
 from node_agent.settings import AgentSettings
 from scheduler.core.clock import SystemClock
@@ -61,7 +62,13 @@ class NodeAgent:
         self.settings = settings
         self.backends = dict(backends)
         self.metrics = metrics
+        # A fixed token, or (None) the enrolled credential in the state directory.
         self.token = settings.resolved_token()
+        self.store = CredentialStore(settings.state_dir) if settings.state_dir else None
+        self.credential: StoredCredential | None = None
+        self._key_pem = b""
+        self._cert_pem = b""
+        self._rotated = asyncio.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_jobs, thread_name_prefix="inference"
         )
@@ -94,8 +101,109 @@ class NodeAgent:
 
     # ----- connection -----------------------------------------------------------------------
 
-    def _channel(self) -> grpc.aio.Channel:
+    # ----- credential -----------------------------------------------------------------------
+
+    def _bearer(self) -> str:
+        if self.token is not None:
+            return self.token
+        cred = self.credential
+        return cred.token if cred is not None and cred.kind == "token" else ""
+
+    def _use(self, cred: StoredCredential, key_pem: bytes, cert_pem: bytes) -> None:
+        self.credential, self._key_pem, self._cert_pem = cred, key_pem, cert_pem
+
+    async def ensure_credential(self, stop: asyncio.Event) -> None:
+        """A live credential bound to this agent's id, site and region: the stored one
+        (renewed when due), or a new enrollment with the bootstrap token."""
+        if self.token is not None or self.store is None:
+            return
         s = self.settings
+        loaded = self.store.load()
+        if loaded is not None:
+            cred = loaded[0]
+            if not cred.binds(s.agent_id, s.site, s.region):
+                log.warning("the stored credential is for %s at %s (%s), not this agent: "
+                            "enrolling again", cred.agent_id, cred.site, cred.region)
+            elif cred.expires_s <= time.time() + 1:
+                log.warning("the stored credential %s has expired: enrolling again",
+                            cred.credential_id)
+            else:
+                self._use(*loaded)
+                if time.time() >= cred.renew_at_s:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await self._renew()
+                return
+        await self._enroll(stop)
+
+    async def _enroll(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        bootstrap = s.resolved_bootstrap_token()
+        if not bootstrap:
+            raise SystemExit(
+                f"agent {s.agent_id} has no credential in {s.state_dir} and no bootstrap token: "
+                "give --bootstrap-token-file (`hashserve admin bootstrap-token --site "
+                f"{s.site}`)")
+        address = s.enroll_address or self.addresses[0]
+        backoff_s = s.backoff_initial_s
+        while not stop.is_set():
+            try:
+                async with self._channel(address, client_cert=False) as channel:
+                    got = await request_credential(
+                        channel, renew=False, bearer=bootstrap, agent_id=s.agent_id,
+                        site=s.site, region=s.region, want_certificate=bool(s.tls_ca))
+            except grpc.aio.AioRpcError as err:
+                if err.code() in (*_FATAL_CODES, grpc.StatusCode.FAILED_PRECONDITION):
+                    raise SystemExit(f"enrollment refused: {err.details()}") from err
+                log.info("enrollment at %s failed (%s); trying again", address, err.code().name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), random.uniform(0, backoff_s))
+                backoff_s = min(backoff_s * 2, s.backoff_max_s)
+                continue
+            assert self.store is not None
+            self.store.save(*got)
+            self._use(*got)
+            log.info("enrolled as %s: %s %s until %s", s.agent_id, got[0].kind,
+                     got[0].credential_id, time.strftime("%Y-%m-%d %H:%M:%SZ",
+                                                         time.gmtime(got[0].expires_s)))
+            return
+
+    async def _renew(self) -> None:
+        cred = self.credential
+        assert cred is not None and self.store is not None
+        s = self.settings
+        async with self._channel(self.address) as channel:
+            got = await request_credential(
+                channel, renew=True, bearer=self._bearer(), agent_id=s.agent_id, site=s.site,
+                region=s.region, want_certificate=cred.kind == "certificate")
+        self.store.save(*got)
+        self._use(*got)
+        self._rotated.set()
+        log.info("renewed %s as %s until %s", cred.credential_id, got[0].credential_id,
+                 time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(got[0].expires_s)))
+
+    async def _rotate(self, stop: asyncio.Event) -> None:
+        """Renew the credential before it expires, for as long as the agent runs."""
+        while not stop.is_set() and self.credential is not None:
+            cred = self.credential
+            wait_s = max(cred.renew_at_s - time.time(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
+            if stop.is_set():
+                return
+            try:
+                await self._renew()
+            except Exception as err:
+                retry_s = min(60.0, max((cred.expires_s - time.time()) / 10, 1.0))
+                log.warning("renewing %s failed (%s); again in %.0f s", cred.credential_id,
+                            err, retry_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_s)
+
+    # ----- connection -----------------------------------------------------------------------
+
+    def _channel(self, address: str | None = None, client_cert: bool = True) -> grpc.aio.Channel:
+        s = self.settings
+        address = address or self.address
         options: list[tuple[str, int | str]] = [
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
@@ -106,20 +214,26 @@ class NodeAgent:
             ("grpc.min_reconnect_backoff_ms", 2_000),
         ]
         if s.tls_ca:
+            key, chain = None, None
+            if client_cert and self._cert_pem:
+                key, chain = self._key_pem, self._cert_pem  # the enrolled certificate
+            elif client_cert and s.tls_cert and s.tls_key:
+                key, chain = Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes()
             creds = grpc.ssl_channel_credentials(
-                root_certificates=Path(s.tls_ca).read_bytes(),
-                private_key=Path(s.tls_key).read_bytes() if s.tls_key else None,
-                certificate_chain=Path(s.tls_cert).read_bytes() if s.tls_cert else None,
+                root_certificates=Path(s.tls_ca).read_bytes(), private_key=key,
+                certificate_chain=chain,
             )
             if s.tls_server_name:
                 options.append(("grpc.ssl_target_name_override", s.tls_server_name))
-            return grpc.aio.secure_channel(self.address, creds, options=options)
-        return grpc.aio.insecure_channel(self.address, options=options)
+            return grpc.aio.secure_channel(address, creds, options=options)
+        return grpc.aio.insecure_channel(address, options=options)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; then finish or hand back running work."""
         backoff_s = self.settings.backoff_initial_s
         first = True
+        await self.ensure_credential(stop)
+        rotation = asyncio.create_task(self._rotate(stop), name="credential-rotation")
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -158,6 +272,7 @@ class NodeAgent:
             first = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
+        rotation.cancel()
         await self._drain()
 
     def _next_address(self) -> None:
@@ -168,7 +283,9 @@ class NodeAgent:
     async def _session(self, stop: asyncio.Event) -> None:
         async with self._channel() as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
-            call = stub.Connect(metadata=(("authorization", f"Bearer {self.token}"),))
+            bearer = self._bearer()
+            call = stub.Connect(
+                metadata=(("authorization", f"Bearer {bearer}"),) if bearer else ())
             up: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
             self._up = up
             await call.write(agent_pb2.AgentMessage(hello=self._hello()))
@@ -177,19 +294,22 @@ class NodeAgent:
             writer = asyncio.create_task(self._write(call, up))
             beats = asyncio.create_task(self._heartbeats(up))
             stopper = asyncio.create_task(stop.wait())
+            # A renewed credential: reconnect with it (the hello re-adopts running work).
+            self._rotated.clear()
+            rotated = asyncio.create_task(self._rotated.wait())
             reader = asyncio.create_task(self._read(call))
             try:
                 done, _ = await asyncio.wait(
-                    {writer, reader, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    {writer, reader, stopper, rotated}, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
-                    if task is not stopper and task.exception() is not None:
+                    if task not in (stopper, rotated) and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
                 if stopper in done:
                     await self._drain_connected(up, reader)
             finally:
                 self._up = None
-                for task in (writer, beats, stopper, reader):
+                for task in (writer, beats, stopper, rotated, reader):
                     task.cancel()
                 call.cancel()
 

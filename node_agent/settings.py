@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from pydantic import Field
@@ -23,8 +24,16 @@ class AgentSettings(BaseSettings):
     max_concurrent_jobs: int = Field(2, ge=1, le=1024)
     idle_power_kw: float = Field(0.3, ge=0)
     busy_power_kw: float = Field(0.7, ge=0)
+    # A fixed token (`hashserve admin agent-token`, or the local cluster's): or enroll instead,
+    # with a bootstrap token, into `state_dir` (systemd's StateDirectory by default).
     token: str | None = None
     token_file: str | None = None
+    bootstrap_token: str | None = None
+    bootstrap_token_file: str | None = None
+    state_dir: str | None = Field(default_factory=lambda: os.environ.get("STATE_DIRECTORY"))
+    # Where to enroll when the agents' own port needs the certificate first: the customers'
+    # port. Default: the first scheduler address.
+    enroll_address: str | None = None
     backends: list[str] = Field(default_factory=list, description="empty: the embedded models")
     threads_per_job: int = Field(1, ge=1)
     heartbeat_s: float = Field(1.0, gt=0)
@@ -47,10 +56,23 @@ class AgentSettings(BaseSettings):
     tls_server_name: str | None = None
     log_format: LogFormat = LogFormat.TEXT
 
-    def resolved_token(self) -> str:
+    def resolved_token(self) -> str | None:
+        """The fixed token, if one is given (else the agent enrolls)."""
         if self.token:
             return self.token
         if self.token_file:
             with open(self.token_file, encoding="utf-8") as f:
                 return f.read().strip()
-        raise ValueError("no agent token: set --token, --token-file or HASHSERVE_AGENT_TOKEN")
+        if not self.state_dir:
+            raise ValueError(
+                "no agent credential: give --state-dir and --bootstrap-token(-file) to enroll "
+                "(`hashserve admin bootstrap-token --site S`), or a fixed --token(-file)")
+        return None
+
+    def resolved_bootstrap_token(self) -> str | None:
+        if self.bootstrap_token:
+            return self.bootstrap_token
+        if self.bootstrap_token_file:
+            with open(self.bootstrap_token_file, encoding="utf-8") as f:
+                return f.read().strip()
+        return None

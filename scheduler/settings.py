@@ -71,11 +71,30 @@ class SchedulerSettings(BaseSettings):
     agent_silence_s: float = Field(5.0, gt=0)
     # Bootstrap credentials (a real deployment sets the admin key once, then uses the admin API).
     admin_key: str | None = None
+    # The local cluster's agent token, which may act as any agent: refused unless the scheduler
+    # listens on loopback only (`hashserve up`, the demo, tests). Elsewhere agents enroll.
     agent_token: str | None = None
-    # TLS: server TLS for customers and agents; with a client CA, agents must present a cert.
+    # A bootstrap token from a deployment's secrets (scheduler/api/agent_identity.py): it can
+    # only enroll agents of `bootstrap_site` (the listed ids, when given), `bootstrap_uses`
+    # times within `bootstrap_ttl_s` of its first registration; a restart does not refill it.
+    bootstrap_token: str | None = None
+    bootstrap_site: str | None = None
+    bootstrap_region: str = ""
+    bootstrap_agent_ids: tuple[str, ...] = ()
+    bootstrap_uses: int = Field(1, ge=1, le=10_000)
+    bootstrap_ttl_s: float = Field(3600.0, gt=0, le=7 * 86_400)
+    # How long an enrolled agent's credential lives; agents renew it at two thirds of that.
+    agent_credential_ttl_s: float = Field(7 * 86_400.0, ge=10, le=400 * 86_400)
+    # TLS: server TLS for both ports. The agent CA signs enrolled agents' client certificates;
+    # the agent port (mutual TLS) trusts it and any CA in `tls_client_ca` (an old CA while
+    # rotating). Customers' port never asks for a client certificate.
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    agent_ca_cert: str | None = None
+    agent_ca_key: str | None = None
+    # The agents' own port, mutual TLS; -1: agents share the customers' port, with tokens.
+    agent_port: int = Field(-1, ge=-1, le=65535, description="agents' mTLS port; -1: shared")
     # Market: replay of the shipped history on a compressed clock (1 h of history per N seconds).
     market_replay_start: str = "2024-07-01T00:00:00Z"
     market_seconds_per_hour: float = Field(

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from . import agent_pb2 as _agent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -270,16 +271,110 @@ class RevokeApiKeyResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CreateAgentTokenRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "site", "region", "ttl_s")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    site: str
+    region: str
+    ttl_s: float
+    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class CreateAgentTokenResponse(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "credential_id", "expires_at")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     token: str
-    def __init__(self, token: _Optional[str] = ...) -> None: ...
+    credential_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., credential_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateBootstrapTokenRequest(_message.Message):
+    __slots__ = ("site", "region", "agent_ids", "ttl_s", "uses")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    region: str
+    agent_ids: _containers.RepeatedScalarFieldContainer[str]
+    ttl_s: float
+    uses: int
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., agent_ids: _Optional[_Iterable[str]] = ..., ttl_s: _Optional[float] = ..., uses: _Optional[int] = ...) -> None: ...
+
+class CreateBootstrapTokenResponse(_message.Message):
+    __slots__ = ("token", "credential_id", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    credential_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., credential_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AgentCredential(_message.Message):
+    __slots__ = ("credential_id", "kind", "agent_id", "site", "region", "agent_ids", "uses_left", "issued_at", "expires_at", "revoked_at", "last_used_at", "issued_by")
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    USES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_BY_FIELD_NUMBER: _ClassVar[int]
+    credential_id: str
+    kind: _agent_pb2.CredentialKind
+    agent_id: str
+    site: str
+    region: str
+    agent_ids: _containers.RepeatedScalarFieldContainer[str]
+    uses_left: int
+    issued_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    revoked_at: _timestamp_pb2.Timestamp
+    last_used_at: _timestamp_pb2.Timestamp
+    issued_by: str
+    def __init__(self, credential_id: _Optional[str] = ..., kind: _Optional[_Union[_agent_pb2.CredentialKind, str]] = ..., agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., agent_ids: _Optional[_Iterable[str]] = ..., uses_left: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_by: _Optional[str] = ...) -> None: ...
+
+class ListAgentCredentialsRequest(_message.Message):
+    __slots__ = ("agent_id", "include_revoked", "include_expired")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    include_revoked: bool
+    include_expired: bool
+    def __init__(self, agent_id: _Optional[str] = ..., include_revoked: _Optional[bool] = ..., include_expired: _Optional[bool] = ...) -> None: ...
+
+class ListAgentCredentialsResponse(_message.Message):
+    __slots__ = ("credentials",)
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    credentials: _containers.RepeatedCompositeFieldContainer[AgentCredential]
+    def __init__(self, credentials: _Optional[_Iterable[_Union[AgentCredential, _Mapping]]] = ...) -> None: ...
+
+class RevokeAgentCredentialRequest(_message.Message):
+    __slots__ = ("credential_id", "agent_id")
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    credential_id: str
+    agent_id: str
+    def __init__(self, credential_id: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class RevokeAgentCredentialResponse(_message.Message):
+    __slots__ = ("revoked", "streams_closed")
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    revoked: _containers.RepeatedScalarFieldContainer[str]
+    streams_closed: int
+    def __init__(self, revoked: _Optional[_Iterable[str]] = ..., streams_closed: _Optional[int] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("tenant", "start", "end", "hourly")

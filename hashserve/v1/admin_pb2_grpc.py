@@ -104,6 +104,21 @@ class AdminServiceStub:
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenRequest.SerializeToString,
                 response_deserializer=hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateBootstrapToken = channel.unary_unary(
+                '/hashserve.v1.AdminService/CreateBootstrapToken',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAgentCredentials = channel.unary_unary(
+                '/hashserve.v1.AdminService/ListAgentCredentials',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgentCredential = channel.unary_unary(
+                '/hashserve.v1.AdminService/RevokeAgentCredential',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialResponse.FromString,
+                _registered_method=True)
         self.GetAccounting = channel.unary_unary(
                 '/hashserve.v1.AdminService/GetAccounting',
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.GetAccountingRequest.SerializeToString,
@@ -205,6 +220,26 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBootstrapToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgentCredential(self, request, context):
+        """Takes effect at once: the agent's open stream is closed, and the credential is refused from
+        then on (it stays listed, with its last use).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAccounting(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -290,6 +325,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreateAgentToken,
                     request_deserializer=hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenRequest.FromString,
                     response_serializer=hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenResponse.SerializeToString,
+            ),
+            'CreateBootstrapToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBootstrapToken,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenResponse.SerializeToString,
+            ),
+            'ListAgentCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentCredentials,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsResponse.SerializeToString,
+            ),
+            'RevokeAgentCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgentCredential,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialResponse.SerializeToString,
             ),
             'GetAccounting': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccounting,
@@ -680,6 +730,87 @@ class AdminService:
             '/hashserve.v1.AdminService/CreateAgentToken',
             hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenRequest.SerializeToString,
             hashserve_dot_v1_dot_admin__pb2.CreateAgentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBootstrapToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/CreateBootstrapToken',
+            hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.CreateBootstrapTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/ListAgentCredentials',
+            hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.ListAgentCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgentCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/RevokeAgentCredential',
+            hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.RevokeAgentCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

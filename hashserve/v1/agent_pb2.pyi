@@ -3,12 +3,58 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from . import jobs_pb2 as _jobs_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CredentialKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CREDENTIAL_KIND_UNSPECIFIED: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_TOKEN: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_CERTIFICATE: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_BOOTSTRAP: _ClassVar[CredentialKind]
+CREDENTIAL_KIND_UNSPECIFIED: CredentialKind
+CREDENTIAL_KIND_TOKEN: CredentialKind
+CREDENTIAL_KIND_CERTIFICATE: CredentialKind
+CREDENTIAL_KIND_BOOTSTRAP: CredentialKind
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("agent_id", "site", "region", "csr_pem")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    site: str
+    region: str
+    csr_pem: bytes
+    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("credential_id", "kind", "agent_id", "site", "region", "certificate_pem", "ca_pem", "token", "expires_at")
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    credential_id: str
+    kind: CredentialKind
+    agent_id: str
+    site: str
+    region: str
+    certificate_pem: bytes
+    ca_pem: bytes
+    token: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, credential_id: _Optional[str] = ..., kind: _Optional[_Union[CredentialKind, str]] = ..., agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AttemptRef(_message.Message):
     __slots__ = ("job_id", "attempt")

@@ -95,3 +95,133 @@ class AgentService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AgentEnrollmentStub:
+    """How an agent gets its own credential, after the Kubernetes kubelet's TLS bootstrap. Enroll
+    takes a bootstrap token (`authorization: Bearer hsb_...`), which can do nothing else: it is
+    scoped to a site (and optionally a list of agent ids), single-use or short-lived. Renew takes
+    the agent's current credential (its client certificate on the agent port, or its token) and
+    gives a new one with the same binding, before the current one expires.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Enroll = channel.unary_unary(
+                '/hashserve.v1.AgentEnrollment/Enroll',
+                request_serializer=hashserve_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_agent__pb2.EnrollResponse.FromString,
+                _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/hashserve.v1.AgentEnrollment/Renew',
+                request_serializer=hashserve_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_agent__pb2.EnrollResponse.FromString,
+                _registered_method=True)
+
+
+class AgentEnrollmentServicer:
+    """How an agent gets its own credential, after the Kubernetes kubelet's TLS bootstrap. Enroll
+    takes a bootstrap token (`authorization: Bearer hsb_...`), which can do nothing else: it is
+    scoped to a site (and optionally a list of agent ids), single-use or short-lived. Renew takes
+    the agent's current credential (its client certificate on the agent port, or its token) and
+    gives a new one with the same binding, before the current one expires.
+    """
+
+    def Enroll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Renew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentEnrollmentServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=hashserve_dot_v1_dot_agent__pb2.EnrollRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_agent__pb2.EnrollResponse.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=hashserve_dot_v1_dot_agent__pb2.EnrollRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_agent__pb2.EnrollResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hashserve.v1.AgentEnrollment', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hashserve.v1.AgentEnrollment', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentEnrollment:
+    """How an agent gets its own credential, after the Kubernetes kubelet's TLS bootstrap. Enroll
+    takes a bootstrap token (`authorization: Bearer hsb_...`), which can do nothing else: it is
+    scoped to a site (and optionally a list of agent ids), single-use or short-lived. Renew takes
+    the agent's current credential (its client certificate on the agent port, or its token) and
+    gives a new one with the same binding, before the current one expires.
+    """
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AgentEnrollment/Enroll',
+            hashserve_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+            hashserve_dot_v1_dot_agent__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AgentEnrollment/Renew',
+            hashserve_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+            hashserve_dot_v1_dot_agent__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -11,14 +11,18 @@ import re
 import grpc
 
 from hashserve.v1 import admin_pb2, admin_pb2_grpc
+from scheduler.api.agent_identity import AgentIdentities
+from scheduler.api.agent_service import credential_kind
 from scheduler.api.auth import Authenticator, AuthError, Principal
 from scheduler.api.convert import timestamp
+from scheduler.api.refusal import Refusal
 from scheduler.api.validation import InvalidRequest, timestamp_s
 from scheduler.control.loop import ControlLoop
 from scheduler.control.power import PowerController
 from scheduler.core.metering import aggregate
 from scheduler.core.planner import CurtailmentWindow
 from scheduler.feeds.ops import OpsFeed
+from scheduler.journal.base import AgentCredentialRow
 
 log = logging.getLogger("hashserve.scheduler.admin")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -27,18 +31,35 @@ MAX_PRICE_USD_PER_MWH = 20_000.0
 MIN_PRICE_USD_PER_MWH = -1_000.0
 
 
+def _credential(row: AgentCredentialRow) -> admin_pb2.AgentCredential:
+    out = admin_pb2.AgentCredential(
+        credential_id=row.credential_id, kind=credential_kind(row.kind), agent_id=row.agent_id,
+        site=row.site, region=row.region, agent_ids=list(row.agent_ids),
+        uses_left=row.uses_left, issued_at=timestamp(row.issued_s), issued_by=row.issued_by,
+    )
+    if row.expires_s:
+        out.expires_at.CopyFrom(timestamp(row.expires_s))
+    if row.revoked_s:
+        out.revoked_at.CopyFrom(timestamp(row.revoked_s))
+    if row.last_used_s:
+        out.last_used_at.CopyFrom(timestamp(row.last_used_s))
+    return out
+
+
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, loop: ControlLoop, power: PowerController, ops: OpsFeed, auth: Authenticator
+        self, loop: ControlLoop, power: PowerController, ops: OpsFeed, auth: Authenticator,
+        identities: AgentIdentities,
     ) -> None:
         self.loop = loop
         self.power = power
         self.ops = ops
         self.auth = auth
+        self.identities = identities
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> Principal:
         try:
@@ -369,15 +390,62 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateAgentToken(
         self, request: admin_pb2.CreateAgentTokenRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateAgentTokenResponse:
-        await self._admin(context)
-        agent_id = request.agent_id
-        if not agent_id or (
-            agent_id != "*" and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", agent_id)
-        ):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "agent_id must be an agent id or '*'"
+        who = await self._admin(context)
+        try:
+            issued = await asyncio.to_thread(
+                self.identities.issue_token, request.agent_id, request.site, request.region,
+                request.ttl_s, f"admin key {who.key_id}",
             )
-        return admin_pb2.CreateAgentTokenResponse(token=self.auth.issue_agent_token(agent_id))
+        except Refusal as err:
+            await context.abort(err.code, err.message)
+        log.info("agent token %s for %s (site %s) issued by key %s", issued.row.credential_id,
+                 issued.row.agent_id, issued.row.site, who.key_id)
+        return admin_pb2.CreateAgentTokenResponse(
+            token=issued.token, credential_id=issued.row.credential_id,
+            expires_at=timestamp(issued.row.expires_s),
+        )
+
+    async def CreateBootstrapToken(
+        self, request: admin_pb2.CreateBootstrapTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateBootstrapTokenResponse:
+        who = await self._admin(context)
+        try:
+            issued = await asyncio.to_thread(
+                self.identities.issue_bootstrap, request.site, request.region,
+                list(request.agent_ids), request.ttl_s, request.uses, f"admin key {who.key_id}",
+            )
+        except Refusal as err:
+            await context.abort(err.code, err.message)
+        return admin_pb2.CreateBootstrapTokenResponse(
+            token=issued.token, credential_id=issued.row.credential_id,
+            expires_at=timestamp(issued.row.expires_s),
+        )
+
+    async def ListAgentCredentials(
+        self, request: admin_pb2.ListAgentCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListAgentCredentialsResponse:
+        await self._admin(context)
+        rows = await asyncio.to_thread(
+            self.identities.list, request.agent_id, request.include_revoked,
+            request.include_expired,
+        )
+        return admin_pb2.ListAgentCredentialsResponse(credentials=[_credential(r) for r in rows])
+
+    async def RevokeAgentCredential(
+        self, request: admin_pb2.RevokeAgentCredentialRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RevokeAgentCredentialResponse:
+        who = await self._admin(context)
+        if bool(request.credential_id) == bool(request.agent_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "give one of credential_id and agent_id")
+        ids, closed = await asyncio.to_thread(
+            self.identities.revoke, request.credential_id, request.agent_id)
+        if not ids:
+            what = request.credential_id or f"agent {request.agent_id}"
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no live credential for {what[:80]!r}")
+        log.warning("agent credentials %s revoked by key %s", ", ".join(ids), who.key_id)
+        return admin_pb2.RevokeAgentCredentialResponse(revoked=ids, streams_closed=closed)
 
     async def GetUsage(
         self, request: admin_pb2.GetUsageRequest, context: grpc.aio.ServicerContext

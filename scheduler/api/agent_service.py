@@ -1,9 +1,10 @@
 """The agent gRPC service: one bidirectional stream per node agent.
 
-The first message must be a hello; its agent id must be one the token may claim. After that the
-stream carries heartbeats, progress and outcomes up, and the session's outbox (assignments,
-cancels, power modes, acks) down. When the stream ends, the session closes and the core starts the
-agent's grace period.
+The call's credential (a client certificate on the agent port, else a token) is checked first;
+the first message must then be a hello naming exactly the agent, site and region the credential
+binds. After that the stream carries heartbeats, progress and outcomes up, and the session's
+outbox (assignments, cancels, power modes, acks) down. When the stream ends, the session closes
+and the core starts the agent's grace period. A revoked credential's stream is closed at once.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
 import grpc
 
 from hashserve.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.api import agent_codec
-from scheduler.api.auth import Authenticator, AuthError
-from scheduler.control.loop import ControlLoop
+from scheduler.api.agent_identity import AgentIdentities, AgentRefused, Issued
+from scheduler.api.convert import timestamp
+from scheduler.api.refusal import Refusal
+from scheduler.control.agent_events import AgentRefusal
+from scheduler.control.loop import AgentSession, ControlLoop
+from scheduler.journal.base import AgentCredentialKind
 
 log = logging.getLogger("hashserve.scheduler.agents")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -31,9 +36,23 @@ MAX_NODE_POWER_KW = 100.0
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, loop: ControlLoop, auth: Authenticator) -> None:
+    def __init__(self, loop: ControlLoop, identities: AgentIdentities) -> None:
         self.loop = loop
-        self.auth = auth
+        self.identities = identities
+        # Open streams by the credential they run on: a revocation closes them at once.
+        # (Sessions compare by value: they are kept by identity.)
+        self._streams: dict[str, dict[int, AgentSession]] = {}
+        self._revoked: set[int] = set()
+        identities.on_revoked.append(self.close_revoked)
+
+    def close_revoked(self, credential_ids: Sequence[str]) -> int:
+        closed = 0
+        for credential_id in credential_ids:
+            for session in self._streams.pop(credential_id, {}).values():
+                self._revoked.add(id(session))
+                session.close()
+                closed += 1
+        return closed
 
     async def Connect(
         self,
@@ -41,9 +60,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
         try:
-            allowed_id = self.auth.agent(context.invocation_metadata())
-        except AuthError as err:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            identity = await asyncio.to_thread(
+                self.identities.from_call, context.auth_context(),
+                context.invocation_metadata(), context.peer(),
+            )
+        except AgentRefused as err:
+            self.loop.refused(err.what)
+            await context.abort(err.code, err.message)
         messages = request_iterator.__aiter__()
         try:
             first = await asyncio.wait_for(messages.__anext__(), HELLO_TIMEOUT_S)
@@ -55,12 +78,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         problem = _check_hello(hello, self.loop.known_regions)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if not Authenticator.may_claim(allowed_id, hello.agent_id):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"this token may not act as agent {hello.agent_id!r}",
-            )
+        try:
+            AgentIdentities.check_hello(identity, hello.agent_id, hello.site, hello.region)
+        except AgentRefused as err:
+            self.loop.refused(err.what)
+            log.warning("refused a hello as %s (site %s, %s) on credential %s of %s: %s",
+                        hello.agent_id, hello.site[:64], hello.region[:64],
+                        identity.credential_id, identity.agent_id, err.message)
+            await context.abort(err.code, err.message)
         session = self.loop.open_session(agent_codec.decode_hello(hello))
+        self._streams.setdefault(identity.credential_id, {})[id(session)] = session
 
         async def read() -> None:
             try:
@@ -87,6 +114,73 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             self.loop.close_session(session)
+            streams = self._streams.get(identity.credential_id)
+            if streams is not None:
+                streams.pop(id(session), None)
+                if not streams:
+                    del self._streams[identity.credential_id]
+        if id(session) in self._revoked:
+            self._revoked.discard(id(session))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                f"credential {identity.credential_id} was revoked")
+
+
+class AgentEnrollmentService(agent_pb2_grpc.AgentEnrollmentServicer):
+    """Enroll (a bootstrap token) and Renew (the agent's current credential)."""
+
+    def __init__(self, identities: AgentIdentities, refused: Callable[[AgentRefusal], None]):
+        self.identities = identities
+        self.refused = refused
+
+    async def Enroll(
+        self, request: agent_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.EnrollResponse:
+        try:
+            issued = await asyncio.to_thread(
+                self.identities.enroll, context.invocation_metadata(), request.agent_id,
+                request.site, request.region, request.csr_pem,
+            )
+        except Refusal as err:
+            self.refused(AgentRefusal.ENROLLMENT)
+            await context.abort(err.code, err.message)
+        return _issued(issued)
+
+    async def Renew(
+        self, request: agent_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.EnrollResponse:
+        try:
+            identity = await asyncio.to_thread(
+                self.identities.from_call, context.auth_context(),
+                context.invocation_metadata(), context.peer(),
+            )
+            issued = await asyncio.to_thread(
+                self.identities.renew, identity, request.agent_id, request.site, request.region,
+                request.csr_pem,
+            )
+        except Refusal as err:
+            self.refused(AgentRefusal.ENROLLMENT)
+            await context.abort(err.code, err.message)
+        return _issued(issued)
+
+
+_KIND_TO_PROTO = {
+    AgentCredentialKind.TOKEN: agent_pb2.CREDENTIAL_KIND_TOKEN,
+    AgentCredentialKind.CERTIFICATE: agent_pb2.CREDENTIAL_KIND_CERTIFICATE,
+    AgentCredentialKind.BOOTSTRAP: agent_pb2.CREDENTIAL_KIND_BOOTSTRAP,
+}
+
+
+def credential_kind(kind: AgentCredentialKind) -> agent_pb2.CredentialKind:
+    return _KIND_TO_PROTO[kind]
+
+
+def _issued(issued: Issued) -> agent_pb2.EnrollResponse:
+    row = issued.row
+    return agent_pb2.EnrollResponse(
+        credential_id=row.credential_id, kind=credential_kind(row.kind), agent_id=row.agent_id,
+        site=row.site, region=row.region, certificate_pem=issued.certificate_pem,
+        ca_pem=issued.ca_pem, token=issued.token, expires_at=timestamp(row.expires_s),
+    )
 
 
 def _check_hello(hello: agent_pb2.AgentHello, known_regions: frozenset[str]) -> str:

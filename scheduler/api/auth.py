@@ -1,9 +1,9 @@
-"""Who is calling: API keys for customers and admins, tokens for agents.
+"""Who is calling: API keys for customers and admins (agents: `agent_identity.py`).
 
 Keys and tokens are random secrets; only their SHA-256 is stored, so a stolen journal reveals no
 credential. An API key reads `hsk_<key id>_<secret>`: the public key id finds the row, then the
 stored hash is compared with `hmac.compare_digest`, so the time taken does not depend on how much
-of a guess was right. Agent tokens are looked up by their hash, which an attacker cannot steer.
+of a guess was right.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def new_api_key() -> tuple[str, str]:
 
 
 def new_agent_token() -> str:
+    """A secret for the local cluster's '*' agent token."""
     return f"{AGENT_TOKEN_PREFIX}_{secrets.token_urlsafe(24)}"
 
 
@@ -105,19 +106,6 @@ class Authenticator:
             raise AuthError("this call needs an admin key")
         return principal
 
-    @staticmethod
-    def may_claim(allowed_id: str, claimed_id: str) -> bool:
-        """May a token bound to `allowed_id` act as agent `claimed_id`? ("*": any, demos only)."""
-        return allowed_id == "*" or hmac.compare_digest(allowed_id, claimed_id)
-
-    def agent(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
-        """The agent identity this token may claim ("*": any)."""
-        token = bearer_from_metadata(metadata)
-        allowed = self.journal.find_agent_token(hash_secret(token))
-        if allowed is None:
-            raise AuthError("invalid agent token")
-        return allowed
-
     # ----- issuing --------------------------------------------------------------------------
 
     def create_tenant(self, name: str, max_queued_jobs: int = 10_000, rate: float = 200.0) -> None:
@@ -127,11 +115,6 @@ class Authenticator:
         key_id, key = new_api_key()
         self.journal.add_api_key(key_id, hash_secret(key), tenant, admin)
         return key_id, key
-
-    def issue_agent_token(self, agent_id: str = "*") -> str:
-        token = new_agent_token()
-        self.journal.add_agent_token(hash_secret(token), agent_id)
-        return token
 
     def ensure_api_key(self, key: str, tenant: str, admin: bool) -> None:
         """Register a key given from outside (bootstrap admin key from the environment)."""
@@ -157,7 +140,3 @@ class Authenticator:
                 f"a different key with id {key_id} is already registered: give the new key a "
                 "new id (revoke the old one with `hashserve admin revoke-key`)"
             )
-
-    def ensure_agent_token(self, token: str, agent_id: str = "*") -> None:
-        if self.journal.find_agent_token(hash_secret(token)) is None:
-            self.journal.add_agent_token(hash_secret(token), agent_id)

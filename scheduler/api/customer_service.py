@@ -22,6 +22,7 @@ from scheduler.api.convert import (
     job_to_proto,
     spec_hash,
 )
+from scheduler.api.refusal import Refusal
 from scheduler.api.validation import (
     MAX_BATCH_JOBS,
     InvalidRequest,
@@ -34,17 +35,10 @@ from scheduler.core.jobs import JobRecord
 from scheduler.core.models import ModelKind
 from scheduler.journal.base import IdempotencyConflict, JournalUnavailable
 
+__all__ = ["CustomerService", "Refusal"]
+
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
-
-
-class Refusal(Exception):
-    """A request refused, whatever the transport: the gRPC status and what the customer reads.
-    The gRPC methods abort with it; the HTTP front maps it to its status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def _invalid(err: InvalidRequest, prefix: str = "") -> Refusal:

@@ -1,7 +1,8 @@
 """The gRPC server: where customer, agent and admin messages enter and leave the process.
 
 Adds the standard health service (grpc.health.v1) and server reflection so `grpcurl` works, and
-server TLS (optionally mutual, for agents) when certificates are configured.
+server TLS when certificates are configured: mutual on the agents' own port, never on the
+customers'.
 """
 
 from __future__ import annotations
@@ -25,28 +26,35 @@ SERVICE_NAMES = (
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+ENROLLMENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentEnrollment"].full_name
 
 
 def server_credentials(
-    cert: str, key: str, client_ca: str | None
+    cert: str, key: str, client_ca: str | Sequence[str] | None
 ) -> grpc.ServerCredentials:
+    """Server TLS; with client CAs (one file, or several: an old and a new CA while rotating),
+    mutual TLS that requires a client certificate signed by one of them."""
     chain = Path(cert).read_bytes()
     private_key = Path(key).read_bytes()
-    if client_ca:
+    cas = [client_ca] if isinstance(client_ca, str) else list(client_ca or ())
+    if cas:
         return grpc.ssl_server_credentials(
             [(private_key, chain)],
-            root_certificates=Path(client_ca).read_bytes(),
+            root_certificates=b"\n".join(Path(ca).read_bytes().strip() for ca in cas) + b"\n",
             require_client_auth=True,
         )
     return grpc.ssl_server_credentials([(private_key, chain)])
 
 
 def build_server(
-    customer: customer_pb2_grpc.CustomerServiceServicer,
-    agent: agent_pb2_grpc.AgentServiceServicer,
+    customer: customer_pb2_grpc.CustomerServiceServicer | None,
+    agent: agent_pb2_grpc.AgentServiceServicer | None,
     admin: object | None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    enrollment: agent_pb2_grpc.AgentEnrollmentServicer | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer]:
+    """One port's server: the customers' (customer, admin, enrollment and, unless agents have
+    their own port, agent services) or the agents' (agent and enrollment)."""
     server = grpc.aio.server(
         # The decode guard goes first so that every later layer sees only valid messages.
         interceptors=[DecodeGuardInterceptor(), *interceptors],
@@ -61,16 +69,25 @@ def build_server(
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
-    customer_pb2_grpc.add_CustomerServiceServicer_to_server(customer, server)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
+    names: list[str] = []
+    if customer is not None:
+        customer_pb2_grpc.add_CustomerServiceServicer_to_server(customer, server)
+        names.append(SERVICE_NAMES[0])
+    if agent is not None:
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
+        names.append(SERVICE_NAMES[1])
     if admin is not None:
         from hashserve.v1 import admin_pb2_grpc
 
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[arg-type]
+        names.append(SERVICE_NAMES[2])
+    if enrollment is not None:
+        agent_pb2_grpc.add_AgentEnrollmentServicer_to_server(enrollment, server)
+        names.append(ENROLLMENT_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME),
         server,
     )
@@ -83,5 +100,5 @@ def mark_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *SERVICE_NAMES, ENROLLMENT_SERVICE):
         health_servicer.set(name, status)

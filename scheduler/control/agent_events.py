@@ -5,8 +5,20 @@ format."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from scheduler.core.scheduler import AttemptKey, NodeInfo
+
+
+class AgentRefusal(StrEnum):
+    """What an agent (or something posing as one) was refused, for `hashserve_agent_refused_total`.
+    """
+
+    CREDENTIAL = "credential"  # no, unknown, expired or revoked credential
+    BOOTSTRAP = "bootstrap"  # a bootstrap token used for anything but enrolling
+    IDENTITY = "identity"  # a hello naming an agent, site or region its credential does not bind
+    ENROLLMENT = "enrollment"  # an enrollment or renewal refused
+    NOT_ITS_JOB = "not_its_job"  # a start, progress or outcome for an attempt not placed on it
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from scheduler.control.agent_events import (
     AgentEvent,
     AgentHeartbeat,
     AgentHello,
+    AgentRefusal,
     JobOutcomeReport,
     JobProgressReport,
     JobStartedReport,
@@ -105,6 +106,8 @@ class ControlLoop:
         # Called when a journal write fails after the core's memory changed (or the write was
         # fenced): memory and journal may differ, so the process must restart from the journal.
         self.on_fatal: Callable[[Exception], None] | None = None
+        # Told of every agent message refused (the metrics count them).
+        self.on_refused: Callable[[AgentRefusal], None] | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -306,6 +309,10 @@ class ControlLoop:
 
     # ----- agents ---------------------------------------------------------------------------
 
+    def refused(self, what: AgentRefusal) -> None:
+        if self.on_refused is not None:
+            self.on_refused(what)
+
     def open_session(self, hello: AgentHello) -> AgentSession:
         info = hello.info
         node_id = info.node_id
@@ -358,9 +365,13 @@ class ControlLoop:
             if event.free_slots:
                 self.kick()
         elif isinstance(event, JobStartedReport):
+            if not self.core.is_current(node_id, event.job_id, event.attempt):
+                self.refused(AgentRefusal.NOT_ITS_JOB)
+                return
             self.apply(self.core.job_started(node_id, event.job_id, event.attempt, now_s))
         elif isinstance(event, JobProgressReport):
             if not self.core.is_current(node_id, event.job_id, event.attempt):
+                self.refused(AgentRefusal.NOT_ITS_JOB)
                 return
             kept = self._partial.get(event.job_id)
             if kept is None or kept[0] != event.attempt:
@@ -402,6 +413,7 @@ class ControlLoop:
             )
         self.apply(verdict.step)
         if not verdict.accepted:
+            self.refused(AgentRefusal.NOT_ITS_JOB)
             log.warning(
                 "refused outcome of %s attempt %d from %s: %s",
                 outcome.job_id, outcome.attempt, session.node_id, verdict.reason,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from scheduler.core.accounting import SiteHourRow
@@ -58,6 +59,40 @@ class ApiKeyRow:
     tenant: str
     admin: bool
     revoked: bool
+
+
+class AgentCredentialKind(StrEnum):
+    TOKEN = "token"  # hsa_..., a bearer token bound to one agent, site and region
+    CERTIFICATE = "certificate"  # an X.509 client certificate, found by its SHA-256 fingerprint
+    BOOTSTRAP = "bootstrap"  # hsb_..., can only enroll agents of one site
+
+
+# An agent credential bound to every agent id, site and region: the local cluster's, accepted
+# only from loopback.
+ANY_AGENT = "*"
+
+
+@dataclass(frozen=True)
+class AgentCredentialRow:
+    """An agent's credential, or a bootstrap token, as the journal keeps it (`secret_hash`:
+    SHA-256 of the token, or of the certificate's DER)."""
+
+    credential_id: str
+    kind: AgentCredentialKind
+    secret_hash: str
+    agent_id: str  # "" for a bootstrap token
+    site: str
+    region: str
+    issued_s: float
+    expires_s: float  # 0: never
+    agent_ids: tuple[str, ...] = ()  # a bootstrap token's scope; empty: any agent at the site
+    uses_left: int = -1  # a bootstrap token's enrollments left; -1: not counted
+    revoked_s: float = 0.0
+    last_used_s: float = 0.0
+    issued_by: str = ""
+
+    def expired(self, now_s: float) -> bool:
+        return 0.0 < self.expires_s <= now_s
 
 
 @dataclass(frozen=True)
@@ -168,10 +203,25 @@ class Journal(Protocol):
 
     def revoke_api_key(self, key_id: str) -> bool: ...
 
-    def add_agent_token(self, token_hash: str, agent_id: str) -> None: ...
+    def add_agent_credential(self, row: AgentCredentialRow) -> None: ...
 
-    def find_agent_token(self, token_hash: str) -> str | None:
-        """The agent id the token may claim ("*" for any), or None."""
+    def find_agent_credential(self, secret_hash: str) -> AgentCredentialRow | None: ...
+
+    def list_agent_credentials(self, agent_id: str = "") -> list[AgentCredentialRow]:
+        """Every credential and bootstrap token (of one agent, when given), newest first."""
+        ...
+
+    def consume_bootstrap(self, credential_id: str, now_s: float) -> bool:
+        """Take one use of a live bootstrap token, atomically (two agents racing for a
+        single-use token: one wins). False when none is left, or it is revoked or expired."""
+        ...
+
+    def touch_agent_credential(self, credential_id: str, now_s: float) -> None: ...
+
+    def revoke_agent_credentials(
+        self, now_s: float, credential_id: str = "", agent_id: str = ""
+    ) -> list[str]:
+        """Revoke one credential, or every live one of an agent; the ids revoked."""
         ...
 
     def decisions_for(self, subject: str) -> list[tuple[float, str, str]]: ...

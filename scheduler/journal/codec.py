@@ -12,7 +12,13 @@ from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
 from scheduler.core.models import ModelKind, Tier
-from scheduler.journal.base import BatchRow, FileRow, Lease
+from scheduler.journal.base import (
+    AgentCredentialKind,
+    AgentCredentialRow,
+    BatchRow,
+    FileRow,
+    Lease,
+)
 
 JOB_COLUMNS = (
     "job_id", "tenant", "state", "attempt", "node_id", "site", "region", "idempotency_key",
@@ -183,6 +189,36 @@ def file_row(values: Sequence[Any], content: bytes | None = None) -> FileRow:
 
 
 BATCH_COLUMNS = "batch_id, tenant, key_id, status, created_s, doc"
+
+CREDENTIAL_COLUMNS = (
+    "credential_id, kind, secret_hash, agent_id, site, region, issued_s, expires_s, agent_ids, "
+    "uses_left, revoked_s, last_used_s, issued_by"
+)
+# One use of a live bootstrap token (placeholders %s; SQLite swaps in ?). A counted token goes
+# from n to n-1 and is spent at 0; -1 is not counted.
+CONSUME_BOOTSTRAP = (
+    "UPDATE agent_credentials SET uses_left = CASE WHEN uses_left > 0 THEN uses_left - 1 "
+    "ELSE uses_left END, last_used_s = %s "
+    "WHERE credential_id = %s AND kind = 'bootstrap' AND uses_left != 0 AND revoked_s = 0 "
+    "AND (expires_s = 0 OR expires_s > %s)"
+)
+
+
+def credential_values(row: AgentCredentialRow) -> tuple[object, ...]:
+    return (row.credential_id, row.kind.value, row.secret_hash, row.agent_id, row.site,
+            row.region, row.issued_s, row.expires_s, ",".join(row.agent_ids), row.uses_left,
+            row.revoked_s, row.last_used_s, row.issued_by)
+
+
+def credential_row(values: Sequence[Any]) -> AgentCredentialRow:
+    (credential_id, kind, secret_hash, agent_id, site, region, issued, expires, agent_ids,
+     uses_left, revoked, last_used, issued_by) = values
+    return AgentCredentialRow(
+        str(credential_id), AgentCredentialKind(kind), str(secret_hash), str(agent_id),
+        str(site), str(region), float(issued), float(expires),
+        tuple(a for a in str(agent_ids).split(",") if a), int(uses_left), float(revoked),
+        float(last_used), str(issued_by),
+    )
 
 
 def batch_row(values: Sequence[Any]) -> BatchRow:

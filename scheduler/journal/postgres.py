@@ -38,6 +38,7 @@ from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
 from scheduler.journal.base import (
     LEASE_NAME,
+    AgentCredentialRow,
     ApiKeyRow,
     BatchRow,
     Fenced,
@@ -50,6 +51,8 @@ from scheduler.journal.base import (
 from scheduler.journal.codec import (
     ACCOUNTING_COLUMNS,
     BATCH_COLUMNS,
+    CONSUME_BOOTSTRAP,
+    CREDENTIAL_COLUMNS,
     FILE_COLUMNS,
     JOB_COLUMNS,
     MARKET_PRICE_COLUMNS,
@@ -59,6 +62,8 @@ from scheduler.journal.codec import (
     accounting_values,
     batch_row,
     batch_values,
+    credential_row,
+    credential_values,
     file_row,
     file_values,
     from_row,
@@ -111,9 +116,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
   admin BOOLEAN NOT NULL, created_s DOUBLE PRECISION NOT NULL,
   revoked_s DOUBLE PRECISION NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS agent_tokens (
-  token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s DOUBLE PRECISION NOT NULL
+CREATE TABLE IF NOT EXISTS agent_credentials (
+  credential_id TEXT PRIMARY KEY, kind TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,
+  agent_id TEXT NOT NULL, site TEXT NOT NULL, region TEXT NOT NULL,
+  issued_s DOUBLE PRECISION NOT NULL, expires_s DOUBLE PRECISION NOT NULL,
+  agent_ids TEXT NOT NULL, uses_left BIGINT NOT NULL,
+  revoked_s DOUBLE PRECISION NOT NULL DEFAULT 0, last_used_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+  issued_by TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS agent_credentials_agent ON agent_credentials (agent_id);
 CREATE TABLE IF NOT EXISTS accounting (
   site TEXT NOT NULL, hour_start_s DOUBLE PRECISION NOT NULL,
   mining_mwh DOUBLE PRECISION NOT NULL, ai_mwh DOUBLE PRECISION NOT NULL,
@@ -476,25 +487,71 @@ class PostgresJournal:
         )
         return rowcount > 0
 
-    def add_agent_token(self, token_hash: str, agent_id: str) -> None:
+    def add_agent_credential(self, row: AgentCredentialRow) -> None:
         self._write.run(
             lambda c: c.execute(
-                "INSERT INTO agent_tokens (token_hash, agent_id, created_s) VALUES (%s, %s, %s) "
-                "ON CONFLICT (token_hash) DO UPDATE SET "
-                "agent_id=excluded.agent_id, created_s=excluded.created_s",
-                (token_hash, agent_id, time.time()),
+                f"INSERT INTO agent_credentials ({CREDENTIAL_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                credential_values(row),
+            ),
+            replayable=False,
+        )
+
+    def find_agent_credential(self, secret_hash: str) -> AgentCredentialRow | None:
+        row = self._read.run(
+            lambda c: c.execute(
+                f"SELECT {CREDENTIAL_COLUMNS} FROM agent_credentials WHERE secret_hash=%s",
+                (secret_hash,),
+            ).fetchone(),
+            replayable=True,
+        )
+        return credential_row(row) if row else None
+
+    def list_agent_credentials(self, agent_id: str = "") -> list[AgentCredentialRow]:
+        where, args = ("WHERE agent_id=%s", (agent_id,)) if agent_id else ("", ())
+        rows = self._read.run(
+            lambda c: c.execute(
+                f"SELECT {CREDENTIAL_COLUMNS} FROM agent_credentials {where} "
+                "ORDER BY issued_s DESC, credential_id",
+                args,
+            ).fetchall(),
+            replayable=True,
+        )
+        return [credential_row(r) for r in rows]
+
+    def consume_bootstrap(self, credential_id: str, now_s: float) -> bool:
+        rowcount = self._write.run(
+            lambda c: c.execute(CONSUME_BOOTSTRAP, (now_s, credential_id, now_s)).rowcount,
+            replayable=False,
+        )
+        return bool(rowcount and rowcount > 0)
+
+    def touch_agent_credential(self, credential_id: str, now_s: float) -> None:
+        self._write.run(
+            lambda c: c.execute(
+                "UPDATE agent_credentials SET last_used_s=%s WHERE credential_id=%s",
+                (now_s, credential_id),
             ),
             replayable=True,
         )
 
-    def find_agent_token(self, token_hash: str) -> str | None:
-        row = self._read.run(
-            lambda c: c.execute(
-                "SELECT agent_id FROM agent_tokens WHERE token_hash=%s", (token_hash,)
-            ).fetchone(),
-            replayable=True,
+    def revoke_agent_credentials(
+        self, now_s: float, credential_id: str = "", agent_id: str = ""
+    ) -> list[str]:
+        column, value = (
+            ("credential_id", credential_id) if credential_id else ("agent_id", agent_id)
         )
-        return str(row[0]) if row else None
+        if not value:
+            return []
+        rows = self._write.run(
+            lambda c: c.execute(
+                f"UPDATE agent_credentials SET revoked_s=%s WHERE {column}=%s AND revoked_s=0 "
+                "RETURNING credential_id",
+                (now_s, value),
+            ).fetchall(),
+            replayable=False,
+        )
+        return sorted(str(r[0]) for r in rows)
 
     def put_ops_state(self, key: str, value_json: str | None) -> None:
         if value_json is None:

@@ -25,6 +25,7 @@ from scheduler.core.market import ZoneHourPrice
 from scheduler.core.metering import MeteredJob
 from scheduler.journal.base import (
     LEASE_NAME,
+    AgentCredentialRow,
     ApiKeyRow,
     BatchRow,
     Fenced,
@@ -35,6 +36,8 @@ from scheduler.journal.base import (
 )
 from scheduler.journal.codec import (
     BATCH_COLUMNS,
+    CONSUME_BOOTSTRAP,
+    CREDENTIAL_COLUMNS,
     FILE_COLUMNS,
     JOB_COLUMNS,
     OPEN_BATCHES_SQL,
@@ -43,6 +46,8 @@ from scheduler.journal.codec import (
     accounting_values,
     batch_row,
     batch_values,
+    credential_row,
+    credential_values,
     file_row,
     file_values,
     from_row,
@@ -85,9 +90,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
   key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
   admin INTEGER NOT NULL, created_s REAL NOT NULL, revoked_s REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS agent_tokens (
-  token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL, created_s REAL NOT NULL
+CREATE TABLE IF NOT EXISTS agent_credentials (
+  credential_id TEXT PRIMARY KEY, kind TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,
+  agent_id TEXT NOT NULL, site TEXT NOT NULL, region TEXT NOT NULL, issued_s REAL NOT NULL,
+  expires_s REAL NOT NULL, agent_ids TEXT NOT NULL, uses_left INTEGER NOT NULL,
+  revoked_s REAL NOT NULL DEFAULT 0, last_used_s REAL NOT NULL DEFAULT 0,
+  issued_by TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS agent_credentials_agent ON agent_credentials (agent_id);
 CREATE TABLE IF NOT EXISTS accounting (
   site TEXT NOT NULL, hour_start_s REAL NOT NULL, mining_mwh REAL NOT NULL, ai_mwh REAL NOT NULL,
   idle_mwh REAL NOT NULL, curtailed_mwh REAL NOT NULL, mining_revenue_usd REAL NOT NULL,
@@ -427,19 +437,60 @@ class SqliteJournal:
             )
         return cur.rowcount > 0
 
-    def add_agent_token(self, token_hash: str, agent_id: str) -> None:
+    def add_agent_credential(self, row: AgentCredentialRow) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO agent_tokens VALUES (?, ?, ?)",
-                (token_hash, agent_id, time.time()),
+                f"INSERT INTO agent_credentials ({CREDENTIAL_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                credential_values(row),
             )
 
-    def find_agent_token(self, token_hash: str) -> str | None:
+    def find_agent_credential(self, secret_hash: str) -> AgentCredentialRow | None:
         with self._reading() as db:
             row = db.execute(
-                "SELECT agent_id FROM agent_tokens WHERE token_hash=?", (token_hash,)
+                f"SELECT {CREDENTIAL_COLUMNS} FROM agent_credentials WHERE secret_hash=?",
+                (secret_hash,),
             ).fetchone()
-        return str(row[0]) if row else None
+        return credential_row(row) if row else None
+
+    def list_agent_credentials(self, agent_id: str = "") -> list[AgentCredentialRow]:
+        where, args = ("WHERE agent_id=?", (agent_id,)) if agent_id else ("", ())
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {CREDENTIAL_COLUMNS} FROM agent_credentials {where} "
+                "ORDER BY issued_s DESC, credential_id",
+                args,
+            ).fetchall()
+        return [credential_row(r) for r in rows]
+
+    def consume_bootstrap(self, credential_id: str, now_s: float) -> bool:
+        with self._lock:
+            cur = self._db.execute(CONSUME_BOOTSTRAP.replace("%s", "?"),
+                                   (now_s, credential_id, now_s))
+        return cur.rowcount > 0
+
+    def touch_agent_credential(self, credential_id: str, now_s: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE agent_credentials SET last_used_s=? WHERE credential_id=?",
+                (now_s, credential_id),
+            )
+
+    def revoke_agent_credentials(
+        self, now_s: float, credential_id: str = "", agent_id: str = ""
+    ) -> list[str]:
+        column, value = (
+            ("credential_id", credential_id) if credential_id else ("agent_id", agent_id)
+        )
+        if not value:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"UPDATE agent_credentials SET revoked_s=? WHERE {column}=? AND revoked_s=0 "
+                "RETURNING credential_id",
+                (now_s, value),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
 
     def put_ops_state(self, key: str, value_json: str | None) -> None:
         with self._lock:

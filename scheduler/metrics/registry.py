@@ -123,6 +123,12 @@ class SchedulerMetrics:
             ["reason"],
             registry=r,
         )
+        self.agent_refused = Counter(
+            "hashserve_agent_refused_total",
+            "Agent calls and messages refused: bad credentials, impersonation, others' jobs.",
+            ["what"],
+            registry=r,
+        )
         self.jobs_preempted = Counter(
             "hashserve_jobs_preempted_total",
             "Running jobs stopped because their site had to shed AI power, by cause.",
@@ -381,6 +387,9 @@ class SchedulerMetrics:
 
     def job_reassigned(self, reason: str | Enum) -> None:
         self.jobs_reassigned.labels(label_value(reason, REASSIGN_REASONS, "reason")).inc()
+
+    def agent_refusal(self, what: Enum) -> None:
+        self.agent_refused.labels(str(what.value)).inc()
 
     def job_preempted(self, cause: str | Enum) -> None:
         self.jobs_preempted.labels(label_value(cause, SHED_CAUSES, "cause")).inc()

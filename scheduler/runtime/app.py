@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,8 @@ from grpc_health.v1.health import HealthServicer
 
 from scheduler.api.admin_service import AdminService
 from scheduler.api.admission import AdmissionLimits
-from scheduler.api.agent_service import AgentService
+from scheduler.api.agent_identity import AgentCa, AgentIdentities, is_loopback_host
+from scheduler.api.agent_service import AgentEnrollmentService, AgentService
 from scheduler.api.auth import Authenticator
 from scheduler.api.customer_service import CustomerService
 from scheduler.api.server import build_server, mark_serving, server_credentials
@@ -40,6 +43,7 @@ from scheduler.fleet import (
     load_fleet,
 )
 from scheduler.journal import open_journal
+from scheduler.journal.base import Journal
 from scheduler.metrics.grpc_interceptor import GrpcServerMetrics, MetricsServerInterceptor
 from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
 from scheduler.metrics.registry import SchedulerMetrics
@@ -144,6 +148,40 @@ def load_model_catalogue(settings: SchedulerSettings) -> dict[str, ModelSpec]:
     return catalogue
 
 
+def agent_identities(settings: SchedulerSettings, journal: Journal, fleet: Fleet,
+                     regions: Sequence[str]) -> AgentIdentities:
+    """Agent credentials as configured. The '*' token is refused unless the scheduler listens on
+    loopback only; an own agent port needs TLS and the agent CA."""
+    s = settings
+    ca = None
+    if s.agent_ca_cert or s.agent_ca_key:
+        if not (s.agent_ca_cert and s.agent_ca_key):
+            raise ValueError("agent_ca_cert and agent_ca_key go together")
+        ca = AgentCa.from_files(s.agent_ca_cert, s.agent_ca_key)
+    if s.agent_port >= 0 and not (s.tls_cert and s.tls_key and ca is not None):
+        raise ValueError(
+            "the agents' own port (agent_port) is mutual TLS: it needs tls_cert, tls_key, "
+            "agent_ca_cert and agent_ca_key (scripts/gen_certs.py makes a set)")
+    identities = AgentIdentities(
+        journal, time.time, {site.name: site.region for site in fleet.sites},
+        frozenset(regions), ca, s.agent_credential_ttl_s,
+    )
+    if s.agent_token:
+        if not is_loopback_host(s.host):
+            raise ValueError(
+                f"HASHSERVE_AGENT_TOKEN (agent_token) may act as any agent, so it is accepted "
+                f"only while the scheduler listens on loopback, not on {s.host}: enroll agents "
+                "with a bootstrap token instead (`hashserve admin bootstrap-token --site S`, "
+                "or bootstrap_token and bootstrap_site in the settings)")
+        identities.ensure_any_agent_token(s.agent_token)
+    if s.bootstrap_token:
+        if not s.bootstrap_site:
+            raise ValueError("bootstrap_token needs bootstrap_site: the site it enrolls")
+        identities.ensure_bootstrap(s.bootstrap_token, s.bootstrap_site, s.bootstrap_region,
+                                    s.bootstrap_agent_ids, s.bootstrap_ttl_s, s.bootstrap_uses)
+    return identities
+
+
 class SchedulerApp:
     def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -153,9 +191,9 @@ class SchedulerApp:
         if settings.admin_key:
             self.auth.create_tenant("admin")
             self.auth.ensure_api_key(settings.admin_key, "admin", admin=True)
-        if settings.agent_token:
-            self.auth.ensure_agent_token(settings.agent_token, "*")
         self.fleet = load_fleet(settings.fleet_path or default_fleet_path())
+        regions = sorted({s.region for s in self.fleet.sites} | set(settings.regions))
+        self.identities = agent_identities(settings, self.journal, self.fleet, regions)
         # The catalogue file's models at the fleet file's list prices (which win where both price
         # a tier): admission prices work with them, as the power step values it and the backtest
         # books it.
@@ -172,13 +210,14 @@ class SchedulerApp:
         self.loop = ControlLoop(
             self.journal,
             self.catalogue,
-            sorted({s.region for s in self.fleet.sites} | set(settings.regions)),
+            regions,
             self.clock,
             policy=settings.scheduler_policy(),
             profile=settings.scoring_profile(),
             tick_s=settings.tick_s,
         )
         self.metrics = SchedulerMetrics(models=self.catalogue)
+        self.loop.on_refused = self.metrics.agent_refusal
         self.loop.observers.append(MetricsObserver(self.metrics, self.catalogue))
         self.feeds = build_market_feed(settings, self.fleet, self.clock)
         self.http_feed = self.feeds.http
@@ -202,6 +241,9 @@ class SchedulerApp:
         self._metrics_http: MetricsHttpServer | None = None
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
+        self.agent_port = 0  # the agents' mTLS port when they have their own; else `port`
+        self._agent_server: grpc.aio.Server | None = None
+        self._agent_health: HealthServicer | None = None
         self.http_port = 0
         self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
         self._http_task: asyncio.Task[None] | None = None
@@ -210,7 +252,7 @@ class SchedulerApp:
         self.leadership: Leadership | None = None
         self.stepped_down = asyncio.Event()  # set when the lease is lost; the host then exits
         self.step_down_reason = ""
-        self._stepping: asyncio.Future[None] | None = None
+        self._stepping: asyncio.Future[list[None]] | None = None
 
     async def start(self) -> int:
         """Wait for the leader lease (a standby serves nothing but its metrics meanwhile), then
@@ -245,30 +287,52 @@ class SchedulerApp:
             source.start()
         self.customers = CustomerService(self.loop, self.auth, admission_limits(self.settings),
                                          max_watches_per_tenant=s.max_watches_per_tenant)
+        agents = AgentService(self.loop, self.identities)
+        enrollment = AgentEnrollmentService(self.identities, self.loop.refused)
+        own_agent_port = s.agent_port >= 0
+        interceptors = [MetricsServerInterceptor(GrpcServerMetrics(self.metrics.registry))]
         server, health_servicer = build_server(
             self.customers,
-            AgentService(self.loop, self.auth),
-            AdminService(self.loop, self.power, self.feeds.ops, self.auth),
-            interceptors=[MetricsServerInterceptor(GrpcServerMetrics(self.metrics.registry))],
+            None if own_agent_port else agents,
+            AdminService(self.loop, self.power, self.feeds.ops, self.auth, self.identities),
+            interceptors=interceptors,
+            enrollment=enrollment,
         )
-        address = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls_cert and self.settings.tls_key:
-            creds = server_credentials(
-                self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
-            )
-            self.port = server.add_secure_port(address, creds)
-        else:
-            self.port = server.add_insecure_port(address)
-        if self.port == 0:
-            raise RuntimeError(f"could not bind the scheduler to {address}")
+        tls = bool(s.tls_cert and s.tls_key)
+        self.port = self._bind(server, s.port, tls, ())
         await server.start()
         mark_serving(health_servicer, True)
         self._server, self._health = server, health_servicer
+        self.agent_port = self.port
+        if own_agent_port:
+            # Agents' own port: mutual TLS, the certificate names the agent (Renew is here too).
+            agent_server, agent_health = build_server(None, agents, None, interceptors,
+                                                      enrollment=enrollment)
+            client_cas = [c for c in (s.agent_ca_cert, s.tls_client_ca) if c]
+            self.agent_port = self._bind(agent_server, s.agent_port, True, client_cas)
+            await agent_server.start()
+            mark_serving(agent_health, True)
+            self._agent_server, self._agent_health = agent_server, agent_health
+            log.info("agents' mutual-TLS port on %s:%d", s.host, self.agent_port)
         if self.settings.http_port >= 0:
             await self._start_http()
         log.info("scheduler serving on %s:%d (epoch %d)", self.settings.host, self.port,
                  lease.epoch)
         return self.port
+
+    def _bind(self, server: grpc.aio.Server, port: int, tls: bool,
+              client_cas: Sequence[str]) -> int:
+        s = self.settings
+        address = f"{s.host}:{port}"
+        if tls:
+            assert s.tls_cert and s.tls_key
+            bound = server.add_secure_port(
+                address, server_credentials(s.tls_cert, s.tls_key, client_cas or None))
+        else:
+            bound = server.add_insecure_port(address)
+        if bound == 0:
+            raise RuntimeError(f"could not bind the scheduler to {address}")
+        return bound
 
     def _step_down(self, reason: str) -> None:
         """The lease is lost: stop serving at once; the host exits (`stepped_down`) and comes
@@ -276,12 +340,15 @@ class SchedulerApp:
         self.step_down_reason = reason
         self.metrics.set_leader(False, self.loop.epoch)
         self.loop.halt()
-        if self._health is not None:
-            mark_serving(self._health, False)
+        for health_servicer in (self._health, self._agent_health):
+            if health_servicer is not None:
+                mark_serving(health_servicer, False)
         for session in list(self.loop.sessions.values()):
             session.close()
         if self._server is not None:
-            self._stepping = asyncio.ensure_future(self._server.stop(0))
+            servers = [x for x in (self._server, self._agent_server) if x is not None]
+            self._stepping = asyncio.ensure_future(
+                asyncio.gather(*(x.stop(0) for x in servers)))
         if self._http is not None:
             self._http.should_exit = True
         self.stepped_down.set()
@@ -337,6 +404,8 @@ class SchedulerApp:
         for source in self.feeds.polled:
             source.stop()
         await self.loop.stop()
+        if self._agent_server is not None:
+            await self._agent_server.stop(grace_s)
         if self._server is not None:
             await self._server.stop(grace_s)
         if self._metrics_http is not None:

@@ -25,6 +25,7 @@ import grpc
 
 from hashserve.local import Credentials, bootstrap_credentials
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.api.agent_identity import AgentIdentities
 from scheduler.api.auth import Authenticator
 from scheduler.journal.sqlite import SqliteJournal
 from scheduler.runtime.app import SchedulerApp
@@ -103,10 +104,13 @@ def issue_key(journal_path: Path, tenant: str, max_queued_jobs: int = 10_000,
         journal.close()
 
 
-def issue_agent_token(journal_path: Path, agent_id: str) -> str:
+def issue_agent_token(journal_path: Path, agent_id: str, site: str = "wire-site",
+                      region: str = "north_america") -> str:
+    """A per-agent token bound to `agent_id`, `site` and `region` (WireAgent's defaults)."""
     journal = SqliteJournal(journal_path)
     try:
-        return Authenticator(journal).issue_agent_token(agent_id)
+        identities = AgentIdentities(journal, time.time, {}, frozenset())
+        return identities.issue_token(agent_id, site, region).token
     finally:
         journal.close()
 
@@ -198,6 +202,8 @@ class WireAgent:
     models: tuple[str, ...] = (EMBED,)
     slots: int = 1
     running: tuple[tuple[str, int], ...] = ()
+    # TLS (the agents' mTLS port): the channel's credentials, with the client certificate.
+    tls: grpc.ChannelCredentials | None = None
     # What this agent says it runs: started() adds, outcome() removes; heartbeats list it.
     holding: set[tuple[str, int]] = field(default_factory=set)
     _up: asyncio.Queue[agent_pb2.AgentMessage | None] = field(default_factory=asyncio.Queue)
@@ -220,7 +226,11 @@ class WireAgent:
     ) -> None:
         """Open the stream and send `first` (default: the hello). Without a hello, a refused
         credential comes back cleanly: nothing is being written when the server aborts."""
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        if self.tls is not None:
+            self._channel = grpc.aio.secure_channel(self.address, self.tls,
+                                                    options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         if say_hello:
             self._up.put_nowait(first if first is not None else self.hello())
@@ -232,7 +242,7 @@ class WireAgent:
                     return
                 yield msg
 
-        self._call = stub.Connect(requests(), metadata=bearer(self.token))
+        self._call = stub.Connect(requests(), metadata=bearer(self.token) if self.token else ())
 
     def send(self, msg: agent_pb2.AgentMessage) -> None:
         self._up.put_nowait(msg)

@@ -86,8 +86,8 @@ def test_an_agent_token_is_bound_to_its_agent_id(sched: InProcessScheduler) -> N
 def test_an_agent_cannot_start_report_or_adopt_a_job_that_is_not_its_own(
     sched: InProcessScheduler,
 ) -> None:
-    owner_token = issue_agent_token(sched.journal_path, "owner")
-    thief_token = issue_agent_token(sched.journal_path, "thief")
+    owner_token = issue_agent_token(sched.journal_path, "owner", region="europe")
+    thief_token = issue_agent_token(sched.journal_path, "thief", region="europe")
     creds = sched.credentials
 
     async def go() -> tuple[str, str]:
@@ -230,7 +230,8 @@ def test_keys_and_tokens_are_stored_only_as_hashes(sched: InProcessScheduler) ->
         row = journal.get_api_key(key_id_of(creds.api_key))
         assert row is not None
         assert row.key_hash == hashlib.sha256(creds.api_key.encode()).hexdigest()
-        assert journal.find_agent_token(hashlib.sha256(creds.agent_token.encode()).hexdigest())
+        assert journal.find_agent_credential(
+            hashlib.sha256(creds.agent_token.encode()).hexdigest())
     finally:
         journal.close()
 

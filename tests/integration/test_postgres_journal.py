@@ -28,6 +28,7 @@ from scheduler.api.auth import Authenticator, new_agent_token
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.journal import IdempotencyConflict, Journal, SqliteJournal, TenantRow, open_journal
+from scheduler.journal.base import AgentCredentialKind, AgentCredentialRow
 from tests.integration.postgres_server import PostgresServer, unavailable_reason
 from tests.unit.scheduler.core.builders import T0_S, make_record
 from tests.unit.scheduler.journal.test_sqlite_journal import full_record, keyed
@@ -304,11 +305,44 @@ def test_api_keys_and_agent_tokens(backend: Backend, journal: Journal) -> None:
     journal.add_api_key("kid3", "hash3", "acme", admin=False)
     row = journal.get_api_key("kid3")
     assert row is not None and not row.admin
-    journal.add_agent_token("th", "node-a")
-    assert journal.find_agent_token("th") == "node-a"
-    journal.add_agent_token("th", "*")  # re-issued: replaces
-    assert journal.find_agent_token("th") == "*"
-    assert journal.find_agent_token("nope") is None
+    cred = AgentCredentialRow("tok-1", AgentCredentialKind.TOKEN, "th", "node-a", "site-a",
+                              "north_america", 100.0, 200.0)
+    journal.add_agent_credential(cred)
+    assert journal.find_agent_credential("th") == cred
+    assert journal.find_agent_credential("nope") is None
+
+
+def test_agent_credentials_bootstrap_uses_revocation_and_last_use(backend: Backend) -> None:
+    journal = backend.open()
+    boot = AgentCredentialRow("bt-1", AgentCredentialKind.BOOTSTRAP, "bh", "", "site-a",
+                              "north_america", 100.0, 200.0, ("a1", "a2"), uses_left=2)
+    token = AgentCredentialRow("tok-1", AgentCredentialKind.TOKEN, "th", "a1", "site-a",
+                               "north_america", 150.0, 0.0)
+    journal.add_agent_credential(boot)
+    journal.add_agent_credential(token)
+    assert journal.find_agent_credential("bh") == boot  # the scope comes back as it went in
+    # Two uses, then none; never past its expiry.
+    assert journal.consume_bootstrap("bt-1", 120.0)
+    assert not journal.consume_bootstrap("tok-1", 120.0)  # only bootstrap tokens are spent
+    assert journal.consume_bootstrap("bt-1", 121.0)
+    assert not journal.consume_bootstrap("bt-1", 122.0)
+    spent = journal.find_agent_credential("bh")
+    assert spent is not None and spent.uses_left == 0 and spent.last_used_s == 121.0
+    journal.add_agent_credential(AgentCredentialRow(
+        "bt-2", AgentCredentialKind.BOOTSTRAP, "bh2", "", "site-a", "north_america", 100.0,
+        200.0, uses_left=5))
+    assert not journal.consume_bootstrap("bt-2", 200.0)  # expired
+    assert [r.credential_id for r in journal.list_agent_credentials()] == ["tok-1", "bt-1",
+                                                                          "bt-2"]
+    assert [r.credential_id for r in journal.list_agent_credentials("a1")] == ["tok-1"]
+    journal.touch_agent_credential("tok-1", 160.0)
+    assert journal.revoke_agent_credentials(170.0, agent_id="a1") == ["tok-1"]
+    assert journal.revoke_agent_credentials(171.0, agent_id="a1") == []  # already revoked
+    assert journal.revoke_agent_credentials(172.0) == []  # nothing named: nothing revoked
+    revoked = journal.find_agent_credential("th")
+    assert revoked is not None and (revoked.revoked_s, revoked.last_used_s) == (170.0, 160.0)
+    assert journal.revoke_agent_credentials(173.0, credential_id="bt-2") == ["bt-2"]
+    assert not journal.consume_bootstrap("bt-2", 150.0)  # revoked
 
 
 # ----- the contract: more than one instance ----------------------------------------------------
@@ -321,7 +355,8 @@ def test_reopen_after_close_keeps_everything(backend: Backend) -> None:
     first.write_jobs([], decisions=[(T0_S, "placement", rec.job_id, "{}")])
     first.upsert_tenant(TenantRow("acme", 10, 1.0))
     first.add_api_key("kid", "hash", "acme", admin=False)
-    first.add_agent_token("th", "node-a")
+    first.add_agent_credential(AgentCredentialRow(
+        "tok-1", AgentCredentialKind.TOKEN, "th", "node-a", "site-a", "north_america", 1.0, 0.0))
     first.put_ops_state("site:tx-odessa", '{"force": "curtail"}')
     first.put_ops_state("drain:node-a", "true")
     first.put_ops_state("drain:node-b", "true")
@@ -336,7 +371,8 @@ def test_reopen_after_close_keeps_everything(backend: Backend) -> None:
     assert second.decisions_for(rec.job_id) == [(T0_S, "placement", "{}")]
     assert second.get_tenant("acme") == TenantRow("acme", 10, 1.0)
     assert second.get_api_key("kid") is not None
-    assert second.find_agent_token("th") == "node-a"
+    found = second.find_agent_credential("th")
+    assert found is not None and found.agent_id == "node-a"
 
 
 def test_another_instance_reads_and_writes_the_same_jobs(backend: Backend) -> None:

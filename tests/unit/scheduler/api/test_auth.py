@@ -7,11 +7,13 @@ key" is a claim about the bytes on disk.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from scheduler.api.agent_identity import AgentIdentities
 from scheduler.api.auth import (
     Authenticator,
     AuthError,
@@ -127,7 +129,8 @@ def test_keys_are_stored_hashed_and_never_raw(
     auth: Authenticator, journal: SqliteJournal, tmp_path: Path
 ) -> None:
     key_id, key = auth.issue_api_key("acme")
-    token = auth.issue_agent_token("node-a")
+    identities = AgentIdentities(journal, time.time, {}, frozenset())
+    token = identities.issue_token("node-a", "site-a", "north_america").token
     row = journal.get_api_key(key_id)
     assert row is not None and row.key_hash == hashlib.sha256(key.encode()).hexdigest()
     secret = key.split("_", 2)[2]
@@ -175,33 +178,6 @@ def test_bootstrap_key_is_registered_once(auth: Authenticator) -> None:
 def test_a_malformed_bootstrap_key_is_refused(auth: Authenticator, key: str) -> None:
     with pytest.raises(ValueError, match="bootstrap key"):
         auth.ensure_api_key(key, "ops", admin=True)
-
-
-# ----- agent tokens ----------------------------------------------------------------------------
-
-
-def test_an_agent_token_is_bound_to_its_identity(auth: Authenticator) -> None:
-    bound = auth.issue_agent_token("node-a")
-    anyone = auth.issue_agent_token()
-    # The token names the one agent id it may claim; the agent service refuses a hello whose
-    # agent_id differs from it unless it is "*".
-    assert auth.agent(bearer(bound)) == "node-a"
-    assert auth.agent(bearer(anyone)) == "*"
-    with pytest.raises(AuthError, match="invalid agent token"):
-        auth.agent(bearer(new_agent_token()))
-    # Customer keys and agent tokens are different credentials.
-    with pytest.raises(AuthError):
-        auth.customer(bearer(bound))
-    _, key = auth.issue_api_key("acme")
-    with pytest.raises(AuthError):
-        auth.agent(bearer(key))
-
-
-def test_ensure_agent_token_is_idempotent(auth: Authenticator) -> None:
-    token = new_agent_token()
-    auth.ensure_agent_token(token, "node-b")
-    auth.ensure_agent_token(token, "node-c")  # already known: the first binding stands
-    assert auth.agent(bearer(token)) == "node-b"
 
 
 def test_a_verified_key_is_cached_briefly_and_forgotten_on_revoke(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord, JobSpecData
 from scheduler.core.models import ModelKind, Tier
 from scheduler.journal import IdempotencyConflict, SqliteJournal, TenantRow, open_journal
+from scheduler.journal.base import AgentCredentialKind, AgentCredentialRow
 from scheduler.journal.codec import JOB_COLUMNS, from_row, to_row
 from tests.unit.scheduler.core.builders import GEN_MODEL, T0_S, make_record
 
@@ -199,9 +200,11 @@ def test_api_keys_and_agent_tokens(journal: SqliteJournal) -> None:
     assert journal.get_api_key("other") is None
     with pytest.raises(sqlite3.IntegrityError):
         journal.add_api_key("kid2", "hash1", "acme", admin=False)  # hashes are unique
-    journal.add_agent_token("th", "node-a")
-    assert journal.find_agent_token("th") == "node-a"
-    assert journal.find_agent_token("nope") is None
+    cred = AgentCredentialRow("tok-1", AgentCredentialKind.TOKEN, "th", "node-a", "site-a",
+                              "north_america", 100.0, 200.0)
+    journal.add_agent_credential(cred)
+    assert journal.find_agent_credential("th") == cred
+    assert journal.find_agent_credential("nope") is None
 
 
 # ----- durability ------------------------------------------------------------------------------
