@@ -30,6 +30,7 @@ from scheduler.core.placement import (
     Placement,
     ScoringProfile,
     SiteView,
+    Unplaceable,
     place,
 )
 from scheduler.core.placement.rules import TIER_RANK, order_key
@@ -38,6 +39,15 @@ from scheduler.core.placement.scores import KW_PER_MW
 AttemptKey = tuple[str, int]
 _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 _SHED_EPS_MW = 1e-9
+
+
+# What the placement filters read of a job (scheduler/core/placement/filters.py): jobs alike in
+# these are refused by the same nodes. Its accelerators come from its model's catalogue entry.
+PlacementClass = tuple[str, frozenset[str], int]
+
+
+def _placement_class(rec: JobRecord) -> PlacementClass:
+    return (rec.spec.model, rec.spec.allowed_regions, rec.spec.memory_mb)
 
 
 @dataclass(frozen=True)
@@ -627,6 +637,9 @@ class SchedulerCore:
         step = Step()
         budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
         unplaced: list[JobRecord] = []
+        # Classes of job (what the filters read of a job) that no node took in this call. Jobs
+        # that can never fit must not hide, behind the lookahead's limit, one that can.
+        dead: dict[PlacementClass, Unplaceable] = {}
         busy_mw: dict[str, float] | None = None  # at budgeted sites, counted once per call
         rounds = 0
         while budget > 0 and rounds <= self.policy.lookahead_rounds:
@@ -637,11 +650,20 @@ class SchedulerCore:
             # One job per free slot first. Jobs that could not use the free slots (another
             # model or region, deferred) must not hold back those behind them, so while slots
             # stay free look further down the queue, twice as far each round.
-            batch = self._pop_ready(now_s, min(free << rounds, budget))
+            batch, skipped = self._pop_ready(now_s, min(free << rounds, budget), dead, budget)
+            budget -= len(batch) + len(skipped)
+            for rec in skipped:
+                # Its class found no node earlier in this call, and nodes only fill up within
+                # one: the same answer without asking the placer again.
+                refusal = dead[_placement_class(rec)]
+                step.decisions.append(Unplaceable(rec.job_id, refusal.code, refusal.reasons))
+                self._unplaced_why[rec.job_id] = refusal.reasons
+                unplaced.append(rec)
             if not batch:
+                if skipped:
+                    continue
                 break
             rounds += 1
-            budget -= len(batch)
             decisions = place(
                 [r.as_request() for r in batch], nodes, self.site_views, now_s, self.profile,
                 catalogue=self.catalogue,
@@ -673,6 +695,7 @@ class SchedulerCore:
                 else:
                     self._unplaced_why[rec.job_id] = decision.reasons
                     unplaced.append(rec)
+                    dead.setdefault(_placement_class(rec), decision)
         # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits,
         # parked, and its deadline bounds the wait; back on the heap at the next node change
         # or tick.
@@ -817,11 +840,17 @@ class SchedulerCore:
         key = order_key(spec.tier, spec.deadline_s, rec.submitted_s, rec.job_id)
         heapq.heappush(self._queue, (key, rec.job_id))
 
-    def _pop_ready(self, now_s: float, limit: int) -> list[JobRecord]:
-        """Up to `limit` queued jobs in queue order; deferred jobs go back on the heap."""
+    def _pop_ready(
+        self, now_s: float, limit: int, dead: Mapping[PlacementClass, object],
+        max_looked_at: int,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """Up to `limit` queued jobs in queue order, and the jobs of `dead` classes passed on
+        the way (all of them together at most `max_looked_at`); deferred jobs go back on the
+        heap."""
         ready: list[JobRecord] = []
+        skipped: list[JobRecord] = []
         waiting: list[JobRecord] = []
-        while self._queue and len(ready) < limit:
+        while self._queue and len(ready) < limit and len(ready) + len(skipped) < max_looked_at:
             _, job_id = heapq.heappop(self._queue)
             self._in_queue.discard(job_id)
             rec = self.jobs.get(job_id)
@@ -829,11 +858,13 @@ class SchedulerCore:
                 continue
             if rec.not_before_s > now_s:
                 waiting.append(rec)
+            elif dead and _placement_class(rec) in dead:
+                skipped.append(rec)
             else:
                 ready.append(rec)
         for rec in waiting:
             self._push(rec)
-        return ready
+        return ready, skipped
 
     def site_load(self) -> Mapping[str, int]:
         load: dict[str, int] = {}

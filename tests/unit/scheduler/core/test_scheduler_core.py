@@ -490,10 +490,11 @@ def test_an_unplaceable_head_of_the_queue_does_not_block_others() -> None:
 @pytest.mark.parametrize(("stuck", "placed"), [(6, True), (7, False)])
 def test_the_lookahead_past_unplaceable_jobs_is_bounded(stuck: int, placed: bool) -> None:
     # One free slot, two lookahead rounds: the tick looks at 1 + 2 + 4 = 7 jobs. Behind 6 stuck
-    # jobs the fitting one is the 7th and is placed; behind 7 it waits for a later tick.
+    # jobs the fitting one is the 7th and is placed; behind 7 it waits for a later tick. (Each
+    # stuck job is of its own class: jobs of one class that found no node are passed over.)
     h = Harness(SchedulerPolicy(lookahead_rounds=2))
     h.connect()
-    h.submit(*(make_record(f"stuck{i}", tier="interactive", model=GEN_MODEL)
+    h.submit(*(make_record(f"stuck{i}", tier="interactive", model=GEN_MODEL, memory_mb=200 + i)
                for i in range(stuck)))
     h.submit(make_record("fits"))
     step = h.tick()
@@ -575,6 +576,20 @@ def test_a_node_gone_past_the_policys_time_with_nothing_running_is_forgotten() -
     # A forgotten node that comes back is a new node, with nothing remembered against it.
     h.connect(make_node_info(other, site="s1"))
     assert other in h.core.nodes
+
+
+def test_a_job_that_fits_is_found_behind_any_number_that_cannot() -> None:
+    """The lookahead looks at most 127 jobs per free slot; jobs of a class no node takes are
+    passed over without counting, so 500 of them do not hide the one that fits."""
+    h = Harness()
+    h.connect(make_node_info("n1", site="s1", region="north_america"))
+    h.submit(*[make_record(f"far{i}", allowed_regions=("europe",)) for i in range(500)])
+    h.submit(make_record("near", allowed_regions=("north_america",)))
+    step = h.core.schedule(h.now_s)
+    assert assigns(step) == [("n1", "near", 1)]
+    # Every job passed over is still told why, as if it had been placed.
+    unplaced = [d for d in step.decisions if not isinstance(d, Placement)]
+    assert len(unplaced) == 500 and len({d.reasons for d in unplaced}) == 1  # type: ignore[union-attr]
 
 
 def test_jobs_no_node_takes_are_not_placed_again_at_every_submit() -> None:
