@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
 from typing import Annotated, TypeVar
 
@@ -27,9 +28,12 @@ from rich.console import Console
 
 from hashserve.admin_client import AdminClient, resolve_admin_key
 from hashserve.admin_views import (
+    AGENT_CREDENTIAL_COLUMNS,
     USAGE_COLUMNS,
     accounting_table,
     accounting_totals,
+    agent_credential_records,
+    agent_credentials_table,
     as_dict,
     curtailments_table,
     iso,
@@ -51,7 +55,7 @@ HOUR_S = 3600.0
 
 admin_app = typer.Typer(
     help="Operators' commands (need an admin key): nodes, overrides, market values, tenants, "
-    "keys and accounting.",
+    "keys, agent credentials and accounting.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -97,8 +101,10 @@ def call(
     admin_key: str | None,
     tls_ca: str | None,
     fn: Callable[[AdminClient], Awaitable[T]],
+    hints: Mapping[grpc.StatusCode, str] | None = None,
 ) -> T:
-    """Run `fn` with a client; a gRPC error becomes `CODE: details` and exit status 1."""
+    """Run `fn` with a client; a gRPC error becomes `CODE: details` and exit status 1, with
+    what to do next where `hints` has one for the code."""
     address = resolve(scheduler, "HASHSERVE_SCHEDULER", DEFAULT_SCHEDULER)
     assert address is not None
     key = resolve_admin_key(admin_key)
@@ -118,6 +124,8 @@ def call(
         hint = ""
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             hint = f" (is the scheduler running at {address}? --scheduler / HASHSERVE_SCHEDULER)"
+        elif hints and err.code() in hints:
+            hint = f" ({hints[err.code()]})"
         err_console.print(f"[red]{err.code().name}[/]: {err.details()}{hint}")
         raise typer.Exit(1) from None
     except OSError as err:  # an unreadable --tls-ca
@@ -516,29 +524,6 @@ def admin_revoke_key(
     out.print(f"key {key_id} revoked")
 
 
-@admin_app.command("agent-token")
-def admin_agent_token(
-    agent_id: Annotated[
-        str, typer.Argument(help="the agent id the token may claim; '*' for any (demos only)")
-    ],
-    json_out: JsonOpt = False,
-    scheduler: SchedulerOpt = None,
-    admin_key: AdminKeyOpt = None,
-    tls_ca: TlsCaOpt = None,
-) -> None:
-    """Issue a token an agent dials in with (--token-file). Printed once."""
-
-    async def go(c: AdminClient) -> admin_pb2.CreateAgentTokenResponse:
-        return await c.agent_token(agent_id)
-
-    resp = call(scheduler, admin_key, tls_ca, go)
-    if json_out:
-        print_json({"agent_id": agent_id, "token": resp.token})
-        return
-    err_console.print(f"token for agent {agent_id!r}; it is shown once:")
-    print(resp.token)
-
-
 @admin_app.command("new-key")
 def admin_new_key() -> None:
     """Make a fresh admin key offline, for the scheduler's bootstrap HASHSERVE_ADMIN_KEY."""
@@ -546,6 +531,211 @@ def admin_new_key() -> None:
 
     _, key = new_api_key()
     print(key)
+
+
+# ----- admin: agent credentials -----------------------------------------------------------------
+
+
+def _check_ttl(ttl_s: float) -> None:
+    if not math.isfinite(ttl_s) or ttl_s < 0:
+        raise usage_error(f"--ttl-s must be a number of seconds >= 0 (0: the default), got {ttl_s}")
+
+
+async def _listed(c: AdminClient, credential_id: str,
+                  agent_id: str = "") -> admin_pb2.AgentCredential | None:
+    """A credential just issued, as the scheduler lists it (for the region it bound); None if
+    the listing fails: the token is already issued and must still be printed."""
+    try:
+        resp = await c.agent_credentials(agent_id)
+    except grpc.aio.AioRpcError:
+        return None
+    return next((cred for cred in resp.credentials if cred.credential_id == credential_id), None)
+
+
+@admin_app.command("agent-token")
+def admin_agent_token(
+    agent_id: Annotated[str, typer.Argument(help="the agent id the token binds")],
+    site: Annotated[str, typer.Option(help="the agent's site (the token binds it)")],
+    region: Annotated[str, typer.Option(help="the site's region; default: the fleet's")] = "",
+    ttl_s: Annotated[float, typer.Option(
+        help="lifetime in seconds; 0: the scheduler's agent_credential_ttl_s (7 days)")] = 0.0,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Issue a per-agent token (--token-file), for an agent that cannot enroll. Printed once.
+
+    It binds the agent id, site and region: a hello naming anything else is refused. Agents
+    that can should enroll instead (`bootstrap-token`): their credential is renewed for them.
+    """
+    _check_ttl(ttl_s)
+
+    async def go(c: AdminClient) -> tuple[admin_pb2.CreateAgentTokenResponse,
+                                          admin_pb2.AgentCredential | None]:
+        resp = await c.agent_token(agent_id, site, region, ttl_s)
+        return resp, await _listed(c, resp.credential_id, agent_id)
+
+    resp, listed = call(scheduler, admin_key, tls_ca, go)
+    bound_region = listed.region if listed is not None else region
+    expires = iso(seconds(resp.expires_at))
+    if json_out:
+        print_json({"agent_id": agent_id, "site": site, "region": bound_region,
+                    "credential_id": resp.credential_id, "expires_at": expires,
+                    "token": resp.token})
+        return
+    err_console.print(
+        f"token {resp.credential_id} for agent {agent_id} at {site} ({bound_region or '?'}), "
+        f"until {expires}; it is shown once (revoke with `hashserve admin revoke-agent "
+        f"--credential {resp.credential_id}`):"
+    )
+    print(resp.token)
+
+
+@admin_app.command("bootstrap-token")
+def admin_bootstrap_token(
+    site: Annotated[str, typer.Option(help="the site whose agents it may enroll")],
+    region: Annotated[str, typer.Option(help="the site's region; default: the fleet's")] = "",
+    agent_id: Annotated[list[str] | None, typer.Option(
+        "--agent-id", help="only this agent id; repeatable (default: any id at the site)")]
+    = None,
+    ttl_s: Annotated[float, typer.Option(
+        help="seconds it may be used for; 0: one hour; at most 7 days")] = 0.0,
+    uses: Annotated[int, typer.Option(help="enrollments it allows; 0: one")] = 0,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Issue a bootstrap token: it can only enroll agents of one site. Printed once.
+
+    Give it to the agent (--bootstrap-token-file): it enrolls once, keeps its own credential in
+    --state-dir and renews it; the bootstrap token is then spent or expires.
+    """
+    _check_ttl(ttl_s)
+    if uses < 0:
+        raise usage_error(f"--uses must be >= 0 (0: single-use), got {uses}")
+    agent_ids = list(dict.fromkeys(agent_id or ()))
+
+    async def go(c: AdminClient) -> tuple[admin_pb2.CreateBootstrapTokenResponse,
+                                          admin_pb2.AgentCredential | None]:
+        resp = await c.bootstrap_token(site, region, agent_ids, ttl_s, uses)
+        return resp, await _listed(c, resp.credential_id)
+
+    resp, listed = call(scheduler, admin_key, tls_ca, go)
+    bound_region = listed.region if listed is not None else region
+    uses_left = listed.uses_left if listed is not None else (uses or 1)
+    expires = iso(seconds(resp.expires_at))
+    if json_out:
+        print_json({"credential_id": resp.credential_id, "site": site, "region": bound_region,
+                    "agent_ids": agent_ids, "uses": uses_left, "expires_at": expires,
+                    "token": resp.token})
+        return
+    who = ", ".join(agent_ids) if agent_ids else "any agent id"
+    err_console.print(
+        f"bootstrap token {resp.credential_id}: enrolls {who} at {site} "
+        f"({bound_region or '?'}), {uses_left} time{'' if uses_left == 1 else 's'}, until "
+        f"{expires}; it is shown once (give it to the agent as --bootstrap-token-file):"
+    )
+    print(resp.token)
+
+
+def new_bootstrap_token() -> str:
+    """`hsb_<12 hex>_<secret>`: the shape the scheduler's bootstrap_token setting requires."""
+    from scheduler.api.agent_identity import BOOTSTRAP_PREFIX
+
+    return f"{BOOTSTRAP_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"
+
+
+@admin_app.command("new-bootstrap-token")
+def admin_new_bootstrap_token() -> None:
+    """Make a fresh bootstrap token offline, for a deployment's HASHSERVE_BOOTSTRAP_TOKEN."""
+    print(new_bootstrap_token())
+
+
+@admin_app.command("agent-credentials")
+def admin_agent_credentials(
+    agent_id: Annotated[str, typer.Option(help="only this agent's")] = "",
+    revoked: Annotated[bool, typer.Option("--revoked", help="revoked ones too")] = False,
+    expired: Annotated[bool, typer.Option("--expired", help="expired ones too")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Agent credentials: tokens, certificates, bootstrap tokens; what each binds, last use.
+
+    Live ones by default; with --revoked and --expired the others too, each with its last use
+    (what an audit after a revocation looks for).
+    """
+
+    async def go(c: AdminClient) -> admin_pb2.ListAgentCredentialsResponse:
+        return await c.agent_credentials(agent_id, revoked, expired)
+
+    creds = list(call(scheduler, admin_key, tls_ca, go).credentials)
+    if json_out:
+        print_json({"credentials": agent_credential_records(creds)})
+    elif csv_out:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(AGENT_CREDENTIAL_COLUMNS))
+        writer.writeheader()
+        writer.writerows(agent_credential_records(creds, flat=True))
+    else:
+        out.print(agent_credentials_table(creds, time.time()))
+
+
+def revoke_target(agent_id: str | None, credential: str | None) -> tuple[str, str]:
+    """(credential id, agent id), exactly one of them set. A pasted bootstrap token
+    (hsb_<id>_...) stands for its credential id, bt-<id>."""
+    if bool(agent_id) == bool(credential):
+        raise ValueError("give an AGENT_ID or --credential ID (one of them)")
+    if credential and credential.startswith("hsb_"):
+        credential = f"bt-{credential.split('_', 2)[1]}"
+    return credential or "", agent_id or ""
+
+
+@admin_app.command("revoke-agent")
+def admin_revoke_agent(
+    agent_id: Annotated[str | None, typer.Argument(
+        help="revoke every live credential of this agent")] = None,
+    credential: Annotated[str | None, typer.Option(
+        "--credential", help="revoke this one credential (see `admin agent-credentials`)")]
+    = None,
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Revoke an agent's credentials, or one credential; it takes effect at once.
+
+    The agent's open stream is closed (UNAUTHENTICATED) and the credential is refused from then
+    on, on every scheduler of the journal. To let the agent back, enroll it again with a new
+    bootstrap token.
+    """
+    try:
+        credential_id, agent = revoke_target(agent_id, credential)
+    except ValueError as err:
+        raise usage_error(str(err)) from None
+
+    async def go(c: AdminClient) -> admin_pb2.RevokeAgentCredentialResponse:
+        return await c.revoke_agent(credential_id, agent)
+
+    hint = (f"see `hashserve admin agent-credentials --agent-id {agent}`" if agent
+            else "see `hashserve admin agent-credentials`")
+    resp = call(scheduler, admin_key, tls_ca, go, hints={grpc.StatusCode.NOT_FOUND: hint})
+    if json_out:
+        print_json({"agent_id": agent, "credential_id": credential_id,
+                    "revoked": list(resp.revoked), "streams_closed": resp.streams_closed})
+        return
+    what = f"agent {agent}" if agent else f"credential {credential_id}"
+    closed = resp.streams_closed
+    out.print(
+        f"{what}: revoked {', '.join(resp.revoked)}; {closed} open stream"
+        f"{'' if closed == 1 else 's'} closed"
+    )
 
 
 # ----- admin: usage and accounting --------------------------------------------------------------

@@ -8,6 +8,7 @@ the CLI, and the server validates everything again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -188,12 +189,59 @@ class AdminClient:
             timeout=self.timeout_s,
         )
 
-    async def agent_token(self, agent_id: str) -> admin_pb2.CreateAgentTokenResponse:
+    # ----- agent credentials --------------------------------------------------------------------
+
+    async def agent_token(
+        self, agent_id: str, site: str = "", region: str = "", ttl_s: float = 0.0
+    ) -> admin_pb2.CreateAgentTokenResponse:
+        """A per-agent token bound to agent id, site and region ("": the fleet's region for the
+        site); ttl_s 0: the scheduler's agent_credential_ttl_s."""
         return await self.stub.CreateAgentToken(
-            admin_pb2.CreateAgentTokenRequest(agent_id=agent_id),
+            admin_pb2.CreateAgentTokenRequest(
+                agent_id=agent_id, site=site, region=region, ttl_s=ttl_s
+            ),
             metadata=self.metadata,
             timeout=self.timeout_s,
         )
+
+    async def bootstrap_token(
+        self, site: str, region: str = "", agent_ids: Sequence[str] = (), ttl_s: float = 0.0,
+        uses: int = 0,
+    ) -> admin_pb2.CreateBootstrapTokenResponse:
+        """A token that can only enroll agents of `site` (of `agent_ids`, when given); ttl_s 0:
+        one hour; uses 0: single-use."""
+        return await self.stub.CreateBootstrapToken(
+            admin_pb2.CreateBootstrapTokenRequest(
+                site=site, region=region, agent_ids=list(agent_ids), ttl_s=ttl_s, uses=uses
+            ),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
+    async def agent_credentials(
+        self, agent_id: str = "", include_revoked: bool = False, include_expired: bool = False
+    ) -> admin_pb2.ListAgentCredentialsResponse:
+        return await self.stub.ListAgentCredentials(
+            admin_pb2.ListAgentCredentialsRequest(
+                agent_id=agent_id, include_revoked=include_revoked,
+                include_expired=include_expired,
+            ),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
+    async def revoke_agent(
+        self, credential_id: str = "", agent_id: str = ""
+    ) -> admin_pb2.RevokeAgentCredentialResponse:
+        """One of: a credential id, or an agent id (all its live credentials). Its open stream
+        is closed at once."""
+        return await self.stub.RevokeAgentCredential(
+            admin_pb2.RevokeAgentCredentialRequest(credential_id=credential_id, agent_id=agent_id),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
+    # ----- usage and accounting -----------------------------------------------------------------
 
     async def usage(
         self, tenant: str = "", start_s: float | None = None, end_s: float | None = None,

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
-from hashserve.v1 import admin_pb2
+from hashserve.v1 import admin_pb2, agent_pb2
 
 out = Console()
 
@@ -207,4 +207,68 @@ def usage_table(rows: Sequence[admin_pb2.UsageRow]) -> Table:
                f"{sum(r.charged_usd for r in rows):,.6f}"]
     for column, footer in zip(table.columns, footers, strict=True):
         column.footer = footer
+    return table
+
+
+AGENT_CREDENTIAL_COLUMNS = ("credential_id", "kind", "agent_id", "site", "region", "agent_ids",
+                            "uses_left", "issued_at", "expires_at", "revoked_at", "last_used_at",
+                            "issued_by")
+
+
+def credential_kind(kind: int) -> str:
+    """`CREDENTIAL_KIND_CERTIFICATE` -> `certificate` ("unknown" for a kind this CLI predates)."""
+    try:
+        name = agent_pb2.CredentialKind.Name(kind)
+    except ValueError:
+        return "unknown"
+    return name.removeprefix("CREDENTIAL_KIND_").lower()
+
+
+def _when(message: Message, name: str) -> str:
+    """An optional timestamp field as `iso`, or "" when unset (never, or not yet)."""
+    return iso(seconds(getattr(message, name))) if message.HasField(name) else ""
+
+
+def agent_credential_records(
+    creds: Iterable[admin_pb2.AgentCredential], flat: bool = False
+) -> list[dict[str, object]]:
+    """Credentials as plain records (JSON, CSV): unset times as "", `uses_left` only for a
+    bootstrap token (None otherwise); `flat` (CSV) gives its agent ids as one spaced string."""
+    return [{"credential_id": c.credential_id, "kind": credential_kind(c.kind),
+             "agent_id": c.agent_id, "site": c.site, "region": c.region,
+             "agent_ids": " ".join(c.agent_ids) if flat else list(c.agent_ids),
+             "uses_left": c.uses_left if c.kind == agent_pb2.CREDENTIAL_KIND_BOOTSTRAP else None,
+             "issued_at": _when(c, "issued_at"), "expires_at": _when(c, "expires_at"),
+             "revoked_at": _when(c, "revoked_at"), "last_used_at": _when(c, "last_used_at"),
+             "issued_by": c.issued_by} for c in creds]
+
+
+def credential_scope(c: admin_pb2.AgentCredential) -> str:
+    """What a bootstrap token may still enroll; "-" for a credential that is an agent's own."""
+    if c.kind != agent_pb2.CREDENTIAL_KIND_BOOTSTRAP:
+        return "-"
+    who = ", ".join(c.agent_ids) if c.agent_ids else "any agent id"
+    uses = f"{c.uses_left} use{'' if c.uses_left == 1 else 's'} left"
+    return f"{who}; {uses}"
+
+
+def agent_credentials_table(creds: Sequence[admin_pb2.AgentCredential], now_s: float) -> Table:
+    """Revoked and expired rows stay (with their last use): that is what an audit looks for."""
+    table = Table(title=f"agent credentials at {iso(now_s)}")
+    # On a narrow terminal an id folds onto the next line rather than losing its end to "...":
+    # an id cut short is no use to `revoke-agent --credential`.
+    for name in ("credential", "kind", "agent", "site", "region", "scope", "issued", "expires",
+                 "revoked", "last used", "issued by"):
+        table.add_column(name, overflow="fold")
+    for c in creds:
+        expires = _when(c, "expires_at") or "never"
+        if c.HasField("expires_at") and seconds(c.expires_at) <= now_s:
+            expires = f"[yellow]{expires} (expired)[/]"
+        revoked = _when(c, "revoked_at")
+        table.add_row(
+            c.credential_id, credential_kind(c.kind), c.agent_id or "-", c.site,
+            c.region, credential_scope(c), _when(c, "issued_at") or "-", expires,
+            f"[red]{revoked}[/]" if revoked else "", _when(c, "last_used_at") or "never",
+            c.issued_by or "-",
+        )
     return table

@@ -162,6 +162,12 @@ def agent_identities(settings: SchedulerSettings, journal: Journal, fleet: Fleet
         raise ValueError(
             "the agents' own port (agent_port) is mutual TLS: it needs tls_cert, tls_key, "
             "agent_ca_cert and agent_ca_key (scripts/gen_certs.py makes a set)")
+    if ca is not None and s.agent_port < 0:
+        # A certificate is only ever checked on the agents' own port: without one, agents
+        # that ask for a certificate are told to take a token instead.
+        log.warning("agent_ca_cert/agent_ca_key are used only with agent_port: without it, "
+                    "enrolled agents get tokens, not certificates")
+        ca = None
     identities = AgentIdentities(
         journal, time.time, {site.name: site.region for site in fleet.sites},
         frozenset(regions), ca, s.agent_credential_ttl_s,

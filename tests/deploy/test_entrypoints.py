@@ -72,17 +72,45 @@ def test_flags_exist_in_the_cli(where: str, argv: list[str]) -> None:
     assert used <= known, f"{where}: unknown flags {sorted(used - known)}"
 
 
+def _unit_flag(argv: list[str], flag: str) -> str:
+    return next(a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}="))
+
+
 def test_unit_passes_secrets_as_credentials_not_environment() -> None:
     argv = unit_exec_start()
-    for flag in ("--token-file", "--tls-ca", "--tls-cert", "--tls-key"):
-        value = next(a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}="))
-        assert value.startswith("${CREDENTIALS_DIRECTORY}/"), flag
+    for flag in ("--bootstrap-token-file", "--tls-ca"):
+        assert _unit_flag(argv, flag).startswith("${CREDENTIALS_DIRECTORY}/"), flag
     env_example = (DEPLOY / "systemd" / "agent.env.example").read_text()
-    assert not re.search(r"^HASHSERVE_AGENT_(TOKEN|TLS)", env_example, flags=re.M)
+    assert not re.search(r"^HASHSERVE_AGENT_(TOKEN|BOOTSTRAP|TLS)", env_example, flags=re.M)
     # Every ${VAR} the unit expands is set in the example env file (or by systemd itself).
-    expanded = set(re.findall(r"\$\{(\w+)\}", " ".join(argv))) - {"CREDENTIALS_DIRECTORY"}
+    expanded = set(re.findall(r"\$\{(\w+)\}", " ".join(argv))) - {
+        "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY"
+    }
     defined = set(re.findall(r"^(\w+)=", env_example, flags=re.M))
     assert expanded <= defined, sorted(expanded - defined)
+
+
+def test_unit_enrolls_into_its_state_directory() -> None:
+    text = UNIT.read_text()
+    argv = unit_exec_start()
+    # The enrolled key and certificate replace hand-made ones; they live in StateDirectory=.
+    assert "StateDirectory=hashserve-agent" in text.splitlines()
+    assert _unit_flag(argv, "--state-dir") == "${STATE_DIRECTORY}"
+    credentials = dict(
+        ln.removeprefix("LoadCredential=").split(":", 1) for ln in text.splitlines()
+        if ln.startswith("LoadCredential=")
+    )
+    assert credentials == {"bootstrap-token": "/etc/hashserve/bootstrap-token",
+                           "tls-ca.pem": "/etc/hashserve/tls/ca.pem"}
+    assert _unit_flag(argv, "--bootstrap-token-file") == "${CREDENTIALS_DIRECTORY}/bootstrap-token"
+    used = {a.split("=", 1)[0] for a in argv}
+    assert not used & {"--token", "--token-file", "--tls-cert", "--tls-key"}
+    # It enrolls on the customers' port and then dials the agents' mutual-TLS port.
+    env = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / "systemd" / "agent.env.example").read_text(),
+                          flags=re.M))
+    assert _unit_flag(argv, "--enroll-address") == "${HASHSERVE_AGENT_ENROLL_ADDRESS}"
+    assert env["HASHSERVE_AGENT_ENROLL_ADDRESS"].endswith(":50051")
+    assert env["HASHSERVE_AGENT_SCHEDULER"].endswith(":50052")
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -157,9 +157,27 @@ def test_scheduler_service_selects_the_head_pod_and_its_ports() -> None:
     selector = service["spec"]["selector"]
     assert selector == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
     ports = {p["targetPort"] for p in service["spec"]["ports"]}
-    assert ports == {50051, 9100}
+    assert ports == {50051, 50052, 9100}  # customers (and enrollment), agents (mTLS), metrics
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert ports <= {p["containerPort"] for p in head["ports"]}
+    (deployment,) = by_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert _flag(container["args"], "--agent-port") == "50052"
+
+
+def test_the_agent_ca_is_mounted_where_the_scheduler_reads_it() -> None:
+    (deployment,) = by_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (cluster,) = by_kind("RayCluster")
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    secret_of = {v["name"]: v["secret"]["secretName"] for v in head["volumes"] if "secret" in v}
+    secrets = {s["metadata"]["name"]: set(s["stringData"])
+               for s in load_all(KUBERAY / "secrets.example.yaml")}
+    for flag in ("--agent-ca-cert", "--agent-ca-key", "--tls-cert", "--tls-key"):
+        path = Path(_flag(container["args"], flag))
+        volume = next(name for name, mount in mounts.items() if Path(mount) == path.parent)
+        assert path.name in secrets[secret_of[volume]], (flag, path)
 
 
 def test_kustomization_lists_existing_files() -> None:
@@ -244,7 +262,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
     env = dict(
         os.environ,
         HASHSERVE_ADMIN_KEY="test-admin",
-        HASHSERVE_AGENT_TOKEN="test-token",
+        HASHSERVE_BOOTSTRAP_TOKEN="test-bootstrap-token",
         GRAFANA_ADMIN_PASSWORD="test-password",
     )
     done = subprocess.run(
@@ -252,6 +270,91 @@ def test_docker_compose_config_accepts_the_file() -> None:
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+# Agent credentials: every agent enrolls, none shares a credential -------------------------------
+
+# Every file shipped in deploy/ (not a local deploy/.env, which git ignores).
+SHIPPED_FILES = sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.name != ".env")
+# `agent_id: "*"`, `--agent-id='*'`, `agent-token '*'`, `AGENT_ID=*`: a credential for any agent.
+ANY_AGENT = re.compile(r"""agent[-_]?(?:id|token)["']?(?:\s*[:=]\s*|\s+)["']?\*["']?(?![\w.*])""",
+                       flags=re.IGNORECASE)
+
+
+def test_the_any_agent_pattern_finds_what_it_should() -> None:
+    for text in ('agent_id: "*"', "--agent-id='*'", "hashserve admin agent-token '*'",
+                 "HASHSERVE_AGENT_AGENT_ID=*", '{"agent_id": "*"}'):
+        assert ANY_AGENT.search(text), text
+    for text in ('hashserve_agent_info{agent_id=~".*"}', "--agent-id=agent-a", "agent_id: a*b"):
+        assert not ANY_AGENT.search(text), text
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.relative_to(DEPLOY).as_posix())
+def test_no_shipped_file_carries_a_shared_agent_credential(path: Path) -> None:
+    # The "*" token acts as any agent: the scheduler accepts it only on loopback, so a shipped
+    # deployment must not rely on it, nor hand one token to several agents.
+    text = path.read_text(encoding="utf-8")
+    assert "HASHSERVE_AGENT_TOKEN" not in text
+    assert not ANY_AGENT.search(text), ANY_AGENT.search(text)
+    assert not re.search(r"--token(-file)?[= ]", text), "agents enroll instead of a fixed token"
+
+
+def _agents() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose()["services"].items()
+            if isinstance(s.get("command"), list) and s["command"][0] == "agent"}
+
+
+def test_compose_agents_enroll_with_a_bootstrap_token_and_keep_their_state() -> None:
+    doc = compose()
+    agents = _agents()
+    assert set(agents) == {"agent-a", "agent-b"}
+    for name, service in agents.items():
+        command = service["command"]
+        secret = Path(_flag(command, "--bootstrap-token-file"))
+        assert secret.parent == Path("/run/secrets"), name
+        assert secret.name in service["secrets"], name
+        assert doc["secrets"][secret.name] == {"environment": "HASHSERVE_BOOTSTRAP_TOKEN"}
+        # The enrolled credential lives on a volume of its own: a restart keeps it, so the
+        # agent does not need the (spent) bootstrap token again.
+        state_dir = _flag(command, "--state-dir")
+        volumes = [v for v in service["volumes"] if v.split(":")[1] == state_dir]
+        assert len(volumes) == 1, (name, service["volumes"])
+        assert volumes[0].split(":")[0] in doc["volumes"], name
+    state_volumes = [v.split(":")[0] for s in agents.values() for v in s["volumes"]]
+    assert len(set(state_volumes)) == len(state_volumes), "two agents share a state volume"
+    # The agent image makes the state directory its user's, or a fresh volume is root's.
+    dockerfile = (DEPLOY / "docker" / "Dockerfile.agent").read_text()
+    for service in agents.values():
+        assert f"-o hashserve -g hashserve -m 0700 {_flag(service['command'], '--state-dir')}" in (
+            dockerfile
+        )
+
+
+def test_compose_bootstrap_token_enrolls_exactly_the_compose_agents() -> None:
+    env = compose()["services"]["scheduler"]["environment"]
+    assert env["HASHSERVE_BOOTSTRAP_TOKEN"].startswith("${HASHSERVE_BOOTSTRAP_TOKEN:?")
+    agents = _agents()
+    ids = json.loads(env["HASHSERVE_BOOTSTRAP_AGENT_IDS"])
+    assert sorted(ids) == sorted(_flag(s["command"], "--agent-id") for s in agents.values())
+    assert int(env["HASHSERVE_BOOTSTRAP_USES"]) == len(agents)
+    for name, service in agents.items():
+        command = service["command"]
+        assert _flag(command, "--site") == env["HASHSERVE_BOOTSTRAP_SITE"], name
+        assert _flag(command, "--region") == env["HASHSERVE_BOOTSTRAP_REGION"], name
+    # The placeholder is refused by the scheduler (not hsb_...), so a copied example never runs.
+    example = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / "env.example").read_text(), flags=re.M))
+    assert not example["HASHSERVE_BOOTSTRAP_TOKEN"].startswith("hsb_")
+
+
+def test_kuberay_scheduler_takes_its_bootstrap_settings_from_the_secret() -> None:
+    (deployment,) = by_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("HASHSERVE_BOOTSTRAP_TOKEN", "HASHSERVE_BOOTSTRAP_SITE"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "hashserve-scheduler", name
+    (secret, *_) = load_all(KUBERAY / "secrets.example.yaml")
+    assert json.loads(secret["stringData"]["bootstrap-agent-ids"])  # a JSON list, as settings read
+    assert 0 < float(secret["stringData"]["bootstrap-ttl-s"]) <= 7 * 86_400
 
 
 # Alerts and dashboard against the metrics the code defines ---------------------------------------
