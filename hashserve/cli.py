@@ -383,6 +383,82 @@ def agent(
 
 
 @app.command()
+def front(
+    scheduler: Annotated[str, typer.Option(
+        help="the scheduler's gRPC address(es): the leader and its standbys, IP:PORT,...")
+    ] = "127.0.0.1:50061",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the customers' gRPC port, shared by every front "
+                                      "process on this machine (SO_REUSEPORT)")] = 50051,
+    processes: Annotated[int, typer.Option(help="front processes to run and supervise")] = 1,
+    catalogue: CatalogueOpt = None,
+    fleet: Annotated[str | None, typer.Option(help="the scheduler's fleet YAML")] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="this front's certificate (PEM)")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="its key (PEM)")] = None,
+    scheduler_tls_ca: Annotated[str | None, typer.Option(
+        help="CA to verify the scheduler with (when it serves TLS)")] = None,
+    log_format: LogFormatOpt = None,
+    verbose: bool = False,
+) -> None:
+    """Run stateless customer fronts: they validate, batch submits into the leader and forward
+    every other call; clients keep their connections across a leader change.
+
+    Give the scheduler its own port (`hashserve scheduler --port 50061`) and put the fronts on
+    the customers' (50051); run a set on every node, and list every node to clients.
+    """
+    from hashserve.logs import enable_fatal_signal_trace
+    from scheduler.front.app import FrontApp, FrontSettings, run_fronts
+
+    given = {"scheduler": scheduler, "host": host, "port": port, "processes": processes,
+             "catalogue_path": _checked_catalogue(catalogue), "fleet_path": fleet,
+             "tls_cert": tls_cert, "tls_key": tls_key, "scheduler_tls_ca": scheduler_tls_ca,
+             "log_format": log_format}
+    try:
+        settings = FrontSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        console.print(f"[red]bad front settings:[/] {err}")
+        raise typer.Exit(2) from None
+    handler = _logging(verbose, settings.log_format.value, {"process": "front"})
+    enable_fatal_signal_trace(handler)
+    if settings.processes > 1:
+        if settings.port == 0:
+            console.print("[red]several front processes share one port: give --port[/]")
+            raise typer.Exit(2)
+        child = ["front", "--processes", "1", "--scheduler", settings.scheduler,
+                 "--host", settings.host, "--port", str(settings.port),
+                 "--log-format", settings.log_format.value, *(["--verbose"] if verbose else [])]
+        for flag, value in (("--catalogue", settings.catalogue_path),
+                            ("--fleet", settings.fleet_path), ("--tls-cert", settings.tls_cert),
+                            ("--tls-key", settings.tls_key),
+                            ("--scheduler-tls-ca", settings.scheduler_tls_ca)):
+            if value:
+                child += [flag, value]
+
+        async def supervise() -> None:
+            stop = asyncio.Event()
+            _install_stop(asyncio.get_running_loop(), stop)
+            await run_fronts(settings, child, stop)
+
+        asyncio.run(supervise())
+        return
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        _install_stop(asyncio.get_running_loop(), stop)
+        app_ = FrontApp(settings)
+        await app_.start()
+        console.print(f"front serving on {settings.host}:{app_.port}")
+        await stop.wait()
+        await app_.stop()
+
+    try:
+        asyncio.run(serve())
+    except RuntimeError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def up(
     agents: Annotated[int, typer.Option(help="local agents to start")] = 4,
     port: int = 50051,

@@ -14,7 +14,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hashserve.v1 import admin_pb2, agent_pb2, agent_pb2_grpc, customer_pb2, customer_pb2_grpc
+from hashserve.v1 import (
+    admin_pb2,
+    agent_pb2,
+    agent_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    intake_pb2,
+    intake_pb2_grpc,
+)
 from scheduler.api.decode_guard import DecodeGuardInterceptor
 
 # Large enough for a 64-text embedding batch or a batch submit; anything bigger is refused by gRPC
@@ -27,6 +35,7 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 ENROLLMENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentEnrollment"].full_name
+INTAKE_SERVICE = intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name
 
 
 def server_credentials(
@@ -52,17 +61,21 @@ def build_server(
     admin: object | None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     enrollment: agent_pb2_grpc.AgentEnrollmentServicer | None = None,
+    intake: intake_pb2_grpc.IntakeServicer | None = None,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, health.HealthServicer]:
     """One port's server: the customers' (customer, admin, enrollment and, unless agents have
-    their own port, agent services) or the agents' (agent and enrollment)."""
+    their own port, agent services, and the fronts' intake) or the agents' (agent and
+    enrollment). `reuse_port`: a front, several of which share one port (SO_REUSEPORT)."""
     server = grpc.aio.server(
         # The decode guard goes first so that every later layer sees only valid messages.
         interceptors=[DecodeGuardInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # One scheduler per port: a second one must fail to bind, not share the port.
-            ("grpc.so_reuseport", 0),
+            # One scheduler per port: a second one must fail to bind, not share the port. Fronts
+            # are stateless, so several share one and the kernel spreads connections over them.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -84,6 +97,9 @@ def build_server(
     if enrollment is not None:
         agent_pb2_grpc.add_AgentEnrollmentServicer_to_server(enrollment, server)
         names.append(ENROLLMENT_SERVICE)
+    if intake is not None:
+        intake_pb2_grpc.add_IntakeServicer_to_server(intake, server)
+        names.append(INTAKE_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -100,5 +116,5 @@ def mark_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in ("", *SERVICE_NAMES, ENROLLMENT_SERVICE):
+    for name in ("", *SERVICE_NAMES, ENROLLMENT_SERVICE, INTAKE_SERVICE):
         health_servicer.set(name, status)

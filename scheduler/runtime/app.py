@@ -23,6 +23,7 @@ from scheduler.api.agent_identity import AgentCa, AgentIdentities, is_loopback_h
 from scheduler.api.agent_service import AgentEnrollmentService, AgentService
 from scheduler.api.auth import Authenticator
 from scheduler.api.customer_service import CustomerService
+from scheduler.api.intake_service import IntakeService
 from scheduler.api.server import build_server, mark_serving, server_credentials
 from scheduler.control.loop import ControlLoop
 from scheduler.control.observe import MetricsObserver
@@ -303,6 +304,7 @@ class SchedulerApp:
             AdminService(self.loop, self.power, self.feeds.ops, self.auth, self.identities),
             interceptors=interceptors,
             enrollment=enrollment,
+            intake=IntakeService(self.customers),
         )
         tls = bool(s.tls_cert and s.tls_key)
         self.port = self._bind(server, s.port, tls, ())

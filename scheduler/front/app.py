@@ -1,0 +1,165 @@
+"""A front process, assembled; and a supervisor for several of them on one port.
+
+`FrontApp` serves the customers' gRPC API on `port` with SO_REUSEPORT, so any number of front
+processes on a machine share it and the kernel spreads connections over them. It keeps nothing a
+restart would lose: submits are acknowledged only once the leader journalled them, and the leader
+is found among `scheduler` (its address and its standbys') again after every change.
+`run_fronts` starts `processes` of them and starts again any that exits, saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hashserve.client import grpc_target
+from hashserve.logs import LogFormat
+from scheduler.api.server import build_server, mark_serving, server_credentials
+from scheduler.core.models import priced_catalogue
+from scheduler.fleet import default_fleet_path, load_fleet
+from scheduler.front.batcher import SubmitBatcher
+from scheduler.front.service import FrontCustomerService
+from scheduler.runtime.app import load_model_catalogue
+from scheduler.settings import DEFAULT_REGIONS, SchedulerSettings
+
+log = logging.getLogger("hashserve.front")
+
+
+class FrontSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HASHSERVE_FRONT_", extra="ignore")
+
+    # The leader and its standbys (IP:port each, or one DNS name listing them all).
+    scheduler: str = "127.0.0.1:50061"
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    processes: int = Field(1, ge=1, le=64)
+    # The same catalogue and fleet files as the scheduler's, for validation.
+    catalogue_path: str | None = None
+    fleet_path: str | None = None
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    # Customers' TLS (this front's certificate), and the CA to verify the scheduler with.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    scheduler_tls_ca: str | None = None
+    scheduler_tls_server_name: str | None = None
+    max_batch_items: int = Field(256, ge=1, le=1024)
+    # How long a keyed submit waits for a leader to answer, across a failover.
+    failover_wait_s: float = Field(15.0, ge=0, le=300)
+    log_format: LogFormat = LogFormat.TEXT
+
+
+def upstream_channel(s: FrontSettings) -> grpc.aio.Channel:
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.max_send_message_length", 8 * 1024 * 1024),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # A standby starts serving within seconds of a leader's loss: look for it every
+        # 200 ms to 1 s, not gRPC's default of up to two minutes.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.lb_policy_name", "pick_first"),
+    ]
+    target = grpc_target(s.scheduler)
+    if s.scheduler_tls_ca:
+        if s.scheduler_tls_server_name:
+            options.append(("grpc.ssl_target_name_override", s.scheduler_tls_server_name))
+        creds = grpc.ssl_channel_credentials(Path(s.scheduler_tls_ca).read_bytes())
+        return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+class FrontApp:
+    def __init__(self, settings: FrontSettings) -> None:
+        self.settings = settings
+        catalogue_settings = SchedulerSettings.model_validate(
+            {"catalogue_path": settings.catalogue_path, "fleet_path": settings.fleet_path})
+        fleet = load_fleet(settings.fleet_path or default_fleet_path())
+        self.catalogue = priced_catalogue(load_model_catalogue(catalogue_settings),
+                                          fleet.tier_prices_usd_per_million_tokens)
+        self.regions = frozenset({site.region for site in fleet.sites} | set(settings.regions))
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._upstream: grpc.aio.Channel | None = None
+        self.batcher: SubmitBatcher | None = None
+
+    async def start(self) -> int:
+        s = self.settings
+        self._upstream = upstream_channel(s)
+        self.batcher = SubmitBatcher(self._upstream, s.max_batch_items,
+                                     failover_wait_s=s.failover_wait_s)
+        service = FrontCustomerService(self._upstream, self.batcher, self.catalogue,
+                                       self.regions)
+        server, health_servicer = build_server(service, None, None, reuse_port=True)
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert and s.tls_key:
+            self.port = server.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key,
+                                                                           None))
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind the front to {address}")
+        await server.start()
+        mark_serving(health_servicer, True)
+        self._server = server
+        log.info("front serving customers on %s:%d for the scheduler at %s", s.host, self.port,
+                 s.scheduler)
+        return self.port
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        if self._upstream is not None:
+            await self._upstream.close()
+
+
+async def run_fronts(settings: FrontSettings, child_args: Sequence[str],
+                     stop_requested: asyncio.Event) -> None:
+    """Supervise `settings.processes` front processes (`child_args` starts one) until asked to
+    stop: one that exits is started again, after a pause that grows if it keeps failing."""
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    starts: dict[int, float] = {}
+    backoff_s: dict[int, float] = {}
+
+    def start(i: int) -> None:
+        procs[i] = subprocess.Popen([sys.executable, "-m", "hashserve", *child_args],
+                                    stdin=subprocess.DEVNULL)
+        starts[i] = time.monotonic()
+        log.info("front %d started (pid %d)", i, procs[i].pid)
+
+    for i in range(settings.processes):
+        start(i)
+    try:
+        while not stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), 0.5)
+            for i, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None or stop_requested.is_set():
+                    continue
+                healthy = time.monotonic() - starts[i] > 30
+                backoff_s[i] = 0.5 if healthy else min(backoff_s.get(i, 0.25) * 2, 15.0)
+                log.error("front %d (pid %d) exited with code %s; starting it again in "
+                          "%.1f s", i, proc.pid, code, backoff_s[i])
+                await asyncio.sleep(backoff_s[i])
+                start(i)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,308 @@
+"""Stateless fronts (`hashserve front`) before a real scheduler: submits batched into the leader's
+Intake, every other call forwarded, bad input refused at the front, a killed front process
+started again while its sibling on the same port serves, and keyed submits held across a leader
+change.
+
+The scheduler runs in this process (`InProcessScheduler`); the fronts are real processes, two
+of them sharing one port (SO_REUSEPORT), under `hashserve front --processes 2`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hashserve.local import free_port
+from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.journal.sqlite import SqliteJournal
+from tests.chaos.harness import InProcessScheduler, WireAgent, bearer, embed_spec, run
+
+pytestmark = pytest.mark.integration
+
+
+class Fronts:
+    def __init__(self, scheduler: str, log_path: Path, processes: int = 2) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (the child writes it while we read)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hashserve", "front", "--scheduler", scheduler,
+             "--port", str(self.port), "--processes", str(processes)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.address = f"127.0.0.1:{self.port}"
+        run(wait_serving(self.address))
+
+    def child_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"front \d+ started \(pid (\d+)\)",
+                                           self.log_path.read_text())]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+async def wait_serving(address: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with grpc.aio.insecure_channel(address) as ch:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.aio.AioRpcError:
+            pass
+        assert time.monotonic() < deadline, f"no front serving on {address}"
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessScheduler]:
+    with InProcessScheduler(Path(tmp_path_factory.mktemp("fronts")), tick_s=0.2) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def fronts(sched: InProcessScheduler, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Fronts]:
+    f = Fronts(sched.address, Path(tmp_path_factory.mktemp("front-logs")) / "fronts.log")
+    yield f
+    f.stop()
+
+
+def stub(address: str) -> tuple[grpc.aio.Channel, customer_pb2_grpc.CustomerServiceStub]:
+    channel = grpc.aio.insecure_channel(address, options=[
+        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)])
+    return channel, customer_pb2_grpc.CustomerServiceStub(channel)
+
+
+def keys_in_journal(sched: InProcessScheduler, prefix: str) -> list[str]:
+    journal = SqliteJournal(sched.journal_path)
+    try:
+        rows = journal._read.execute(  # the test reads the rows themselves
+            "SELECT idempotency_key FROM jobs WHERE idempotency_key LIKE ?", (prefix + "%",)
+        ).fetchall()
+    finally:
+        journal.close()
+    return sorted(str(r[0]) for r in rows)
+
+
+def test_concurrent_submits_through_two_fronts_are_journalled_once(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    md = bearer(sched.credentials.api_key)
+
+    async def go() -> tuple[list[str], list[bool]]:
+        pairs = [stub(fronts.address) for _ in range(8)]
+
+        async def one(i: int, again: bool = False) -> tuple[str, bool]:
+            _, s = pairs[i % len(pairs)]
+            reply = await s.SubmitJob(customer_pb2.SubmitJobRequest(
+                spec=embed_spec(f"text {i}", regions=("europe",)), idempotency_key=f"fr-{i}"),
+                metadata=md, timeout=30)
+            return reply.job.id, reply.deduplicated
+
+        try:
+            first = await asyncio.gather(*(one(i) for i in range(300)))
+            again = await asyncio.gather(*(one(i, True) for i in range(0, 300, 10)))
+        finally:
+            for channel, _ in pairs:
+                await channel.close()
+        assert [job_id for job_id, _ in again] == [first[i][0] for i in range(0, 300, 10)]
+        return [job_id for job_id, _ in first], [dedup for _, dedup in again]
+
+    ids, dedups = run(go())
+    assert len(set(ids)) == 300
+    assert all(dedups)  # a retry through any front gets the first job
+    assert keys_in_journal(sched, "fr-") == sorted(f"fr-{i}" for i in range(300))
+
+
+def test_bad_input_is_refused_at_the_front_and_the_leaders_answer_is_passed_on(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    async def go() -> None:
+        channel, s = stub(fronts.address)
+        md = bearer(sched.credentials.api_key)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.SubmitJob(customer_pb2.SubmitJobRequest(
+                    spec=jobs_pb2.JobSpec(model="no-such-model",
+                                          embed=jobs_pb2.EmbedInput(texts=["x"]))),
+                    metadata=md, timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "no-such-model" in (err.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.SubmitJob(customer_pb2.SubmitJobRequest(spec=embed_spec("x")),
+                                  timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # no key at all
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.SubmitJob(customer_pb2.SubmitJobRequest(spec=embed_spec("x")),
+                                  metadata=bearer("hsk_nope_" + "x" * 30), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the leader said so
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.SubmitJobs(customer_pb2.SubmitJobsRequest(), metadata=md, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await channel.close()
+
+    submitted = sched.on_loop(lambda app: len(app.loop.core.jobs))
+    run(go())
+    assert sched.on_loop(lambda app: len(app.loop.core.jobs)) == submitted
+
+
+def test_get_watch_cancel_and_models_are_forwarded(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    async def go() -> None:
+        agent = WireAgent(sched.address, sched.credentials.agent_token, "front-agent",
+                          region="south_america")
+        channel, s = stub(fronts.address)
+        md = bearer(sched.credentials.api_key)
+        try:
+            await agent.connect()
+            await agent.recv_kind("welcome")
+            agent.beat()
+            job = (await s.SubmitJob(customer_pb2.SubmitJobRequest(
+                spec=embed_spec("watched", regions=("south_america",))), metadata=md,
+                timeout=10)).job
+            watch = s.WatchJob(customer_pb2.WatchJobRequest(job_id=job.id), metadata=md)
+            assign = await agent.recv_kind("assign")
+            agent.started(job.id, assign.assign.ref.attempt)
+            agent.outcome(job.id, assign.assign.ref.attempt, text="done here")
+            states = [ev.job.state async for ev in watch if ev.HasField("job")]
+            assert states[-1] == jobs_pb2.JOB_STATE_SUCCEEDED
+            got = await s.GetJob(customer_pb2.GetJobRequest(job_id=job.id), metadata=md,
+                                 timeout=10)
+            assert got.state == jobs_pb2.JOB_STATE_SUCCEEDED
+            models = await s.ListModels(customer_pb2.ListModelsRequest(), metadata=md,
+                                        timeout=10)
+            assert any(m.name == embed_spec("x").model for m in models.models)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.CancelJob(customer_pb2.CancelJobRequest(job_id="nope"), metadata=md,
+                                  timeout=10)
+            assert err.value.code() in (grpc.StatusCode.NOT_FOUND,
+                                        grpc.StatusCode.INVALID_ARGUMENT)
+            listed = await s.ListJobs(customer_pb2.ListJobsRequest(
+                state=jobs_pb2.JOB_STATE_SUCCEEDED), metadata=md, timeout=10)
+            assert any(j.id == job.id for j in listed.jobs)
+        finally:
+            await agent.close()
+            await channel.close()
+
+    run(go())
+
+
+def test_a_killed_front_process_is_started_again_while_its_sibling_serves(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    before = fronts.child_pids()
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+
+    async def go() -> int:
+        channel, s = stub(fronts.address)
+        ok = 0
+        try:
+            deadline = time.monotonic() + 5
+            i = 0
+            while time.monotonic() < deadline:
+                i += 1
+                try:
+                    await s.SubmitJob(customer_pb2.SubmitJobRequest(
+                        spec=embed_spec("k", regions=("europe",)),
+                        idempotency_key=f"kill-{i}"),
+                        metadata=bearer(sched.credentials.api_key), timeout=5)
+                    ok += 1
+                    await asyncio.sleep(0.02)  # under the tenant's rate limit
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE  # the dead one's stream
+                    await asyncio.sleep(0.05)
+        finally:
+            await channel.close()
+        return ok
+
+    assert run(go()) > 10
+    deadline = time.monotonic() + 20
+    while len(fronts.child_pids()) < 3:
+        assert time.monotonic() < deadline, fronts.log_path.read_text()[-2000:]
+        time.sleep(0.2)
+    assert "exited with code -9" in fronts.log_path.read_text()
+
+
+def test_keyed_submits_are_held_across_a_leader_change(tmp_path: Path) -> None:
+    """The leader stops; another scheduler takes over on a second address. A keyed submit sent
+    in between is answered by the new leader; an unkeyed one is told UNAVAILABLE."""
+    port_a, port_b = free_port(), free_port()
+    first = InProcessScheduler(tmp_path / "sched", tick_s=0.2, port=port_a).start()
+    fronts = Fronts(f"127.0.0.1:{port_a},127.0.0.1:{port_b}", tmp_path / "fronts.log",
+                    processes=1)
+    second: InProcessScheduler | None = None
+    md = bearer(first.credentials.api_key)
+    try:
+        async def submit(s: customer_pb2_grpc.CustomerServiceStub, key: str) -> str:
+            reply = await s.SubmitJob(customer_pb2.SubmitJobRequest(
+                spec=embed_spec("f", regions=("europe",)), idempotency_key=key),
+                metadata=md, timeout=30)
+            return reply.job.id
+
+        async def before() -> None:
+            channel, s = stub(fronts.address)
+            try:
+                await submit(s, "lc-0")
+            finally:
+                await channel.close()
+
+        run(before())
+        first.stop()
+
+        async def during() -> tuple[str, grpc.StatusCode]:
+            channel, s = stub(fronts.address)
+            try:
+                held = asyncio.create_task(submit(s, "lc-1"))
+                try:
+                    await submit(s, "")
+                    unkeyed = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as err:
+                    unkeyed = err.code()
+                await asyncio.sleep(1.0)
+                assert not held.done()
+                return await held, unkeyed
+            finally:
+                await channel.close()
+
+        async def take_over() -> None:
+            nonlocal second
+            await asyncio.sleep(3.0)
+            second = await asyncio.to_thread(
+                lambda: InProcessScheduler(tmp_path / "sched", first.credentials, tick_s=0.2,
+                                           port=port_b).start())
+
+        async def both() -> tuple[str, grpc.StatusCode]:
+            result, _ = await asyncio.gather(during(), take_over())
+            return result
+
+        job_id, unkeyed = run(both())
+        assert unkeyed == grpc.StatusCode.UNAVAILABLE
+        assert second is not None
+        assert second.on_loop(lambda app: app.loop.get(job_id)) is not None
+        assert keys_in_journal(second, "lc-") == ["lc-0", "lc-1"]
+    finally:
+        fronts.stop()
+        if second is not None:
+            second.stop()
