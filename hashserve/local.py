@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,7 +30,32 @@ from scheduler.settings import SchedulerSettings
 log = logging.getLogger("hashserve.local")
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ports bound to 0 (Linux; elsewhere the IANA range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range (and above Ray's worker ports, 10002 to
+    19999 by default). A port from the ephemeral range is handed to whoever binds port 0 next:
+    a scheduler restarting on its old port could find it taken by any process that had just
+    asked for a port, its own Ray worker's gRPC server among them."""
+    low_ephemeral, _ = _ephemeral_ports()
+    candidates = range(20_000, low_ephemeral) if low_ephemeral > 21_000 else range(0)
+    for _ in range(64):
+        if not candidates:
+            break
+        port = random.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -21,6 +21,8 @@ from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
 ACTOR_NAME = "hashserve-scheduler"
+# A start that failed (the port taken, the journal unreachable): Ray starts the actor again.
+START_FAILED_EXIT = 70
 STEPPED_DOWN_EXIT = 75  # EX_TEMPFAIL: the process ends on purpose and is to be started again
 
 
@@ -63,8 +65,14 @@ class SchedulerActor:
         if not self._start.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._start), 1.0)
-        if self._start.done():
-            self._start.result()  # a failed start raises here, to the driver
+        if self._start.done() and not self._start.cancelled() and self._start.exception():
+            err = self._start.exception()
+            # Said here, in the actor's own log, and the process goes: Ray starts a fresh one
+            # (a port taken by this process's own Ray worker server, say, is free in the next).
+            log.error("the scheduler failed to start: %s: %s; exiting so Ray starts it again",
+                      type(err).__name__, err)
+            asyncio.get_running_loop().call_later(0.5, os._exit, START_FAILED_EXIT)
+            self._start.result()  # and the driver hears it too
         return {
             "role": "leader" if self._start.done() else "standby",
             "port": self.app.port,

@@ -632,17 +632,18 @@ def test_curtailment_window_curtails_the_site_while_it_lasts(h: Harness) -> None
 
 
 def test_an_agent_token_lets_only_its_agent_in(h: Harness) -> None:
-    token = h.admin(lambda c: c.agent_token("probe-1")).token
+    token = h.admin(lambda c: c.agent_token("probe-1", site="jp-chiba")).token
     assert token.startswith("hsa_")
 
-    async def hello(agent_id: str) -> agent_pb2.SchedulerMessage:
+    async def hello(agent_id: str, site: str = "jp-chiba",
+                    region: str = "asia_pacific") -> agent_pb2.SchedulerMessage:
         async with grpc.aio.insecure_channel(h.cluster.address) as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
 
             async def messages() -> AsyncIterator[agent_pb2.AgentMessage]:
                 yield agent_pb2.AgentMessage(
                     hello=agent_pb2.AgentHello(
-                        agent_id=agent_id, site="jp-chiba", region="asia_pacific",
+                        agent_id=agent_id, site=site, region=region,
                         # A model no test here asks for, so nothing is placed on the probe.
                         models=["smollm2-135m-instruct"], max_concurrent_jobs=1,
                     )
@@ -659,6 +660,10 @@ def test_an_agent_token_lets_only_its_agent_in(h: Harness) -> None:
         run(hello("probe-2"))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert run(hello("probe-1")).welcome.agent_id == "probe-1"
+    # Bound to its site as well: the same id at another site is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        run(hello("probe-1", site="tx-odessa", region="north_america"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_windows_overrides_and_drains_survive_a_scheduler_restart(h: Harness) -> None:
