@@ -2,7 +2,7 @@
 a bare gRPC server answering the same request with a canned response, on this machine, in one run.
 
     python bench/submit.py [--seconds 4] [--rounds 3] [--concurrency 64] [--channels 4]
-                           [--batch 50] [--smoke]
+                           [--batch 50] [--load-processes 2] [--fronts 2] [--smoke]
 
 Servers (each fresh, in this process, on a free port):
   bare:       grpc.aio with CustomerService.SubmitJob/SubmitJobs returning a canned response of
@@ -11,8 +11,9 @@ Servers (each fresh, in this process, on a free port):
               jobs just queue), once with synchronous=FULL (the default: every acknowledged job is
               on disk) and once with NORMAL (survives a killed process, not a power cut); the
               journal starts with `--prefill` finished jobs of the tenant, as one in use would
-Load: a separate client process (so client and server do not share one Python interpreter) runs
-`--concurrency` coroutines over `--channels` real TCP connections, each sending the next request
+Load: `--load-processes` separate client processes (so client and server do not share one Python
+interpreter, and one client's interpreter is not the limit) run `--concurrency` coroutines between
+them over `--channels` real TCP connections, each sending the next request
 as soon as its last is answered: a one-sentence interactive embedding with its own idempotency
 key (what a careful client sends), or a SubmitJobs batch of `--batch` of them. Counted: answers
 with status OK in the measured window, after a warm-up. Every configuration runs once per round,
@@ -21,7 +22,9 @@ Server CPU time per job is reported too: unlike a rate, it hardly moves when oth
 for the cores.
 The service as users start it (`service_full`): the scheduler actor on a local Ray with an agent
 connected (`hashserve up`'s LocalCluster), FULL journal; its actor's threads pinned to half the
-cores and the load to the other half, beside a bare server pinned the same way (`bare_pinned`).
+cores and the load to the other half, beside a bare server pinned the same way (`bare_pinned`);
+and the same service behind `--fronts` front processes sharing one port (`service_fronts`,
+`hashserve front`), pinned with the scheduler, their CPU counted with its.
 Targets: `ratios.full_vs_bare` (service_full / bare_pinned) >= 0.8; the in-process app's single
 submits at >= 70 % of the bare server (`inprocess_full_vs_bare`); a batch beats the bare single
 rate per job.
@@ -34,9 +37,11 @@ import contextlib
 import multiprocessing as mp
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -161,13 +166,8 @@ async def _drive(load: Load) -> dict[str, Any]:
     await asyncio.gather(*(worker(w) for w in range(load.concurrency)))
     for ch in channels:
         await ch.close()
-    return {
-        **counts,
-        "errors_by_code": errors,
-        "seconds": load.seconds,
-        "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3),
-        "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3),
-    }
+    return {**counts, "errors_by_code": errors, "seconds": load.seconds,
+            "latencies_s": latencies}
 
 
 def process_cpu_s(pid: int) -> float:
@@ -192,19 +192,51 @@ def core_split() -> tuple[set[int], tuple[int, ...]]:
     return set(cpus[:half]), tuple(cpus[half:])
 
 
-async def run_load(load: Load, server_pid: int | None = None) -> dict[str, Any]:
-    """The load in a child process; this process's event loop keeps serving meanwhile. The
-    server's CPU is this process's, or `server_pid`'s when the server is another process."""
+async def run_load(load: Load, server_pids: Sequence[int] = (),
+                   processes: int = 1) -> dict[str, Any]:
+    """The load in `processes` child processes, each with its share of the coroutines and
+    connections; this process's event loop keeps serving meanwhile. The server's CPU is this
+    process's, or that of `server_pids` when the server is other processes."""
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_client_main, args=(load, child), daemon=True)
-    cpu0 = time.process_time() if server_pid is None else process_cpu_s(server_pid)
-    proc.start()
-    child.close()
+    shares = [replace(load, concurrency=max(load.concurrency // processes, 1),
+                      channels=max(load.channels // processes, 1), tag=f"{load.tag}.{i}")
+              for i in range(processes)]
+    pipes = [ctx.Pipe(duplex=False) for _ in shares]
+    procs = [ctx.Process(target=_client_main, args=(share, child), daemon=True)
+             for share, (_, child) in zip(shares, pipes, strict=True)]
+
+    def server_cpu_s() -> float:
+        if not server_pids:
+            return time.process_time()
+        return sum(process_cpu_s(pid) for pid in server_pids)
+
+    cpu0 = server_cpu_s()
+    leader0 = process_cpu_s(server_pids[0]) if server_pids else 0.0
+    for proc in procs:
+        proc.start()
+    for _, child in pipes:
+        child.close()
     loop = asyncio.get_running_loop()
-    result: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
-    await loop.run_in_executor(None, proc.join)
-    cpu1 = time.process_time() if server_pid is None else process_cpu_s(server_pid)
+    parts: list[dict[str, Any]] = list(await asyncio.gather(
+        *(loop.run_in_executor(None, parent.recv) for parent, _ in pipes)))
+    for proc in procs:
+        await loop.run_in_executor(None, proc.join)
+    cpu1 = server_cpu_s()
+    leader1 = process_cpu_s(server_pids[0]) if server_pids else 0.0
+    result: dict[str, Any] = {key: sum(part[key] for part in parts)
+                              for key in ("ok", "jobs", "errors", "jobs_total", "client_cpu_s")}
+    errors: dict[str, int] = {}
+    for part in parts:
+        for code, n in part["errors_by_code"].items():
+            errors[code] = errors.get(code, 0) + n
+    latencies = [x for part in parts for x in part["latencies_s"]]
+    result.update({
+        "errors_by_code": errors, "seconds": load.seconds, "load_processes": processes,
+        "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3),
+        # Each load process's own rate: a load that holds up holds up in every one of them.
+        "per_process_jobs_per_s": [round(part["jobs"] / load.seconds, 1) for part in parts],
+    })
     result["server_cpu_s"] = round(cpu1 - cpu0, 3)
     result["per_s"] = round(result["ok"] / load.seconds, 1)
     result["jobs_per_s"] = round(result["jobs"] / load.seconds, 1)
@@ -213,6 +245,10 @@ async def run_load(load: Load, server_pid: int | None = None) -> dict[str, Any]:
     result["server_cpu_us_per_job"] = round(
         result["server_cpu_s"] / max(result["jobs_total"], 1) * 1e6, 1
     )
+    if server_pids:
+        # The scheduler's own share (behind fronts, what the leader still spends per job).
+        result["leader_cpu_us_per_job"] = round(
+            (leader1 - leader0) / max(result["jobs_total"], 1) * 1e6, 1)
     return result
 
 
@@ -251,7 +287,7 @@ class BareService(customer_pb2_grpc.CustomerServiceServicer):
         return customer_pb2.SubmitJobsResponse(jobs=[self.one] * len(request.jobs))
 
 
-async def bare(load: Load, pinned: bool = False) -> dict[str, Any]:
+async def bare(load: Load, pinned: bool = False, load_processes: int = 1) -> dict[str, Any]:
     """`pinned`: this process (the server) on the server's cores, the load on the others, as
     the service is pinned beside it."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -264,7 +300,7 @@ async def bare(load: Load, pinned: bool = False) -> dict[str, Any]:
         pin(os.getpid(), server_cpus)
         load = replace(load, client_cpus=client_cpus)
     try:
-        return await run_load(_at(load, port))
+        return await run_load(_at(load, port), processes=load_processes)
     finally:
         if pinned:
             pin(os.getpid(), before)
@@ -321,15 +357,58 @@ class Service:
         assert supervisor is not None
         return int(supervisor.info["pid"])  # type: ignore[attr-defined]
 
-    async def run(self, load: Load) -> dict[str, Any]:
+    async def run(self, load: Load, load_processes: int = 1) -> dict[str, Any]:
         server_cpus, client_cpus = core_split()
         pin(self.pid, server_cpus)
         load = replace(load, address=self.cluster.address, api_key=self.api_key,
                        client_cpus=client_cpus, regions=("south_america",))
-        return await run_load(load, server_pid=self.pid)
+        return await run_load(load, (self.pid,), load_processes)
+
+    async def run_fronts(self, load: Load, fronts: int, load_processes: int) -> dict[str, Any]:
+        """The same load through `fronts` front processes sharing one port (SO_REUSEPORT),
+        pinned with the scheduler; the server's CPU is theirs and the scheduler's together."""
+        server_cpus, client_cpus = core_split()
+        pin(self.pid, server_cpus)
+        port = free_port()
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "hashserve", "front", "--scheduler", self.cluster.address,
+             "--port", str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) for _ in range(fronts)]
+        try:
+            await _wait_serving(f"127.0.0.1:{port}")
+            await asyncio.sleep(1.0)  # every front is up, not only the first to answer
+            for proc in procs:
+                pin(proc.pid, server_cpus)
+            load = replace(load, address=f"127.0.0.1:{port}", api_key=self.api_key,
+                           client_cpus=client_cpus, regions=("south_america",))
+            result = await run_load(load, (self.pid, *(p.pid for p in procs)), load_processes)
+            result["fronts"] = fronts
+            return result
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(10)
 
     def stop(self) -> None:
         self.cluster.stop()
+
+
+async def _wait_serving(address: str, timeout_s: float = 60.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            async with grpc.aio.insecure_channel(address) as ch:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no front serving on {address}")
 
 
 def bench_credentials(journal_path: Path, prefill: int = 0) -> str:
@@ -354,7 +433,7 @@ def bench_credentials(journal_path: Path, prefill: int = 0) -> str:
 
 
 async def hashserve(
-    load: Load, synchronous: str, workdir: Path, prefill: int = 0
+    load: Load, synchronous: str, workdir: Path, prefill: int = 0, load_processes: int = 1
 ) -> dict[str, Any]:
     from scheduler.runtime.app import SchedulerApp
     from scheduler.settings import SchedulerSettings
@@ -376,7 +455,7 @@ async def hashserve(
         result = await run_load(Load(
             f"127.0.0.1:{app.port}", api_key, load.seconds, load.warmup_s, load.concurrency,
             load.channels, load.batch, load.tag,
-        ))
+        ), processes=load_processes)
         result["journal_synchronous"] = (
             journal.synchronous() if isinstance(journal, SqliteJournal) else "unknown"
         )
@@ -391,6 +470,7 @@ CONFIGS: tuple[tuple[str, str, bool], ...] = (
     # service as users start it; batch)
     ("bare_pinned", "bare-pinned", False),
     ("service_full", "service", False),
+    ("service_fronts", "service-fronts", False),
     ("bare", "bare", False),
     ("hashserve_full", "FULL", False),
     ("hashserve_normal", "NORMAL", False),
@@ -410,14 +490,17 @@ async def main_async(args: Any, service: Service, tmp: str) -> list[dict[str, di
         for name, server, batched in CONFIGS:
             load = Load("127.0.0.1:0", "unused", seconds, warmup, args.concurrency,
                         args.channels, args.batch if batched else 0, f"{name}-{r}")
+            n = args.load_processes
             if server == "bare":
-                runs[name] = await bare(load)
+                runs[name] = await bare(load, load_processes=n)
             elif server == "bare-pinned":
-                runs[name] = await bare(load, pinned=True)
+                runs[name] = await bare(load, pinned=True, load_processes=n)
             elif server == "service":
-                runs[name] = await service.run(load)
+                runs[name] = await service.run(load, n)
+            elif server == "service-fronts":
+                runs[name] = await service.run_fronts(load, args.fronts, n)
             else:
-                runs[name] = await hashserve(load, server, Path(tmp), args.prefill)
+                runs[name] = await hashserve(load, server, Path(tmp), args.prefill, n)
         rounds.append(runs)
     return rounds
 
@@ -430,6 +513,10 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64, help="client coroutines")
     p.add_argument("--channels", type=int, default=4, help="client TCP connections")
     p.add_argument("--batch", type=int, default=50, help="jobs per SubmitJobs call")
+    p.add_argument("--load-processes", type=int, default=2,
+                   help="separate load-generator processes sharing the coroutines")
+    p.add_argument("--fronts", type=int, default=2,
+                   help="front processes on one port in the service_fronts configuration")
     p.add_argument(
         "--prefill", type=int, default=20_000,
         help="finished jobs of the tenant already in the journal before each hashserve run",
@@ -437,6 +524,7 @@ def main() -> int:
     args = p.parse_args()
     if args.smoke:
         args.concurrency, args.channels, args.batch, args.rounds = 8, 2, 10, 1
+        args.load_processes = 2
         args.prefill = min(args.prefill, 1_000)
     with tempfile.TemporaryDirectory(prefix="hashserve-bench-") as tmp:
         # Started here, on the main thread: Ray's driver wants it.
@@ -460,6 +548,8 @@ def main() -> int:
             "p99_ms": round(median([r["p99_ms"] for r in per]), 3),
             "errors": sum(r["errors"] for r in per),
             "server_cpu_us_per_job": round(median([r["server_cpu_us_per_job"] for r in per]), 1),
+            "leader_cpu_us_per_job": round(median([r.get("leader_cpu_us_per_job", 0.0)
+                                                   for r in per]), 1),
             # Each round's rate against that round's bare single submits.
             "vs_bare": round(median([rnd[name]["jobs_per_s"] / rnd["bare"]["jobs_per_s"]
                                      for rnd in rounds]), 3),
@@ -483,10 +573,19 @@ def main() -> int:
         # The service as users start it (Ray actor, agent connected, FULL journal) against
         # bare grpc.aio, both servers on the same cores and the load on the others.
         "full_vs_bare": service_vs_pinned,
+        # The same, through front processes (`hashserve front`) pinned with the scheduler.
+        "fronts_vs_bare": round(median([
+            rnd["service_fronts"]["jobs_per_s"] / rnd["bare_pinned"]["jobs_per_s"]
+            for rnd in rounds]), 3),
         "inprocess_full_vs_bare": summary_runs["hashserve_full"]["vs_bare"],
         "normal_vs_bare": summary_runs["hashserve_normal"]["vs_bare"],
         "batch_full_vs_bare_single": summary_runs["hashserve_batch_full"]["vs_bare"],
         "batch_normal_vs_bare_single": summary_runs["hashserve_batch_normal"]["vs_bare"],
+        # What the leader spends per job behind fronts, against serving customers itself.
+        "leader_cpu_fronts_vs_direct": _ratio(
+            summary_runs["service_fronts"]["leader_cpu_us_per_job"],
+            summary_runs["service_full"]["leader_cpu_us_per_job"],
+        ),
         "cpu_per_job_full_vs_bare": _ratio(
             summary_runs["hashserve_full"]["server_cpu_us_per_job"],
             summary_runs["bare"]["server_cpu_us_per_job"],
@@ -499,12 +598,16 @@ def main() -> int:
     print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     summary = {
         "service_at_least_80pct_of_bare": ratios["full_vs_bare"] >= 0.8,
+        # Several load processes, far below the tenant's limits: every submit answered.
+        "service_sustained_without_errors": all(
+            summary_runs[name]["errors"] == 0 for name in ("service_full", "service_fronts")),
         "single_full_at_least_70pct": ratios["inprocess_full_vs_bare"] >= 0.7,
         "single_normal_at_least_70pct": ratios["normal_vs_bare"] >= 0.7,
         "batch_beats_bare_single": ratios["batch_full_vs_bare_single"] > 1.0,
     }
     finish("submit", args, {
         "concurrency": args.concurrency, "channels": args.channels, "batch": args.batch,
+        "load_processes": args.load_processes, "fronts": args.fronts,
         "prefill": args.prefill,
         "rounds": rounds, "medians": summary_runs, "ratios": ratios, "summary": summary,
     })
