@@ -63,7 +63,9 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         for name, run in doc["medians"].items():
             assert run["errors"] == 0, name
             assert run["jobs_per_s"] > 0, name
-        assert set(doc["ratios"]) >= {"full_vs_bare", "normal_vs_bare", "batch_full_vs_bare_single"}
+        assert set(doc["ratios"]) >= {"full_vs_bare", "fronts_vs_bare", "normal_vs_bare",
+                                      "batch_full_vs_bare_single"}
+        assert doc["summary"]["service_sustained_without_errors"] is True
     elif bench == "failover":
         # Whatever the speed, the kill lost and repeated nothing, and a standby took over.
         assert (doc["lost"], doc["duplicated"]) == (0, 0)
