@@ -339,7 +339,8 @@ def agent(
     specs = asked or default_backend_specs()
     try:
         backends = build_backends(
-            specs, threads=settings.threads_per_job, required=bool(asked)
+            specs, threads=settings.threads_per_job, required=bool(asked),
+            prefix_cache_bytes=int(settings.prefix_cache_mib * 2**20),
         )
     except (ValueError, RuntimeError) as err:
         console.print(f"[red]bad backend:[/] {err}")

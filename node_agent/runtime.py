@@ -30,6 +30,7 @@ from node_agent.credentials import CredentialStore, StoredCredential, request_cr
 from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
 from node_agent.settings import AgentSettings
 from scheduler.core.clock import SystemClock
+from scheduler.core.prefix import prefix_blocks, prompt_text
 
 log = logging.getLogger("hashserve.agent")
 AttemptKey = tuple[str, int]
@@ -385,7 +386,17 @@ class NodeAgent:
             gpu_utilization=utilization,
             running=[agent_pb2.AttemptRef(job_id=j, attempt=a) for j, a in self._running],
             draining=self.draining,
+            prefix_blocks=self._prefix_blocks(),
         )
+
+    def _prefix_blocks(self) -> list[int]:
+        """The prefix block hashes every backend's engine holds now."""
+        held: set[int] = set()
+        for backend in self.backends.values():
+            report = getattr(backend, "prefix_blocks", None)
+            if report is not None:
+                held.update(report())
+        return sorted(held)
 
     def _send(self, msg: agent_pb2.AgentMessage) -> None:
         if self._up is not None:
@@ -532,6 +543,9 @@ class NodeAgent:
                     resume_tokens=assign.resume_tokens if assign.resume_text else 0,
                     messages=tuple((m.role, m.content) for m in g.messages),
                     raw_prompt=g.raw_prompt, stop=tuple(g.stop),
+                    prefix_blocks=prefix_blocks(prompt_text(
+                        tuple((m.role, m.content) for m in g.messages), g.prompt,
+                        g.raw_prompt)),
                 )
                 gen = await loop.run_in_executor(
                     self._pool, backend.generate, params, on_token, job.stop.is_set

@@ -36,6 +36,8 @@ class AgentSettings(BaseSettings):
     enroll_address: str | None = None
     backends: list[str] = Field(default_factory=list, description="empty: the embedded models")
     threads_per_job: int = Field(1, ge=1)
+    # KV states of prompts a llama.cpp engine keeps beside its context (prefix caching).
+    prefix_cache_mib: float = Field(64.0, ge=0, le=65_536)
     heartbeat_s: float = Field(1.0, gt=0)
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)

@@ -64,6 +64,9 @@ class SchedulerSettings(BaseSettings):
     catalogue_path: str | None = None
     regions: tuple[str, ...] = DEFAULT_REGIONS
     tick_s: float = Field(0.5, gt=0, le=60)
+    # Route a generation to a node whose engine holds its prompt's prefix, weighed against load
+    # (scheduler/core/prefix.py); off: least loaded, the engines' caches ignored.
+    prefix_routing: bool = True
     lease_s: float = Field(15.0, gt=0)
     disconnect_grace_s: float = Field(10.0, ge=0)
     recovery_grace_s: float = Field(20.0, ge=0)
@@ -202,6 +205,8 @@ class SchedulerSettings(BaseSettings):
         return replace(
             DEFAULT_PROFILE,
             defer_deadline_margin_s=DEFAULT_PROFILE.defer_deadline_margin_s / self.market_speedup,
+            prefix_cache_weight=DEFAULT_PROFILE.prefix_cache_weight if self.prefix_routing
+            else 0.0,
         )
 
     def planner_config(self) -> PlannerConfig:

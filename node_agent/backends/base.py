@@ -42,6 +42,9 @@ class GenerateParams:
     # `prompt` is the exact text to continue: no chat template (OpenAI's /v1/completions).
     raw_prompt: bool = False
     stop: tuple[str, ...] = ()  # the customer's stop strings, beside the template's own
+    # The prompt's prefix block chain (scheduler/core/prefix.py): a backend that keeps the
+    # prompt's state says so under these hashes (`prefix_blocks()`), for placement to route by.
+    prefix_blocks: tuple[int, ...] = ()
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation the chat template renders: the messages, or the prompt as the one

@@ -21,7 +21,8 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,79 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+# KV states of prompts kept beside the context (SmolLM2-135M: about 23 KB per token at f16, so
+# 64 MiB holds some 2,800 tokens of prompts).
+DEFAULT_PREFIX_CACHE_BYTES = 64 * 2**20
+# Prompts shorter than this are not kept: evaluating them again costs little.
+MIN_KEPT_TOKENS = 32
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PromptStates:
+    """Saved KV states of prompts, least recently used dropped first, within a byte budget;
+    each under the prefix block hashes its job came with, which the agent reports."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._entries: OrderedDict[tuple[int, ...], tuple[Any, tuple[int, ...]]] = OrderedDict()
+        self._bytes = 0
+        # The generation thread changes the entries while heartbeats read their blocks.
+        self._guard = threading.Lock()
+
+    def longest(self, tokens: Sequence[int]) -> tuple[int, Any] | None:
+        """(tokens shared, state) of the kept prompt sharing the most with `tokens`: it must be
+        a prefix of them, as a state holds exactly its own tokens."""
+        best: tuple[int, Any] | None = None
+        best_key: tuple[int, ...] | None = None
+        with self._guard:
+            for key, (state, _) in self._entries.items():
+                if len(key) <= len(tokens) and (best is None or len(key) > best[0]) \
+                        and _common_prefix(key, tokens) == len(key):
+                    best, best_key = (len(key), state), key
+            if best_key is not None:
+                self._entries.move_to_end(best_key)
+        return best
+
+    def put(self, tokens: Sequence[int], state: Any, blocks: tuple[int, ...]) -> None:
+        size = _state_bytes(state)
+        if size > self.capacity_bytes:
+            return
+        key = tuple(tokens)
+        with self._guard:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= _state_bytes(old[0])
+            self._entries[key] = (state, blocks)
+            self._bytes += size
+            while self._bytes > self.capacity_bytes and self._entries:
+                _, (dropped, _) = self._entries.popitem(last=False)
+                self._bytes -= _state_bytes(dropped)
+
+    def blocks(self) -> list[int]:
+        with self._guard:
+            return sorted({b for _, blocks in self._entries.values() for b in blocks})
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _state_bytes(state: Any) -> int:
+    """A saved llama.cpp state's size (its KV cells, logits and token ids)."""
+    return int(getattr(state, "llama_state_size", 0)) or len(getattr(state, "llama_state", b""))
+
+
 class LlamaCppGenerationBackend:
     """A `GenerationBackend` over one llama.cpp model; one generation at a time.
 
@@ -93,6 +167,7 @@ class LlamaCppGenerationBackend:
         n_threads: int = 1,
         n_ctx: int = 2048,
         probe: bool = True,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         """`probe`: first generate in a child process (`llama_probe`), so that an engine that
         cannot run here raises `EngineUnavailable` instead of killing this process."""
@@ -131,6 +206,13 @@ class LlamaCppGenerationBackend:
         )
         # One llama.cpp context holds one sequence: concurrent jobs take turns.
         self._lock = threading.Lock()
+        # Prompts' KV states beyond the one in the context, so that more than one prefix (the
+        # system prompts of several customers, several conversations) stays warm.
+        self._states = PromptStates(prefix_cache_bytes)
+        self._blocks: tuple[int, ...] = ()  # the running job's prefix chain
+        # Prompt tokens evaluated, and prompts started from a kept state (what caching saved).
+        self.evaluated_tokens = 0
+        self.kept_state_hits = 0
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -178,6 +260,7 @@ class LlamaCppGenerationBackend:
                 completion_tokens=params.resume_tokens, finish_reason="length",
             )
         with self._lock:
+            self._blocks = params.prefix_blocks
             out = self._generate_locked(
                 context_ids, stops, max_tokens, params, on_token, should_stop
             )
@@ -201,18 +284,26 @@ class LlamaCppGenerationBackend:
         evaluated alone, cold or warm, so one seed gives one answer."""
         llm = self._llm
         target = prompt_ids[:-1]
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, target, strict=False):
-            if a != b:
-                break
-            prefix += 1
+        prefix = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), target)
+        kept = self._states.longest(target)
+        if kept is not None and kept[0] > prefix:
+            # A kept prompt shares more with this one than the context does: start from it.
+            llm.load_state(kept[1])
+            prefix = kept[0]
+            self.kept_state_hits += 1
+        self.evaluated_tokens += len(target) - prefix
         if prefix < len(target):
             if prefix == 0:
                 llm.reset()
             else:
                 llm.n_tokens = prefix
             llm.eval(target[prefix:])
+            if len(target) >= MIN_KEPT_TOKENS:
+                self._states.put(target, llm.save_state(), self._blocks)
+
+    def prefix_blocks(self) -> list[int]:
+        """The prefix block hashes of the prompts this engine holds (in its context or kept)."""
+        return self._states.blocks()
 
     def _generate_locked(
         self,

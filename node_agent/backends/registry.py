@@ -22,6 +22,7 @@ from pathlib import Path
 
 from node_agent.backends.base import EmbeddingBackend, GenerationBackend
 from node_agent.backends.llama_cpp_generation import (
+    DEFAULT_PREFIX_CACHE_BYTES,
     LlamaCppGenerationBackend,
     ModelNotInstalled,
     find_smollm2_gguf,
@@ -101,7 +102,8 @@ def parse_backend_spec(spec: str) -> BackendSpec:
 
 
 def build_backend(
-    spec: BackendSpec, threads: int = 1, openai_api_key: str | None = None
+    spec: BackendSpec, threads: int = 1, openai_api_key: str | None = None,
+    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
 ) -> Backend:
     if spec.kind is BackendKind.ONNX:
         return OnnxEmbeddingBackend(model_name=spec.model_name, intra_op_threads=threads)
@@ -109,7 +111,8 @@ def build_backend(
         if spec.gguf_path is not None and not spec.gguf_path.is_file():
             raise FileNotFoundError(f"GGUF for {spec.model_name!r} not found: {spec.gguf_path}")
         return LlamaCppGenerationBackend(
-            model_name=spec.model_name, model_path=spec.gguf_path, n_threads=threads
+            model_name=spec.model_name, model_path=spec.gguf_path, n_threads=threads,
+            prefix_cache_bytes=prefix_cache_bytes,
         )
     return OpenAICompatibleBackend(
         base_url=spec.base_url,
@@ -124,6 +127,7 @@ def build_backends(
     threads: int = 1,
     openai_api_key: str | None = None,
     required: bool = True,
+    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
 ) -> dict[str, Backend]:
     """Model name -> backend, for every spec. All specs are parsed before any model loads, so a
     typo in the last one fails fast.
@@ -140,7 +144,8 @@ def build_backends(
     built: dict[str, Backend] = {}
     for name, spec in parsed.items():
         try:
-            built[name] = build_backend(spec, threads=threads, openai_api_key=openai_api_key)
+            built[name] = build_backend(spec, threads=threads, openai_api_key=openai_api_key,
+                                        prefix_cache_bytes=prefix_cache_bytes)
         except EngineUnavailable as exc:
             if required:
                 raise RuntimeError(f"backend for {name!r} ({spec.kind.value}): {exc}") from exc

@@ -43,6 +43,10 @@ def decode_hello(hello: agent_pb2.AgentHello) -> AgentHello:
     return AgentHello(info, tuple((r.job_id, r.attempt) for r in hello.running))
 
 
+# Prefix block hashes taken from one heartbeat (64 blocks of each of 64 cached prompts).
+MAX_PREFIX_BLOCKS = 4096
+
+
 def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
     """An agent's message after its hello; None for one the loop has no use for (a second
     hello, an empty message)."""
@@ -55,6 +59,8 @@ def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
             power_draw_kw=hb.power_draw_kw,
             gpu_utilization=hb.gpu_utilization,
             draining=hb.draining,
+            # An agent says what its engines hold; no more than a bounded list is believed.
+            prefix_blocks=frozenset(hb.prefix_blocks[:MAX_PREFIX_BLOCKS]),
         )
     if kind == "started":
         return JobStartedReport(msg.started.ref.job_id, msg.started.ref.attempt)

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hashserve.v1 import jobs_pb2
 from scheduler.core.jobs import JobSpecData
 from scheduler.core.models import ModelKind, ModelSpec
+from scheduler.core.prefix import prefix_blocks, prompt_text
 
 MAX_TEXT_CHARS = 8192
 MAX_PROMPT_CHARS = 16384
@@ -110,6 +111,7 @@ def validate_spec(
     filled.CopyFrom(spec)
     filled.tier = spec.tier or jobs_pb2.TIER_STANDARD
     which = spec.WhichOneof("input")
+    blocks: tuple[int, ...] = ()
     if model.kind is ModelKind.EMBEDDING:
         if which != "embed":
             raise InvalidRequest(
@@ -125,6 +127,7 @@ def validate_spec(
             )
         input_tokens, output_tokens = _check_generate(spec.generate, model)
         filled.generate.max_tokens = output_tokens
+        blocks = generate_prefix_blocks(spec.generate)
     terms = model.tiers[tier]
     if spec.HasField("deadline"):
         deadline_s = timestamp_s(spec.deadline, "spec.deadline")
@@ -157,8 +160,15 @@ def validate_spec(
         allowed_regions=regions,
         memory_mb=model.memory_mb,
         value_usd=tokens * terms.usd_per_million_tokens / 1e6,
+        prefix_blocks=blocks,
     )
     return data, filled
+
+
+def generate_prefix_blocks(gen: jobs_pb2.GenerateInput) -> tuple[int, ...]:
+    """The prompt's prefix block chain, as the agent's engine will meet it."""
+    return prefix_blocks(prompt_text(tuple((m.role, m.content) for m in gen.messages),
+                                     gen.prompt, gen.raw_prompt))
 
 
 def _check_texts(texts: list[str], model: ModelSpec) -> int:

@@ -34,6 +34,7 @@ class AgentHeartbeat:
     power_draw_kw: float
     gpu_utilization: float
     draining: bool
+    prefix_blocks: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

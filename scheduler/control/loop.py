@@ -356,6 +356,7 @@ class ControlLoop:
                 power_draw_kw=event.power_draw_kw,
                 gpu_utilization=event.gpu_utilization,
                 draining=event.draining,
+                prefix_blocks=event.prefix_blocks,
             )
             self.apply(step)
             node = self.core.nodes.get(node_id)

@@ -32,6 +32,8 @@ class JobSpecData:
     allowed_regions: frozenset[str] = frozenset()
     memory_mb: int = 0
     value_usd: float = 0.0
+    # A generation's prompt as a chain of block hashes (scheduler/core/prefix.py).
+    prefix_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class JobRecord:
             memory_mb=s.memory_mb,
             value_usd=s.value_usd,
             deferrable=self.not_before_s == 0.0,
+            prefix_blocks=s.prefix_blocks,
         )
 
 

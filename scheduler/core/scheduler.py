@@ -101,6 +101,7 @@ class NodeState:
     gpu_utilization: float = 0.0
     estimates: NodeEstimates = field(default_factory=NodeEstimates)
     warm_models: set[str] = field(default_factory=set)
+    prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
 
 
 @dataclass(frozen=True)
@@ -383,12 +384,16 @@ class SchedulerCore:
         power_draw_kw: float = 0.0,
         gpu_utilization: float = 0.0,
         draining: bool = False,
+        prefix_blocks: frozenset[int] | None = None,
     ) -> Step:
         node = self.nodes.get(node_id)
         step = Step()
         if node is None:
             return step
         node.last_seen_s = now_s
+        if prefix_blocks is not None and prefix_blocks != node.prefix_blocks:
+            node.prefix_blocks = prefix_blocks
+            self._changed_nodes.add(node_id)
         if node.silent:
             node.silent = False
             self._changed_nodes.add(node_id)
@@ -598,6 +603,7 @@ class SchedulerCore:
             busy_power_kw=info.busy_power_kw,
             tokens_per_s=dict(node.estimates.tokens_per_s),
             warm_models=frozenset(node.warm_models),
+            prefix_blocks=node.prefix_blocks,
             # Work already on the node, spread over its slots, delays a new job.
             backlog_s=(
                 len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)

@@ -25,7 +25,7 @@ JOB_COLUMNS = (
     "spec_hash", "model", "kind", "tier", "input_tokens", "output_tokens_est", "deadline_s",
     "allowed_regions", "memory_mb", "value_usd", "spec_blob", "submitted_s", "assigned_s",
     "started_s", "finished_s", "lease_expires_s", "not_before_s", "error", "result_blob",
-    "run_ms", "energy_kwh", "history", "tokens_used", "completion_tokens",
+    "run_ms", "energy_kwh", "history", "tokens_used", "completion_tokens", "prefix_blocks",
 )
 
 
@@ -38,6 +38,7 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
         s.value_usd, r.spec_blob, r.submitted_s, r.assigned_s, r.started_s, r.finished_s,
         r.lease_expires_s, r.not_before_s, r.error, r.result_blob, r.run_ms, r.energy_kwh,
         json.dumps(list(r.history)), r.tokens_used, r.completion_tokens,
+        ",".join(f"{h:016x}" for h in r.spec.prefix_blocks),
     )
 
 
@@ -53,6 +54,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         allowed_regions=frozenset(x for x in d["allowed_regions"].split(",") if x),
         memory_mb=int(d["memory_mb"]),
         value_usd=float(d["value_usd"]),
+        prefix_blocks=tuple(int(h, 16) for h in str(d["prefix_blocks"]).split(",") if h),
     )
     return JobRecord(
         job_id=d["job_id"],

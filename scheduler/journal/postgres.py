@@ -98,10 +98,12 @@ CREATE TABLE IF NOT EXISTS jobs (
   finished_s DOUBLE PRECISION NOT NULL, lease_expires_s DOUBLE PRECISION NOT NULL,
   not_before_s DOUBLE PRECISION NOT NULL, error TEXT NOT NULL, result_blob BYTEA NOT NULL,
   run_ms DOUBLE PRECISION NOT NULL, energy_kwh DOUBLE PRECISION NOT NULL, history TEXT NOT NULL,
-  tokens_used BIGINT NOT NULL DEFAULT 0, completion_tokens BIGINT NOT NULL DEFAULT 0
+  tokens_used BIGINT NOT NULL DEFAULT 0, completion_tokens BIGINT NOT NULL DEFAULT 0,
+  prefix_blocks TEXT NOT NULL DEFAULT ''
 );
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tokens_used BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS completion_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS prefix_blocks TEXT NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key <> '';
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, job_id);

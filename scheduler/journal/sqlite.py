@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   started_s REAL NOT NULL, finished_s REAL NOT NULL, lease_expires_s REAL NOT NULL,
   not_before_s REAL NOT NULL, error TEXT NOT NULL, result_blob BLOB NOT NULL,
   run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL,
-  tokens_used INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0
+  tokens_used INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+  prefix_blocks TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key != '';
@@ -169,6 +170,8 @@ class SqliteJournal:
         if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}:
             # The leader epoch that wrote each decision (0: before leases, or unfenced).
             self._db.execute("ALTER TABLE decisions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        if "prefix_blocks" not in columns:  # ... or their prompts' prefix chains
+            self._db.execute("ALTER TABLE jobs ADD COLUMN prefix_blocks TEXT NOT NULL DEFAULT ''")
         if "completion_tokens" not in columns:  # ... or their completion tokens apart
             self._db.execute(
                 "ALTER TABLE jobs ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0"

@@ -269,3 +269,40 @@ def test_llama_raw_prompt_stop_strings_and_conversations(llama_backend: Any) -> 
         ("system", "Answer in one word."), ("user", "Another."))))
     # The earlier turns are in the prompt, each with the template's markers.
     assert out.text and out.prompt_tokens >= last_turn.prompt_tokens + 8
+
+
+SYSTEM_A = ("You are the support desk of a Bitcoin miner that also sells AI inference. "
+            "Answer in one short sentence, politely, and never promise a date. ") * 6
+SYSTEM_B = ("You write product names for a hosting company: short, friendly, memorable, and "
+            "never with numbers in them. Give one name only. ") * 6
+
+
+@pytest.mark.llm
+def test_llama_keeps_more_than_one_prefix_and_reports_their_blocks(llama_cpp_module: Any) -> None:
+    """Two system prompts in turn: the second visit of each starts from its kept state (only
+    the new turn is evaluated), answers as it did cold, and its blocks are reported."""
+    from node_agent.backends.llama_cpp_generation import LlamaCppGenerationBackend
+    from scheduler.core.prefix import prefix_blocks, prompt_text
+
+    backend = LlamaCppGenerationBackend(probe=False)
+
+    def ask(system: str, question: str) -> tuple[GenerateOutput, int]:
+        messages = (("system", system), ("user", question))
+        blocks = prefix_blocks(prompt_text(messages, "", raw=False))
+        before = backend.evaluated_tokens
+        out, _ = run(backend, GenerateParams("", 6, messages=messages, prefix_blocks=blocks))
+        return out, backend.evaluated_tokens - before
+
+    first_a, cold_a = ask(SYSTEM_A, "When is my payout?")
+    _, cold_b = ask(SYSTEM_B, "A name for a GPU plan?")
+    assert cold_a > 100 and cold_b > 100  # each system prompt evaluated whole, once
+    again_a, warm_a = ask(SYSTEM_A, "When is my payout?")
+    assert backend.kept_state_hits >= 1
+    assert warm_a == 0  # the whole prompt (less its last token) came from the kept state
+    assert again_a.text == first_a.text
+    _, other_question = ask(SYSTEM_A, "Can I change my pool?")
+    assert other_question < cold_a / 4  # the system prompt was not evaluated again
+    held = set(backend.prefix_blocks())
+    for system in (SYSTEM_A, SYSTEM_B):
+        chain = prefix_blocks(prompt_text((("system", system), ("user", "x")), "", raw=False))
+        assert chain and chain[0] in held

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from scheduler.core.models import Tier
 from scheduler.core.placement.types import JobRequest, NodeView, ScoreBreakdown, SiteView
+from scheduler.core.prefix import cached_tokens
 
 KW_PER_MW = 1000.0
 S_PER_H = 3600.0
@@ -38,6 +39,10 @@ class ScoringProfile:
     cold_start_s: float = 2.0
     # Rate assumed for a model the node has not yet run (tokens/s).
     default_tokens_per_s: float = 100.0
+    # The share of a prompt token's time saved where the node's engine holds the prompt's
+    # prefix (scheduler/core/prefix.py), so a cache hit is weighed against the node's backlog;
+    # 0: placement ignores the engines' caches (least loaded, as before prefix routing).
+    prefix_cache_weight: float = 1.0
     # Flex deferral: wait only when the saving is at least this share of the cost now, and the
     # window still leaves this margin before the deadline.
     defer_min_saving_ratio: float = 0.10
@@ -49,7 +54,11 @@ DEFAULT_PROFILE = ScoringProfile()
 
 def estimated_run_s(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
     rate = node.tokens_per_s.get(job.model, profile.default_tokens_per_s)
-    return (job.input_tokens + job.output_tokens_est) / max(rate, MIN_RATE_TOKENS_PER_S)
+    tokens: float = job.input_tokens + job.output_tokens_est
+    if job.prefix_blocks and node.prefix_blocks and profile.prefix_cache_weight:
+        saved = cached_tokens(job.prefix_blocks, node.prefix_blocks)
+        tokens -= min(saved * profile.prefix_cache_weight, job.input_tokens)
+    return tokens / max(rate, MIN_RATE_TOKENS_PER_S)
 
 
 def marginal_energy_mwh(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:

@@ -32,6 +32,8 @@ class JobRequest:
     # The accelerator kinds its model may run on (the catalogue's); empty: any. A job that
     # leaves it empty is given its model's by `place()` (`rules.with_accelerators`).
     accelerators: frozenset[str] = frozenset()
+    # Its prompt's prefix as a chain of block hashes (scheduler/core/prefix.py).
+    prefix_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class NodeView:
     # The accelerator kind its agent reported in its hello ("cpu" for a CPU node, as the
     # agent's own default), matched against a job's `accelerators`.
     gpu_kind: str = "cpu"
+    # The prefix block hashes its engines hold (its last heartbeat's).
+    prefix_blocks: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

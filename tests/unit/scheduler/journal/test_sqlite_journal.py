@@ -44,6 +44,7 @@ def full_record() -> JobRecord:
         allowed_regions=frozenset({"us-east", "eu-north"}),
         memory_mb=512,
         value_usd=1.23e-6,
+        prefix_blocks=(0, 1, 2**64 - 1, 0x0123456789ABCDEF),
     )
     return JobRecord(
         job_id="job_" + "0123456789abcdef" * 2,
