@@ -387,6 +387,9 @@ class NodeAgent:
             running=[agent_pb2.AttemptRef(job_id=j, attempt=a) for j, a in self._running],
             draining=self.draining,
             prefix_blocks=self._prefix_blocks(),
+            prefill_tokens_per_s=max(
+                (getattr(b, "prefill_tokens_per_s", lambda: 0.0)() for b in self.backends.values()),
+                default=0.0),
         )
 
     def _prefix_blocks(self) -> list[int]:

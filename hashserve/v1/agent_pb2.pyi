@@ -95,7 +95,7 @@ class AgentHello(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., version: _Optional[str] = ..., idle_power_kw: _Optional[float] = ..., busy_power_kw: _Optional[float] = ..., resumable_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("running_jobs", "free_slots", "power_draw_kw", "gpu_utilization", "running", "draining", "prefix_blocks")
+    __slots__ = ("running_jobs", "free_slots", "power_draw_kw", "gpu_utilization", "running", "draining", "prefix_blocks", "prefill_tokens_per_s")
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     POWER_DRAW_KW_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class Heartbeat(_message.Message):
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     PREFIX_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     running_jobs: int
     free_slots: int
     power_draw_kw: float
@@ -110,7 +111,8 @@ class Heartbeat(_message.Message):
     running: _containers.RepeatedCompositeFieldContainer[AttemptRef]
     draining: bool
     prefix_blocks: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, running_jobs: _Optional[int] = ..., free_slots: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., prefix_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, running_jobs: _Optional[int] = ..., free_slots: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., prefix_blocks: _Optional[_Iterable[int]] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("ref",)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -107,15 +108,16 @@ class PromptStates:
         self._guard = threading.Lock()
 
     def longest(self, tokens: Sequence[int]) -> tuple[int, Any] | None:
-        """(tokens shared, state) of the kept prompt sharing the most with `tokens`: it must be
-        a prefix of them, as a state holds exactly its own tokens."""
+        """(tokens shared, state) of the kept prompt sharing the longest prefix with `tokens`.
+        A longer kept prompt serves too: its cells past the shared prefix are dropped when the
+        rest is evaluated (another conversation under the same system prompt, say)."""
         best: tuple[int, Any] | None = None
         best_key: tuple[int, ...] | None = None
         with self._guard:
             for key, (state, _) in self._entries.items():
-                if len(key) <= len(tokens) and (best is None or len(key) > best[0]) \
-                        and _common_prefix(key, tokens) == len(key):
-                    best, best_key = (len(key), state), key
+                shared = _common_prefix(key, tokens)
+                if shared and (best is None or shared > best[0]):
+                    best, best_key = (shared, state), key
             if best_key is not None:
                 self._entries.move_to_end(best_key)
         return best
@@ -213,6 +215,8 @@ class LlamaCppGenerationBackend:
         # Prompt tokens evaluated, and prompts started from a kept state (what caching saved).
         self.evaluated_tokens = 0
         self.kept_state_hits = 0
+        self._prefill_tokens = 0  # of evaluations long enough to time (a rate for placement)
+        self._prefill_s = 0.0
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -297,13 +301,21 @@ class LlamaCppGenerationBackend:
                 llm.reset()
             else:
                 llm.n_tokens = prefix
+            started = time.perf_counter()
             llm.eval(target[prefix:])
+            if len(target) - prefix >= MIN_KEPT_TOKENS:
+                self._prefill_tokens += len(target) - prefix
+                self._prefill_s += time.perf_counter() - started
             if len(target) >= MIN_KEPT_TOKENS:
                 self._states.put(target, llm.save_state(), self._blocks)
 
     def prefix_blocks(self) -> list[int]:
         """The prefix block hashes of the prompts this engine holds (in its context or kept)."""
         return self._states.blocks()
+
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens evaluated per second, as measured here (0 before any)."""
+        return self._prefill_tokens / self._prefill_s if self._prefill_s > 0 else 0.0
 
     def _generate_locked(
         self,

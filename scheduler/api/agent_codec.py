@@ -61,6 +61,8 @@ def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
             draining=hb.draining,
             # An agent says what its engines hold; no more than a bounded list is believed.
             prefix_blocks=frozenset(hb.prefix_blocks[:MAX_PREFIX_BLOCKS]),
+            prefill_tokens_per_s=(hb.prefill_tokens_per_s
+                                  if 0.0 < hb.prefill_tokens_per_s < 1e9 else 0.0),
         )
     if kind == "started":
         return JobStartedReport(msg.started.ref.job_id, msg.started.ref.attempt)

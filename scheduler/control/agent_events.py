@@ -35,6 +35,7 @@ class AgentHeartbeat:
     gpu_utilization: float
     draining: bool
     prefix_blocks: frozenset[int] = frozenset()
+    prefill_tokens_per_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -357,6 +357,7 @@ class ControlLoop:
                 gpu_utilization=event.gpu_utilization,
                 draining=event.draining,
                 prefix_blocks=event.prefix_blocks,
+                prefill_tokens_per_s=event.prefill_tokens_per_s,
             )
             self.apply(step)
             node = self.core.nodes.get(node_id)

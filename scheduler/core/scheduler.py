@@ -102,6 +102,7 @@ class NodeState:
     estimates: NodeEstimates = field(default_factory=NodeEstimates)
     warm_models: set[str] = field(default_factory=set)
     prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
+    prefill_tokens_per_s: float = 0.0  # as its agent measured it; 0: not known
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,7 @@ class SchedulerCore:
         gpu_utilization: float = 0.0,
         draining: bool = False,
         prefix_blocks: frozenset[int] | None = None,
+        prefill_tokens_per_s: float = 0.0,
     ) -> Step:
         node = self.nodes.get(node_id)
         step = Step()
@@ -393,6 +395,9 @@ class SchedulerCore:
         node.last_seen_s = now_s
         if prefix_blocks is not None and prefix_blocks != node.prefix_blocks:
             node.prefix_blocks = prefix_blocks
+            self._changed_nodes.add(node_id)
+        if prefill_tokens_per_s and prefill_tokens_per_s != node.prefill_tokens_per_s:
+            node.prefill_tokens_per_s = prefill_tokens_per_s
             self._changed_nodes.add(node_id)
         if node.silent:
             node.silent = False
@@ -604,6 +609,7 @@ class SchedulerCore:
             tokens_per_s=dict(node.estimates.tokens_per_s),
             warm_models=frozenset(node.warm_models),
             prefix_blocks=node.prefix_blocks,
+            prefill_tokens_per_s=node.prefill_tokens_per_s,
             # Work already on the node, spread over its slots, delays a new job.
             backlog_s=(
                 len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)
@@ -724,6 +730,10 @@ class SchedulerCore:
         node = self.nodes[placement.node_id]
         node.running.add((rec.job_id, attempt))
         node.warm_models.add(rec.spec.model)
+        if rec.spec.prefix_blocks:
+            # Its engine will hold this prompt once the job starts: the next turn of the
+            # conversation finds it there before the agent's next heartbeat says so.
+            node.prefix_blocks = node.prefix_blocks | frozenset(rec.spec.prefix_blocks)
         self._changed_nodes.add(placement.node_id)
         self._put(
             rec.evolve(

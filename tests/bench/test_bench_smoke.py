@@ -23,6 +23,7 @@ EXPECTED = {
     "scale": {"planner", "core", "heap", "summary", "arrivals"},
     "http": {"medians", "rounds", "http_vs_grpc"},
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
+    "prefix": {"results", "ttft_p50_ratio", "summary", "seed"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -51,6 +52,11 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         reason = unavailable_reason()
         if reason is not None:
             pytest.skip(reason)
+    if bench == "prefix":
+        from tests.chaos.harness import llm_installed
+
+        if not llm_installed():
+            pytest.skip("llama-cpp-python or SmolLM2 is not installed")
     doc = run_smoke(bench, tmp_path)
     assert COMMON | EXPECTED[bench] <= set(doc), sorted(doc)
     assert doc["bench"] == bench and doc["smoke"] is True
@@ -71,6 +77,11 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         assert (doc["lost"], doc["duplicated"]) == (0, 0)
         assert doc["acknowledged"] == doc["completed"] > 0
         assert len(doc["takeovers_s"]) == 1 and doc["takeover_s"] > 0
+    elif bench == "prefix":
+        # Both routings ran the whole workload and every job streamed a first token.
+        for routing in ("prefix_aware", "least_loaded"):
+            assert doc["results"][routing]["n"] == doc["conversations"] * doc["turns"]
+        assert doc["ttft_p50_ratio"] > 0
     elif bench == "http":
         # Both fronts answered (the OpenAI-compatible one and the gRPC one, same cluster).
         assert doc["medians"]["http"]["n"] > 0 and doc["medians"]["grpc"]["n"] > 0

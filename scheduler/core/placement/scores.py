@@ -39,10 +39,14 @@ class ScoringProfile:
     cold_start_s: float = 2.0
     # Rate assumed for a model the node has not yet run (tokens/s).
     default_tokens_per_s: float = 100.0
-    # The share of a prompt token's time saved where the node's engine holds the prompt's
-    # prefix (scheduler/core/prefix.py), so a cache hit is weighed against the node's backlog;
-    # 0: placement ignores the engines' caches (least loaded, as before prefix routing).
+    # Where a node's engine holds the start of a job's prompt (scheduler/core/prefix.py), the
+    # prefill it need not do is waiting saved: the held tokens at the node's prefill rate (its
+    # agent measures it; else `prefill_tokens_per_s`), priced as the tier's waiting, and so
+    # weighed against the node's backlog. Weight 0: the engines' caches are ignored (least
+    # loaded, as before prefix routing). Not the node's learned rate: that one mixes prefill
+    # with decoding, and cache hits inflate it.
     prefix_cache_weight: float = 1.0
+    prefill_tokens_per_s: float = 2_000.0
     # Flex deferral: wait only when the saving is at least this share of the cost now, and the
     # window still leaves this margin before the deadline.
     defer_min_saving_ratio: float = 0.10
@@ -54,11 +58,7 @@ DEFAULT_PROFILE = ScoringProfile()
 
 def estimated_run_s(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
     rate = node.tokens_per_s.get(job.model, profile.default_tokens_per_s)
-    tokens: float = job.input_tokens + job.output_tokens_est
-    if job.prefix_blocks and node.prefix_blocks and profile.prefix_cache_weight:
-        saved = cached_tokens(job.prefix_blocks, node.prefix_blocks)
-        tokens -= min(saved * profile.prefix_cache_weight, job.input_tokens)
-    return tokens / max(rate, MIN_RATE_TOKENS_PER_S)
+    return (job.input_tokens + job.output_tokens_est) / max(rate, MIN_RATE_TOKENS_PER_S)
 
 
 def marginal_energy_mwh(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
@@ -95,6 +95,16 @@ def warmth_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> floa
     return profile.cold_start_s * profile.wait_usd_per_s[job.tier]
 
 
+def prefix_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
+    """The waiting a held prefix saves, as a negative cost (0 where the node holds none)."""
+    if not (job.prefix_blocks and node.prefix_blocks and profile.prefix_cache_weight):
+        return 0.0
+    held = min(cached_tokens(job.prefix_blocks, node.prefix_blocks), float(job.input_tokens))
+    rate = node.prefill_tokens_per_s or profile.prefill_tokens_per_s
+    saved_s = held / max(rate, MIN_RATE_TOKENS_PER_S)
+    return -profile.prefix_cache_weight * saved_s * profile.wait_usd_per_s[job.tier]
+
+
 def score(
     job: JobRequest, node: NodeView, site: SiteView, latency_target_s: float, now_s: float,
     profile: ScoringProfile,
@@ -103,4 +113,5 @@ def score(
         energy_usd=profile.energy_weight * energy_usd(job, node, site, profile),
         delay_usd=profile.delay_weight * delay_usd(job, node, latency_target_s, now_s, profile),
         warmth_usd=profile.warmth_weight * warmth_usd(job, node, profile),
+        prefix_usd=prefix_usd(job, node, profile),
     )

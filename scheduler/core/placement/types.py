@@ -59,6 +59,8 @@ class NodeView:
     gpu_kind: str = "cpu"
     # The prefix block hashes its engines hold (its last heartbeat's).
     prefix_blocks: frozenset[int] = frozenset()
+    # How fast its engines evaluate prompts (tokens/s; 0: not known, the profile's rate).
+    prefill_tokens_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,13 @@ class ScoreBreakdown:
     energy_usd: float
     delay_usd: float
     warmth_usd: float
+    prefix_usd: float = 0.0  # the waiting a held prompt prefix saves (<= 0)
 
     @property
     def total_usd(self) -> float:
-        return self.energy_usd + self.delay_usd + self.warmth_usd
+        total = self.energy_usd + self.delay_usd + self.warmth_usd
+        # Added only when there is one: the index's totals stay bit-identical to the scan's.
+        return total + self.prefix_usd if self.prefix_usd else total
 
 
 @dataclass(frozen=True)

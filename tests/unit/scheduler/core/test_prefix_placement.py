@@ -63,13 +63,23 @@ def test_the_node_holding_the_prefix_wins_a_tie_on_load(as_index: bool) -> None:
 
 def test_a_busy_holder_loses_to_an_idle_node_when_its_backlog_costs_more() -> None:
     sites = sites_by_name(make_site())
-    # 512 cached tokens at 300 tokens/s save about 1.7 s: a backlog of 1 s is worth waiting
-    # for, one of 5 s is not.
-    assert where(place([job()], nodes(holder_backlog_s=1.0), sites, T0_S)) == "n2"
-    assert where(place([job()], nodes(holder_backlog_s=5.0), sites, T0_S)) == "n1"
+    # 512 held tokens at the profile's 2,000 prefill tokens/s save about 0.26 s of waiting: a
+    # backlog of 0.1 s is worth waiting for, one of 1 s is not.
+    assert where(place([job()], nodes(holder_backlog_s=0.1), sites, T0_S)) == "n2"
+    assert where(place([job()], nodes(holder_backlog_s=1.0), sites, T0_S)) == "n1"
 
 
 def test_a_job_without_a_shared_prefix_is_placed_on_load_alone() -> None:
     other = prefix_blocks("t" * BLOCK_CHARS * 8)
     assert where(place([job(other)], nodes(), sites_by_name(make_site()), T0_S)) == "n1"
     assert where(place([job(())], nodes(), sites_by_name(make_site()), T0_S)) == "n1"
+
+
+def test_the_saving_is_at_the_holders_own_measured_prefill_rate() -> None:
+    # A CPU engine that evaluates 150 prompt tokens/s saves 3.4 s on 512 held tokens: worth a
+    # backlog of 1 s, which the profile's default rate would not pay for.
+    sites = sites_by_name(make_site())
+    slow = [nodes(holder_backlog_s=1.0)[0],
+            replace(nodes(holder_backlog_s=1.0)[1], prefill_tokens_per_s=150.0)]
+    assert where(place([job()], slow, sites, T0_S)) == "n2"
+    assert where(place([job()], nodes(holder_backlog_s=1.0), sites, T0_S)) == "n1"
