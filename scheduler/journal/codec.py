@@ -206,6 +206,13 @@ CONSUME_BOOTSTRAP = (
 )
 
 
+def revoke_target(credential_id: str, agent_id: str) -> tuple[str, str] | None:
+    """The column and value a revocation matches: one credential, or every one of an agent."""
+    if credential_id:
+        return "credential_id", credential_id
+    return ("agent_id", agent_id) if agent_id else None
+
+
 def credential_values(row: AgentCredentialRow) -> tuple[object, ...]:
     return (row.credential_id, row.kind.value, row.secret_hash, row.agent_id, row.site,
             row.region, row.issued_s, row.expires_s, ",".join(row.agent_ids), row.uses_left,

@@ -61,6 +61,7 @@ from scheduler.journal.codec import (
     metered_job,
     metered_jobs_query,
     renew_lease_sql,
+    revoke_target,
     to_row,
     try_lease_sql,
 )
@@ -482,11 +483,10 @@ class SqliteJournal:
     def revoke_agent_credentials(
         self, now_s: float, credential_id: str = "", agent_id: str = ""
     ) -> list[str]:
-        column, value = (
-            ("credential_id", credential_id) if credential_id else ("agent_id", agent_id)
-        )
-        if not value:
+        target = revoke_target(credential_id, agent_id)
+        if target is None:
             return []
+        column, value = target
         with self._lock:
             rows = self._db.execute(
                 f"UPDATE agent_credentials SET revoked_s=? WHERE {column}=? AND revoked_s=0 "

@@ -21,12 +21,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hashserve.local import free_port
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
 from scheduler.journal.sqlite import SqliteJournal
-from tests.chaos.harness import InProcessScheduler, WireAgent, bearer, embed_spec, run
+from tests.chaos.harness import (
+    InProcessScheduler,
+    WireAgent,
+    bearer,
+    embed_spec,
+    run,
+    wait_serving,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,21 +61,6 @@ class Fronts:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
-
-
-async def wait_serving(address: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            async with grpc.aio.insecure_channel(address) as ch:
-                reply = await health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        except grpc.aio.AioRpcError:
-            pass
-        assert time.monotonic() < deadline, f"no front serving on {address}"
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
