@@ -163,6 +163,9 @@ def agent_identities(settings: SchedulerSettings, journal: Journal, fleet: Fleet
         raise ValueError(
             "the agents' own port (agent_port) is mutual TLS: it needs tls_cert, tls_key, "
             "agent_ca_cert and agent_ca_key (scripts/gen_certs.py makes a set)")
+    if s.tls_client_ca and s.agent_port < 0:
+        log.warning("tls_client_ca applies to the agents' own port (agent_port) only: the "
+                    "customers' port never asks for client certificates")
     if ca is not None and s.agent_port < 0:
         # A certificate is only ever checked on the agents' own port: without one, agents
         # that ask for a certificate are told to take a token instead.
