@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -127,7 +128,10 @@ async def drive(cluster: LocalCluster, prompts: list[str],
 
 
 def run_mode(prefix_routing: bool, prompts: list[str], convs: list[tuple[int, list[str]]],
-             concurrency: int, think_s: float, seed: int, workdir: Path) -> list[float]:
+             concurrency: int, think_s: float, seed: int, workdir: Path,
+             ) -> tuple[list[float], dict[str, Any]]:
+    """(times to first token, what the journal says of the jobs: their run times, where they
+    ran)."""
     cluster = LocalCluster(
         workdir=workdir,
         agents=[AgentPlan(f"prefix-{i}", "tx-odessa", "north_america", max_concurrent_jobs=1,
@@ -137,9 +141,21 @@ def run_mode(prefix_routing: bool, prompts: list[str], convs: list[tuple[int, li
     try:
         cluster.start_scheduler()
         cluster.start_agents()
-        return asyncio.run(drive(cluster, prompts, convs, concurrency, think_s, seed))
+        times = asyncio.run(drive(cluster, prompts, convs, concurrency, think_s, seed))
     finally:
         cluster.stop()
+    db = sqlite3.connect(str(cluster.journal_path))
+    try:
+        rows = db.execute("SELECT node_id, run_ms FROM jobs WHERE state = 'succeeded'").fetchall()
+    finally:
+        db.close()
+    per_node: dict[str, int] = {}
+    for node_id, _ in rows:
+        per_node[node_id] = per_node.get(node_id, 0) + 1
+    # A job that started from a kept prefix runs in a fraction of a cold one's time.
+    run_ms = sorted(float(r[1]) for r in rows)
+    return times, {"run_ms_p50": round(statistics.median(run_ms), 1),
+                   "run_ms_p90": round(percentile(run_ms, 0.9), 1), "jobs_per_node": per_node}
 
 
 def main() -> int:
@@ -162,9 +178,10 @@ def main() -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hashserve-prefix-") as tmp:
         for name, on in (("prefix_aware", True), ("least_loaded", False)):
-            times = run_mode(on, prompts, convs, args.concurrency, args.think_s, args.seed,
-                             Path(tmp) / name)
+            times, ran = run_mode(on, prompts, convs, args.concurrency, args.think_s, args.seed,
+                                  Path(tmp) / name)
             results[name] = {
+                **ran,
                 "n": len(times),
                 "ttft_p50_ms": round(statistics.median(times), 2),
                 "ttft_p90_ms": round(percentile(times, 0.9), 2),
@@ -175,9 +192,10 @@ def main() -> int:
     print(f"{args.conversations} conversations of {args.turns} turns over {args.systems} system "
           f"prompts, {args.concurrency} at a time, two agents, {args.cache_mib:g} MiB of prompt "
           f"states each, seed {args.seed}")
-    print(table([[name, r["n"], r["ttft_p50_ms"], r["ttft_p90_ms"], r["ttft_mean_ms"]]
-                 for name, r in results.items()],
-                ["routing", "jobs", "TTFT p50 ms", "p90 ms", "mean ms"]))
+    print(table([[name, r["n"], r["ttft_p50_ms"], r["ttft_p90_ms"], r["ttft_mean_ms"],
+                  r["run_ms_p50"], r["jobs_per_node"]] for name, r in results.items()],
+                ["routing", "jobs", "TTFT p50 ms", "p90 ms", "mean ms", "run p50 ms",
+                 "jobs per node"]))
     print(f"ttft_p50_ratio (prefix-aware / least-loaded): {ratio} (target 0.5 or less)")
     finish("prefix", args, {
         "systems": args.systems, "conversations": args.conversations, "turns": args.turns,
