@@ -609,3 +609,25 @@ def test_jobs_no_node_takes_are_not_placed_again_at_every_submit() -> None:
     # And every tick looks at all that still wait.
     later = h.tick(1.0)
     assert {d.job_id for d in later.decisions} <= {f"far{i}" for i in range(50)}
+
+
+def test_an_assignment_counts_its_prompt_as_held_until_a_heartbeat_says_otherwise() -> None:
+    """The node an assignment goes to holds the job's prefix once the job starts: the core
+    counts it at once, so the conversation's next turn finds it there before the agent's next
+    heartbeat; a heartbeat then says what the engine really holds."""
+    from dataclasses import replace
+
+    from scheduler.core.prefix import BLOCK_CHARS, prefix_blocks
+
+    h = Harness()
+    h.connect(make_node_info("n1", models=(GEN_MODEL,), slots_total=2))
+    chain = prefix_blocks("c" * BLOCK_CHARS * 6)
+    rec = make_record("t1", tier="interactive", model=GEN_MODEL, input_tokens=500)
+    h.submit(rec.evolve(spec=replace(rec.spec, prefix_blocks=chain)))
+    assert assigns(h.core.schedule(h.now_s)) == [("n1", "t1", 1)]
+    assert h.core.nodes["n1"].prefix_blocks == frozenset(chain)
+    assert h.core.placement_index().sorted_views()[0].prefix_blocks == frozenset(chain)
+    held = frozenset(chain[:2])
+    h.core.heartbeat("n1", [("t1", 1)], h.now_s, prefix_blocks=held, prefill_tokens_per_s=150.0)
+    view = h.core.placement_index().sorted_views()[0]
+    assert (view.prefix_blocks, view.prefill_tokens_per_s) == (held, 150.0)
