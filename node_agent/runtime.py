@@ -30,7 +30,6 @@ from node_agent.credentials import CredentialStore, StoredCredential, request_cr
 from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
 from node_agent.settings import AgentSettings
 from scheduler.core.clock import SystemClock
-from scheduler.core.prefix import prefix_blocks, prompt_text
 
 log = logging.getLogger("hashserve.agent")
 AttemptKey = tuple[str, int]
@@ -546,9 +545,6 @@ class NodeAgent:
                     resume_tokens=assign.resume_tokens if assign.resume_text else 0,
                     messages=tuple((m.role, m.content) for m in g.messages),
                     raw_prompt=g.raw_prompt, stop=tuple(g.stop),
-                    prefix_blocks=prefix_blocks(prompt_text(
-                        tuple((m.role, m.content) for m in g.messages), g.prompt,
-                        g.raw_prompt)),
                 )
                 gen = await loop.run_in_executor(
                     self._pool, backend.generate, params, on_token, job.stop.is_set

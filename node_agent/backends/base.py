@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scheduler.core.prefix import prompt_prefix_blocks
+
 
 @dataclass(frozen=True)
 class EmbedOutput:
@@ -42,9 +44,12 @@ class GenerateParams:
     # `prompt` is the exact text to continue: no chat template (OpenAI's /v1/completions).
     raw_prompt: bool = False
     stop: tuple[str, ...] = ()  # the customer's stop strings, beside the template's own
-    # The prompt's prefix block chain (scheduler/core/prefix.py): a backend that keeps the
-    # prompt's state says so under these hashes (`prefix_blocks()`), for placement to route by.
-    prefix_blocks: tuple[int, ...] = ()
+
+    @property
+    def prefix_blocks(self) -> tuple[int, ...]:
+        """The prompt's prefix block chain (scheduler/core/prefix.py), as the scheduler computed
+        it for routing: a backend that keeps the prompt's state reports it under these."""
+        return prompt_prefix_blocks(self.messages, self.prompt, self.raw_prompt)
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation the chat template renders: the messages, or the prompt as the one

@@ -211,7 +211,6 @@ class LlamaCppGenerationBackend:
         # Prompts' KV states beyond the one in the context, so that more than one prefix (the
         # system prompts of several customers, several conversations) stays warm.
         self._states = PromptStates(prefix_cache_bytes)
-        self._blocks: tuple[int, ...] = ()  # the running job's prefix chain
         # Prompt tokens evaluated, and prompts started from a kept state (what caching saved).
         self.evaluated_tokens = 0
         self.kept_state_hits = 0
@@ -264,7 +263,6 @@ class LlamaCppGenerationBackend:
                 completion_tokens=params.resume_tokens, finish_reason="length",
             )
         with self._lock:
-            self._blocks = params.prefix_blocks
             out = self._generate_locked(
                 context_ids, stops, max_tokens, params, on_token, should_stop
             )
@@ -277,7 +275,7 @@ class LlamaCppGenerationBackend:
             finish_reason=out.finish_reason,
         )
 
-    def _evaluate_all_but_last(self, prompt_ids: list[int]) -> None:
+    def _evaluate_all_but_last(self, prompt_ids: list[int], blocks: tuple[int, ...]) -> None:
         """Bring the KV cache to the prompt less its last token, reusing the prefix it holds.
 
         `Llama.generate` reuses a cached prefix and then evaluates what is left in one batch. A
@@ -307,7 +305,7 @@ class LlamaCppGenerationBackend:
                 self._prefill_tokens += len(target) - prefix
                 self._prefill_s += time.perf_counter() - started
             if len(target) >= MIN_KEPT_TOKENS:
-                self._states.put(target, llm.save_state(), self._blocks)
+                self._states.put(target, llm.save_state(), blocks)
 
     def prefix_blocks(self) -> list[int]:
         """The prefix block hashes of the prompts this engine holds (in its context or kept)."""
@@ -328,7 +326,7 @@ class LlamaCppGenerationBackend:
     ) -> GenerateOutput:
         llm = self._llm
         vocab = self._vocab
-        self._evaluate_all_but_last(prompt_ids)
+        self._evaluate_all_but_last(prompt_ids, params.prefix_blocks)
         llm.set_seed(params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stop_filter = StopStringFilter(stops)

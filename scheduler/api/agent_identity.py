@@ -275,26 +275,13 @@ class AgentIdentities:
 
     def issue_bootstrap(self, site: str, region: str = "", agent_ids: Sequence[str] = (),
                         ttl_s: float = 0.0, uses: int = 0, issued_by: str = "") -> Issued:
-        site, region = self._site(site, region)
-        for agent_id in agent_ids:
-            if not AGENT_ID_RE.match(agent_id):
-                raise refused(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"agent id {agent_id[:40]!r} is not an agent id")
-        if not 0 <= uses <= MAX_BOOTSTRAP_USES:
-            raise refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"uses must be between 0 (single-use) and {MAX_BOOTSTRAP_USES}")
-        ttl_s = self._ttl(ttl_s, DEFAULT_BOOTSTRAP_TTL_S, MAX_BOOTSTRAP_TTL_S)
         token_id = secrets.token_hex(6)
         token = f"{BOOTSTRAP_PREFIX}_{token_id}_{secrets.token_urlsafe(24)}"
-        now = self.clock()
-        row = AgentCredentialRow(
-            f"bt-{token_id}", AgentCredentialKind.BOOTSTRAP, hash_secret(token), "", site,
-            region, now, now + ttl_s, tuple(dict.fromkeys(agent_ids)), uses or 1,
-            issued_by=issued_by,
-        )
-        self.journal.add_agent_credential(row)
+        row = self._add_bootstrap(token, token_id, site, region, agent_ids, ttl_s, uses,
+                                  issued_by)
         log.info("bootstrap token %s for site %s (%s), %d use(s), for %.0f s", row.credential_id,
-                 site, ", ".join(row.agent_ids) or "any agent id", row.uses_left, ttl_s)
+                 row.site, ", ".join(row.agent_ids) or "any agent id", row.uses_left,
+                 row.expires_s - row.issued_s)
         return Issued(row, token=token)
 
     def ensure_bootstrap(self, token: str, site: str, region: str, agent_ids: Sequence[str],
@@ -306,14 +293,32 @@ class AgentIdentities:
         if not token.startswith(BOOTSTRAP_PREFIX + "_") or len(token) < 32:
             raise ValueError("a bootstrap token must read hsb_<id>_<secret of 20+ characters>; "
                              "make one with `hashserve admin new-bootstrap-token`")
+        try:
+            self._add_bootstrap(token, token.split("_")[1] or secrets.token_hex(6), site, region,
+                                agent_ids, ttl_s, uses, "environment")
+        except Refusal as err:
+            raise ValueError(f"bootstrap token settings: {err.message}") from None
+
+    def _add_bootstrap(self, token: str, token_id: str, site: str, region: str,
+                       agent_ids: Sequence[str], ttl_s: float, uses: int,
+                       issued_by: str) -> AgentCredentialRow:
         site, region = self._site(site, region)
+        for agent_id in agent_ids:
+            if not AGENT_ID_RE.match(agent_id):
+                raise refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"agent id {agent_id[:40]!r} is not an agent id")
+        if not 0 <= uses <= MAX_BOOTSTRAP_USES:
+            raise refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"uses must be between 0 (single-use) and {MAX_BOOTSTRAP_USES}")
+        ttl_s = self._ttl(ttl_s, DEFAULT_BOOTSTRAP_TTL_S, MAX_BOOTSTRAP_TTL_S)
         now = self.clock()
-        token_id = token.split("_")[1] or secrets.token_hex(6)
-        self.journal.add_agent_credential(AgentCredentialRow(
+        row = AgentCredentialRow(
             f"bt-{token_id}", AgentCredentialKind.BOOTSTRAP, hash_secret(token), "", site,
-            region, now, now + self._ttl(ttl_s, DEFAULT_BOOTSTRAP_TTL_S, MAX_BOOTSTRAP_TTL_S),
-            tuple(agent_ids), uses or 1, issued_by="environment",
-        ))
+            region, now, now + ttl_s, tuple(dict.fromkeys(agent_ids)), uses or 1,
+            issued_by=issued_by,
+        )
+        self.journal.add_agent_credential(row)
+        return row
 
     def issue_token(self, agent_id: str, site: str, region: str = "", ttl_s: float = 0.0,
                     issued_by: str = "") -> Issued:

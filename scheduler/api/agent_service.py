@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
@@ -21,7 +20,7 @@ import grpc
 
 from hashserve.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.api import agent_codec
-from scheduler.api.agent_identity import AgentIdentities, AgentRefused, Issued
+from scheduler.api.agent_identity import AGENT_ID_RE, AgentIdentities, AgentRefused, Issued
 from scheduler.api.convert import timestamp
 from scheduler.api.refusal import Refusal
 from scheduler.control.agent_events import AgentRefusal
@@ -29,7 +28,6 @@ from scheduler.control.loop import AgentSession, ControlLoop
 from scheduler.journal.base import AgentCredentialKind
 
 log = logging.getLogger("hashserve.scheduler.agents")
-AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HELLO_TIMEOUT_S = 10.0
 # An 8-GPU H100 server draws about 10 kW; 100 kW leaves room for any one node, and no more.
 MAX_NODE_POWER_KW = 100.0
@@ -40,17 +38,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.loop = loop
         self.identities = identities
         # Open streams by the credential they run on: a revocation closes them at once.
-        # (Sessions compare by value: they are kept by identity.)
-        self._streams: dict[str, dict[int, AgentSession]] = {}
-        self._revoked: set[int] = set()
+        self._streams: dict[str, set[AgentSession]] = {}
         identities.on_revoked.append(self.close_revoked)
 
     def close_revoked(self, credential_ids: Sequence[str]) -> int:
         closed = 0
         for credential_id in credential_ids:
-            for session in self._streams.pop(credential_id, {}).values():
-                self._revoked.add(id(session))
-                session.close()
+            for session in self._streams.pop(credential_id, set()):
+                session.revoke()
                 closed += 1
         return closed
 
@@ -87,7 +82,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         identity.credential_id, identity.agent_id, err.message)
             await context.abort(err.code, err.message)
         session = self.loop.open_session(agent_codec.decode_hello(hello))
-        self._streams.setdefault(identity.credential_id, {})[id(session)] = session
+        self._streams.setdefault(identity.credential_id, set()).add(session)
 
         async def read() -> None:
             try:
@@ -116,11 +111,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             self.loop.close_session(session)
             streams = self._streams.get(identity.credential_id)
             if streams is not None:
-                streams.pop(id(session), None)
+                streams.discard(session)
                 if not streams:
                     del self._streams[identity.credential_id]
-        if id(session) in self._revoked:
-            self._revoked.discard(id(session))
+        if session.revoked:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 f"credential {identity.credential_id} was revoked")
 

@@ -24,9 +24,9 @@ from scheduler.api.convert import (
 )
 from scheduler.api.refusal import Refusal
 from scheduler.api.validation import (
-    MAX_BATCH_JOBS,
     InvalidRequest,
     check_idempotency_key,
+    check_job_count,
     check_job_id,
     validate_spec,
 )
@@ -247,13 +247,10 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
     async def SubmitJobs(
         self, request: customer_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext
     ) -> customer_pb2.SubmitJobsResponse:
-        if not request.jobs:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
-        if len(request.jobs) > MAX_BATCH_JOBS:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{len(request.jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}",
-            )
+        try:
+            check_job_count(len(request.jobs))
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         return customer_pb2.SubmitJobsResponse(jobs=await self._submit(context, list(request.jobs)))
 
     async def _own_job(self, context: grpc.aio.ServicerContext, job_id: str) -> JobRecord:

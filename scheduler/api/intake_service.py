@@ -16,7 +16,7 @@ import grpc
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
 from scheduler.api.customer_service import CustomerService
 from scheduler.api.refusal import Refusal
-from scheduler.api.validation import MAX_BATCH_JOBS
+from scheduler.api.validation import InvalidRequest, check_job_count
 
 # Items per call: a front flushes at most this many at once.
 MAX_ITEMS = 1024
@@ -29,11 +29,10 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
     async def _one(self, item: intake_pb2.IntakeItem) -> intake_pb2.IntakeResult:
         jobs = list(item.request.jobs)
         try:
-            if not jobs:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
-            if len(jobs) > MAX_BATCH_JOBS:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"{len(jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}")
+            try:
+                check_job_count(len(jobs))
+            except InvalidRequest as err:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
             principal = self.customers.principal((("authorization", f"Bearer {item.api_key}"),))
             answers = await self.customers.submit(principal, jobs)
         except Refusal as r:

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hashserve.v1 import jobs_pb2
 from scheduler.core.jobs import JobSpecData
 from scheduler.core.models import ModelKind, ModelSpec
-from scheduler.core.prefix import prefix_blocks, prompt_text
+from scheduler.core.prefix import prompt_prefix_blocks
 
 MAX_TEXT_CHARS = 8192
 MAX_PROMPT_CHARS = 16384
@@ -69,6 +69,15 @@ def check_job_id(job_id: str) -> str:
             "INVALID_ARGUMENT", f"job_id {job_id[:80]!r} is malformed: expected job_<32 hex digits>"
         )
     return job_id
+
+
+def check_job_count(n: int) -> None:
+    """A SubmitJobs call's size: at least one job, at most MAX_BATCH_JOBS."""
+    if not n:
+        raise InvalidRequest("INVALID_ARGUMENT", "jobs is empty")
+    if n > MAX_BATCH_JOBS:
+        raise InvalidRequest("INVALID_ARGUMENT",
+                             f"{n} jobs in one batch; at most {MAX_BATCH_JOBS}")
 
 
 def check_idempotency_key(key: str) -> str:
@@ -127,7 +136,9 @@ def validate_spec(
             )
         input_tokens, output_tokens = _check_generate(spec.generate, model)
         filled.generate.max_tokens = output_tokens
-        blocks = generate_prefix_blocks(spec.generate)
+        gen = spec.generate
+        blocks = prompt_prefix_blocks(tuple((m.role, m.content) for m in gen.messages),
+                                      gen.prompt, gen.raw_prompt)
     terms = model.tiers[tier]
     if spec.HasField("deadline"):
         deadline_s = timestamp_s(spec.deadline, "spec.deadline")
@@ -164,11 +175,6 @@ def validate_spec(
     )
     return data, filled
 
-
-def generate_prefix_blocks(gen: jobs_pb2.GenerateInput) -> tuple[int, ...]:
-    """The prompt's prefix block chain, as the agent's engine will meet it."""
-    return prefix_blocks(prompt_text(tuple((m.role, m.content) for m in gen.messages),
-                                     gen.prompt, gen.raw_prompt))
 
 
 def _check_texts(texts: list[str], model: ModelSpec) -> int:

@@ -53,17 +53,22 @@ def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
 
-@dataclass
+@dataclass(eq=False)  # one agent's stream: sessions are told apart by identity
 class AgentSession:
     node_id: str
     # Encoded messages (scheduler/api/agent_codec.py) for the agent's stream; None ends it.
     outbox: asyncio.Queue[object | None] = field(default_factory=asyncio.Queue)
+    revoked: bool = False  # closed because its credential was revoked
 
     def send(self, msg: object) -> None:
         self.outbox.put_nowait(msg)
 
     def close(self) -> None:
         self.outbox.put_nowait(None)
+
+    def revoke(self) -> None:
+        self.revoked = True
+        self.close()
 
 
 class ControlLoop:
@@ -295,6 +300,10 @@ class ControlLoop:
                         future.set_exception(result)
                     continue
                 fresh += [rec for rec, dedup in result if not dedup]
+                # A retry's stored job, as it stands now: the row the insert read off the loop
+                # may be older than what the loop did meanwhile (the job may have ended).
+                result = [(self.get(rec.job_id) or rec, True) if dedup else (rec, False)
+                          for rec, dedup in result]
                 if not future.done():  # a caller that gave up still has its jobs run
                     future.set_result(result)
             self._queue_durable(fresh)

@@ -44,6 +44,12 @@ def prefix_blocks(text: str, block_chars: int = BLOCK_CHARS) -> tuple[int, ...]:
     return tuple(hashes)
 
 
+def prompt_prefix_blocks(messages: Sequence[tuple[str, str]], prompt: str,
+                         raw: bool) -> tuple[int, ...]:
+    """A generation's chain: what the scheduler routes on and the agent's engine keeps under."""
+    return prefix_blocks(prompt_text(messages, prompt, raw))
+
+
 def cached_blocks(chain: Sequence[int], held: Collection[int]) -> int:
     """How many of the chain's leading blocks a node holding the hashes `held` has cached."""
     if not held:

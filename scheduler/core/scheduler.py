@@ -33,6 +33,7 @@ from scheduler.core.placement import (
     Unplaceable,
     place,
 )
+from scheduler.core.placement.filters import FitKey, fit_key
 from scheduler.core.placement.rules import TIER_RANK, order_key
 from scheduler.core.placement.scores import KW_PER_MW
 
@@ -41,13 +42,10 @@ _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 _SHED_EPS_MW = 1e-9
 
 
-# What the placement filters read of a job (scheduler/core/placement/filters.py): jobs alike in
-# these are refused by the same nodes. Its accelerators come from its model's catalogue entry.
-PlacementClass = tuple[str, frozenset[str], int]
-
-
-def _placement_class(rec: JobRecord) -> PlacementClass:
-    return (rec.spec.model, rec.spec.allowed_regions, rec.spec.memory_mb)
+def _fit_key(rec: JobRecord) -> FitKey:
+    """The job as the filters see it; a record's accelerator kinds are its model's (the
+    catalogue's, filled in by `place`), so the empty set stands for them."""
+    return fit_key(rec.spec.model, rec.spec.allowed_regions, rec.spec.memory_mb)
 
 
 @dataclass(frozen=True)
@@ -651,7 +649,7 @@ class SchedulerCore:
         unplaced: list[JobRecord] = []
         # Classes of job (what the filters read of a job) that no node took in this call. Jobs
         # that can never fit must not hide, behind the lookahead's limit, one that can.
-        dead: dict[PlacementClass, Unplaceable] = {}
+        dead: dict[FitKey, Unplaceable] = {}
         busy_mw: dict[str, float] | None = None  # at budgeted sites, counted once per call
         rounds = 0
         while budget > 0 and rounds <= self.policy.lookahead_rounds:
@@ -667,7 +665,7 @@ class SchedulerCore:
             for rec in skipped:
                 # Its class found no node earlier in this call, and nodes only fill up within
                 # one: the same answer without asking the placer again.
-                refusal = dead[_placement_class(rec)]
+                refusal = dead[_fit_key(rec)]
                 step.decisions.append(Unplaceable(rec.job_id, refusal.code, refusal.reasons))
                 self._unplaced_why[rec.job_id] = refusal.reasons
                 unplaced.append(rec)
@@ -707,7 +705,7 @@ class SchedulerCore:
                 else:
                     self._unplaced_why[rec.job_id] = decision.reasons
                     unplaced.append(rec)
-                    dead.setdefault(_placement_class(rec), decision)
+                    dead.setdefault(_fit_key(rec), decision)
         # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits,
         # parked, and its deadline bounds the wait; back on the heap at the next node change
         # or tick.
@@ -857,7 +855,7 @@ class SchedulerCore:
         heapq.heappush(self._queue, (key, rec.job_id))
 
     def _pop_ready(
-        self, now_s: float, limit: int, dead: Mapping[PlacementClass, object],
+        self, now_s: float, limit: int, dead: Mapping[FitKey, object],
         max_looked_at: int,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """Up to `limit` queued jobs in queue order, and the jobs of `dead` classes passed on
@@ -874,7 +872,7 @@ class SchedulerCore:
                 continue
             if rec.not_before_s > now_s:
                 waiting.append(rec)
-            elif dead and _placement_class(rec) in dead:
+            elif dead and _fit_key(rec) in dead:
                 skipped.append(rec)
             else:
                 ready.append(rec)

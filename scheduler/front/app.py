@@ -30,7 +30,7 @@ from scheduler.fleet import default_fleet_path, load_fleet
 from scheduler.front.batcher import SubmitBatcher
 from scheduler.front.service import FrontCustomerService
 from scheduler.runtime.app import load_model_catalogue
-from scheduler.settings import DEFAULT_REGIONS, SchedulerSettings
+from scheduler.settings import DEFAULT_REGIONS
 
 log = logging.getLogger("hashserve.front")
 
@@ -84,10 +84,8 @@ def upstream_channel(s: FrontSettings) -> grpc.aio.Channel:
 class FrontApp:
     def __init__(self, settings: FrontSettings) -> None:
         self.settings = settings
-        catalogue_settings = SchedulerSettings.model_validate(
-            {"catalogue_path": settings.catalogue_path, "fleet_path": settings.fleet_path})
         fleet = load_fleet(settings.fleet_path or default_fleet_path())
-        self.catalogue = priced_catalogue(load_model_catalogue(catalogue_settings),
+        self.catalogue = priced_catalogue(load_model_catalogue(settings.catalogue_path),
                                           fleet.tier_prices_usd_per_million_tokens)
         self.regions = frozenset({site.region for site in fleet.sites} | set(settings.regions))
         self.port = 0

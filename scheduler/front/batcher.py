@@ -58,8 +58,6 @@ class SubmitBatcher:
         self._pending: list[_Item] = []
         self._slots = asyncio.Semaphore(max_in_flight)
         self._flusher: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.items = 0
 
     async def submit(self, api_key: str,
                      request: customer_pb2.SubmitJobsRequest) -> customer_pb2.SubmitJobsResponse:
@@ -98,8 +96,6 @@ class SubmitBatcher:
                 if not item.future.done():
                     item.future.set_exception(Answer(grpc.StatusCode.INTERNAL, str(err)))
             return
-        self.batches += 1
-        self.items += len(batch)
         for item, result in zip(batch, reply.results, strict=True):
             if item.future.done():
                 continue

@@ -16,9 +16,9 @@ import grpc
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
 from scheduler.api.auth import AuthError, bearer_from_metadata
 from scheduler.api.validation import (
-    MAX_BATCH_JOBS,
     InvalidRequest,
     check_idempotency_key,
+    check_job_count,
     validate_spec,
 )
 from scheduler.core.models import ModelSpec
@@ -69,11 +69,10 @@ class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
 
     async def SubmitJobs(self, request: customer_pb2.SubmitJobsRequest,
                          context: grpc.aio.ServicerContext) -> customer_pb2.SubmitJobsResponse:
-        if not request.jobs:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "jobs is empty")
-        if len(request.jobs) > MAX_BATCH_JOBS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"{len(request.jobs)} jobs in one batch; at most {MAX_BATCH_JOBS}")
+        try:
+            check_job_count(len(request.jobs))
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         return await self._submit(context, list(request.jobs))
 
     # ----- forwarded -----------------------------------------------------------------------

@@ -134,9 +134,9 @@ def admission_limits(settings: SchedulerSettings) -> AdmissionLimits:
     )
 
 
-def load_model_catalogue(settings: SchedulerSettings) -> dict[str, ModelSpec]:
-    """The catalogue file's models (the shipped one's when none is set), said in the log."""
-    path = settings.catalogue_path or default_catalogue_path()
+def load_model_catalogue(catalogue_path: str | None) -> dict[str, ModelSpec]:
+    """The catalogue file's models (the shipped one's when none is given), said in the log."""
+    path = catalogue_path or default_catalogue_path()
     catalogue = load_catalogue(path)
     log.info(
         "catalogue %s: %s", path,
@@ -208,7 +208,8 @@ class SchedulerApp:
         # a tier): admission prices work with them, as the power step values it and the backtest
         # books it.
         self.catalogue = priced_catalogue(
-            load_model_catalogue(settings), self.fleet.tier_prices_usd_per_million_tokens
+            load_model_catalogue(settings.catalogue_path),
+            self.fleet.tier_prices_usd_per_million_tokens
         )
         priced = self.fleet.tier_prices_usd_per_million_tokens
         not_offered = sorted(set(priced) - set(self.catalogue))

@@ -48,6 +48,7 @@ from tests.chaos.harness import (
     embed_spec,
     issue_agent_token,
     run,
+    wait_serving,
 )
 from tests.chaos.protofuzz import message_of
 
@@ -409,17 +410,7 @@ def test_fuzzed_enrollment_gets_clear_answers_and_issues_only_what_the_token_all
     finally:
         journal.close()
     assert len(issued) == len(ok)
-    health = run(_health(customer_address(tokens)))
-    assert health == 1  # SERVING
-
-
-async def _health(address: str) -> int:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as ch:
-        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                           timeout=5)
-    return int(reply.status)
+    run(wait_serving(customer_address(tokens), 5.0))  # and the scheduler still serves
 
 
 def test_a_real_agent_enrolls_serves_renews_and_reconnects(

@@ -451,13 +451,6 @@ class BatchService:
                     else:
                         run.waiting[line.job_id] = line
                         self._by_job[line.job_id] = run
-                        # A resumed line's answer is the journal's row as the insert found it:
-                        # its job may have ended since, before it was waited for.
-                        now = self.customers.loop.get(line.job_id) if answer.deduplicated else None
-                        if now is not None and now.terminal:
-                            del run.waiting[line.job_id]
-                            self._by_job.pop(line.job_id, None)
-                            self._ended(run, line, job_to_proto(now, include_result=False))
                 continue
             if next_i >= len(pending) and not run.waiting:
                 await self._set(run, "finalizing", save=True)

@@ -12,6 +12,15 @@ from scheduler.core.placement.types import FilterVerdict, JobRequest, NodeView, 
 
 FilterFn = Callable[[JobRequest, NodeView], FilterVerdict | None]
 
+# What the default filters read of a job: its model, allowed regions, memory and accelerator
+# kinds. Jobs alike in these are refused by the same nodes, so one verdict serves them all.
+FitKey = tuple[str, frozenset[str], int, frozenset[str]]
+
+
+def fit_key(model: str, allowed_regions: frozenset[str], memory_mb: int,
+            accelerators: frozenset[str] = frozenset()) -> FitKey:
+    return (model, allowed_regions, memory_mb, accelerators)
+
 
 def model_served(job: JobRequest, node: NodeView) -> FilterVerdict | None:
     if job.model in node.models:

@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 
 from scheduler.core.models import ModelSpec, Tier
-from scheduler.core.placement.filters import DEFAULT_FILTERS
+from scheduler.core.placement.filters import DEFAULT_FILTERS, FitKey, fit_key
 from scheduler.core.placement.index import ModelColumns, NodeIndex
 from scheduler.core.placement.rules import (
     deferral,
@@ -54,9 +54,6 @@ from scheduler.core.placement.types import (
     ScoreBreakdown,
     SiteView,
 )
-
-# What makes two jobs alike to the filters: model, allowed regions, memory, accelerator kinds.
-FitKey = tuple[str, frozenset[str], float, frozenset[str]]
 
 
 class _Working:
@@ -143,7 +140,7 @@ def _place_one(
     profile: ScoringProfile,
     catalogue: Mapping[str, ModelSpec],
 ) -> Decision | None:
-    key: FitKey = (job.model, job.allowed_regions, job.memory_mb, job.accelerators)
+    key = fit_key(job.model, job.allowed_regions, job.memory_mb, job.accelerators)
     cols = index.models.get(job.model)
     if cols is None or not index.ids or key in working.fits_nowhere:
         return _unplaceable(job, key, index, working, cols)

@@ -193,13 +193,13 @@ def test_the_fleet_files_prices_win_over_the_catalogues() -> None:
 def test_the_scheduler_reads_the_catalogue_setting(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HASHSERVE_CATALOGUE_PATH", raising=False)
-    assert load_model_catalogue(SchedulerSettings.model_validate({})) == DEFAULT_CATALOGUE
+    assert load_model_catalogue(None) == DEFAULT_CATALOGUE
     path = tmp_path / "catalogue.yaml"
     path.write_text(yaml.safe_dump(minimal()))
     monkeypatch.setenv("HASHSERVE_CATALOGUE_PATH", str(path))
     settings = SchedulerSettings.model_validate({})
     assert settings.catalogue_path == str(path)
-    assert set(load_model_catalogue(settings)) == {"embed-small", "llama-70b"}
+    assert set(load_model_catalogue(settings.catalogue_path)) == {"embed-small", "llama-70b"}
 
 
 def test_the_example_fleet_prices_the_shipped_catalogue_as_it_stands() -> None:
