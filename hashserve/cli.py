@@ -265,6 +265,21 @@ def agent(
             "default: the embedded CPU models"
         ),
     ] = None,
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a model of the backends to load at start; repeatable or comma-separated; "
+            "--preload '' loads none (each loads on the scheduler's command or its first job); "
+            "default: all"
+        ),
+    ] = None,
+    model_memory_mib: Annotated[
+        float | None,
+        typer.Option(
+            help="memory the loaded models may take together, MiB (estimated from their "
+            "files); a load beyond it is refused; default 0: only the host's free memory"
+        ),
+    ] = None,
     threads_per_job: int = 1,
     metrics_port: Annotated[int, typer.Option(help="Prometheus port; -1: none")] = -1,
     asic_hashrate_phs: Annotated[
@@ -282,11 +297,18 @@ def agent(
     verbose: bool = False,
 ) -> None:
     """Run a node agent: dial the scheduler, run jobs on local backends, apply power modes."""
+    import functools
     import os
 
     from hashserve.local import watch_lifeline_from_env
     from hashserve.logs import enable_fatal_signal_trace
-    from node_agent.backends.registry import build_backends, default_backend_specs
+    from node_agent.backends.host import ModelHost, resolve_preload
+    from node_agent.backends.llama_engine import EngineUnavailable
+    from node_agent.backends.registry import (
+        build_backend,
+        default_backend_specs,
+        parse_backend_specs,
+    )
     from node_agent.runtime import NodeAgent, log_agent_exit
     from node_agent.settings import AgentSettings
 
@@ -311,6 +333,8 @@ def agent(
         "bootstrap_token_file": bootstrap_token_file,
         "state_dir": state_dir,
         "enroll_address": enroll_address,
+        "preload": preload,
+        "model_memory_mib": model_memory_mib,
     }
     if agent_id:
         values["agent_id"] = agent_id
@@ -337,12 +361,19 @@ def agent(
     watch_lifeline_from_env()
     asked = list(backend or settings.backends)
     specs = asked or default_backend_specs()
+    prefix_cache_bytes = int(settings.prefix_cache_mib * 2**20)
     try:
-        backends = build_backends(
-            specs, threads=settings.threads_per_job, required=bool(asked),
-            prefix_cache_bytes=int(settings.prefix_cache_mib * 2**20),
+        host = ModelHost(
+            parse_backend_specs(specs),
+            functools.partial(
+                build_backend, threads=settings.threads_per_job,
+                prefix_cache_bytes=prefix_cache_bytes,
+            ),
+            model_memory_mib=settings.model_memory_mib,
+            prefix_cache_bytes=prefix_cache_bytes,
         )
-    except (ValueError, RuntimeError) as err:
+        preloaded = resolve_preload(settings.preload, host.servable_models())
+    except ValueError as err:
         console.print(f"[red]bad backend:[/] {err}")
         raise typer.Exit(2) from None
     metrics = None
@@ -354,14 +385,21 @@ def agent(
             site=settings.site,
             region=settings.region,
             gpu_kind=settings.gpu_kind,
-            models=list(backends),
+            models=host.servable_models(),
         )
         server = start_metrics_http_server(
             metrics.registry, settings.metrics_host, settings.metrics_port
         )
         console.print(f"agent metrics on {settings.metrics_host}:{server.port}")
+        host.metrics = metrics
     try:
-        node = NodeAgent(settings, backends, metrics)
+        # Models nobody asked for by name leave out an engine this machine cannot run.
+        host.preload(preloaded, optional_errors=() if asked else (EngineUnavailable,))
+    except RuntimeError as err:
+        console.print(f"[red]bad backend:[/] {err}")
+        raise typer.Exit(2) from None
+    try:
+        node = NodeAgent(settings, host, metrics)
     except ValueError as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(2) from None
@@ -372,11 +410,12 @@ def agent(
         await node.run(stop)
 
     logging.getLogger("hashserve.agent").info(
-        "agent %s at %s/%s serving %s (pid %d)",
+        "agent %s at %s/%s serving %s, loadable %s (pid %d)",
         settings.agent_id,
         settings.region,
         settings.site,
-        ", ".join(sorted(backends)),
+        ", ".join(host.loaded_models()) or "none",
+        ", ".join(host.loadable_models()) or "none",
         os.getpid(),
     )
     with log_agent_exit():

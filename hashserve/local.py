@@ -113,6 +113,8 @@ class AgentPlan:
     # The site's (simulated) ASIC fleet, when this agent drives it: PH/s, J/TH, block MW, ramp s.
     asic: tuple[float, float, float, float] | None = None
     metrics_port: int = -1  # Prometheus endpoint of the agent; -1: none
+    # Models it loads at start; None: all its backends; (): none (loaded on command or demand).
+    preload: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -163,6 +165,8 @@ def spawn_agent(
     ]
     for spec in plan.backends:
         args += ["--backend", spec]
+    if plan.preload is not None:
+        args += ["--preload", ",".join(plan.preload)]
     if plan.asic is not None:
         phs, j_per_th, block_mw, ramp_s = plan.asic
         args += [

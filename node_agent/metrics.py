@@ -19,10 +19,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
 
-__all__ = ["AGENT_JOB_OUTCOMES", "AgentMetrics", "MetricsHttpServer", "start_metrics_http_server"]
+__all__ = [
+    "AGENT_JOB_OUTCOMES",
+    "MODEL_LOAD_OUTCOMES",
+    "AgentMetrics",
+    "MetricsHttpServer",
+    "start_metrics_http_server",
+]
 
 # How a job ends on the agent; "expired" is the scheduler's verdict, not the agent's.
 AGENT_JOB_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+# How a model load ends: "refused" before it began (its memory is not free), "failed" after.
+MODEL_LOAD_OUTCOMES: tuple[str, ...] = ("loaded", "refused", "failed")
 _TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion")
 _POWER_USES: tuple[str, ...] = ("mining", "ai", "curtailed")
 _OTHER_MODEL = "other"
@@ -33,6 +41,11 @@ _WATTS_PER_MW = 1_000_000.0
 INFERENCE_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0, 600.0,
+)  # fmt: skip
+
+# An ONNX MiniLM in a fraction of a second to a large GGUF from a slow disk in minutes.
+MODEL_LOAD_BUCKETS_S: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0,
 )  # fmt: skip
 
 
@@ -49,7 +62,8 @@ class AgentMetrics:
         models: Iterable[str],
         registry: CollectorRegistry | None = None,
     ) -> None:
-        # The agent serves a fixed set of models (its backends); anything else is "other".
+        # The agent serves a fixed set of models (its backends, loaded or loadable); anything
+        # else is "other".
         self._models = frozenset(models)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -107,7 +121,30 @@ class AgentMetrics:
             ["use"],
             registry=r,
         )
+        self.model_loaded = Gauge(
+            "hashserve_agent_model_loaded",
+            "1 while the model is loaded and ready on this agent, 0 while it is not.",
+            ["model"],
+            registry=r,
+        )
+        self.model_load = Histogram(
+            "hashserve_agent_model_load_seconds",
+            "Time a model took to load on this agent (its cold start).",
+            ["model"],
+            buckets=MODEL_LOAD_BUCKETS_S,
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "hashserve_agent_model_loads_total",
+            "Model loads this agent tried, by model and outcome (loaded, refused, failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
         for model in sorted(self._models):
+            self.model_loaded.labels(model).set(0)
+            self.model_load.labels(model)
+            for load_outcome in MODEL_LOAD_OUTCOMES:
+                self.model_loads.labels(model, load_outcome)
             for outcome in AGENT_JOB_OUTCOMES:
                 self.jobs_completed.labels(model, outcome)
             self.inference.labels(model)
@@ -164,3 +201,17 @@ class AgentMetrics:
         values_mw = {"mining": mining_mw, "ai": ai_mw, "curtailed": curtailed_mw}
         for use in _POWER_USES:
             self.power_mode.labels(use).set(values_mw[use] * _WATTS_PER_MW)
+
+    def set_model_loaded(self, model: str, loaded: bool) -> None:
+        self.model_loaded.labels(self._model(model)).set(1 if loaded else 0)
+
+    def model_load_ended(self, model: str, outcome: str, *, load_s: float | None = None) -> None:
+        """A load of `model` ended; `load_s` is how long it took (None: it never ran)."""
+        if outcome not in MODEL_LOAD_OUTCOMES:
+            raise ValueError(
+                f"load outcome {outcome!r} is not one of {', '.join(MODEL_LOAD_OUTCOMES)}"
+            )
+        label = self._model(model)
+        self.model_loads.labels(label, outcome).inc()
+        if load_s is not None:
+            self.model_load.labels(label).observe(load_s)

@@ -5,6 +5,10 @@ the stream breaks; work already running goes on, and its outcomes wait in an out
 scheduler acknowledges them (the scheduler refuses an outcome of an attempt it re-placed, so a
 resend can never answer a job twice). Inference runs in worker threads, as many as the agent has
 slots; tokens of a generation go up as progress while they come.
+
+Models come and go at run time (`ModelHost`): the scheduler may load or unload one, and a job for
+a model that is not loaded waits for its load before it starts (its lease held by heartbeats
+meanwhile); its outcome says how long (`load_ms`), apart from the run (`run_ms`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import grpc
 from hashserve.logs import log_context
 from hashserve.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2
 from node_agent.backends.base import Cancelled, GenerateParams
+from node_agent.backends.host import ModelHost, ModelLoadError, ModelNotServable
+from node_agent.backends.registry import Backend
 from node_agent.credentials import CredentialStore, StoredCredential, request_credential
 from node_agent.power import SimulatedAsicFleet, SitePowerTarget, job_energy_kwh
 from node_agent.settings import AgentSettings
@@ -58,10 +64,21 @@ class RunningJob:
 
 
 class NodeAgent:
-    def __init__(self, settings: AgentSettings, backends: Mapping[str, Any], metrics: Any = None):
+    def __init__(
+        self,
+        settings: AgentSettings,
+        backends: ModelHost | Mapping[str, Backend],
+        metrics: Any = None,
+    ):
+        """`backends`: the node's models, as a `ModelHost` (models load and unload at run time),
+        or backends built already (they serve until unloaded)."""
         self.settings = settings
-        self.backends = dict(backends)
+        self.host = backends if isinstance(backends, ModelHost) else ModelHost.of_built(backends)
         self.metrics = metrics
+        if metrics is not None and self.host.metrics is None:
+            self.host.metrics = metrics
+        # Loads the scheduler asked for, kept so that they are not collected mid-load.
+        self._load_tasks: set[asyncio.Task[None]] = set()
         # A fixed token, or (None) the enrolled credential in the state directory.
         self.token = settings.resolved_token()
         self.store = CredentialStore(settings.state_dir) if settings.state_dir else None
@@ -94,6 +111,11 @@ class NodeAgent:
         self.addresses = [a.strip() for a in settings.scheduler.split(",") if a.strip()]
         self._address_i = 0
         self.epoch = 0
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """The backends loaded now, by model."""
+        return self.host.loaded()
 
     @property
     def address(self) -> str:
@@ -360,15 +382,16 @@ class NodeAgent:
             gpu_kind=s.gpu_kind,
             gpu_count=s.gpu_count,
             gpu_memory_mb=s.gpu_memory_mb,
-            models=sorted(self.backends),
+            models=self.host.loaded_models(),
             max_concurrent_jobs=s.max_concurrent_jobs,
             running=running,
             version=VERSION,
             idle_power_kw=s.idle_power_kw,
             busy_power_kw=s.busy_power_kw,
             resumable_models=sorted(
-                name for name, b in self.backends.items() if getattr(b, "can_resume", False)
+                name for name, b in self.host.loaded().items() if getattr(b, "can_resume", False)
             ),
+            loadable_models=self.host.loadable_models(),
         )
 
     def _heartbeat(self, interval_s: float) -> agent_pb2.Heartbeat:
@@ -378,6 +401,8 @@ class NodeAgent:
         power_kw = s.idle_power_kw + (s.busy_power_kw - s.idle_power_kw) * utilization
         if self.metrics is not None:
             self.metrics.set_power(power_kw, utilization)
+        host = self.host
+        loaded = host.loaded()
         return agent_pb2.Heartbeat(
             running_jobs=n,
             free_slots=max(s.max_concurrent_jobs - n, 0),
@@ -385,16 +410,24 @@ class NodeAgent:
             gpu_utilization=utilization,
             running=[agent_pb2.AttemptRef(job_id=j, attempt=a) for j, a in self._running],
             draining=self.draining,
-            prefix_blocks=self._prefix_blocks(),
+            prefix_blocks=self._prefix_blocks(loaded),
             prefill_tokens_per_s=max(
-                (getattr(b, "prefill_tokens_per_s", lambda: 0.0)() for b in self.backends.values()),
+                (getattr(b, "prefill_tokens_per_s", lambda: 0.0)() for b in loaded.values()),
                 default=0.0),
+            loaded_models=sorted(loaded),
+            loading_models=host.loading_models(),
+            load_failures=[
+                agent_pb2.ModelLoadFailure(model=model, reason=reason)
+                for model, reason in sorted(host.failures().items())
+            ],
+            load_s=host.load_seconds(),
         )
 
-    def _prefix_blocks(self) -> list[int]:
-        """The prefix block hashes every backend's engine holds now."""
+    @staticmethod
+    def _prefix_blocks(loaded: Mapping[str, Backend]) -> list[int]:
+        """The prefix block hashes every loaded backend's engine holds now."""
         held: set[int] = set()
-        for backend in self.backends.values():
+        for backend in loaded.values():
             report = getattr(backend, "prefix_blocks", None)
             if report is not None:
                 held.update(report())
@@ -444,6 +477,34 @@ class NodeAgent:
                 )
         elif kind == "power_mode":
             self._apply_power_mode(msg.power_mode)
+        elif kind == "load_model":
+            self._load_on_command(msg.load_model.model, msg.load_model.reason)
+        elif kind == "unload_model":
+            self._unload_on_command(msg.unload_model.model, msg.unload_model.reason)
+
+    def _load_on_command(self, model: str, reason: str) -> None:
+        log.info("loading %s: %s", model, reason or "the scheduler asked", extra={"model": model})
+
+        async def load() -> None:
+            try:
+                await self.host.ensure_loaded(model)
+            except (ModelLoadError, ModelNotServable) as err:
+                # The heartbeats' load_failures tell the scheduler; this tells the operator.
+                log.warning("not loading %s: %s", model, err, extra={"model": model})
+
+        task = asyncio.create_task(load(), name=f"load {model} on command")
+        self._load_tasks.add(task)
+        task.add_done_callback(self._load_tasks.discard)
+
+    def _unload_on_command(self, model: str, reason: str) -> None:
+        log.info("unloading %s: %s", model, reason or "the scheduler asked",
+                 extra={"model": model})
+        try:
+            refused = self.host.unload(model)
+        except ModelNotServable as err:
+            refused = str(err)
+        if refused is not None:
+            log.warning("not unloading %s: %s", model, refused, extra={"model": model})
 
     def _apply_power_mode(self, pm: agent_pb2.PowerMode) -> None:
         previous = self.last_power_mode
@@ -504,72 +565,50 @@ class NodeAgent:
     async def _run_job(self, job: RunningJob, assign: agent_pb2.Assignment) -> None:
         ref = assign.ref
         spec = assign.spec
-        loop = asyncio.get_running_loop()
-        self._send(agent_pb2.AgentMessage(started=agent_pb2.JobStarted(ref=ref)))
         if self.metrics is not None:
             self.metrics.job_started()
-        started = time.perf_counter()
         outcome = agent_pb2.JobOutcome(ref=ref)
         label = "succeeded"
         prompt_tokens = completion_tokens = 0
+        load_s = 0.0
+        started: float | None = None  # when the run began, after any load
         try:
-            backend = self.backends.get(spec.model)
-            if backend is None:
-                raise RuntimeError(f"this agent does not serve {spec.model}")
-            if spec.WhichOneof("input") == "embed":
-                out = await loop.run_in_executor(self._pool, backend.embed, list(spec.embed.texts))
-                outcome.result.embeddings.extend(
-                    jobs_pb2.Embedding(values=v) for v in out.vectors
+            # Held from before the load: an unload cannot take the model from a waiting job.
+            with self.host.in_use(spec.model):
+                load_from = time.perf_counter()
+                try:
+                    load_s = await self.host.ensure_loaded(spec.model)
+                except ModelLoadError:
+                    load_s = time.perf_counter() - load_from
+                    raise
+                backend = self.host.get(spec.model)
+                if backend is None:
+                    raise RuntimeError(f"{spec.model} was unloaded before the job could start")
+                if job.stop.is_set():
+                    raise Cancelled(f"cancelled while {spec.model} loaded")
+                self._send(agent_pb2.AgentMessage(started=agent_pb2.JobStarted(ref=ref)))
+                started = time.perf_counter()
+                prompt_tokens, completion_tokens = await self._run_backend(
+                    job, assign, backend, outcome.result
                 )
-                outcome.result.prompt_tokens = prompt_tokens = out.prompt_tokens
-            else:
-                # A generation moved here continues after what was streamed already.
-                tokens_so_far = assign.resume_tokens if assign.resume_text else 0
-
-                def on_token(text: str) -> None:
-                    nonlocal tokens_so_far
-                    tokens_so_far += 1
-                    loop.call_soon_threadsafe(
-                        self._send,
-                        agent_pb2.AgentMessage(
-                            progress=agent_pb2.JobProgress(
-                                ref=ref, text_delta=text, tokens_so_far=tokens_so_far
-                            )
-                        ),
-                    )
-
-                g = spec.generate
-                params = GenerateParams(
-                    prompt=g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
-                    seed=g.seed, resume_text=assign.resume_text,
-                    resume_tokens=assign.resume_tokens if assign.resume_text else 0,
-                    messages=tuple((m.role, m.content) for m in g.messages),
-                    raw_prompt=g.raw_prompt, stop=tuple(g.stop),
-                )
-                gen = await loop.run_in_executor(
-                    self._pool, backend.generate, params, on_token, job.stop.is_set
-                )
-                r = outcome.result
-                r.text, r.finish_reason = gen.text, gen.finish_reason
-                r.prompt_tokens = prompt_tokens = gen.prompt_tokens
-                r.completion_tokens = completion_tokens = gen.completion_tokens
         except Cancelled:
             label = "cancelled"
         except Exception as err:
             label = "failed"
             log.warning("job %s attempt %d failed: %s", ref.job_id, ref.attempt, err)
             outcome.error = f"{type(err).__name__}: {err}"[:2000]
-        run_s = time.perf_counter() - started
+        run_s = time.perf_counter() - started if started is not None else 0.0
         self._running.pop(job.key, None)
         if self.metrics is not None:
             self.metrics.job_ended(
-                spec.model, label, inference_s=run_s,
+                spec.model, label, inference_s=run_s if started is not None else None,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             )
         if label == "cancelled" or job.stop.is_set():
             return  # the scheduler has moved on; it wants no outcome
         s = self.settings
         outcome.run_ms = run_s * 1000.0
+        outcome.load_ms = load_s * 1000.0
         outcome.energy_kwh = job_energy_kwh(
             s.idle_power_kw, s.busy_power_kw, run_s, share=1.0 / s.max_concurrent_jobs
         )
@@ -578,12 +617,58 @@ class NodeAgent:
         self.jobs_done += 1
         self._send(msg)
 
+    async def _run_backend(
+        self, job: RunningJob, assign: agent_pb2.Assignment, backend: Any,
+        result: jobs_pb2.JobResult,
+    ) -> tuple[int, int]:
+        """Run the job on its backend in a worker thread, filling `result`; the prompt and
+        completion tokens it took."""
+        ref = assign.ref
+        spec = assign.spec
+        loop = asyncio.get_running_loop()
+        if spec.WhichOneof("input") == "embed":
+            out = await loop.run_in_executor(self._pool, backend.embed, list(spec.embed.texts))
+            result.embeddings.extend(jobs_pb2.Embedding(values=v) for v in out.vectors)
+            result.prompt_tokens = out.prompt_tokens
+            return out.prompt_tokens, 0
+        # A generation moved here continues after what was streamed already.
+        tokens_so_far = assign.resume_tokens if assign.resume_text else 0
+
+        def on_token(text: str) -> None:
+            nonlocal tokens_so_far
+            tokens_so_far += 1
+            loop.call_soon_threadsafe(
+                self._send,
+                agent_pb2.AgentMessage(
+                    progress=agent_pb2.JobProgress(
+                        ref=ref, text_delta=text, tokens_so_far=tokens_so_far
+                    )
+                ),
+            )
+
+        g = spec.generate
+        params = GenerateParams(
+            prompt=g.prompt, max_tokens=g.max_tokens, temperature=g.temperature,
+            seed=g.seed, resume_text=assign.resume_text,
+            resume_tokens=assign.resume_tokens if assign.resume_text else 0,
+            messages=tuple((m.role, m.content) for m in g.messages),
+            raw_prompt=g.raw_prompt, stop=tuple(g.stop),
+        )
+        gen = await loop.run_in_executor(
+            self._pool, backend.generate, params, on_token, job.stop.is_set
+        )
+        result.text, result.finish_reason = gen.text, gen.finish_reason
+        result.prompt_tokens = gen.prompt_tokens
+        result.completion_tokens = gen.completion_tokens
+        return gen.prompt_tokens, gen.completion_tokens
+
     async def _drain(self, timeout_s: float = 30.0) -> None:
         tasks = [j.task for j in self._running.values() if j.task is not None]
         if tasks:
             log.info("waiting for %d running jobs before exit", len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.host.shutdown()
 
 
 @contextlib.contextmanager

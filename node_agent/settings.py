@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hashserve.logs import LogFormat
@@ -35,6 +35,12 @@ class AgentSettings(BaseSettings):
     # port. Default: the first scheduler address.
     enroll_address: str | None = None
     backends: list[str] = Field(default_factory=list, description="empty: the embedded models")
+    # Models of `backends` to load at start. None: all of them; []: none, each then loads on the
+    # scheduler's command or when its first job comes (scale to zero and back).
+    preload: list[str] | None = None
+    # Memory the loaded models may take together (estimated from their files); 0: only what the
+    # host has free limits loads.
+    model_memory_mib: float = Field(0.0, ge=0)
     threads_per_job: int = Field(1, ge=1)
     # KV states of prompts a llama.cpp engine keeps beside its context (prefix caching).
     prefix_cache_mib: float = Field(64.0, ge=0, le=65_536)
@@ -57,6 +63,17 @@ class AgentSettings(BaseSettings):
     tls_key: str | None = None
     tls_server_name: str | None = None
     log_format: LogFormat = LogFormat.TEXT
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split_preload(cls, value: object) -> object:
+        """Names may come comma-separated, as one flag or env var holds them; empty ones go, so
+        `--preload ''` asks for none."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [n.strip() for item in value for n in str(item).split(",") if n.strip()]
+        return value
 
     def resolved_token(self) -> str | None:
         """The fixed token, if one is given (else the agent enrolls)."""

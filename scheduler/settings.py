@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hashserve.logs import LogFormat
+from scheduler.core.capacity import CapacityPolicy
 from scheduler.core.placement import DEFAULT_PROFILE, ScoringProfile
 from scheduler.core.planner import PlannerConfig
 from scheduler.core.scheduler import SchedulerPolicy
@@ -67,6 +68,13 @@ class SchedulerSettings(BaseSettings):
     # Route a generation to a node whose engine holds its prompt's prefix, weighed against load
     # (scheduler/core/prefix.py); off: least loaded, the engines' caches ignored.
     prefix_routing: bool = True
+    # Capacity by SLO (scheduler/core/capacity.py): load a model on more nodes when its arrivals
+    # and queue need more replicas for its catalogue targets (agents that can load it: their
+    # `--preload` left it out). A surplus replica is unloaded after `scale_down_after_s` (unset:
+    # never), the last one after `scale_to_zero_after_s` with no demand (unset: never to zero).
+    capacity_planning: bool = True
+    scale_down_after_s: float | None = Field(None, gt=0)
+    scale_to_zero_after_s: float | None = Field(None, gt=0)
     lease_s: float = Field(15.0, gt=0)
     disconnect_grace_s: float = Field(10.0, ge=0)
     recovery_grace_s: float = Field(20.0, ge=0)
@@ -198,6 +206,11 @@ class SchedulerSettings(BaseSettings):
             disconnect_grace_s=self.disconnect_grace_s,
             recovery_grace_s=self.recovery_grace_s,
             silence_s=self.agent_silence_s,
+            capacity=CapacityPolicy(
+                enabled=self.capacity_planning,
+                scale_down_after_s=self.scale_down_after_s,
+                scale_to_zero_after_s=self.scale_to_zero_after_s,
+            ),
         )
 
     def scoring_profile(self) -> ScoringProfile:

@@ -107,7 +107,14 @@ class ListNodesRequest(_message.Message):
     def __init__(self, site: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "site", "region", "gpu_kind", "connected", "draining", "running_jobs", "max_concurrent_jobs", "power_draw_kw", "gpu_utilization", "models", "last_seen")
+    __slots__ = ("id", "site", "region", "gpu_kind", "connected", "draining", "running_jobs", "max_concurrent_jobs", "power_draw_kw", "gpu_utilization", "models", "last_seen", "loaded_models", "loading_models", "load_s")
+    class LoadSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +127,9 @@ class Node(_message.Message):
     GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOADING_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     site: str
     region: str
@@ -132,7 +142,10 @@ class Node(_message.Message):
     gpu_utilization: float
     models: _containers.RepeatedScalarFieldContainer[str]
     last_seen: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    loaded_models: _containers.RepeatedScalarFieldContainer[str]
+    loading_models: _containers.RepeatedScalarFieldContainer[str]
+    load_s: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., loading_models: _Optional[_Iterable[str]] = ..., load_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)

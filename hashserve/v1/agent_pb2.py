@@ -26,15 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from . import jobs_pb2 as hashserve_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashserve/v1/agent.proto\x12\x0chashserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hashserve/v1/jobs.proto\"P\n\rEnrollRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"\xeb\x01\n\x0e\x45nrollResponse\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.hashserve.v1.CredentialKind\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x07 \x01(\x0c\x12\r\n\x05token\x18\x08 \x01(\t\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\xa9\x02\n\nAgentHello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x10\n\x08gpu_kind\x18\x04 \x01(\t\x12\x11\n\tgpu_count\x18\x05 \x01(\r\x12\x15\n\rgpu_memory_mb\x18\x06 \x01(\x04\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x08 \x01(\r\x12)\n\x07running\x18\t \x03(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x0f\n\x07version\x18\n \x01(\t\x12\x15\n\ridle_power_kw\x18\x0b \x01(\x01\x12\x15\n\rbusy_power_kw\x18\x0c \x01(\x01\x12\x18\n\x10resumable_models\x18\r \x03(\t\"\xd7\x01\n\tHeartbeat\x12\x14\n\x0crunning_jobs\x18\x01 \x01(\r\x12\x12\n\nfree_slots\x18\x02 \x01(\r\x12\x15\n\rpower_draw_kw\x18\x03 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x04 \x01(\x01\x12)\n\x07running\x18\x05 \x03(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x15\n\rprefix_blocks\x18\x07 \x03(\x06\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\"3\n\nJobStarted\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\"_\n\x0bJobProgress\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x15\n\rtokens_so_far\x18\x03 \x01(\r\"\x9e\x01\n\nJobOutcome\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.hashserve.v1.JobResultH\x00\x12\x0f\n\x05\x65rror\x18\x03 \x01(\tH\x00\x12\x0e\n\x06run_ms\x18\x04 \x01(\x01\x12\x12\n\nenergy_kwh\x18\x05 \x01(\x01\x42\t\n\x07outcome\"\xf7\x01\n\x0c\x41gentMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AgentHelloH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.hashserve.v1.HeartbeatH\x00\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x18.hashserve.v1.JobStartedH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.hashserve.v1.JobProgressH\x00\x12+\n\x07outcome\x18\x05 \x01(\x0b\x32\x18.hashserve.v1.JobOutcomeH\x00\x42\x05\n\x03msg\"L\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"\xba\x01\n\nAssignment\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresume_text\x18\x04 \x01(\t\x12\x15\n\rresume_tokens\x18\x05 \x01(\r\"I\n\x10\x43\x61ncelAssignment\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"a\n\tPowerMode\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tmining_mw\x18\x02 \x01(\x01\x12\r\n\x05\x61i_mw\x18\x03 \x01(\x01\x12\x14\n\x0c\x63urtailed_mw\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"U\n\nOutcomeAck\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x88\x02\n\x10SchedulerMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.hashserve.v1.WelcomeH\x00\x12*\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.AssignmentH\x00\x12\x30\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1e.hashserve.v1.CancelAssignmentH\x00\x12-\n\npower_mode\x18\x04 \x01(\x0b\x32\x17.hashserve.v1.PowerModeH\x00\x12\'\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x18.hashserve.v1.OutcomeAckH\x00\x12\r\n\x05\x65poch\x18\n \x01(\x04\x42\x05\n\x03msg*\x8c\x01\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43REDENTIAL_KIND_TOKEN\x10\x01\x12\x1f\n\x1b\x43REDENTIAL_KIND_CERTIFICATE\x10\x02\x12\x1d\n\x19\x43REDENTIAL_KIND_BOOTSTRAP\x10\x03\x32Y\n\x0c\x41gentService\x12I\n\x07\x43onnect\x12\x1a.hashserve.v1.AgentMessage\x1a\x1e.hashserve.v1.SchedulerMessage(\x01\x30\x01\x32\x9a\x01\n\x0f\x41gentEnrollment\x12\x43\n\x06\x45nroll\x12\x1b.hashserve.v1.EnrollRequest\x1a\x1c.hashserve.v1.EnrollResponse\x12\x42\n\x05Renew\x12\x1b.hashserve.v1.EnrollRequest\x1a\x1c.hashserve.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashserve/v1/agent.proto\x12\x0chashserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hashserve/v1/jobs.proto\"P\n\rEnrollRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"\xeb\x01\n\x0e\x45nrollResponse\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.hashserve.v1.CredentialKind\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x07 \x01(\x0c\x12\r\n\x05token\x18\x08 \x01(\t\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\xc2\x02\n\nAgentHello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x10\n\x08gpu_kind\x18\x04 \x01(\t\x12\x11\n\tgpu_count\x18\x05 \x01(\r\x12\x15\n\rgpu_memory_mb\x18\x06 \x01(\x04\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x08 \x01(\r\x12)\n\x07running\x18\t \x03(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x0f\n\x07version\x18\n \x01(\t\x12\x15\n\ridle_power_kw\x18\x0b \x01(\x01\x12\x15\n\rbusy_power_kw\x18\x0c \x01(\x01\x12\x18\n\x10resumable_models\x18\r \x03(\t\x12\x17\n\x0floadable_models\x18\x0e \x03(\t\"\x9f\x03\n\tHeartbeat\x12\x14\n\x0crunning_jobs\x18\x01 \x01(\r\x12\x12\n\nfree_slots\x18\x02 \x01(\r\x12\x15\n\rpower_draw_kw\x18\x03 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x04 \x01(\x01\x12)\n\x07running\x18\x05 \x03(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x15\n\rprefix_blocks\x18\x07 \x03(\x06\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\x12\x15\n\rloaded_models\x18\t \x03(\t\x12\x16\n\x0eloading_models\x18\n \x03(\t\x12\x35\n\rload_failures\x18\x0b \x03(\x0b\x32\x1e.hashserve.v1.ModelLoadFailure\x12\x32\n\x06load_s\x18\x0c \x03(\x0b\x32\".hashserve.v1.Heartbeat.LoadSEntry\x1a,\n\nLoadSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"1\n\x10ModelLoadFailure\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\nJobStarted\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\"_\n\x0bJobProgress\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x15\n\rtokens_so_far\x18\x03 \x01(\r\"\xaf\x01\n\nJobOutcome\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.hashserve.v1.JobResultH\x00\x12\x0f\n\x05\x65rror\x18\x03 \x01(\tH\x00\x12\x0e\n\x06run_ms\x18\x04 \x01(\x01\x12\x12\n\nenergy_kwh\x18\x05 \x01(\x01\x12\x0f\n\x07load_ms\x18\x06 \x01(\x01\x42\t\n\x07outcome\"\xf7\x01\n\x0c\x41gentMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AgentHelloH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.hashserve.v1.HeartbeatH\x00\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x18.hashserve.v1.JobStartedH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.hashserve.v1.JobProgressH\x00\x12+\n\x07outcome\x18\x05 \x01(\x0b\x32\x18.hashserve.v1.JobOutcomeH\x00\x42\x05\n\x03msg\"L\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"\xba\x01\n\nAssignment\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresume_text\x18\x04 \x01(\t\x12\x15\n\rresume_tokens\x18\x05 \x01(\r\"I\n\x10\x43\x61ncelAssignment\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"a\n\tPowerMode\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tmining_mw\x18\x02 \x01(\x01\x12\r\n\x05\x61i_mw\x18\x03 \x01(\x01\x12\x14\n\x0c\x63urtailed_mw\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"*\n\tLoadModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x0bUnloadModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"U\n\nOutcomeAck\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x18.hashserve.v1.AttemptRef\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xea\x02\n\x10SchedulerMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.hashserve.v1.WelcomeH\x00\x12*\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.AssignmentH\x00\x12\x30\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1e.hashserve.v1.CancelAssignmentH\x00\x12-\n\npower_mode\x18\x04 \x01(\x0b\x32\x17.hashserve.v1.PowerModeH\x00\x12\'\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x18.hashserve.v1.OutcomeAckH\x00\x12-\n\nload_model\x18\x06 \x01(\x0b\x32\x17.hashserve.v1.LoadModelH\x00\x12\x31\n\x0cunload_model\x18\x07 \x01(\x0b\x32\x19.hashserve.v1.UnloadModelH\x00\x12\r\n\x05\x65poch\x18\n \x01(\x04\x42\x05\n\x03msg*\x8c\x01\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43REDENTIAL_KIND_TOKEN\x10\x01\x12\x1f\n\x1b\x43REDENTIAL_KIND_CERTIFICATE\x10\x02\x12\x1d\n\x19\x43REDENTIAL_KIND_BOOTSTRAP\x10\x03\x32Y\n\x0c\x41gentService\x12I\n\x07\x43onnect\x12\x1a.hashserve.v1.AgentMessage\x1a\x1e.hashserve.v1.SchedulerMessage(\x01\x30\x01\x32\x9a\x01\n\x0f\x41gentEnrollment\x12\x43\n\x06\x45nroll\x12\x1b.hashserve.v1.EnrollRequest\x1a\x1c.hashserve.v1.EnrollResponse\x12\x42\n\x05Renew\x12\x1b.hashserve.v1.EnrollRequest\x1a\x1c.hashserve.v1.EnrollResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashserve.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREDENTIALKIND']._serialized_start=2342
-  _globals['_CREDENTIALKIND']._serialized_end=2482
+  _globals['_HEARTBEAT_LOADSENTRY']._loaded_options = None
+  _globals['_HEARTBEAT_LOADSENTRY']._serialized_options = b'8\001'
+  _globals['_CREDENTIALKIND']._serialized_start=2823
+  _globals['_CREDENTIALKIND']._serialized_end=2963
   _globals['_ENROLLREQUEST']._serialized_start=100
   _globals['_ENROLLREQUEST']._serialized_end=180
   _globals['_ENROLLRESPONSE']._serialized_start=183
@@ -42,31 +44,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTEMPTREF']._serialized_start=420
   _globals['_ATTEMPTREF']._serialized_end=465
   _globals['_AGENTHELLO']._serialized_start=468
-  _globals['_AGENTHELLO']._serialized_end=765
-  _globals['_HEARTBEAT']._serialized_start=768
-  _globals['_HEARTBEAT']._serialized_end=983
-  _globals['_JOBSTARTED']._serialized_start=985
-  _globals['_JOBSTARTED']._serialized_end=1036
-  _globals['_JOBPROGRESS']._serialized_start=1038
-  _globals['_JOBPROGRESS']._serialized_end=1133
-  _globals['_JOBOUTCOME']._serialized_start=1136
-  _globals['_JOBOUTCOME']._serialized_end=1294
-  _globals['_AGENTMESSAGE']._serialized_start=1297
-  _globals['_AGENTMESSAGE']._serialized_end=1544
-  _globals['_WELCOME']._serialized_start=1546
-  _globals['_WELCOME']._serialized_end=1622
-  _globals['_ASSIGNMENT']._serialized_start=1625
-  _globals['_ASSIGNMENT']._serialized_end=1811
-  _globals['_CANCELASSIGNMENT']._serialized_start=1813
-  _globals['_CANCELASSIGNMENT']._serialized_end=1886
-  _globals['_POWERMODE']._serialized_start=1888
-  _globals['_POWERMODE']._serialized_end=1985
-  _globals['_OUTCOMEACK']._serialized_start=1987
-  _globals['_OUTCOMEACK']._serialized_end=2072
-  _globals['_SCHEDULERMESSAGE']._serialized_start=2075
-  _globals['_SCHEDULERMESSAGE']._serialized_end=2339
-  _globals['_AGENTSERVICE']._serialized_start=2484
-  _globals['_AGENTSERVICE']._serialized_end=2573
-  _globals['_AGENTENROLLMENT']._serialized_start=2576
-  _globals['_AGENTENROLLMENT']._serialized_end=2730
+  _globals['_AGENTHELLO']._serialized_end=790
+  _globals['_HEARTBEAT']._serialized_start=793
+  _globals['_HEARTBEAT']._serialized_end=1208
+  _globals['_HEARTBEAT_LOADSENTRY']._serialized_start=1164
+  _globals['_HEARTBEAT_LOADSENTRY']._serialized_end=1208
+  _globals['_MODELLOADFAILURE']._serialized_start=1210
+  _globals['_MODELLOADFAILURE']._serialized_end=1259
+  _globals['_JOBSTARTED']._serialized_start=1261
+  _globals['_JOBSTARTED']._serialized_end=1312
+  _globals['_JOBPROGRESS']._serialized_start=1314
+  _globals['_JOBPROGRESS']._serialized_end=1409
+  _globals['_JOBOUTCOME']._serialized_start=1412
+  _globals['_JOBOUTCOME']._serialized_end=1587
+  _globals['_AGENTMESSAGE']._serialized_start=1590
+  _globals['_AGENTMESSAGE']._serialized_end=1837
+  _globals['_WELCOME']._serialized_start=1839
+  _globals['_WELCOME']._serialized_end=1915
+  _globals['_ASSIGNMENT']._serialized_start=1918
+  _globals['_ASSIGNMENT']._serialized_end=2104
+  _globals['_CANCELASSIGNMENT']._serialized_start=2106
+  _globals['_CANCELASSIGNMENT']._serialized_end=2179
+  _globals['_POWERMODE']._serialized_start=2181
+  _globals['_POWERMODE']._serialized_end=2278
+  _globals['_LOADMODEL']._serialized_start=2280
+  _globals['_LOADMODEL']._serialized_end=2322
+  _globals['_UNLOADMODEL']._serialized_start=2324
+  _globals['_UNLOADMODEL']._serialized_end=2368
+  _globals['_OUTCOMEACK']._serialized_start=2370
+  _globals['_OUTCOMEACK']._serialized_end=2455
+  _globals['_SCHEDULERMESSAGE']._serialized_start=2458
+  _globals['_SCHEDULERMESSAGE']._serialized_end=2820
+  _globals['_AGENTSERVICE']._serialized_start=2965
+  _globals['_AGENTSERVICE']._serialized_end=3054
+  _globals['_AGENTENROLLMENT']._serialized_start=3057
+  _globals['_AGENTENROLLMENT']._serialized_end=3211
 # @@protoc_insertion_point(module_scope)

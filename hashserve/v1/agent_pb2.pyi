@@ -65,7 +65,7 @@ class AttemptRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class AgentHello(_message.Message):
-    __slots__ = ("agent_id", "site", "region", "gpu_kind", "gpu_count", "gpu_memory_mb", "models", "max_concurrent_jobs", "running", "version", "idle_power_kw", "busy_power_kw", "resumable_models")
+    __slots__ = ("agent_id", "site", "region", "gpu_kind", "gpu_count", "gpu_memory_mb", "models", "max_concurrent_jobs", "running", "version", "idle_power_kw", "busy_power_kw", "resumable_models", "loadable_models")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class AgentHello(_message.Message):
     IDLE_POWER_KW_FIELD_NUMBER: _ClassVar[int]
     BUSY_POWER_KW_FIELD_NUMBER: _ClassVar[int]
     RESUMABLE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOADABLE_MODELS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     site: str
     region: str
@@ -92,10 +93,18 @@ class AgentHello(_message.Message):
     idle_power_kw: float
     busy_power_kw: float
     resumable_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., version: _Optional[str] = ..., idle_power_kw: _Optional[float] = ..., busy_power_kw: _Optional[float] = ..., resumable_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    loadable_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., site: _Optional[str] = ..., region: _Optional[str] = ..., gpu_kind: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., version: _Optional[str] = ..., idle_power_kw: _Optional[float] = ..., busy_power_kw: _Optional[float] = ..., resumable_models: _Optional[_Iterable[str]] = ..., loadable_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("running_jobs", "free_slots", "power_draw_kw", "gpu_utilization", "running", "draining", "prefix_blocks", "prefill_tokens_per_s")
+    __slots__ = ("running_jobs", "free_slots", "power_draw_kw", "gpu_utilization", "running", "draining", "prefix_blocks", "prefill_tokens_per_s", "loaded_models", "loading_models", "load_failures", "load_s")
+    class LoadSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     POWER_DRAW_KW_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +113,10 @@ class Heartbeat(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     PREFIX_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOADING_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_S_FIELD_NUMBER: _ClassVar[int]
     running_jobs: int
     free_slots: int
     power_draw_kw: float
@@ -112,7 +125,19 @@ class Heartbeat(_message.Message):
     draining: bool
     prefix_blocks: _containers.RepeatedScalarFieldContainer[int]
     prefill_tokens_per_s: float
-    def __init__(self, running_jobs: _Optional[int] = ..., free_slots: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., prefix_blocks: _Optional[_Iterable[int]] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
+    loaded_models: _containers.RepeatedScalarFieldContainer[str]
+    loading_models: _containers.RepeatedScalarFieldContainer[str]
+    load_failures: _containers.RepeatedCompositeFieldContainer[ModelLoadFailure]
+    load_s: _containers.ScalarMap[str, float]
+    def __init__(self, running_jobs: _Optional[int] = ..., free_slots: _Optional[int] = ..., power_draw_kw: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., prefix_blocks: _Optional[_Iterable[int]] = ..., prefill_tokens_per_s: _Optional[float] = ..., loaded_models: _Optional[_Iterable[str]] = ..., loading_models: _Optional[_Iterable[str]] = ..., load_failures: _Optional[_Iterable[_Union[ModelLoadFailure, _Mapping]]] = ..., load_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ModelLoadFailure(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("ref",)
@@ -131,18 +156,20 @@ class JobProgress(_message.Message):
     def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., text_delta: _Optional[str] = ..., tokens_so_far: _Optional[int] = ...) -> None: ...
 
 class JobOutcome(_message.Message):
-    __slots__ = ("ref", "result", "error", "run_ms", "energy_kwh")
+    __slots__ = ("ref", "result", "error", "run_ms", "energy_kwh", "load_ms")
     REF_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RUN_MS_FIELD_NUMBER: _ClassVar[int]
     ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     result: _jobs_pb2.JobResult
     error: str
     run_ms: float
     energy_kwh: float
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., result: _Optional[_Union[_jobs_pb2.JobResult, _Mapping]] = ..., error: _Optional[str] = ..., run_ms: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
+    load_ms: float
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., result: _Optional[_Union[_jobs_pb2.JobResult, _Mapping]] = ..., error: _Optional[str] = ..., run_ms: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., load_ms: _Optional[float] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "started", "progress", "outcome")
@@ -204,6 +231,22 @@ class PowerMode(_message.Message):
     reason: str
     def __init__(self, site: _Optional[str] = ..., mining_mw: _Optional[float] = ..., ai_mw: _Optional[float] = ..., curtailed_mw: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class LoadModel(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UnloadModel(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class OutcomeAck(_message.Message):
     __slots__ = ("ref", "accepted", "reason")
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -215,17 +258,21 @@ class OutcomeAck(_message.Message):
     def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
-    __slots__ = ("welcome", "assign", "cancel", "power_mode", "ack", "epoch")
+    __slots__ = ("welcome", "assign", "cancel", "power_mode", "ack", "load_model", "unload_model", "epoch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     POWER_MODE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    UNLOAD_MODEL_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assignment
     cancel: CancelAssignment
     power_mode: PowerMode
     ack: OutcomeAck
+    load_model: LoadModel
+    unload_model: UnloadModel
     epoch: int
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., power_mode: _Optional[_Union[PowerMode, _Mapping]] = ..., ack: _Optional[_Union[OutcomeAck, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., power_mode: _Optional[_Union[PowerMode, _Mapping]] = ..., ack: _Optional[_Union[OutcomeAck, _Mapping]] = ..., load_model: _Optional[_Union[LoadModel, _Mapping]] = ..., unload_model: _Optional[_Union[UnloadModel, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...

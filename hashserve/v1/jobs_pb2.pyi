@@ -118,7 +118,7 @@ class JobResult(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class JobTimings(_message.Message):
-    __slots__ = ("submitted_at", "assigned_at", "started_at", "finished_at", "queue_ms", "run_ms", "total_ms")
+    __slots__ = ("submitted_at", "assigned_at", "started_at", "finished_at", "queue_ms", "run_ms", "total_ms", "load_ms")
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     ASSIGNED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class JobTimings(_message.Message):
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     RUN_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     submitted_at: _timestamp_pb2.Timestamp
     assigned_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
@@ -133,7 +134,8 @@ class JobTimings(_message.Message):
     queue_ms: float
     run_ms: float
     total_ms: float
-    def __init__(self, submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_ms: _Optional[float] = ..., run_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    load_ms: float
+    def __init__(self, submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_ms: _Optional[float] = ..., run_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., load_ms: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "tenant", "spec", "state", "attempt", "site", "node", "region", "result", "error", "timings", "idempotency_key")

@@ -145,6 +145,11 @@ class PromptStates:
     def held_bytes(self) -> int:
         return self._bytes
 
+    def clear(self) -> None:
+        with self._guard:
+            self._entries.clear()
+            self._bytes = 0
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -216,6 +221,8 @@ class LlamaCppGenerationBackend:
         self.kept_state_hits = 0
         self._prefill_tokens = 0  # of evaluations long enough to time (a rate for placement)
         self._prefill_s = 0.0
+        # Closed: the model is freed, and llama.cpp would read freed memory if used.
+        self._closed = False
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -244,6 +251,8 @@ class LlamaCppGenerationBackend:
     ) -> GenerateOutput:
         if params.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
+        if self._closed:
+            raise RuntimeError(f"{self.model_name} is unloaded")
         prompt_ids, stops = self.prompt_tokens(params)
         resumed_ids: list[int] = []
         if params.resume_text:
@@ -263,6 +272,8 @@ class LlamaCppGenerationBackend:
                 completion_tokens=params.resume_tokens, finish_reason="length",
             )
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self.model_name} is unloaded")
             out = self._generate_locked(
                 context_ids, stops, max_tokens, params, on_token, should_stop
             )
@@ -314,6 +325,17 @@ class LlamaCppGenerationBackend:
     def prefill_tokens_per_s(self) -> float:
         """Prompt tokens evaluated per second, as measured here (0 before any)."""
         return self._prefill_tokens / self._prefill_s if self._prefill_s > 0 else 0.0
+
+    def close(self) -> None:
+        """Free the model, its context and the kept prompt states (the model unloads); the
+        backend generates no more. Waits for a generation still running (the agent unloads
+        only a model no job uses, so none should)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._states.clear()
+            self._llm.close()
 
     def _generate_locked(
         self,

@@ -107,7 +107,8 @@ class OnnxEmbeddingBackend:
         # a second pool would take a core from the other jobs on the node.
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(
+        # None once closed (the model unloaded).
+        self._session: ort.InferenceSession | None = ort.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
@@ -148,5 +149,12 @@ class OnnxEmbeddingBackend:
         }
         feeds = {k: v for k, v in feeds.items() if k in self._input_names}
         with self._lock:
+            if self._session is None:
+                raise RuntimeError(f"{self.model_name} is unloaded")
             (last_hidden_state,) = self._session.run(["last_hidden_state"], feeds)
         return sentence_embeddings(np.asarray(last_hidden_state), batch.attention_mask)
+
+    def close(self) -> None:
+        """Drop the onnxruntime session and the memory it holds (the model unloads)."""
+        with self._lock:
+            self._session = None

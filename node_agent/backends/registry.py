@@ -101,6 +101,17 @@ def parse_backend_spec(spec: str) -> BackendSpec:
     )
 
 
+def parse_backend_specs(specs: list[str]) -> dict[str, BackendSpec]:
+    """Model name -> spec, for every spec string; a model given twice is an error."""
+    parsed: dict[str, BackendSpec] = {}
+    for text in specs:
+        spec = parse_backend_spec(text)
+        if spec.model_name in parsed:
+            raise BackendSpecError(f"backend spec {text!r}: model {spec.model_name!r} given twice")
+        parsed[spec.model_name] = spec
+    return parsed
+
+
 def build_backend(
     spec: BackendSpec, threads: int = 1, openai_api_key: str | None = None,
     prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
@@ -135,12 +146,7 @@ def build_backends(
     `required=False` is for the default backends, which nobody asked for by name: an engine that
     cannot run on this machine is then left out with an error in the log, and the agent serves
     the rest. Asked for by name, it stops the agent's start with the reason."""
-    parsed: dict[str, BackendSpec] = {}
-    for text in specs:
-        spec = parse_backend_spec(text)
-        if spec.model_name in parsed:
-            raise BackendSpecError(f"backend spec {text!r}: model {spec.model_name!r} given twice")
-        parsed[spec.model_name] = spec
+    parsed = parse_backend_specs(specs)
     built: dict[str, Backend] = {}
     for name, spec in parsed.items():
         try:

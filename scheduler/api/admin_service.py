@@ -174,8 +174,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     max_concurrent_jobs=info.slots_total,
                     power_draw_kw=node.power_draw_kw,
                     gpu_utilization=node.gpu_utilization,
-                    models=sorted(info.models),
+                    models=sorted(info.servable_models),
                     last_seen=timestamp(node.last_seen_s),
+                    loaded_models=sorted(node.loaded_models),
+                    loading_models=sorted(node.loading_models),
+                    load_s=dict(node.load_s),
                 )
             )
         return admin_pb2.ListNodesResponse(nodes=nodes)

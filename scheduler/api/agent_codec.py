@@ -18,8 +18,9 @@ from scheduler.control.agent_events import (
     JobProgressReport,
     JobStartedReport,
 )
+from scheduler.core.capacity import LoadOnNode, UnloadOnNode
 from scheduler.core.power_step import SetPowerMode
-from scheduler.core.scheduler import Assign, CancelOnNode, NodeInfo
+from scheduler.core.scheduler import Assign, CancelOnNode, ModelsReport, NodeInfo
 
 # What an agent that does not say its power draws (an older agent): a small CPU node.
 DEFAULT_IDLE_POWER_KW = 0.3
@@ -39,6 +40,7 @@ def decode_hello(hello: agent_pb2.AgentHello) -> AgentHello:
         idle_power_kw=hello.idle_power_kw or DEFAULT_IDLE_POWER_KW,
         busy_power_kw=hello.busy_power_kw or DEFAULT_BUSY_POWER_KW,
         resumable_models=frozenset(hello.resumable_models),
+        loadable_models=frozenset(hello.loadable_models) - frozenset(hello.models),
     )
     return AgentHello(info, tuple((r.job_id, r.attempt) for r in hello.running))
 
@@ -63,6 +65,12 @@ def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
             prefix_blocks=frozenset(hb.prefix_blocks[:MAX_PREFIX_BLOCKS]),
             prefill_tokens_per_s=(hb.prefill_tokens_per_s
                                   if 0.0 < hb.prefill_tokens_per_s < 1e9 else 0.0),
+            models=ModelsReport(
+                loaded=frozenset(hb.loaded_models),
+                loading=frozenset(hb.loading_models),
+                failures={f.model: f.reason[:500] for f in hb.load_failures},
+                load_s={m: s for m, s in hb.load_s.items() if 0.0 <= s < 1e6},
+            ),
         )
     if kind == "started":
         return JobStartedReport(msg.started.ref.job_id, msg.started.ref.attempt)
@@ -76,12 +84,27 @@ def decode(msg: agent_pb2.AgentMessage) -> AgentEvent | None:
             return JobOutcomeReport(
                 o.ref.job_id, o.ref.attempt, r.SerializeToString(), "", o.run_ms, o.energy_kwh,
                 int(r.prompt_tokens) + int(r.completion_tokens), int(r.completion_tokens),
+                _load_ms(o.load_ms),
             )
         return JobOutcomeReport(
             o.ref.job_id, o.ref.attempt, b"", o.error or "unknown agent error", o.run_ms,
-            o.energy_kwh, 0,
+            o.energy_kwh, 0, load_ms=_load_ms(o.load_ms),
         )
     return None
+
+
+def _load_ms(value: float) -> float:
+    return value if 0.0 <= value < 1e9 else 0.0
+
+
+def load_model(intent: LoadOnNode) -> agent_pb2.SchedulerMessage:
+    return agent_pb2.SchedulerMessage(
+        load_model=agent_pb2.LoadModel(model=intent.model, reason=intent.reason))
+
+
+def unload_model(intent: UnloadOnNode) -> agent_pb2.SchedulerMessage:
+    return agent_pb2.SchedulerMessage(
+        unload_model=agent_pb2.UnloadModel(model=intent.model, reason=intent.reason))
 
 
 def assignment(

@@ -184,8 +184,10 @@ def _check_hello(hello: agent_pb2.AgentHello, known_regions: frozenset[str]) -> 
         return "hello.site is required"
     if known_regions and hello.region not in known_regions:
         return f"hello.region {hello.region[:40]!r} is unknown; known: {sorted(known_regions)}"
-    if not hello.models:
-        return "hello.models is empty: the agent serves nothing"
+    if not hello.models and not hello.loadable_models:
+        return "hello.models and loadable_models are empty: the agent serves nothing"
+    if len(hello.models) + len(hello.loadable_models) > 256:
+        return "hello names over 256 models"
     if hello.max_concurrent_jobs > 1024:
         return "hello.max_concurrent_jobs is over 1024"
     for name, kw in (

@@ -77,4 +77,5 @@ def job_to_proto(rec: JobRecord, include_result: bool = True) -> jobs_pb2.Job:
         t.finished_at.CopyFrom(timestamp(rec.finished_s))
         t.total_ms = (rec.finished_s - rec.submitted_s) * 1000.0
     t.run_ms = rec.run_ms
+    t.load_ms = rec.load_ms
     return job

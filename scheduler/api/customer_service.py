@@ -329,7 +329,7 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         serving: dict[str, int] = {}
         for node in self.loop.core.nodes.values():
             if node.connected:
-                for m in node.info.models:
+                for m in node.info.servable_models:
                     serving[m] = serving.get(m, 0) + 1
         models = []
         for spec in self.loop.catalogue.values():

@@ -189,11 +189,12 @@ def run_twin(
             model = models.get(intent.node_id)
             if model is None:
                 continue
-            key = (intent.job_id, intent.attempt)
             if isinstance(intent, Assign):
+                key = (intent.job_id, intent.attempt)
                 model.queue.append(key)
                 apply(core.job_started(intent.node_id, intent.job_id, intent.attempt, now_s), now_s)
             elif isinstance(intent, CancelOnNode):
+                key = (intent.job_id, intent.attempt)
                 if key in model.queue:
                     model.queue.remove(key)
                 if model.running == key:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scheduler.core.scheduler import AttemptKey, NodeInfo
+from scheduler.core.scheduler import AttemptKey, ModelsReport, NodeInfo
 
 
 class AgentRefusal(StrEnum):
@@ -36,6 +36,7 @@ class AgentHeartbeat:
     draining: bool
     prefix_blocks: frozenset[int] = frozenset()
     prefill_tokens_per_s: float = 0.0
+    models: ModelsReport | None = None  # what its engines hold, load, failed to load
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class JobOutcomeReport:
     energy_kwh: float
     tokens: int  # prompt and completion tokens the agent reports
     completion_tokens: int = 0  # of which generated (the rest read from the prompt)
+    load_ms: float = 0.0  # its model loading on the node first (a cold start)
 
 
 AgentEvent = AgentHeartbeat | JobStartedReport | JobProgressReport | JobOutcomeReport

@@ -39,6 +39,7 @@ from scheduler.core.placement import DEFAULT_PROFILE, Placement, ScoringProfile
 from scheduler.core.scheduler import (
     Assign,
     CancelOnNode,
+    LoadOnNode,
     Moved,
     SchedulerCore,
     SchedulerPolicy,
@@ -179,7 +180,8 @@ class ControlLoop:
     # ----- the one boundary for side effects -------------------------------------------------
 
     def apply(self, step: Step, decide_s: float = 0.0) -> None:
-        if not (step.changed or step.intents or step.decisions or step.unjournaled):
+        if not (step.changed or step.intents or step.decisions or step.unjournaled
+                or step.capacity is not None):
             return
         now_s = self.clock.now_s()
         try:
@@ -207,6 +209,14 @@ class ControlLoop:
                 continue  # the lease runs out and the job is placed again
             if isinstance(intent, CancelOnNode):
                 session.send(agent_codec.cancel(intent))
+            elif isinstance(intent, LoadOnNode):
+                log.info("load %s on %s: %s", intent.model, intent.node_id, intent.reason,
+                         extra={"agent_id": intent.node_id, "model": intent.model})
+                session.send(agent_codec.load_model(intent))
+            else:
+                log.info("unload %s on %s: %s", intent.model, intent.node_id, intent.reason,
+                         extra={"agent_id": intent.node_id, "model": intent.model})
+                session.send(agent_codec.unload_model(intent))
         for rec in _latest(step.changed):
             _log_job_change(rec)
             if rec.terminal:
@@ -367,6 +377,7 @@ class ControlLoop:
                 draining=event.draining,
                 prefix_blocks=event.prefix_blocks,
                 prefill_tokens_per_s=event.prefill_tokens_per_s,
+                models=event.models,
             )
             self.apply(step)
             node = self.core.nodes.get(node_id)
@@ -411,7 +422,7 @@ class ControlLoop:
         if outcome.error:
             verdict = self.core.job_outcome(
                 session.node_id, outcome.job_id, outcome.attempt, now_s,
-                error=outcome.error, run_ms=outcome.run_ms,
+                error=outcome.error, run_ms=outcome.run_ms, load_ms=outcome.load_ms,
             )
         else:
             verdict = self.core.job_outcome(
@@ -421,6 +432,7 @@ class ControlLoop:
                 energy_kwh=outcome.energy_kwh,
                 tokens=outcome.tokens,
                 completion_tokens=outcome.completion_tokens,
+                load_ms=outcome.load_ms,
             )
         self.apply(verdict.step)
         if not verdict.accepted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from scheduler.core.capacity import CapacityPlan, LoadOnNode, UnloadOnNode
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.metering import MeteredJob
@@ -39,6 +40,13 @@ class MetricsObserver:
             self.metrics.job_submitted(rec.spec.tier.value, rec.spec.model)
 
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
+        if step.capacity is not None:
+            self._on_capacity(step.capacity)
+        for intent in step.intents:
+            if isinstance(intent, LoadOnNode | UnloadOnNode):
+                self.metrics.model_capacity_action(
+                    intent.site, intent.model,
+                    "load" if isinstance(intent, LoadOnNode) else "unload")
         for move in step.moves:
             self.metrics.job_reassigned(move.reason)
             if move.shed_cause:
@@ -72,6 +80,9 @@ class MetricsObserver:
                 self.metrics.job_metered(rec.tenant, rec.spec.tier.value, rec.spec.model,
                                          metered.prompt_tokens, metered.completion_tokens,
                                          metered.charged_usd)
+            self.metrics.site_model_job_finished(
+                rec.site, rec.spec.model, rec.state.value,
+                cold_start_s=rec.load_ms / 1000.0 if rec.load_ms > 0 else None)
             self.metrics.job_finished(
                 rec.spec.tier.value,
                 rec.spec.model,
@@ -81,6 +92,12 @@ class MetricsObserver:
                 latency_s=rec.finished_s - rec.submitted_s,
                 latency_target_s=target,
             )
+
+    def _on_capacity(self, plan: CapacityPlan) -> None:
+        for m in plan.models:
+            self.metrics.set_model_capacity(
+                m.model, wanted=m.wanted, arrivals_per_s=m.arrivals_per_s, queued=m.queued)
+        self.metrics.set_model_replicas(plan.replicas)
 
     def on_node_forgotten(self, node_id: str) -> None:
         self.metrics.forget_node(node_id)

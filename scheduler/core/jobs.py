@@ -61,6 +61,8 @@ class JobRecord:
     energy_kwh: float = 0.0
     tokens_used: int = 0  # prompt and completion tokens of the answer (what is charged)
     completion_tokens: int = 0  # of `tokens_used`, those generated
+    # Its last attempt waited this long for its model to load on the node (a cold start).
+    load_ms: float = 0.0
     # Every (node, attempt) this job was given, so a late result can be named in the refusal.
     history: tuple[str, ...] = field(default=())
 

@@ -46,6 +46,10 @@ class ModelSpec:
     # The accelerator kinds that may run it, matched against the `gpu_kind` an agent reports in
     # its hello ("cpu" for a CPU node); empty: any kind.
     accelerators: frozenset[str] = frozenset()
+    # Serving targets that capacity planning (scheduler/core/capacity.py) keeps replicas for:
+    # submit -> first token (an embedding: -> its answer), and between output tokens (0: none).
+    ttft_target_s: float = 2.0
+    per_token_target_s: float = 0.0
 
 
 # Prices are illustrative SMB list prices (USD per million tokens), in line with 2025 public
@@ -76,6 +80,7 @@ MINILM = ModelSpec(
     max_batch=64,
     reference_tokens_per_s=3000.0,
     tiers=_EMBED_TIERS,
+    ttft_target_s=0.5,
 )
 SMOLLM2 = ModelSpec(
     name="smollm2-135m-instruct",
@@ -85,6 +90,8 @@ SMOLLM2 = ModelSpec(
     memory_mb=512,
     reference_tokens_per_s=100.0,
     tiers=_GEN_TIERS,
+    ttft_target_s=2.0,
+    per_token_target_s=0.1,
 )
 
 DEFAULT_CATALOGUE: dict[str, ModelSpec] = {m.name: m for m in (MINILM, SMOLLM2)}

@@ -17,6 +17,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from scheduler.core.capacity import (
+    CapacityPlan,
+    CapacityPolicy,
+    LoadOnNode,
+    ModelDemand,
+    ModelTargets,
+    NodeModels,
+    UnloadOnNode,
+    plan_capacity,
+)
 from scheduler.core.estimates import NodeEstimates
 from scheduler.core.job_states import JobEvent, JobState, can, transition
 from scheduler.core.jobs import JobRecord
@@ -65,6 +75,8 @@ class SchedulerPolicy:
     # A node gone this long with nothing running is forgotten (its learned rates with it): an
     # agent renamed or retired would otherwise stay in every node list and metric for good.
     forget_node_after_s: float = 24 * 3600.0
+    # Which nodes keep which model loaded (scheduler/core/capacity.py).
+    capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,22 @@ class NodeInfo:
     busy_power_kw: float = 0.7
     # Models whose backend here can continue a generation moved from another node.
     resumable_models: frozenset[str] = frozenset()
+    # Models it can load on command (or for a job sent to it) but did not hold at hello.
+    loadable_models: frozenset[str] = frozenset()
+
+    @property
+    def servable_models(self) -> frozenset[str]:
+        return self.models | self.loadable_models
+
+
+@dataclass(frozen=True)
+class ModelsReport:
+    """What a heartbeat says of the node's engines."""
+
+    loaded: frozenset[str]
+    loading: frozenset[str] = frozenset()
+    failures: Mapping[str, str] = field(default_factory=dict)  # model -> why its load failed
+    load_s: Mapping[str, float] = field(default_factory=dict)  # model -> its last load, s
 
 
 @dataclass
@@ -98,7 +126,12 @@ class NodeState:
     power_draw_kw: float = 0.0
     gpu_utilization: float = 0.0
     estimates: NodeEstimates = field(default_factory=NodeEstimates)
+    # Models placement counts as warm here: held by its engines, or sent jobs of.
     warm_models: set[str] = field(default_factory=set)
+    loaded_models: frozenset[str] = frozenset()  # as its last hello or heartbeat said
+    loading_models: frozenset[str] = frozenset()
+    load_refused_until_s: dict[str, float] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)  # measured cold starts, per model
     prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
     prefill_tokens_per_s: float = 0.0  # as its agent measured it; 0: not known
 
@@ -120,7 +153,7 @@ class CancelOnNode:
     reason: str
 
 
-Intent = Assign | CancelOnNode
+Intent = Assign | CancelOnNode | LoadOnNode | UnloadOnNode
 
 
 class RetryReason(str, Enum):
@@ -199,6 +232,9 @@ class Step:
     # restart); watchers hear of them, the journal gets them with the job's next write.
     unjournaled: list[JobRecord] = field(default_factory=list)
     moves: list[Moved] = field(default_factory=list)
+    # The tick's capacity plan (what each model's targets need, against what nodes hold), for
+    # metrics; None in steps that did not plan.
+    capacity: CapacityPlan | None = None
 
     def extend(self, other: Step) -> Step:
         self.changed.extend(other.changed)
@@ -207,6 +243,8 @@ class Step:
         self.answers.extend(other.answers)
         self.unjournaled.extend(other.unjournaled)
         self.moves.extend(other.moves)
+        if other.capacity is not None:
+            self.capacity = other.capacity
         return self
 
 
@@ -266,6 +304,10 @@ class SchedulerCore:
         # placed or ends: a job that expires waiting says why no node would take it (a model
         # limited to accelerator kinds no serving node has, say). In memory only.
         self._unplaced_why: dict[str, tuple[str, ...]] = {}
+        # Capacity planning's view of each model's demand, and its memory between ticks.
+        self.demand: dict[str, ModelDemand] = {}
+        self._surplus_since_s: dict[str, float] = {}
+        self.capacity_plan = CapacityPlan()  # the last tick's, for metrics and the admin API
 
     @property
     def serving_sites(self) -> frozenset[str] | None:
@@ -323,6 +365,8 @@ class SchedulerCore:
                 self._push(rec)
 
     def submit(self, record: JobRecord) -> Step:
+        self.demand.setdefault(record.spec.model, ModelDemand()).arrive(
+            record.submitted_s, self.policy.capacity.rate_window_s)
         self._track(record)
         self.jobs[record.job_id] = record
         self._push(record)
@@ -346,10 +390,11 @@ class SchedulerCore:
     ) -> Step:
         """An agent said hello. Re-adopt the attempts it still runs that are still its own."""
         old = self.nodes.get(info.node_id)
-        node = NodeState(info=info, last_seen_s=now_s, draining=info.node_id in self.drained)
+        node = NodeState(info=info, last_seen_s=now_s, draining=info.node_id in self.drained,
+                         warm_models=set(info.models), loaded_models=info.models)
         if old is not None:
             node.estimates = old.estimates
-            node.warm_models = old.warm_models
+            node.load_s = old.load_s
             self._nodes_at_site.get(old.info.site, set()).discard(info.node_id)
         self.nodes[info.node_id] = node
         self._nodes_at_site.setdefault(info.site, set()).add(info.node_id)
@@ -385,12 +430,15 @@ class SchedulerCore:
         draining: bool = False,
         prefix_blocks: frozenset[int] | None = None,
         prefill_tokens_per_s: float = 0.0,
+        models: ModelsReport | None = None,
     ) -> Step:
         node = self.nodes.get(node_id)
         step = Step()
         if node is None:
             return step
         node.last_seen_s = now_s
+        if models is not None:
+            self._models_report(node, models, running, now_s)
         if prefix_blocks is not None and prefix_blocks != node.prefix_blocks:
             node.prefix_blocks = prefix_blocks
             self._changed_nodes.add(node_id)
@@ -416,6 +464,29 @@ class SchedulerCore:
             if rec is not None and rec.state is JobState.RUNNING and rec.attempt == key[1]:
                 self._retry(rec, now_s, step, RetryReason.AGENT_DROPPED, "agent no longer runs it")
         return step
+
+    def _models_report(
+        self, node: NodeState, report: ModelsReport, running: Iterable[AttemptKey], now_s: float,
+    ) -> None:
+        node.loaded_models, node.loading_models = report.loaded, report.loading
+        node.load_s.update(report.load_s)
+        retry_s = self.policy.capacity.refused_retry_s
+        for model in report.failures:
+            node.load_refused_until_s[model] = now_s + retry_s
+        # Warm: what its engines hold, and the models of jobs sent to it (the first such job
+        # paid the cold start; those behind it wait for its slot anyway).
+        warm = set(report.loaded)
+        for job_id, _ in running:
+            rec = self.jobs.get(job_id)
+            if rec is not None:
+                warm.add(rec.spec.model)
+        for job_id, _ in node.running:
+            rec = self.jobs.get(job_id)
+            if rec is not None:
+                warm.add(rec.spec.model)
+        if warm != node.warm_models:
+            node.warm_models = warm
+            self._changed_nodes.add(node.info.node_id)
 
     def disconnect_node(self, node_id: str, now_s: float) -> None:
         node = self.nodes.get(node_id)
@@ -473,6 +544,7 @@ class SchedulerCore:
         energy_kwh: float = 0.0,
         tokens: int = 0,
         completion_tokens: int = 0,
+        load_ms: float = 0.0,
     ) -> OutcomeVerdict:
         """Accept a result only from the node and attempt that currently hold the job (fencing)."""
         rec = self.jobs.get(job_id)
@@ -500,10 +572,12 @@ class SchedulerCore:
             return OutcomeVerdict(True, "error recorded", step)
         if node is not None:
             node.estimates.learn(rec.spec.model, tokens, run_ms / 1000.0, energy_kwh)
+        self.demand.setdefault(rec.spec.model, ModelDemand()).served(
+            run_ms / 1000.0, completion_tokens)
         self._finish(
             rec, JobEvent.SUCCEED, now_s, step,
             result_blob=result_blob, run_ms=run_ms, energy_kwh=energy_kwh, tokens_used=tokens,
-            completion_tokens=completion_tokens,
+            completion_tokens=completion_tokens, load_ms=load_ms,
         )
         step.answers.append((job_id, node_id, attempt))
         return OutcomeVerdict(True, "accepted", step)
@@ -544,7 +618,70 @@ class SchedulerCore:
                 now_s > rec.lease_expires_s
             ):
                 self._retry(rec, now_s, step, RetryReason.LEASE_EXPIRED, "lease expired")
-        return step.extend(self.schedule(now_s))
+        step.extend(self.schedule(now_s))
+        # After placement: a job placed on a node that must load its model starts that load
+        # there, and capacity counts it rather than loading a second copy elsewhere.
+        return step.extend(self.plan_capacity(now_s))
+
+    def plan_capacity(self, now_s: float) -> Step:
+        """Loads and unloads that keep each model's replicas at what its targets need."""
+        step = Step()
+        policy = self.policy.capacity
+        if not policy.enabled or not self.nodes:
+            self.capacity_plan = CapacityPlan()
+            return step
+        queued: dict[str, int] = {}
+        for rec in self.jobs.values():
+            if rec.state is JobState.QUEUED:
+                queued[rec.spec.model] = queued.get(rec.spec.model, 0) + 1
+                self.demand.setdefault(rec.spec.model, ModelDemand()).last_demand_s = now_s
+            elif rec.state in _LEASED:
+                self.demand.setdefault(rec.spec.model, ModelDemand()).last_demand_s = now_s
+        views = [self._capacity_view(node, now_s) for node in self.nodes.values()]
+        targets = {
+            name: ModelTargets(spec.ttft_target_s, spec.per_token_target_s, spec.memory_mb)
+            for name, spec in self.catalogue.items()
+        }
+        plan = plan_capacity(views, self.demand, queued, targets, self._surplus_since_s, now_s,
+                             policy)
+        self.capacity_plan = step.capacity = plan
+        for action in plan.actions:
+            node = self.nodes[action.node_id]
+            if isinstance(action, LoadOnNode):
+                node.loading_models = node.loading_models | {action.model}
+            else:
+                node.loaded_models = node.loaded_models - {action.model}
+                node.loading_models = node.loading_models - {action.model}
+                node.warm_models.discard(action.model)
+            self._changed_nodes.add(action.node_id)
+            step.intents.append(action)
+        return step
+
+    def _capacity_view(self, node: NodeState, now_s: float) -> NodeModels:
+        info = node.info
+        site_ok = self._serving_sites is None or info.site in self._serving_sites
+        # Models of jobs sent to it load there whether or not a heartbeat says so yet.
+        loading = node.loading_models | (frozenset(node.warm_models) - node.loaded_models)
+        held = node.loaded_models | loading
+        running: dict[str, int] = {}
+        for job_id, _ in node.running:
+            rec = self.jobs.get(job_id)
+            if rec is not None:
+                running[rec.spec.model] = running.get(rec.spec.model, 0) + 1
+        return NodeModels(
+            node_id=info.node_id,
+            site=info.site,
+            eligible=(node.connected and not node.silent and not node.draining
+                      and not node.agent_draining and site_ok),
+            slots=info.slots_total,
+            memory_mb=info.memory_mb,
+            loaded=node.loaded_models,
+            loading=loading,
+            loadable=info.servable_models - held,
+            running=running,
+            refused=frozenset(m for m, until_s in node.load_refused_until_s.items()
+                              if until_s > now_s),
+        )
 
     def shed(self, orders: Iterable[ShedOrder], now_s: float) -> Step:
         """Preempt running work at each ordered site until its busy AI power fits the order.
@@ -593,7 +730,7 @@ class SchedulerCore:
             node_id=info.node_id,
             site=info.site,
             region=info.region,
-            models=info.models,
+            models=info.servable_models,
             memory_mb=info.memory_mb,
             gpu_kind=info.gpu_kind,
             slots_free=max(info.slots_total - len(node.running), 0),

@@ -83,6 +83,14 @@ class CatalogueEntry(_Strict):
         default_factory=list, description="gpu_kind values that may run it; empty: any"
     )
     tiers: TiersModel = Field(default_factory=TiersModel)
+    ttft_target_s: float = Field(
+        default=2.0, gt=0, allow_inf_nan=False,
+        description="submit -> first token (an embedding: its answer) that capacity plans for, s",
+    )
+    per_token_target_s: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="time between output tokens that capacity plans for, s; 0: none",
+    )
 
     @field_validator("accelerators")
     @classmethod
@@ -170,6 +178,8 @@ def to_catalogue(catalogue: CatalogueFile) -> dict[str, ModelSpec]:
             reference_tokens_per_s=entry.reference_tokens_per_s,
             tiers=_tiers(entry),
             accelerators=frozenset(entry.accelerators),
+            ttft_target_s=entry.ttft_target_s,
+            per_token_target_s=entry.per_token_target_s,
         )
         for entry in catalogue.models
     }

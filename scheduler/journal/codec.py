@@ -26,6 +26,7 @@ JOB_COLUMNS = (
     "allowed_regions", "memory_mb", "value_usd", "spec_blob", "submitted_s", "assigned_s",
     "started_s", "finished_s", "lease_expires_s", "not_before_s", "error", "result_blob",
     "run_ms", "energy_kwh", "history", "tokens_used", "completion_tokens", "prefix_blocks",
+    "load_ms",
 )
 
 
@@ -38,7 +39,7 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
         s.value_usd, r.spec_blob, r.submitted_s, r.assigned_s, r.started_s, r.finished_s,
         r.lease_expires_s, r.not_before_s, r.error, r.result_blob, r.run_ms, r.energy_kwh,
         json.dumps(list(r.history)), r.tokens_used, r.completion_tokens,
-        ",".join(f"{h:016x}" for h in r.spec.prefix_blocks),
+        ",".join(f"{h:016x}" for h in r.spec.prefix_blocks), r.load_ms,
     )
 
 
@@ -81,6 +82,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         history=tuple(json.loads(d["history"])),
         tokens_used=int(d["tokens_used"]),
         completion_tokens=int(d["completion_tokens"]),
+        load_ms=float(d["load_ms"]),
     )
 
 

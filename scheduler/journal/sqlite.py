@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   not_before_s REAL NOT NULL, error TEXT NOT NULL, result_blob BLOB NOT NULL,
   run_ms REAL NOT NULL, energy_kwh REAL NOT NULL, history TEXT NOT NULL,
   tokens_used INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
-  prefix_blocks TEXT NOT NULL DEFAULT ''
+  prefix_blocks TEXT NOT NULL DEFAULT '', load_ms REAL NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
   ON jobs (tenant, idempotency_key) WHERE idempotency_key != '';
@@ -177,6 +177,8 @@ class SqliteJournal:
             self._db.execute(
                 "ALTER TABLE jobs ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0"
             )
+        if "load_ms" not in columns:  # ... or their cold starts
+            self._db.execute("ALTER TABLE jobs ADD COLUMN load_ms REAL NOT NULL DEFAULT 0")
         # A second connection reads (API keys on every call, jobs, tenants). In WAL mode a reader
         # sees every committed transaction and never waits for a writer, so a read does not
         # queue behind a commit that is waiting for the disk. (":memory:" is one database per

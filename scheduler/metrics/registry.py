@@ -16,7 +16,7 @@ site does (`forget_node`, `forget_site`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -306,6 +306,42 @@ class SchedulerMetrics:
             "hashserve_node_jobs_running", "Jobs running on the node.", node, registry=r
         )
 
+        # Models, per site: capacity by SLO (scheduler/core/capacity.py)
+        self.model_replicas = Gauge(
+            "hashserve_model_replicas",
+            "Nodes at the site holding the model loaded (or loading it).",
+            ["site", "model"], registry=r,
+        )
+        self.model_replicas_wanted = Gauge(
+            "hashserve_model_replicas_wanted",
+            "Replicas the model's latency targets need at its arrival rate and queue.",
+            ["model"], registry=r,
+        )
+        self.model_arrivals = Gauge(
+            "hashserve_model_arrivals_per_second",
+            "The model's job arrival rate (exponentially weighted).", ["model"], registry=r,
+        )
+        self.model_queued = Gauge(
+            "hashserve_model_jobs_queued", "The model's jobs waiting for a node.", ["model"],
+            registry=r,
+        )
+        self.model_capacity_actions = Counter(
+            "hashserve_model_capacity_actions_total",
+            "Loads and unloads capacity planning sent to agents.",
+            ["site", "model", "action"], registry=r,
+        )
+        self.site_model_jobs = Counter(
+            "hashserve_site_model_jobs_finished_total",
+            "Jobs that ended, by the site that ran them last (none: never placed) and model.",
+            ["site", "model", "outcome"], registry=r,
+        )
+        self.model_cold_start = Histogram(
+            "hashserve_model_cold_start_seconds",
+            "How long a job waited for its model to load on its node (cold starts only).",
+            ["site", "model"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
+        )
+        self._replica_keys: set[tuple[str, str]] = set()
+
         self._initialise_bounded_series()
 
     def _initialise_bounded_series(self) -> None:
@@ -497,6 +533,33 @@ class SchedulerMetrics:
             # A site that moved region in the fleet file: its old series would double count.
             self.forget_site(site)
         self._site_region[site] = region
+
+    # Models --------------------------------------------------------------------------------
+
+    def set_model_capacity(self, model: str, *, wanted: int, arrivals_per_s: float,
+                           queued: int) -> None:
+        label = self._model(model)
+        self.model_replicas_wanted.labels(label).set(wanted)
+        self.model_arrivals.labels(label).set(arrivals_per_s)
+        self.model_queued.labels(label).set(queued)
+
+    def set_model_replicas(self, replicas: Mapping[tuple[str, str], int]) -> None:
+        """Replicas per (site, model); a pair no longer held drops to 0."""
+        for site, model in self._replica_keys - set(replicas):
+            self.model_replicas.labels(site, self._model(model)).set(0)
+        for (site, model), n in replicas.items():
+            self.model_replicas.labels(site, self._model(model)).set(n)
+        self._replica_keys |= set(replicas)
+
+    def model_capacity_action(self, site: str, model: str, action: str) -> None:
+        self.model_capacity_actions.labels(site, self._model(model), action).inc()
+
+    def site_model_job_finished(self, site: str, model: str, outcome: str,
+                                cold_start_s: float | None = None) -> None:
+        label = self._model(model)
+        self.site_model_jobs.labels(site or "none", label, outcome).inc()
+        if cold_start_s is not None and site:
+            self.model_cold_start.labels(site, label).observe(cold_start_s)
 
     # Nodes -----------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ def full_record() -> JobRecord:
         history=("node-1#1", "node-2#2", "node-7#3"),
         tokens_used=377,
         completion_tokens=77,
+        load_ms=812.5,
     )
 
 

@@ -1,0 +1,299 @@
+"""Capacity by SLO: how many nodes keep each model loaded, and which ones.
+
+Placement answers "where does this job go"; this answers "which engines should exist for the jobs
+to go to". Each control tick the core hands it what it knows (per model: the arrival rate, the
+queue, the measured service time, the latency targets; per node: what it holds, can load and is
+running) and it returns the loads and unloads that bring the fleet to what the targets need.
+
+The replica count comes from queueing, not from a utilisation threshold. A model's replicas,
+with `slots` jobs each, are an M/M/c queue (c = replicas x slots): the expected wait for a slot
+(Erlang C) must fit in the part of the time-to-first-token target that is not the job's own
+first-token work, and what is queued now must drain within that target. A per-token target that a
+node misses at full concurrency counts that node's slots as fewer (fewer jobs at once, each
+faster), so a slow engine asks for more replicas rather than for more jobs at once.
+
+Scaling down is slower than scaling up on purpose (a cold start costs seconds, a loaded idle model
+only memory): a replica beyond what the targets need is unloaded only once the surplus has lasted
+`scale_down_after_s`, and the last one only where the policy allows scale to zero and the model
+has had no demand for `scale_to_zero_after_s`. Pure: no I/O, the caller passes `now_s`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+EWMA_WEIGHT = 0.2  # service times: about the last ten jobs
+# Slot counts above this are as good as infinite for the wait of one job.
+MAX_SERVERS = 100_000
+
+
+@dataclass(frozen=True)
+class CapacityPolicy:
+    enabled: bool = True
+    # Of the time-to-first-token target, the share the wait for a slot may take (the rest is the
+    # job's own prompt evaluation and the network).
+    queue_share: float = 0.5
+    # Arrival rate: an exponentially weighted rate with this time constant.
+    rate_window_s: float = 30.0
+    # A surplus replica is unloaded after this long (None: loaded models stay loaded).
+    scale_down_after_s: float | None = None
+    # With no demand for this long, the last replica goes too (None: never to zero).
+    scale_to_zero_after_s: float | None = None
+    # Loads sent per tick, fleet-wide: a burst must not start every engine at once.
+    max_loads_per_tick: int = 16
+    # A load the agent refused (memory) is not asked of that node again for this long.
+    refused_retry_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ModelTargets:
+    """A model's serving targets, from the catalogue."""
+
+    ttft_target_s: float  # submit -> first token (an embedding: -> its answer)
+    per_token_target_s: float = 0.0  # between output tokens; 0: none
+    memory_mb: int = 0  # what one loaded copy takes of a node's accelerator memory
+
+
+@dataclass
+class ModelDemand:
+    """What the core has seen of one model's jobs. Updated by the core on submits and outcomes."""
+
+    rate_per_s: float = 0.0
+    rate_at_s: float = 0.0
+    service_s: float = 0.0  # mean run time of one job on one slot (0: none measured yet)
+    per_token_s: float = 0.0  # mean time per output token, measured (0: not known)
+    last_demand_s: float | None = None  # the last arrival, or the last time jobs were queued
+
+    def arrive(self, now_s: float, window_s: float, count: int = 1) -> None:
+        self.rate_per_s = self.rate_at(now_s, window_s) + count / window_s
+        self.rate_at_s = now_s
+        self.last_demand_s = now_s
+
+    def rate_at(self, now_s: float, window_s: float) -> float:
+        """The arrival rate as of `now_s`: the rate decays while nothing arrives."""
+        elapsed_s = max(now_s - self.rate_at_s, 0.0)
+        return self.rate_per_s * math.exp(-elapsed_s / window_s)
+
+    def served(self, run_s: float, output_tokens: int) -> None:
+        if run_s <= 0:
+            return
+        self.service_s = run_s if self.service_s == 0 else (
+            self.service_s + EWMA_WEIGHT * (run_s - self.service_s))
+        if output_tokens > 0:
+            per_token_s = run_s / output_tokens
+            self.per_token_s = per_token_s if self.per_token_s == 0 else (
+                self.per_token_s + EWMA_WEIGHT * (per_token_s - self.per_token_s))
+
+
+@dataclass(frozen=True)
+class NodeModels:
+    """One node as capacity planning reads it."""
+
+    node_id: str
+    site: str
+    eligible: bool  # connected, healthy, not draining, its site may serve AI
+    slots: int
+    memory_mb: int
+    loaded: frozenset[str]
+    loading: frozenset[str]
+    loadable: frozenset[str]  # can load, not loaded or loading now
+    running: Mapping[str, int] = field(default_factory=dict)  # model -> jobs running
+    refused: frozenset[str] = frozenset()  # models whose load it refused lately
+
+    @property
+    def held(self) -> frozenset[str]:
+        return self.loaded | self.loading
+
+
+@dataclass(frozen=True)
+class LoadOnNode:
+    node_id: str
+    site: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnloadOnNode:
+    node_id: str
+    site: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelCapacity:
+    """One model's plan: what the targets need, against what is held."""
+
+    model: str
+    wanted: int
+    held: int
+    arrivals_per_s: float
+    queued: int
+    why: str
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    models: tuple[ModelCapacity, ...] = ()
+    actions: tuple[LoadOnNode | UnloadOnNode, ...] = ()
+    # (site, model) -> replicas held there after the actions
+    replicas: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+def erlang_c_wait_s(servers: int, arrivals_per_s: float, service_s: float) -> float:
+    """Expected wait for a free server in an M/M/c queue; infinite when it cannot keep up."""
+    load = arrivals_per_s * service_s  # offered load, in servers
+    if load <= 0:
+        return 0.0
+    if servers <= load:
+        return math.inf
+    # Erlang B by its stable recursion, then C from B.
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = load * b / (k + load * b)
+    c = servers * b / (servers - load * (1.0 - b))
+    return c * service_s / (servers - load)
+
+
+def servers_for_wait(arrivals_per_s: float, service_s: float, wait_budget_s: float) -> int:
+    """The fewest servers whose expected wait fits the budget."""
+    load = arrivals_per_s * service_s
+    if load <= 0:
+        return 0
+    servers = max(math.floor(load) + 1, 1)
+    while servers < MAX_SERVERS and erlang_c_wait_s(servers, arrivals_per_s, service_s) > (
+        wait_budget_s
+    ):
+        servers += 1
+    return servers
+
+
+def usable_slots(slots: int, per_token_s: float, per_token_target_s: float) -> int:
+    """A node's slots at the per-token target: a node that misses it at full concurrency runs
+    fewer jobs at once (decoding shares the engine, so fewer jobs decode faster each)."""
+    if per_token_target_s <= 0 or per_token_s <= per_token_target_s:
+        return max(slots, 1)
+    return max(int(slots * per_token_target_s / per_token_s), 1)
+
+
+def replicas_needed(
+    demand: ModelDemand, targets: ModelTargets, queued: int, slots_per_node: int,
+    now_s: float, policy: CapacityPolicy,
+) -> tuple[int, str]:
+    """How many nodes should hold the model, and why, in words an operator reads."""
+    rate = demand.rate_at(now_s, policy.rate_window_s)
+    service_s = demand.service_s or 1.0  # before any job ran: a guess of one second
+    slots = usable_slots(slots_per_node, demand.per_token_s, targets.per_token_target_s)
+    budget_s = max(targets.ttft_target_s * policy.queue_share, 1e-3)
+    by_rate = math.ceil(servers_for_wait(rate, service_s, budget_s) / slots)
+    by_queue = math.ceil(queued * service_s / (slots * targets.ttft_target_s)) if queued else 0
+    wanted = max(by_rate, by_queue, 1 if queued else 0)
+    why = (f"{rate:.2f}/s x {service_s:.2f} s on {slots} slots per node, wait <= {budget_s:.2f} s"
+           + (f"; {queued} queued" if queued else ""))
+    return wanted, why
+
+
+def plan_capacity(
+    nodes: Sequence[NodeModels],
+    demand: Mapping[str, ModelDemand],
+    queued: Mapping[str, int],
+    targets: Mapping[str, ModelTargets],
+    surplus_since_s: dict[str, float],
+    now_s: float,
+    policy: CapacityPolicy,
+) -> CapacityPlan:
+    """The loads and unloads for this tick. `surplus_since_s` (model -> since when it has held
+    more than it needs) is the planner's memory between ticks; the caller keeps it."""
+    if not policy.enabled:
+        return CapacityPlan()
+    eligible = [n for n in nodes if n.eligible]
+    servable = {m for n in eligible for m in n.held | n.loadable}
+    used_mb = {n.node_id: sum(targets[m].memory_mb for m in n.held if m in targets)
+               for n in nodes}
+    held_at = {n.node_id: set(n.held) for n in nodes}
+    actions: list[LoadOnNode | UnloadOnNode] = []
+    plans: list[ModelCapacity] = []
+    loads_left = policy.max_loads_per_tick
+    for model in sorted(servable):
+        spec = targets.get(model)
+        if spec is None:
+            continue  # not in the catalogue: nothing places its jobs
+        d = demand.get(model) or ModelDemand()
+        holders = [n for n in eligible if model in n.held]
+        slots = max((n.slots for n in eligible), default=1)
+        wanted, why = replicas_needed(d, spec, queued.get(model, 0), slots, now_s, policy)
+        idle_s = math.inf if d.last_demand_s is None else now_s - d.last_demand_s
+        floor = 1
+        if policy.scale_to_zero_after_s is not None and idle_s >= policy.scale_to_zero_after_s:
+            # Idle that long, the decayed arrival rate is memory, not demand.
+            floor = wanted = 0
+        keep = max(wanted, floor) if holders else wanted
+        rate = d.rate_at(now_s, policy.rate_window_s)
+        plans.append(ModelCapacity(model, keep, len(holders), rate, queued.get(model, 0), why))
+        if len(holders) < wanted:
+            surplus_since_s.pop(model, None)
+            for node in _load_order(eligible, model, held_at, used_mb, spec)[:min(
+                    wanted - len(holders), loads_left)]:
+                actions.append(LoadOnNode(node.node_id, node.site, model,
+                                          f"capacity: need {wanted}: {why}"))
+                held_at[node.node_id].add(model)
+                used_mb[node.node_id] += spec.memory_mb
+                loads_left -= 1
+            continue
+        if len(holders) <= keep:
+            surplus_since_s.pop(model, None)
+            continue
+        since_s = surplus_since_s.setdefault(model, now_s)
+        after_s = policy.scale_down_after_s
+        # Above a need of one or more, a surplus goes only where scale-down is configured, and
+        # once it has lasted. A need of zero means the model has been idle past
+        # `scale_to_zero_after_s` already: its replicas go now.
+        if keep > 0 and (after_s is None or now_s - since_s < after_s):
+            continue
+        idle_holders = [n for n in holders if not n.running.get(model)]
+        # The replicas that go first: where the node holds most besides (its memory is wanted
+        # most), then by id, so the choice is stable from tick to tick.
+        idle_holders.sort(key=lambda n: (-len(held_at[n.node_id]), n.node_id))
+        reason = (f"scale to zero: no demand for {idle_s:.0f} s" if keep == 0
+                  else f"capacity: need {keep}: {why}")
+        going = idle_holders[:len(holders) - keep]
+        for node in going:
+            actions.append(UnloadOnNode(node.node_id, node.site, model, reason))
+            held_at[node.node_id].discard(model)
+            used_mb[node.node_id] -= spec.memory_mb
+        if len(holders) - len(going) <= keep:
+            surplus_since_s.pop(model, None)
+    replicas: dict[tuple[str, str], int] = {}
+    for n in nodes:
+        for model in held_at[n.node_id]:
+            replicas[(n.site, model)] = replicas.get((n.site, model), 0) + 1
+    return CapacityPlan(tuple(plans), tuple(actions), replicas)
+
+
+def _load_order(
+    eligible: Iterable[NodeModels], model: str, held_at: Mapping[str, set[str]],
+    used_mb: Mapping[str, int], spec: ModelTargets,
+) -> list[NodeModels]:
+    """Nodes that can take one more copy of the model, best first: sites with fewest copies
+    (spread, so one site's curtailment does not take them all), then the node with most memory
+    free."""
+    per_site: dict[str, int] = {}
+    for n in eligible:
+        if model in held_at[n.node_id]:
+            per_site[n.site] = per_site.get(n.site, 0) + 1
+    fits = [
+        n for n in eligible
+        if model in n.loadable and model not in held_at[n.node_id] and model not in n.refused
+        and (n.memory_mb <= 0 or used_mb[n.node_id] + spec.memory_mb <= n.memory_mb)
+    ]
+    order: list[NodeModels] = []
+    while fits:
+        fits.sort(key=lambda n: (per_site.get(n.site, 0), used_mb[n.node_id] - n.memory_mb,
+                                 n.node_id))
+        best = fits.pop(0)
+        order.append(best)
+        per_site[best.site] = per_site.get(best.site, 0) + 1
+    return order
