@@ -13,7 +13,7 @@ from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
 from scheduler.core.metering import MeteredJob
 from scheduler.core.models import ModelSpec, Tier
-from scheduler.core.placement import Deferral, Placement
+from scheduler.core.placement import Deferral, Hold, Placement
 from scheduler.core.scheduler import NodeState, Step
 from scheduler.metrics.registry import SchedulerMetrics
 
@@ -62,8 +62,12 @@ class MetricsObserver:
                 self.metrics.placement_outcome("placed", placed)
             if deferred:
                 self.metrics.placement_outcome("deferred", deferred)
-            if len(step.decisions) - len(decided):
-                self.metrics.placement_outcome("unplaceable", len(step.decisions) - len(decided))
+            held = sum(1 for d in step.decisions if isinstance(d, Hold))
+            if held:
+                self.metrics.placement_outcome("held", held)
+            if len(step.decisions) - len(decided) - held:
+                self.metrics.placement_outcome(
+                    "unplaceable", len(step.decisions) - len(decided) - held)
         for rec in step.changed:
             if not rec.terminal:
                 continue

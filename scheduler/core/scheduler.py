@@ -35,6 +35,7 @@ from scheduler.core.placement import (
     DEFAULT_PROFILE,
     Decision,
     Deferral,
+    Hold,
     NodeIndex,
     NodeView,
     Placement,
@@ -836,7 +837,11 @@ class SchedulerCore:
                     self._assign(rec, decision, now_s, step)
                     continue
                 step.decisions.append(decision)
-                if isinstance(decision, Deferral):
+                if isinstance(decision, Hold):
+                    # Waits, parked, for the busy node holding its prefix: back on the heap
+                    # when a node changes (that one's slot frees) or at the tick.
+                    self._parked.append(rec)
+                elif isinstance(decision, Deferral):
                     self._put(rec.evolve(not_before_s=decision.until_s), step)
                     self._push(self.jobs[rec.job_id])
                 else:

@@ -20,7 +20,7 @@ JOB_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "expired")
 # What a site's power is doing; the four add up to what the site draws or could draw.
 POWER_USES: tuple[str, ...] = ("mining", "ai", "idle", "curtailed")
 REVENUE_SOURCES: tuple[str, ...] = ("mining", "ai")
-PLACEMENT_OUTCOMES: tuple[str, ...] = ("placed", "deferred", "unplaceable")
+PLACEMENT_OUTCOMES: tuple[str, ...] = ("placed", "deferred", "held", "unplaceable")
 # Why a job's assignment was taken back and the job queued again.
 REASSIGN_REASONS: tuple[str, ...] = tuple(r.value for r in RetryReason)
 # Why a site shed AI work (preempted it).

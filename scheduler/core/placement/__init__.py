@@ -1,6 +1,7 @@
 """Where a job is placed: filter the nodes, score the survivors in USD, pick the cheapest.
 
-Entry point: `place(jobs, nodes, sites, now_s) -> list[Placement | Deferral | Unplaceable]`, where
+Entry point: `place(jobs, nodes, sites, now_s) -> list[Decision]` (a Placement, Deferral, Hold
+or Unplaceable per job), where
 `nodes` is a list of `NodeView`s or a `NodeIndex` its owner keeps up to date.
 """
 
@@ -10,6 +11,7 @@ from scheduler.core.placement.scores import DEFAULT_PROFILE, ScoringProfile
 from scheduler.core.placement.types import (
     Decision,
     Deferral,
+    Hold,
     JobRequest,
     NodeView,
     Placement,
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "Decision",
     "Deferral",
+    "Hold",
     "JobRequest",
     "NodeIndex",
     "NodeView",

@@ -95,13 +95,20 @@ def warmth_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> floa
     return profile.cold_start_s * profile.wait_usd_per_s[job.tier]
 
 
-def prefix_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
-    """The waiting a held prefix saves, as a negative cost (0 where the node holds none)."""
+def prefix_saved_s(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
+    """Seconds of prefill the node's held prefix of the job's prompt saves (0: none held)."""
     if not (job.prefix_blocks and node.prefix_blocks and profile.prefix_cache_weight):
         return 0.0
     held = min(cached_tokens(job.prefix_blocks, node.prefix_blocks), float(job.input_tokens))
     rate = node.prefill_tokens_per_s or profile.prefill_tokens_per_s
-    saved_s = held / max(rate, MIN_RATE_TOKENS_PER_S)
+    return held / max(rate, MIN_RATE_TOKENS_PER_S)
+
+
+def prefix_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
+    """The waiting a held prefix saves, as a negative cost (0 where the node holds none)."""
+    saved_s = prefix_saved_s(job, node, profile)
+    if not saved_s:
+        return 0.0
     return -profile.prefix_cache_weight * saved_s * profile.wait_usd_per_s[job.tier]
 
 

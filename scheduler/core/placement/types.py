@@ -136,4 +136,16 @@ class Unplaceable:
     reasons: tuple[str, ...]
 
 
-Decision = Placement | Deferral | Unplaceable
+@dataclass(frozen=True)
+class Hold:
+    """Wait for a busy node whose engine holds the start of the job's prompt: its slot is
+    expected to free sooner than the prefill the held prefix saves (a free node would redo it).
+    The job stays queued, unjournaled, and is placed again when a node changes or at the tick."""
+
+    job_id: str
+    node_id: str
+    expected_wait_s: float
+    saved_s: float
+
+
+Decision = Placement | Deferral | Unplaceable | Hold
