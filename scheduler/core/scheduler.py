@@ -131,7 +131,10 @@ class NodeState:
     warm_models: set[str] = field(default_factory=set)
     loaded_models: frozenset[str] = frozenset()  # as its last hello or heartbeat said
     loading_models: frozenset[str] = frozenset()
+    # Models whose load it refused or failed, until when they are not sent there (placement
+    # and capacity both skip them); and the failures its last heartbeat reported.
     load_refused_until_s: dict[str, float] = field(default_factory=dict)
+    load_failures: frozenset[str] = frozenset()
     load_s: dict[str, float] = field(default_factory=dict)  # measured cold starts, per model
     prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
     prefill_tokens_per_s: float = 0.0  # as its agent measured it; 0: not known
@@ -472,8 +475,15 @@ class SchedulerCore:
         node.loaded_models, node.loading_models = report.loaded, report.loading
         node.load_s.update(report.load_s)
         retry_s = self.policy.capacity.refused_retry_s
-        for model in report.failures:
+        # An agent reports a failure until a load succeeds: only a new one starts the wait, so
+        # that the model is tried there again once it is over.
+        for model in set(report.failures) - node.load_failures:
             node.load_refused_until_s[model] = now_s + retry_s
+            self._changed_nodes.add(node.info.node_id)
+        node.load_failures = frozenset(report.failures)
+        for model in report.loaded & node.load_refused_until_s.keys():
+            del node.load_refused_until_s[model]  # loaded after all (on command, or memory freed)
+            self._changed_nodes.add(node.info.node_id)
         # Warm: what its engines hold, and the models of jobs sent to it (the first such job
         # paid the cold start; those behind it wait for its slot anyway).
         warm = set(report.loaded)
@@ -608,6 +618,11 @@ class SchedulerCore:
                 node.running.clear()
                 self._changed_nodes.add(node.info.node_id)
         self._forget_gone_nodes(now_s)
+        for node in self.nodes.values():
+            expired = [m for m, until_s in node.load_refused_until_s.items() if until_s <= now_s]
+            for model in expired:
+                del node.load_refused_until_s[model]
+                self._changed_nodes.add(node.info.node_id)
         for rec in self._due(now_s):
             if now_s > rec.spec.deadline_s:
                 error = "deadline passed before it finished"
@@ -731,7 +746,8 @@ class SchedulerCore:
             node_id=info.node_id,
             site=info.site,
             region=info.region,
-            models=info.servable_models,
+            # A model it could not load lately is not sent there (its jobs would fail there).
+            models=info.servable_models - node.load_refused_until_s.keys(),
             memory_mb=info.memory_mb,
             gpu_kind=info.gpu_kind,
             slots_free=max(info.slots_total - len(node.running), 0),

@@ -238,3 +238,21 @@ def test_a_refused_load_is_remembered_from_the_heartbeat() -> None:
     core.submit(make_record("j1"))
     loads = [i for i in core.plan_capacity(clock.now_s()).intents if isinstance(i, LoadOnNode)]
     assert loads == []
+
+
+def test_jobs_avoid_a_node_that_could_not_load_their_model_until_the_wait_is_over() -> None:
+    core, clock = _core()
+    for node_id in ("a", "b"):
+        info = replace(make_node_info(node_id, models=()), loadable_models=frozenset({EMBED_MODEL}))
+        core.connect_node(info, (), clock.now_s())
+    core.heartbeat("a", (), clock.now_s(), models=ModelsReport(
+        loaded=frozenset(), failures={EMBED_MODEL: "not enough memory"}))
+    core.submit(make_record("j1"))
+    step = core.tick(clock.now_s())
+    assert [i.node_id for i in step.intents if isinstance(i, Assign)] == ["b"]
+    # The agent keeps reporting the failure; that does not extend the wait.
+    clock.advance(POLICY.refused_retry_s + 1.0)
+    core.heartbeat("a", (), clock.now_s(), models=ModelsReport(
+        loaded=frozenset(), failures={EMBED_MODEL: "not enough memory"}))
+    core.tick(clock.now_s())
+    assert EMBED_MODEL in next(v for v in core.node_views() if v.node_id == "a").models
