@@ -473,7 +473,9 @@ class SchedulerCore:
         self, node: NodeState, report: ModelsReport, running: Iterable[AttemptKey], now_s: float,
     ) -> None:
         node.loaded_models, node.loading_models = report.loaded, report.loading
-        node.load_s.update(report.load_s)
+        if any(node.load_s.get(m) != s for m, s in report.load_s.items()):
+            node.load_s.update(report.load_s)
+            self._changed_nodes.add(node.info.node_id)  # placement prices its cold starts
         retry_s = self.policy.capacity.refused_retry_s
         # An agent reports a failure until a load succeeds: only a new one starts the wait, so
         # that the model is tried there again once it is over.
@@ -762,6 +764,7 @@ class SchedulerCore:
             warm_models=frozenset(node.warm_models),
             prefix_blocks=node.prefix_blocks,
             prefill_tokens_per_s=node.prefill_tokens_per_s,
+            cold_start_s=dict(node.load_s),
             # Work already on the node, spread over its slots, delays a new job.
             backlog_s=(
                 len(node.running) * node.estimates.run_s_mean / max(info.slots_total, 1)

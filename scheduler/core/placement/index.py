@@ -34,6 +34,7 @@ class ModelColumns:
     learned: np.ndarray  # bool: the node has a learned rate for this model
     rate: np.ndarray  # float64 tokens/s where learned (0 elsewhere)
     warm: np.ndarray  # bool
+    cold_s: np.ndarray  # float64: the node's measured load seconds (NaN: not measured)
 
 
 class NodeIndex:
@@ -156,6 +157,7 @@ class NodeIndex:
             cols = self.models[model] = ModelColumns(
                 serves=np.zeros(n, dtype=bool), learned=np.zeros(n, dtype=bool),
                 rate=np.zeros(n), warm=np.zeros(n, dtype=bool),
+                cold_s=np.full(n, np.nan),
             )
             cols.serves[serves[model]] = True
         for i, v in enumerate(views):
@@ -168,6 +170,10 @@ class NodeIndex:
                 cols_or_none = self.models.get(model)
                 if cols_or_none is not None:
                     cols_or_none.warm[i] = True
+            for model, cold_s in v.cold_start_s.items():
+                cols_or_none = self.models.get(model)
+                if cols_or_none is not None:
+                    cols_or_none.cold_s[i] = cold_s
         self._reorder = False
         self._stale.clear()
         self.site_cache = None  # site codes were reassigned
@@ -189,6 +195,7 @@ class NodeIndex:
                 self.models[model] = ModelColumns(
                     serves=np.zeros(n, dtype=bool), learned=np.zeros(n, dtype=bool),
                     rate=np.zeros(n), warm=np.zeros(n, dtype=bool),
+                    cold_s=np.full(n, np.nan),
                 )
         for model, cols in self.models.items():
             cols.serves[i] = model in v.models
@@ -196,6 +203,7 @@ class NodeIndex:
             cols.learned[i] = rate is not None
             cols.rate[i] = 0.0 if rate is None else rate
             cols.warm[i] = model in v.warm_models
+            cols.cold_s[i] = v.cold_start_s.get(model, np.nan)
 
     def _site(self, name: str) -> int:
         code = self.site_code.get(name)

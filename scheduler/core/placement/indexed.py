@@ -168,7 +168,8 @@ def _place_one(
     finish_s += run_s
     late_s = np.maximum(finish_s - latency_target_s(job, catalogue), 0.0)
     delay = profile.delay_weight * (wait_usd_per_s * finish_s + profile.late_usd_per_s * late_s)
-    cold_usd = profile.cold_start_s * wait_usd_per_s
+    cold_s = cols.cold_s[cand]
+    cold_usd = np.where(np.isnan(cold_s), profile.cold_start_s, cold_s) * wait_usd_per_s
     warmth = profile.warmth_weight * np.where(working.warm(job.model, cols)[cand], 0.0, cold_usd)
     total = energy + delay
     total += warmth

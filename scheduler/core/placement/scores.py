@@ -35,7 +35,8 @@ class ScoringProfile:
     )
     # Finishing past the tier's latency target costs this much more per second late.
     late_usd_per_s: float = 1e-2
-    # Loading a model that is not warm on the node: seconds lost, priced as waiting.
+    # Loading a model that is not warm on the node: seconds lost, priced as waiting (where the
+    # node has not measured its own load of the model).
     cold_start_s: float = 2.0
     # Rate assumed for a model the node has not yet run (tokens/s).
     default_tokens_per_s: float = 100.0
@@ -92,7 +93,9 @@ def delay_usd(
 def warmth_usd(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:
     if job.model in node.warm_models:
         return 0.0
-    return profile.cold_start_s * profile.wait_usd_per_s[job.tier]
+    # The node's own measured load time where it has one: a 40 GB model is not a 40 MB one.
+    cold_s = node.cold_start_s.get(job.model, profile.cold_start_s)
+    return cold_s * profile.wait_usd_per_s[job.tier]
 
 
 def prefix_saved_s(job: JobRequest, node: NodeView, profile: ScoringProfile) -> float:

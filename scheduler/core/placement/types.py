@@ -61,6 +61,8 @@ class NodeView:
     prefix_blocks: frozenset[int] = frozenset()
     # How fast its engines evaluate prompts (tokens/s; 0: not known, the profile's rate).
     prefill_tokens_per_s: float = 0.0
+    # Seconds each model took to load here, the last time (absent: the profile's cold start).
+    cold_start_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,27 @@ def test_a_held_job_is_parked_and_placed_on_the_holder_once_its_slot_frees() -> 
     core.job_outcome(held_on, "a", 1, T0_S + 0.05, result_blob=b"x", run_ms=30.0, tokens=608)
     step = core.schedule(T0_S + 0.06)
     assert [d.node_id for d in step.decisions if isinstance(d, Placement)] == [held_on]
+
+
+@pytest.mark.parametrize("as_index", [False, True])
+def test_a_nodes_measured_load_time_is_its_cold_start(as_index: bool) -> None:
+    from scheduler.core.placement import ScoringProfile
+
+    def cold(node_id: str, load_s: float | None) -> NodeView:
+        view = make_node(node_id, models=(GEN_MODEL,), tokens_per_s={GEN_MODEL: 300.0})
+        return view if load_s is None else replace(view, cold_start_s={GEN_MODEL: load_s})
+
+    views = [cold(f"a{i}", 30.0) for i in range(20)] + [cold(f"b{i}", 0.5) for i in range(20)]
+    given = NodeIndex(views) if as_index else views
+    profile: ScoringProfile = DEFAULT_PROFILE
+    (decision,) = place([replace(job(), prefix_blocks=())], given,
+                        sites_by_name(make_site()), T0_S, profile)
+    assert isinstance(decision, Placement)
+    assert decision.node_id.startswith("b")  # 0.5 s to load beats 30 s
+    assert decision.score.warmth_usd == pytest.approx(0.5 * profile.wait_usd_per_s[job().tier])
+    unmeasured = [cold("c", None)]
+    (decision,) = place([replace(job(), prefix_blocks=())], unmeasured,
+                        sites_by_name(make_site()), T0_S, profile)
+    assert isinstance(decision, Placement)
+    assert decision.score.warmth_usd == pytest.approx(
+        profile.cold_start_s * profile.wait_usd_per_s[job().tier])
