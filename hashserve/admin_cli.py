@@ -256,6 +256,46 @@ def admin_drain(
     _node_command(node_id, True, json_out, scheduler, admin_key, tls_ca)
 
 
+def _model_command(node_id: str, model: str, load: bool, json_out: bool,
+                   scheduler: str | None, admin_key: str | None, tls_ca: str | None) -> None:
+    async def go(c: AdminClient) -> admin_pb2.Node:
+        return await c.set_model(node_id, model, load)
+
+    node = call(scheduler, admin_key, tls_ca, go)
+    if json_out:
+        print_json(as_dict(node))
+        return
+    out.print(f"{node.id}: {'loading' if load else 'unloading'} {model}; "
+              "`hashserve admin nodes` shows when it is done")
+    out.print(nodes_table([node]))
+
+
+@admin_app.command("load-model")
+def admin_load_model(
+    node_id: Annotated[str, typer.Argument(help="node (agent) id, see `hashserve admin nodes`")],
+    model: Annotated[str, typer.Argument(help="a model the node can serve")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Load a model on a node now (its agent checks its memory first)."""
+    _model_command(node_id, model, True, json_out, scheduler, admin_key, tls_ca)
+
+
+@admin_app.command("unload-model")
+def admin_unload_model(
+    node_id: Annotated[str, typer.Argument(help="node (agent) id")],
+    model: Annotated[str, typer.Argument(help="a model loaded there")],
+    json_out: JsonOpt = False,
+    scheduler: SchedulerOpt = None,
+    admin_key: AdminKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Unload a model from a node, freeing its memory; refused while its jobs run there."""
+    _model_command(node_id, model, False, json_out, scheduler, admin_key, tls_ca)
+
+
 @admin_app.command("resume")
 def admin_resume(
     node_id: Annotated[str, typer.Argument(help="node (agent) id")],

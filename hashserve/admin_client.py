@@ -161,6 +161,13 @@ class AdminClient:
             timeout=self.timeout_s,
         )
 
+    async def set_model(self, node_id: str, model: str, loaded: bool) -> admin_pb2.Node:
+        return await self.stub.SetNodeModel(
+            admin_pb2.SetNodeModelRequest(node_id=node_id, model=model, loaded=loaded),
+            metadata=self.metadata,
+            timeout=self.timeout_s,
+        )
+
     # ----- tenants and credentials --------------------------------------------------------------
 
     async def create_tenant(

@@ -145,9 +145,23 @@ def nodes_table(nodes: Sequence[admin_pb2.Node]) -> Table:
             n.id, n.site, n.region, n.gpu_kind, "yes" if n.connected else "[red]no[/]",
             "[yellow]draining[/]" if n.draining else "",
             f"{n.running_jobs}/{n.max_concurrent_jobs}", f"{n.power_draw_kw:.2f}",
-            f"{n.gpu_utilization:.0%}", ", ".join(n.models), iso(seconds(n.last_seen)),
+            f"{n.gpu_utilization:.0%}", _models_cell(n), iso(seconds(n.last_seen)),
         )
     return table
+
+
+def _models_cell(n: admin_pb2.Node) -> str:
+    """Each model it can serve, marked by what its engines do with it now."""
+    loaded, loading = set(n.loaded_models), set(n.loading_models)
+
+    def mark(m: str) -> str:
+        if m in loaded:
+            return f"{m} [green]loaded[/]"
+        if m in loading:
+            return f"{m} [yellow]loading[/]"
+        return f"{m} [dim]cold[/]"
+
+    return ", ".join(mark(m) for m in n.models)
 
 
 ACCOUNT_SUMS = ("mining_mwh", "ai_mwh", "idle_mwh", "curtailed_mwh", "mining_revenue_usd",

@@ -237,6 +237,16 @@ class ResumeNodeRequest(_message.Message):
     node_id: str
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
+class SetNodeModelRequest(_message.Message):
+    __slots__ = ("node_id", "model", "loaded")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    model: str
+    loaded: bool
+    def __init__(self, node_id: _Optional[str] = ..., model: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
 class Tenant(_message.Message):
     __slots__ = ("name", "max_queued_jobs", "submits_per_second")
     NAME_FIELD_NUMBER: _ClassVar[int]

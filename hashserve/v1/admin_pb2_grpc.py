@@ -84,6 +84,11 @@ class AdminServiceStub:
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.ResumeNodeRequest.SerializeToString,
                 response_deserializer=hashserve_dot_v1_dot_admin__pb2.Node.FromString,
                 _registered_method=True)
+        self.SetNodeModel = channel.unary_unary(
+                '/hashserve.v1.AdminService/SetNodeModel',
+                request_serializer=hashserve_dot_v1_dot_admin__pb2.SetNodeModelRequest.SerializeToString,
+                response_deserializer=hashserve_dot_v1_dot_admin__pb2.Node.FromString,
+                _registered_method=True)
         self.CreateTenant = channel.unary_unary(
                 '/hashserve.v1.AdminService/CreateTenant',
                 request_serializer=hashserve_dot_v1_dot_admin__pb2.CreateTenantRequest.SerializeToString,
@@ -196,6 +201,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNodeModel(self, request, context):
+        """Load a model on a node, or unload it, now (docs/capacity.md): ops warming a node ahead of
+        a launch, or freeing its memory. Capacity planning may later change it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateTenant(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -304,6 +317,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'ResumeNode': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeNode,
                     request_deserializer=hashserve_dot_v1_dot_admin__pb2.ResumeNodeRequest.FromString,
+                    response_serializer=hashserve_dot_v1_dot_admin__pb2.Node.SerializeToString,
+            ),
+            'SetNodeModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeModel,
+                    request_deserializer=hashserve_dot_v1_dot_admin__pb2.SetNodeModelRequest.FromString,
                     response_serializer=hashserve_dot_v1_dot_admin__pb2.Node.SerializeToString,
             ),
             'CreateTenant': grpc.unary_unary_rpc_method_handler(
@@ -621,6 +639,33 @@ class AdminService:
             target,
             '/hashserve.v1.AdminService/ResumeNode',
             hashserve_dot_v1_dot_admin__pb2.ResumeNodeRequest.SerializeToString,
+            hashserve_dot_v1_dot_admin__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashserve.v1.AdminService/SetNodeModel',
+            hashserve_dot_v1_dot_admin__pb2.SetNodeModelRequest.SerializeToString,
             hashserve_dot_v1_dot_admin__pb2.Node.FromString,
             options,
             channel_credentials,

@@ -345,6 +345,24 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.Node:
         return await self._drain(context, request.node_id, False)
 
+    async def SetNodeModel(
+        self, request: admin_pb2.SetNodeModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Node:
+        await self._admin(context)
+        if not request.model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model is required")
+        what = "load" if request.loaded else "unload"
+        step = self.loop.core.command_model(
+            request.node_id, request.model, request.loaded, f"ops asked to {what} it")
+        if isinstance(step, str):
+            code = (grpc.StatusCode.NOT_FOUND if request.node_id not in self.loop.core.nodes
+                    else grpc.StatusCode.FAILED_PRECONDITION)
+            await context.abort(code, step)
+        else:
+            self.loop.apply(step)
+        resp = await self.ListNodes(admin_pb2.ListNodesRequest(), context)
+        return next(n for n in resp.nodes if n.id == request.node_id)
+
     # ----- tenants and credentials --------------------------------------------------------------
 
     async def CreateTenant(

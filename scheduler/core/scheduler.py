@@ -675,6 +675,34 @@ class SchedulerCore:
             step.intents.append(action)
         return step
 
+    def command_model(self, node_id: str, model: str, load: bool, reason: str) -> Step | str:
+        """Ops' load or unload of a model on a node: the step, or why it cannot be done."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return f"no node {node_id[:80]!r}"
+        info = node.info
+        if model not in info.servable_models:
+            served = ", ".join(sorted(info.servable_models)) or "nothing"
+            return f"{node_id} cannot serve {model[:80]!r} (it serves {served})"
+        if not node.connected:
+            return f"{node_id} is not connected"
+        step = Step()
+        if load:
+            node.loading_models = node.loading_models | {model}
+            node.load_refused_until_s.pop(model, None)  # ops ask again: the agent decides
+            step.intents.append(LoadOnNode(node_id, info.site, model, reason))
+        else:
+            running = [k for k in node.running
+                       if (rec := self.jobs.get(k[0])) is not None and rec.spec.model == model]
+            if running:
+                return f"{len(running)} jobs of {model} run on {node_id}: drain it first"
+            node.loaded_models = node.loaded_models - {model}
+            node.loading_models = node.loading_models - {model}
+            node.warm_models.discard(model)
+            step.intents.append(UnloadOnNode(node_id, info.site, model, reason))
+        self._changed_nodes.add(node_id)
+        return step
+
     def _capacity_view(self, node: NodeState, now_s: float) -> NodeModels:
         info = node.info
         site_ok = self._serving_sites is None or info.site in self._serving_sites

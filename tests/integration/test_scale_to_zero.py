@@ -22,7 +22,7 @@ from hashserve.admin_client import AdminClient
 from hashserve.client import embed_spec
 from hashserve.local import AgentPlan, LocalCluster
 from hashserve.v1 import admin_pb2, jobs_pb2
-from tests.integration.cluster import EMBED, client, local_cluster, run
+from tests.integration.cluster import EMBED, GEN, client, local_cluster, run
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,34 @@ def test_a_cold_model_loads_for_its_job_then_scales_to_zero_and_back(
     assert max(j.timings.load_ms for j in again) > 0
     measured = [n.load_s[EMBED] for n in nodes if EMBED in n.load_s]
     assert measured and all(s > 0 for s in measured)
+
+
+def test_ops_load_and_unload_a_model_on_a_node(cluster: LocalCluster) -> None:
+    import grpc
+
+    async def holds(node_id: str, model: str, want: bool, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            node = next(n for n in await _nodes(cluster) if n.id == node_id)
+            if (model in node.loaded_models) == want:
+                return
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"{model} on {node_id}: never {'loaded' if want else 'unloaded'}")
+
+    async def go() -> list[grpc.StatusCode]:
+        codes = []
+        async with admin(cluster) as a:
+            node = await a.set_model("stz-b", GEN, True)
+            assert GEN in node.loading_models or GEN in node.loaded_models
+            await holds("stz-b", GEN, True, 60.0)
+            await a.set_model("stz-b", GEN, False)
+            await holds("stz-b", GEN, False, 10.0)
+            for node_id, model in (("stz-b", "gpt-17"), ("no-such-node", GEN), ("stz-b", "")):
+                try:
+                    await a.set_model(node_id, model, True)
+                except grpc.aio.AioRpcError as err:
+                    codes.append(err.code())
+        return codes
+
+    assert run(go()) == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+                         grpc.StatusCode.INVALID_ARGUMENT]

@@ -256,3 +256,24 @@ def test_jobs_avoid_a_node_that_could_not_load_their_model_until_the_wait_is_ove
         loaded=frozenset(), failures={EMBED_MODEL: "not enough memory"}))
     core.tick(clock.now_s())
     assert EMBED_MODEL in next(v for v in core.node_views() if v.node_id == "a").models
+
+
+def test_ops_load_and_unload_a_model_with_clear_refusals() -> None:
+    core, clock = _core()
+    info = replace(make_node_info("n1", models=()), loadable_models=frozenset({EMBED_MODEL}))
+    core.connect_node(info, (), clock.now_s())
+    assert core.command_model("nx", EMBED_MODEL, True, "ops") == "no node 'nx'"
+    refused = core.command_model("n1", GEN_MODEL, True, "ops")
+    assert isinstance(refused, str) and "cannot serve" in refused
+    step = core.command_model("n1", EMBED_MODEL, True, "ops")
+    assert not isinstance(step, str)
+    assert [type(i) for i in step.intents] == [LoadOnNode]
+    core.heartbeat("n1", (), clock.now_s(), models=ModelsReport(loaded=frozenset({EMBED_MODEL})))
+    core.submit(make_record("j1"))
+    core.tick(clock.now_s())
+    busy = core.command_model("n1", EMBED_MODEL, False, "ops")
+    assert isinstance(busy, str) and "drain it first" in busy
+    core.job_started("n1", "j1", 1, clock.now_s())
+    core.job_outcome("n1", "j1", 1, clock.now_s(), result_blob=b"x", run_ms=5.0, tokens=3)
+    step = core.command_model("n1", EMBED_MODEL, False, "ops")
+    assert not isinstance(step, str) and [type(i) for i in step.intents] == [UnloadOnNode]
