@@ -1,0 +1,5 @@
+"""The node agent."""
+
+from hashserve.cpu_env import drop_unusable_openblas_coretype
+
+drop_unusable_openblas_coretype()  # before anything imports numpy (hashserve/cpu_env.py)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,16 @@ PROBE = [sys.executable, "-m", "node_agent.backends.llama_probe"]
 
 
 def probe(*prefix: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if prefix:
+        # An older machine's environment: a BLAS core type pinned for this host's CPU (some
+        # hosts set OPENBLAS_CORETYPE) would make numpy's OpenBLAS run this CPU's kernels on
+        # the emulated one. On a real older CPU hashserve drops such a setting itself
+        # (hashserve/cpu_env.py), but under qemu-user /proc/cpuinfo still shows this host.
+        env.pop("OPENBLAS_CORETYPE", None)
     proc = subprocess.run(
-        [*prefix, *PROBE], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        [*prefix, *PROBE], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
