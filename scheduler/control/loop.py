@@ -45,7 +45,7 @@ from scheduler.core.scheduler import (
     SchedulerPolicy,
     Step,
 )
-from scheduler.journal.base import Fenced, Journal
+from scheduler.journal.base import Fenced, Journal, JournalUnavailable
 
 log = logging.getLogger("hashserve.scheduler")
 
@@ -99,6 +99,9 @@ class ControlLoop:
         self._pending: list[
             tuple[Sequence[JobRecord], asyncio.Future[list[tuple[JobRecord, bool]]]]
         ] = []
+        self._writing: list[
+            tuple[Sequence[JobRecord], asyncio.Future[list[tuple[JobRecord, bool]]]]
+        ] = []  # the batch whose commit runs now
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         # What running generations have produced, by job: (attempt, text pieces, tokens). Kept in
@@ -176,6 +179,14 @@ class ControlLoop:
         ends the task and the sessions."""
         self._stopping = True
         self._kick.set()
+        # Submits still waiting for their commit are told now, as UNAVAILABLE (retry with the
+        # same key), not cut off by the server's stop as CANCELLED. A commit that lands after
+        # all is found by that retry's idempotency key.
+        waiting = [future for _, future in [*self._pending, *self._writing]]
+        self._pending = []
+        for future in waiting:
+            if not future.done():
+                future.set_exception(JournalUnavailable("the scheduler stepped down; retry"))
 
     # ----- the one boundary for side effects -------------------------------------------------
 
@@ -282,6 +293,8 @@ class ControlLoop:
     async def submit_async(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """`submit`, with group commit: the journal write runs off the event loop, together with
         every other submit that arrives meanwhile. Answers once its jobs are durable."""
+        if self._stopping:
+            raise JournalUnavailable("the scheduler is stopping; retry")
         future: asyncio.Future[list[tuple[JobRecord, bool]]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -293,6 +306,7 @@ class ControlLoop:
     async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            self._writing = batch
             groups = [records for records, _ in batch]
             try:
                 results = await asyncio.to_thread(self.journal.insert_job_groups, groups)

@@ -52,6 +52,8 @@ from scheduler.runtime.leader import Leadership, holder_id
 from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.scheduler")
+# On losing the lease, calls in flight get this long to send their (UNAVAILABLE) answers.
+STEP_DOWN_GRACE_S = 0.3
 
 
 @dataclass
@@ -359,8 +361,10 @@ class SchedulerApp:
             session.close()
         if self._server is not None:
             servers = [x for x in (self._server, self._agent_server) if x is not None]
+            # A moment's grace: calls already answered UNAVAILABLE (the loop's halt fails the
+            # submits waiting on the journal) get that answer out, not CANCELLED.
             self._stepping = asyncio.ensure_future(
-                asyncio.gather(*(x.stop(0) for x in servers)))
+                asyncio.gather(*(x.stop(STEP_DOWN_GRACE_S) for x in servers)))
         if self._http is not None:
             self._http.should_exit = True
         self.stepped_down.set()

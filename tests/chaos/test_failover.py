@@ -145,8 +145,11 @@ def test_the_journal_going_away_mid_load_loses_nothing(
         pg.relaunch()
 
     away = threading.Thread(target=outage, name="journal-outage")
-    acked = run_load(cluster, 40, "dbaway", 10, away.start)  # submits go on during it
-    away.join()
+    try:
+        acked = run_load(cluster, 40, "dbaway", 10, away.start)  # submits go on during it
+    finally:
+        if away.is_alive():
+            away.join()  # the database comes back before the fixtures tear it down
     _, new_epoch, _ = cluster.wait_leader(120, other_than=epoch)
     assert new_epoch > epoch  # the leader of the outage stepped down; a new epoch leads
     wait_until_final(cluster.journal_url, list(acked.values()), 180)

@@ -67,3 +67,38 @@ def test_a_failed_commit_answers_every_waiting_submit(tmp_path: Path) -> None:
 
     assert all(isinstance(a, OSError) for a in asyncio.run(go()))
     assert loop.core.jobs == {}
+
+
+def test_halting_answers_submits_waiting_on_a_hung_commit_as_unavailable(tmp_path: Path) -> None:
+    import threading
+
+    from scheduler.journal.base import JournalUnavailable
+
+    journal = SqliteJournal(tmp_path / "journal.db")
+    release = threading.Event()
+    real = journal.insert_job_groups
+
+    def hung(groups):  # type: ignore[no-untyped-def]
+        release.wait(10)  # the database went away mid-commit
+        return real(groups)
+
+    journal.insert_job_groups = hung  # type: ignore[method-assign]
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
+
+    async def go() -> tuple[list[object], object]:
+        waiting = [asyncio.ensure_future(loop.submit_async([make_record(f"j{i}")]))
+                   for i in range(3)]
+        await asyncio.sleep(0.05)  # the first is committing, the others queued behind it
+        loop.halt()  # the lease is lost
+        answers: list[object] = list(await asyncio.gather(*waiting, return_exceptions=True))
+        try:
+            await loop.submit_async([make_record("late")])
+            late: object = None
+        except JournalUnavailable as err:
+            late = err
+        release.set()
+        return answers, late
+
+    answers, late = asyncio.run(go())
+    assert all(isinstance(a, JournalUnavailable) and "stepped down" in str(a) for a in answers)
+    assert isinstance(late, JournalUnavailable)
