@@ -40,12 +40,15 @@ def unusable_coretype(coretype: str, flags: frozenset[str]) -> str | None:
     return needed
 
 
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU flags the kernel reports (it clears those whose register state it does not save).
+    The agent's engine choice reads them too (node_agent/backends/llama_engine.py)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
@@ -57,7 +60,7 @@ def drop_unusable_openblas_coretype(env: MutableMapping[str, str] | None = None)
     coretype = env.get(ENV)
     if not coretype:
         return None
-    needed = unusable_coretype(coretype, _cpu_flags())
+    needed = unusable_coretype(coretype, cpu_flags())
     if needed is None:
         return None
     del env[ENV]

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hashserve.cpu_env import cpu_flags
+
 log = logging.getLogger(__name__)
 
 # x86-64 variants as ggml builds them (ggml/src/CMakeLists.txt), each with the kernel's cpuinfo
@@ -90,19 +92,6 @@ class EngineInfo:
             f"llama.cpp {self.build} build, CPU backend {self.variant} ({self.library}); "
             f"usable: {feats}; AMX tile data {'permitted' if self.amx_permitted else 'no'}"
         )
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU flags the kernel reports (it clears those whose register state it does not save)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return frozenset()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
 
 
 def request_amx_permission() -> bool:

@@ -21,13 +21,13 @@ def test_a_core_type_needing_more_than_the_cpu_has_is_unusable() -> None:
 
 def test_only_an_unusable_setting_is_removed(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cpu_env, "_cpu_flags", lambda: NEHALEM)
+    monkeypatch.setattr(cpu_env, "cpu_flags", lambda: NEHALEM)
     env = {ENV: "Haswell", "OTHER": "x"}
     warning = drop_unusable_openblas_coretype(env)
     assert env == {"OTHER": "x"}
     assert warning is not None and "avx2" in warning
     assert "ignoring OPENBLAS_CORETYPE=Haswell" in capsys.readouterr().err
     kept = {ENV: "Sandybridge"}
-    monkeypatch.setattr(cpu_env, "_cpu_flags", lambda: HASWELL)
+    monkeypatch.setattr(cpu_env, "cpu_flags", lambda: HASWELL)
     assert drop_unusable_openblas_coretype(kept) is None
     assert kept == {ENV: "Sandybridge"}
