@@ -16,6 +16,12 @@ Scaling down is slower than scaling up on purpose (a cold start costs seconds, a
 only memory): a replica beyond what the targets need is unloaded only once the surplus has lasted
 `scale_down_after_s`, and the last one only where the policy allows scale to zero and the model
 has had no demand for `scale_to_zero_after_s`. Pure: no I/O, the caller passes `now_s`.
+
+Regions steer where the replicas go, not how many there are. A job that allows only some regions
+can use a replica in those alone, so the count stays fleet-wide (queueing over the whole fleet)
+while each region's share of the demand that only it may serve ("restricted" demand; a job allowing
+regions R counts 1/|R| in each) decides which nodes load first and which unload last, and a queue
+that no held replica may serve gets one in its regions however many are held elsewhere.
 """
 
 from __future__ import annotations
@@ -66,15 +72,39 @@ class ModelDemand:
     per_token_s: float = 0.0  # mean time per output token, measured (0: not known)
     last_demand_s: float | None = None  # the last arrival, or the last time jobs were queued
 
-    def arrive(self, now_s: float, window_s: float, count: int = 1) -> None:
-        self.rate_per_s = self.rate_at(now_s, window_s) + count / window_s
+    # Of `rate_per_s`, the arrivals that only some regions may serve, per region (a job allowing
+    # regions R adds 1/|R| of itself to each); the rest may run anywhere. As of `rate_at_s`, like
+    # `rate_per_s`: both decay alike, so a region's share of the demand needs no clock.
+    region_rate_per_s: dict[str, float] = field(default_factory=dict)
+    # Per region, the last arrival, queued or running job that only regions including it may
+    # serve: scale-down keeps the region's last replica while this is recent.
+    region_last_demand_s: dict[str, float] = field(default_factory=dict)
+
+    def arrive(self, now_s: float, window_s: float, count: int = 1,
+               regions: frozenset[str] = frozenset()) -> None:
+        """`count` jobs arrived that may run in `regions` (empty: in any)."""
+        decay = self._decay(now_s, window_s)
+        self.rate_per_s = self.rate_per_s * decay + count / window_s
+        for region in self.region_rate_per_s:
+            self.region_rate_per_s[region] *= decay
+        for region in regions:
+            self.region_rate_per_s[region] = (
+                self.region_rate_per_s.get(region, 0.0) + count / len(regions) / window_s)
+            self.region_last_demand_s[region] = now_s
         self.rate_at_s = now_s
         self.last_demand_s = now_s
 
     def rate_at(self, now_s: float, window_s: float) -> float:
         """The arrival rate as of `now_s`: the rate decays while nothing arrives."""
-        elapsed_s = max(now_s - self.rate_at_s, 0.0)
-        return self.rate_per_s * math.exp(-elapsed_s / window_s)
+        return self.rate_per_s * self._decay(now_s, window_s)
+
+    def region_rates_at(self, now_s: float, window_s: float) -> dict[str, float]:
+        """Per region, the rate of arrivals only regions including it may serve, as of `now_s`."""
+        decay = self._decay(now_s, window_s)
+        return {region: rate * decay for region, rate in self.region_rate_per_s.items()}
+
+    def _decay(self, now_s: float, window_s: float) -> float:
+        return math.exp(-max(now_s - self.rate_at_s, 0.0) / window_s)
 
     def served(self, run_s: float, output_tokens: int) -> None:
         if run_s <= 0:
@@ -101,6 +131,7 @@ class NodeModels:
     loadable: frozenset[str]  # can load, not loaded or loading now
     running: Mapping[str, int] = field(default_factory=dict)  # model -> jobs running
     refused: frozenset[str] = frozenset()  # models whose load it refused lately
+    region: str = ""  # where a job's allowed regions are checked against
 
     @property
     def held(self) -> frozenset[str]:
@@ -204,9 +235,12 @@ def plan_capacity(
     surplus_since_s: dict[str, float],
     now_s: float,
     policy: CapacityPolicy,
+    queued_regions: Mapping[str, Mapping[frozenset[str], int]] | None = None,
 ) -> CapacityPlan:
     """The loads and unloads for this tick. `surplus_since_s` (model -> since when it has held
-    more than it needs) is the planner's memory between ticks; the caller keeps it."""
+    more than it needs) is the planner's memory between ticks; the caller keeps it.
+    `queued_regions` breaks `queued` down by what the jobs allow (model -> allowed regions, empty
+    for any -> jobs); without it, every queued job may run anywhere."""
     if not policy.enabled:
         return CapacityPlan()
     eligible = [n for n in nodes if n.eligible]
@@ -222,6 +256,7 @@ def plan_capacity(
         if spec is None:
             continue  # not in the catalogue: nothing places its jobs
         d = demand.get(model) or ModelDemand()
+        by_regions = (queued_regions or {}).get(model, {})
         holders = [n for n in eligible if model in n.held]
         slots = max((n.slots for n in eligible), default=1)
         wanted, why = replicas_needed(d, spec, queued.get(model, 0), slots, now_s, policy)
@@ -233,10 +268,28 @@ def plan_capacity(
         keep = max(wanted, floor) if holders else wanted
         rate = d.rate_at(now_s, policy.rate_window_s)
         plans.append(ModelCapacity(model, keep, len(holders), rate, queued.get(model, 0), why))
-        if len(holders) < wanted:
+        claims = region_claims(d, by_regions, keep, now_s, policy.rate_window_s)
+        # Jobs that only some regions may run cannot use a replica elsewhere: however many the
+        # fleet holds, a queue with none in its regions waits for a cold start on every job
+        # (or for ever, if its nodes are busy with other models). One load there, first.
+        loaded = 0
+        for regions, count in sorted(by_regions.items(), key=lambda kv: (-kv[1], sorted(kv[0]))):
+            if not regions or count <= 0 or loads_left <= 0 or any(
+                    n.region in regions and model in held_at[n.node_id] for n in eligible):
+                continue
+            in_regions = [n for n in eligible if n.region in regions]
+            for node in _load_order(in_regions, model, held_at, used_mb, spec, claims)[:1]:
+                actions.append(LoadOnNode(
+                    node.node_id, node.site, model,
+                    f"capacity: {count} queued for {','.join(sorted(regions))}, no replica there"))
+                held_at[node.node_id].add(model)
+                used_mb[node.node_id] += spec.memory_mb
+                loads_left -= 1
+                loaded += 1
+        if len(holders) + loaded < wanted:
             surplus_since_s.pop(model, None)
-            for node in _load_order(eligible, model, held_at, used_mb, spec)[:min(
-                    wanted - len(holders), loads_left)]:
+            for node in _load_order(eligible, model, held_at, used_mb, spec, claims)[:min(
+                    wanted - len(holders) - loaded, loads_left)]:
                 actions.append(LoadOnNode(node.node_id, node.site, model,
                                           f"capacity: need {wanted}: {why}"))
                 held_at[node.node_id].add(model)
@@ -253,14 +306,30 @@ def plan_capacity(
         # `scale_to_zero_after_s` already: its replicas go now.
         if keep > 0 and (after_s is None or now_s - since_s < after_s):
             continue
+        # A region's last replica is what its restricted jobs would otherwise cold-start for;
+        # it stays while such demand is as recent as a surplus must last before it goes. At a
+        # need of zero the whole model is idle, restricted demand included.
+        protected = (_regions_in_demand(d, by_regions, now_s, after_s)
+                     if keep > 0 and after_s is not None else set())
+        per_region = _count_by_region(eligible, model, held_at)
         idle_holders = [n for n in holders if not n.running.get(model)]
-        # The replicas that go first: where the node holds most besides (its memory is wanted
-        # most), then by id, so the choice is stable from tick to tick.
-        idle_holders.sort(key=lambda n: (-len(held_at[n.node_id]), n.node_id))
         reason = (f"scale to zero: no demand for {idle_s:.0f} s" if keep == 0
                   else f"capacity: need {keep}: {why}")
-        going = idle_holders[:len(holders) - keep]
-        for node in going:
+        going: set[str] = set()
+        for _ in range(len(holders) - keep):
+            candidates = [n for n in idle_holders if n.node_id not in going and not (
+                n.region in protected and per_region.get(n.region, 0) <= 1)]
+            if not candidates:
+                break
+            # The replicas that go first: where the region's restricted demand stays covered
+            # without it (unload where that demand is not), then where the node holds most
+            # besides (its memory is wanted most), then by id, so the choice is stable from
+            # tick to tick.
+            node = min(candidates, key=lambda n: (
+                -_coverage(per_region.get(n.region, 0) - 1, claims.get(n.region, 0.0)),
+                -len(held_at[n.node_id]), n.node_id))
+            going.add(node.node_id)
+            per_region[node.region] -= 1
             actions.append(UnloadOnNode(node.node_id, node.site, model, reason))
             held_at[node.node_id].discard(model)
             used_mb[node.node_id] -= spec.memory_mb
@@ -273,17 +342,70 @@ def plan_capacity(
     return CapacityPlan(tuple(plans), tuple(actions), replicas)
 
 
-def _load_order(
+def region_claims(
+    demand: ModelDemand, queued_regions: Mapping[frozenset[str], int], replicas: int,
+    now_s: float, window_s: float,
+) -> dict[str, float]:
+    """Per region, how many of the model's `replicas` its restricted demand accounts for.
+
+    A region's demand is the arrivals that only regions including it may serve, weighted as the
+    rate weights them (about the last `window_s` of arrivals), plus the queued jobs of the same
+    kind, a job allowing regions R counting 1/|R| in each; its share of all the model's demand
+    (what may run anywhere included) times `replicas` is its claim. Regions with no such demand
+    have none."""
+    jobs_by_region = {region: rate * window_s
+                      for region, rate in demand.region_rates_at(now_s, window_s).items()}
+    total_jobs = demand.rate_at(now_s, window_s) * window_s
+    for regions, count in queued_regions.items():
+        total_jobs += count
+        for region in regions:
+            jobs_by_region[region] = jobs_by_region.get(region, 0.0) + count / len(regions)
+    if replicas <= 0 or total_jobs <= 0:
+        return {}
+    return {region: replicas * jobs / total_jobs
+            for region, jobs in jobs_by_region.items() if jobs > 0}
+
+
+def _coverage(held: int, claim: float) -> float:
+    """How much of a region's claim its replicas cover, at most all of it (1.0). Without a
+    claim, a region is covered whatever it holds: demand that may run anywhere does not care."""
+    return min(held / claim, 1.0) if claim > 0 else 1.0
+
+
+def _regions_in_demand(
+    demand: ModelDemand, queued_regions: Mapping[frozenset[str], int], now_s: float,
+    horizon_s: float,
+) -> set[str]:
+    """Regions with restricted demand queued now or seen within `horizon_s`."""
+    regions = {r for rs, count in queued_regions.items() if count > 0 for r in rs}
+    regions.update(r for r, at_s in demand.region_last_demand_s.items()
+                   if now_s - at_s < horizon_s)
+    return regions
+
+
+def _count_by_region(
     eligible: Iterable[NodeModels], model: str, held_at: Mapping[str, set[str]],
-    used_mb: Mapping[str, int], spec: ModelTargets,
+) -> dict[str, int]:
+    per_region: dict[str, int] = {}
+    for n in eligible:
+        if model in held_at[n.node_id]:
+            per_region[n.region] = per_region.get(n.region, 0) + 1
+    return per_region
+
+
+def _load_order(
+    eligible: Sequence[NodeModels], model: str, held_at: Mapping[str, set[str]],
+    used_mb: Mapping[str, int], spec: ModelTargets, claims: Mapping[str, float],
 ) -> list[NodeModels]:
-    """Nodes that can take one more copy of the model, best first: sites with fewest copies
-    (spread, so one site's curtailment does not take them all), then the node with most memory
-    free."""
+    """Nodes that can take one more copy of the model, best first: regions whose restricted
+    demand (`claims`) is least covered by the copies there (one with such demand and no copy
+    first: its jobs can use no other), then sites with fewest copies (spread, so one site's
+    curtailment does not take them all), then the node with most memory free."""
     per_site: dict[str, int] = {}
     for n in eligible:
         if model in held_at[n.node_id]:
             per_site[n.site] = per_site.get(n.site, 0) + 1
+    per_region = _count_by_region(eligible, model, held_at)
     fits = [
         n for n in eligible
         if model in n.loadable and model not in held_at[n.node_id] and model not in n.refused
@@ -291,9 +413,12 @@ def _load_order(
     ]
     order: list[NodeModels] = []
     while fits:
-        fits.sort(key=lambda n: (per_site.get(n.site, 0), used_mb[n.node_id] - n.memory_mb,
+        fits.sort(key=lambda n: (_coverage(per_region.get(n.region, 0),
+                                           claims.get(n.region, 0.0)),
+                                 per_site.get(n.site, 0), used_mb[n.node_id] - n.memory_mb,
                                  n.node_id))
         best = fits.pop(0)
         order.append(best)
         per_site[best.site] = per_site.get(best.site, 0) + 1
+        per_region[best.region] = per_region.get(best.region, 0) + 1
     return order

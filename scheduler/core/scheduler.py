@@ -49,6 +49,8 @@ from scheduler.core.placement.rules import TIER_RANK, order_key
 from scheduler.core.placement.scores import KW_PER_MW
 
 AttemptKey = tuple[str, int]
+# model -> the regions its jobs allow (empty: any) -> how many jobs
+JobCounts = dict[str, dict[frozenset[str], int]]
 _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 _SHED_EPS_MW = 1e-9
 
@@ -271,7 +273,8 @@ class SchedulerCore:
         # What placement reads of a model: its tiers' latency targets and the accelerator kinds
         # that may run it.
         self.catalogue = catalogue
-        self.jobs: dict[str, JobRecord] = {}  # non-terminal jobs only; the journal keeps the rest
+        # Non-terminal jobs only; the journal keeps the rest. Written by `_store` and `_drop` only.
+        self.jobs: dict[str, JobRecord] = {}
         self.nodes: dict[str, NodeState] = {}
         self.site_views: dict[str, SiteView] = {}
         self._serving_sites: set[str] | None = None  # None: every site may serve
@@ -310,6 +313,11 @@ class SchedulerCore:
         self._unplaced_why: dict[str, tuple[str, ...]] = {}
         # Capacity planning's view of each model's demand, and its memory between ticks.
         self.demand: dict[str, ModelDemand] = {}
+        # Queued, and assigned or running, jobs by model and allowed regions: kept by
+        # `_store` and `_drop`, the only writers of `jobs`, so a tick reads them at the cost of
+        # the models, not of walking every job.
+        self._queued_jobs: JobCounts = {}
+        self._leased_jobs: JobCounts = {}
         self._surplus_since_s: dict[str, float] = {}
         self.capacity_plan = CapacityPlan()  # the last tick's, for metrics and the admin API
 
@@ -363,16 +371,15 @@ class SchedulerCore:
             if rec.state in (JobState.ASSIGNED, JobState.RUNNING):
                 # Its agent may still be running it: give it time to reconnect and re-adopt.
                 rec = rec.evolve(lease_expires_s=now_s + self.policy.recovery_grace_s)
-            self._track(rec)
-            self.jobs[rec.job_id] = rec
+            self._store(rec)
             if rec.state is JobState.QUEUED:
                 self._push(rec)
 
     def submit(self, record: JobRecord) -> Step:
         self.demand.setdefault(record.spec.model, ModelDemand()).arrive(
-            record.submitted_s, self.policy.capacity.rate_window_s)
-        self._track(record)
-        self.jobs[record.job_id] = record
+            record.submitted_s, self.policy.capacity.rate_window_s,
+            regions=record.spec.allowed_regions)
+        self._store(record)
         self._push(record)
         return Step(changed=[record])
 
@@ -385,7 +392,17 @@ class SchedulerCore:
         return step
 
     def queued_count(self) -> int:
-        return sum(1 for r in self.jobs.values() if r.state is JobState.QUEUED)
+        return sum(sum(by_regions.values()) for by_regions in self._queued_jobs.values())
+
+    @property
+    def queued_jobs(self) -> Mapping[str, Mapping[frozenset[str], int]]:
+        """Queued jobs: model -> allowed regions (empty: any) -> how many."""
+        return self._queued_jobs
+
+    @property
+    def leased_jobs(self) -> Mapping[str, Mapping[frozenset[str], int]]:
+        """Assigned and running jobs: model -> allowed regions (empty: any) -> how many."""
+        return self._leased_jobs
 
     # ----- nodes ----------------------------------------------------------------------------
 
@@ -648,20 +665,24 @@ class SchedulerCore:
         if not policy.enabled or not self.nodes:
             self.capacity_plan = CapacityPlan()
             return step
-        queued: dict[str, int] = {}
-        for rec in self.jobs.values():
-            if rec.state is JobState.QUEUED:
-                queued[rec.spec.model] = queued.get(rec.spec.model, 0) + 1
-                self.demand.setdefault(rec.spec.model, ModelDemand()).last_demand_s = now_s
-            elif rec.state in _LEASED:
-                self.demand.setdefault(rec.spec.model, ModelDemand()).last_demand_s = now_s
+        queued = {model: sum(by_regions.values())
+                  for model, by_regions in self._queued_jobs.items()}
+        # Jobs waiting or running are demand now, however long ago they arrived: the model (and
+        # each region only it may serve) is not idle while they last.
+        for counts in (self._queued_jobs, self._leased_jobs):
+            for model, by_regions in counts.items():
+                d = self.demand.setdefault(model, ModelDemand())
+                d.last_demand_s = now_s
+                for regions in by_regions:
+                    for region in regions:
+                        d.region_last_demand_s[region] = now_s
         views = [self._capacity_view(node, now_s) for node in self.nodes.values()]
         targets = {
             name: ModelTargets(spec.ttft_target_s, spec.per_token_target_s, spec.memory_mb)
             for name, spec in self.catalogue.items()
         }
         plan = plan_capacity(views, self.demand, queued, targets, self._surplus_since_s, now_s,
-                             policy)
+                             policy, queued_regions=self._queued_jobs)
         self.capacity_plan = step.capacity = plan
         for action in plan.actions:
             node = self.nodes[action.node_id]
@@ -717,6 +738,7 @@ class SchedulerCore:
         return NodeModels(
             node_id=info.node_id,
             site=info.site,
+            region=info.region,
             eligible=(node.connected and not node.silent and not node.draining
                       and not node.agent_draining and site_ok),
             slots=info.slots_total,
@@ -983,24 +1005,58 @@ class SchedulerCore:
                 )
         done = rec.evolve(state=transition(rec.state, event), finished_s=now_s, **fields)
         step.changed.append(done)
-        self.jobs.pop(rec.job_id, None)
+        self._drop(rec.job_id)
         self._seq.pop(rec.job_id, None)
         self._unplaced_why.pop(rec.job_id, None)
 
     def _put(self, rec: JobRecord, step: Step, journal: bool = True) -> None:
-        self._track(rec)
-        self.jobs[rec.job_id] = rec
+        self._store(rec)
         (step.changed if journal else step.unjournaled).append(rec)
 
     def _renew(self, rec: JobRecord) -> None:
         """A lease renewal: kept in memory only. Recovery gives every assigned or running job a
         fresh lease anyway, so writing each heartbeat's renewals would buy nothing."""
-        self._track(rec)
+        self._store(rec)
+
+    def _store(self, rec: JobRecord) -> None:
+        """Put `rec` in `jobs`, as a new job or in place of its record. With `_drop`, the only
+        writers of `jobs`: what is kept beside it (timeouts, the counts by state) is kept here,
+        so it cannot drift from the records."""
+        old = self.jobs.get(rec.job_id)
+        self._track(rec, old)
+        # Renewals, the most frequent change, keep state and spec: no count moves.
+        if old is None or old.state is not rec.state or old.spec is not rec.spec:
+            if old is not None:
+                self._count(old, -1)
+            self._count(rec, 1)
         self.jobs[rec.job_id] = rec
 
-    def _track(self, rec: JobRecord) -> None:
-        """Note when `rec` may time out; call before it replaces the job's record in `jobs`."""
-        old = self.jobs.get(rec.job_id)
+    def _drop(self, job_id: str) -> None:
+        """Take a job out of `jobs` (it ended)."""
+        old = self.jobs.pop(job_id, None)
+        if old is not None:
+            self._count(old, -1)
+
+    def _count(self, rec: JobRecord, delta: int) -> None:
+        if rec.state is JobState.QUEUED:
+            counts = self._queued_jobs
+        elif rec.state in _LEASED:
+            counts = self._leased_jobs
+        else:
+            return
+        by_regions = counts.setdefault(rec.spec.model, {})
+        regions = rec.spec.allowed_regions
+        left = by_regions.get(regions, 0) + delta
+        if left:
+            by_regions[regions] = left
+            return
+        # Emptied keys go, so a tick's cost follows the models with jobs, not every model seen.
+        del by_regions[regions]
+        if not by_regions:
+            del counts[rec.spec.model]
+
+    def _track(self, rec: JobRecord, old: JobRecord | None) -> None:
+        """Note when `rec` may time out; `old` is the record it replaces in `jobs`, if any."""
         seq = self._seq.get(rec.job_id)
         if old is None or seq is None:
             seq = self._seq[rec.job_id] = self._next_seq
