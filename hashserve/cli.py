@@ -431,6 +431,12 @@ def front(
     port: Annotated[int, typer.Option(help="the customers' gRPC port, shared by every front "
                                       "process on this machine (SO_REUSEPORT)")] = 50051,
     processes: Annotated[int, typer.Option(help="front processes to run and supervise")] = 1,
+    http_port: Annotated[int | None, typer.Option(
+        help="serve the OpenAI-compatible HTTP API on this port too, shared the same way")
+    ] = None,
+    scheduler_http: Annotated[str | None, typer.Option(
+        help="the scheduler's HTTP port(s), leader and standbys, IP:PORT,...: where the Batch "
+             "API and /v1/usage are passed on")] = None,
     catalogue: CatalogueOpt = None,
     fleet: Annotated[str | None, typer.Option(help="the scheduler's fleet YAML")] = None,
     tls_cert: Annotated[str | None, typer.Option(help="this front's certificate (PEM)")] = None,
@@ -450,6 +456,7 @@ def front(
     from scheduler.front.app import FrontApp, FrontSettings, run_fronts
 
     given = {"scheduler": scheduler, "host": host, "port": port, "processes": processes,
+             "http_port": http_port, "scheduler_http": scheduler_http,
              "catalogue_path": _checked_catalogue(catalogue), "fleet_path": fleet,
              "tls_cert": tls_cert, "tls_key": tls_key, "scheduler_tls_ca": scheduler_tls_ca,
              "log_format": log_format}
@@ -461,13 +468,16 @@ def front(
     handler = _logging(verbose, settings.log_format.value, {"process": "front"})
     enable_fatal_signal_trace(handler)
     if settings.processes > 1:
-        if settings.port == 0:
-            console.print("[red]several front processes share one port: give --port[/]")
+        if settings.port == 0 or settings.http_port == 0:
+            console.print("[red]several front processes share one port: give --port (and "
+                          "--http-port)[/]")
             raise typer.Exit(2)
         child = ["front", "--processes", "1", "--scheduler", settings.scheduler,
                  "--host", settings.host, "--port", str(settings.port),
-                 "--log-format", settings.log_format.value, *(["--verbose"] if verbose else [])]
-        for flag, value in (("--catalogue", settings.catalogue_path),
+                 "--log-format", settings.log_format.value, *(["--verbose"] if verbose else []),
+                 "--http-port", str(settings.http_port)]
+        for flag, value in (("--scheduler-http", settings.scheduler_http),
+                            ("--catalogue", settings.catalogue_path),
                             ("--fleet", settings.fleet_path), ("--tls-cert", settings.tls_cert),
                             ("--tls-key", settings.tls_key),
                             ("--scheduler-tls-ca", settings.scheduler_tls_ca)):
@@ -487,7 +497,8 @@ def front(
         _install_stop(asyncio.get_running_loop(), stop)
         app_ = FrontApp(settings)
         await app_.start()
-        console.print(f"front serving on {settings.host}:{app_.port}")
+        console.print(f"front serving on {settings.host}:{app_.port}"
+                      + (f", HTTP on {app_.http_port}" if app_.http_port else ""))
         await stop.wait()
         await app_.stop()
 

@@ -1,7 +1,8 @@
 """A front process, assembled; and a supervisor for several of them on one port.
 
-`FrontApp` serves the customers' gRPC API on `port` with SO_REUSEPORT, so any number of front
-processes on a machine share it and the kernel spreads connections over them. It keeps nothing a
+`FrontApp` serves the customers' gRPC API on `port`, and with `http_port` the OpenAI-compatible
+HTTP API (`scheduler/front/openai.py`), each with SO_REUSEPORT, so any number of front processes
+on a machine share them and the kernel spreads connections over them. It keeps nothing a
 restart would lose: submits are acknowledged only once the leader journalled them, and the leader
 is found among `scheduler` (its address and its standbys') again after every change.
 `run_fronts` starts `processes` of them and starts again any that exits, saying why.
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from pydantic import Field
@@ -52,6 +54,11 @@ class FrontSettings(BaseSettings):
     tls_key: str | None = None
     scheduler_tls_ca: str | None = None
     scheduler_tls_server_name: str | None = None
+    # The OpenAI-compatible HTTP API on this port too (-1: none), and the scheduler's own HTTP
+    # ports (its `http_port` on the leader and each standby: IP:port or URLs, comma-separated),
+    # where the Batch API and usage are passed on.
+    http_port: int = Field(-1, ge=-1, le=65535)
+    scheduler_http: str = ""
     max_batch_items: int = Field(256, ge=1, le=1024)
     # How long a keyed submit waits for a leader to answer, across a failover.
     failover_wait_s: float = Field(15.0, ge=0, le=300)
@@ -89,6 +96,10 @@ class FrontApp:
                                           fleet.tier_prices_usd_per_million_tokens)
         self.regions = frozenset({site.region for site in fleet.sites} | set(settings.regions))
         self.port = 0
+        self.http_port = 0
+        self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
+        self._http_task: asyncio.Task[None] | None = None
+        self._leader_http: Any = None  # LeaderHttp
         self._server: grpc.aio.Server | None = None
         self._upstream: grpc.aio.Channel | None = None
         self.batcher: SubmitBatcher | None = None
@@ -114,9 +125,51 @@ class FrontApp:
         self._server = server
         log.info("front serving customers on %s:%d for the scheduler at %s", s.host, self.port,
                  s.scheduler)
+        if s.http_port >= 0:
+            await self._start_http()
         return self.port
 
+    async def _start_http(self) -> None:
+        import socket
+        import ssl
+
+        import uvicorn
+
+        from scheduler.api.openai.front import OpenAiFront
+        from scheduler.front.openai import LeaderHttp, RemoteCalls, leader_base_urls
+
+        s = self.settings
+        assert self._upstream is not None and self.batcher is not None
+        verify: ssl.SSLContext | bool = True
+        if s.scheduler_tls_ca:
+            verify = ssl.create_default_context(cafile=s.scheduler_tls_ca)
+        self._leader_http = LeaderHttp(
+            leader_base_urls(s.scheduler_http, tls=bool(s.scheduler_tls_ca)), verify=verify)
+        calls = RemoteCalls(self._upstream, self.batcher, self.catalogue, self.regions,
+                            failover_wait_s=s.failover_wait_s)
+        front = OpenAiFront(calls, self._leader_http.routes)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((s.host, s.http_port))
+        self.http_port = sock.getsockname()[1]
+        tls = bool(s.tls_cert and s.tls_key)
+        config = uvicorn.Config(front.app, log_level="warning", lifespan="off",
+                                access_log=False, ssl_certfile=s.tls_cert if tls else None,
+                                ssl_keyfile=s.tls_key if tls else None)
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]),
+                                              name="front-http")
+        log.info("front serving the OpenAI-compatible API on %s://%s:%d/v1",
+                 "https" if tls else "http", s.host, self.http_port)
+
     async def stop(self, grace_s: float = 2.0) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                await self._http_task
+        if self._leader_http is not None:
+            await self._leader_http.close()
         if self._server is not None:
             await self._server.stop(grace_s)
         if self._upstream is not None:

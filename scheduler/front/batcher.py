@@ -18,19 +18,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
+from scheduler.api.refusal import Refusal
 
 log = logging.getLogger("hashserve.front")
 
 # The codes after which the leader may not have seen the call, or is not there: try again.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-class Answer(Exception):
-    """What the customer is told instead of a response: a gRPC status and its message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -94,14 +87,14 @@ class SubmitBatcher:
             log.exception("a batch to the leader failed")
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(Answer(grpc.StatusCode.INTERNAL, str(err)))
+                    item.future.set_exception(Refusal(grpc.StatusCode.INTERNAL, str(err)))
             return
         for item, result in zip(batch, reply.results, strict=True):
             if item.future.done():
                 continue
             if result.code:
                 code = _CODES.get(result.code, grpc.StatusCode.UNKNOWN)
-                item.future.set_exception(Answer(code, result.message))
+                item.future.set_exception(Refusal(code, result.message))
             else:
                 item.future.set_result(result.response)
 
@@ -115,12 +108,12 @@ class SubmitBatcher:
                 again.append(item)
                 continue
             if err.code() in RETRYABLE:
-                item.future.set_exception(Answer(
+                item.future.set_exception(Refusal(
                     grpc.StatusCode.UNAVAILABLE,
                     f"the scheduler did not answer ({err.code().name}: {err.details()}); not "
                     "acknowledged: send it again (an idempotency_key makes that safe)"))
             else:
-                item.future.set_exception(Answer(err.code(), err.details() or ""))
+                item.future.set_exception(Refusal(err.code(), err.details() or ""))
         if again:
             log.warning("the leader did not answer (%s): %d keyed submits wait for it",
                         err.code().name, len(again))

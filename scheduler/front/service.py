@@ -9,12 +9,13 @@ is the one that counts (a front with an older catalogue cannot let anything thro
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 import grpc
 
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
 from scheduler.api.auth import AuthError, bearer_from_metadata
+from scheduler.api.refusal import Refusal
 from scheduler.api.validation import (
     InvalidRequest,
     check_idempotency_key,
@@ -22,7 +23,20 @@ from scheduler.api.validation import (
     validate_spec,
 )
 from scheduler.core.models import ModelSpec
-from scheduler.front.batcher import Answer, SubmitBatcher
+from scheduler.front.batcher import SubmitBatcher
+
+
+def check_submits(jobs: Sequence[customer_pb2.SubmitJobRequest],
+                  catalogue: Mapping[str, ModelSpec], known_regions: Collection[str]) -> None:
+    """Refuse what the leader would refuse as malformed, naming the job of a batch."""
+    now_s = time.time()
+    for i, job in enumerate(jobs):
+        prefix = f"jobs[{i}]: " if len(jobs) > 1 else ""
+        try:
+            check_idempotency_key(job.idempotency_key)
+            validate_spec(job.spec, catalogue, known_regions, now_s)
+        except InvalidRequest as err:
+            raise Refusal(getattr(grpc.StatusCode, err.code), prefix + err.message) from None
 
 
 class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
@@ -44,14 +58,7 @@ class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
             raise  # unreachable: abort raises
 
     def _check(self, jobs: list[customer_pb2.SubmitJobRequest]) -> None:
-        now_s = time.time()
-        for i, job in enumerate(jobs):
-            prefix = f"jobs[{i}]: " if len(jobs) > 1 else ""
-            try:
-                check_idempotency_key(job.idempotency_key)
-                validate_spec(job.spec, self.catalogue, self.known_regions, now_s)
-            except InvalidRequest as err:
-                raise Answer(getattr(grpc.StatusCode, err.code), prefix + err.message) from None
+        check_submits(jobs, self.catalogue, self.known_regions)
 
     async def _submit(self, context: grpc.aio.ServicerContext,
                       jobs: list[customer_pb2.SubmitJobRequest]) -> customer_pb2.SubmitJobsResponse:
@@ -59,8 +66,8 @@ class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
         try:
             self._check(jobs)
             return await self.batcher.submit(key, customer_pb2.SubmitJobsRequest(jobs=jobs))
-        except Answer as answer:
-            await context.abort(answer.code, answer.message)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
             raise  # unreachable: abort raises
 
     async def SubmitJob(self, request: customer_pb2.SubmitJobRequest,

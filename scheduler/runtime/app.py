@@ -377,7 +377,7 @@ class SchedulerApp:
         import uvicorn
 
         from scheduler.api.openai.batches import BatchLimits, BatchService
-        from scheduler.api.openai.front import OpenAiFront
+        from scheduler.api.openai.front import InProcessCalls, OpenAiFront, add_leader_routes
 
         assert self.customers is not None
         s = self.settings
@@ -388,7 +388,8 @@ class SchedulerApp:
                         retention_s=s.batch_file_retention_days * 86_400.0),
         )
         await self._batches.start()
-        front = OpenAiFront(self.customers, self._batches, self.journal)
+        calls = InProcessCalls(self.customers)
+        front = OpenAiFront(calls, add_leader_routes(calls, self._batches, self.journal))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((s.host, s.http_port))

@@ -365,11 +365,100 @@ def test_fifty_thousand_lines_are_validated_before_any_runs(
     assert len(journal_rows(c, "SELECT job_id FROM jobs")) == jobs_before  # nothing ran
 
 
+@pytest.fixture(scope="module")
+def front(cluster: tuple[LocalCluster, int], tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[int]:
+    """Two front processes (`hashserve front --http-port`) sharing one HTTP port before the
+    cluster's scheduler: the HTTP port they serve."""
+    c, port = cluster
+    grpc_port, http_port = free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("front") / "front.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hashserve", "front", "--scheduler", c.address,
+         "--port", str(grpc_port), "--http-port", str(http_port), "--processes", "2",
+         "--scheduler-http", f"127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{http_port}/v1/models", timeout=5)
+                return reply.status_code == 401
+            except httpx.HTTPError:
+                return False
+
+        until(up, 60, "the fronts' HTTP port")
+        yield http_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_the_sdk_through_front_processes(
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int], front: int
+) -> None:
+    """The same SDK calls against the fronts: submits batched into the leader, answers watched
+    from it, the Batch API passed on to its HTTP port; its errors unchanged."""
+    c, _ = cluster
+    base = f"http://127.0.0.1:{front}/v1"
+    via = openai.OpenAI(base_url=base, api_key=sdk.api_key, max_retries=0, timeout=120)
+    assert {EMBED, GEN} <= {m.id for m in via.models.list()}
+    got = via.embeddings.create(model=EMBED, input=["a front before the leader"])
+    assert len(got.data[0].embedding) == 384 and got.usage.prompt_tokens > 0
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name a fruit."}]
+    chunks = list(via.chat.completions.create(
+        model=GEN, messages=messages, max_tokens=6, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    streamed = "".join(x.choices[0].delta.content or "" for x in chunks if x.choices)
+    job = run(answer_of(c, chunks[0].id.removeprefix("chatcmpl-")))
+    assert streamed == job.result.text and streamed
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == job.result.completion_tokens
+    # Idempotency holds through the front: the same key is the same job.
+    first = via.embeddings.create(model=EMBED, input=["once"],
+                                  extra_headers={"Idempotency-Key": "front-http-1"})
+    again = via.embeddings.create(model=EMBED, input=["once"],
+                                  extra_headers={"Idempotency-Key": "front-http-1"})
+    assert first.data[0].embedding == again.data[0].embedding
+    keys = journal_rows(c, "SELECT job_id FROM jobs WHERE idempotency_key = ?",
+                        ("front-http-1",))
+    assert len(keys) == 1
+    # The errors: a bad key (the leader's refusal, passed back), an unknown model (the front's
+    # own validation), a body that is not JSON.
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base, api_key="hs_wrong", max_retries=0).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base, api_key="hs_wrong", max_retries=0).embeddings.create(
+            model=EMBED, input="x")
+    with pytest.raises(openai.NotFoundError) as missing:
+        via.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert "unknown model" in str(missing.value)
+    raw = httpx.post(f"{base}/embeddings", content=b"{not json",
+                     headers={"Authorization": f"Bearer {sdk.api_key}"})
+    assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+    # The Batch API and usage, passed on to the leader's own HTTP port.
+    uploaded = via.files.create(file=("via-front.jsonl", batch_lines(3)), purpose="batch")
+    assert sdk.files.retrieve(uploaded.id).bytes == uploaded.bytes
+    batch = via.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    done = wait_batch(via, batch.id)
+    assert done.status == "completed" and done.output_file_id
+    lines = via.files.content(done.output_file_id).text.splitlines()
+    assert sorted(json.loads(x)["custom_id"] for x in lines) == ["req-0", "req-1", "req-2"]
+    usage = httpx.get(f"{base}/usage", headers={"Authorization": f"Bearer {sdk.api_key}"})
+    assert usage.status_code == 200 and usage.json()["data"]
+    with pytest.raises(openai.NotFoundError):
+        via.batches.retrieve("batch_" + "0" * 24)
+
+
 def test_a_batch_resumes_after_the_scheduler_dies(
-    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int]
+    sdk: openai.OpenAI, cluster: tuple[LocalCluster, int], front: int
 ) -> None:
     """Last in the module: it kills the scheduler. Ray restarts it; the batch goes on from the
-    journal, and each line still has exactly one job."""
+    journal, and each line still has exactly one job. The fronts find the new scheduler."""
     from tests.chaos.harness import wait_serving
 
     c, port = cluster
@@ -390,6 +479,16 @@ def test_a_batch_resumes_after_the_scheduler_dies(
     run(wait_serving(c.address))
     until(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={
         "Authorization": f"Bearer {sdk.api_key}"}).status_code == 200, 60, "the HTTP front")
+    via = openai.OpenAI(base_url=f"http://127.0.0.1:{front}/v1", api_key=sdk.api_key,
+                        max_retries=0, timeout=120)
+
+    def front_serves() -> bool:
+        try:
+            return len(via.embeddings.create(model=EMBED, input=["after"]).data) == 1
+        except openai.APIError:
+            return False
+
+    until(front_serves, 60, "the fronts to find the restarted scheduler")
     done = wait_batch(sdk, batch.id)
     assert done.status == "completed" and done.output_file_id
     assert done.request_counts is not None and done.request_counts.completed == 40

@@ -1,9 +1,13 @@
 """The OpenAI-compatible HTTP front: what customers' OpenAI SDK code calls.
 
-FastAPI on uvicorn, served by the scheduler process on `http_port`. It calls the customer
-service in-process (`CustomerService.principal/submit/events/cancel/models`), so the API key
-(`Authorization: Bearer <key>`), tenants, admission, the journal and idempotency
-(`Idempotency-Key`) are the gRPC front's own, decided once, without a second hop.
+FastAPI on uvicorn, served in two places over one set of routes (`OpenAiFront`):
+- by the scheduler process on `http_port`, calling the customer service in-process
+  (`InProcessCalls`), so the API key (`Authorization: Bearer <key>`), tenants, admission, the
+  journal and idempotency (`Idempotency-Key`) are the gRPC front's own, decided once, without a
+  second hop; the Batch API and usage are served here too (`add_leader_routes`);
+- by the stateless front processes (`hashserve front --http-port`), calling the leader over
+  gRPC (`scheduler/front/openai.py`), with the Batch API and usage passed on to the leader's
+  own HTTP port, as they read and write the journal.
 
 Endpoints:
 - `GET /v1/models`;
@@ -26,7 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -71,63 +75,119 @@ def _usage_row(row: UsageRow) -> dict[str, Any]:
             "charged_usd": row.charged_usd}
 
 
-class OpenAiFront:
-    """The FastAPI app over the customer service and the Batch API."""
+class CustomerCalls(Protocol):
+    """What the HTTP front asks of the customer API, for a caller known by its API key. Each
+    call raises `Refusal` with the gRPC status the same request would get over gRPC."""
 
-    def __init__(self, customers: CustomerService, batches: BatchService, journal: Journal,
-                 clock: Callable[[], float] = time.time) -> None:
+    def check_key(self, api_key: str) -> None:
+        """Refuse (UNAUTHENTICATED) a key known to be bad before the body is read; a front
+        that cannot tell leaves it to the call."""
+
+    async def submit(self, api_key: str,
+                     request: customer_pb2.SubmitJobRequest) -> jobs_pb2.Job: ...
+
+    def watch(self, api_key: str, job_id: str) -> AsyncIterator[customer_pb2.JobEvent]:
+        """The job's state, then each token and change until a terminal state."""
+        ...
+
+    async def models(self, api_key: str) -> customer_pb2.ListModelsResponse: ...
+
+
+def _metadata(api_key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+class InProcessCalls:
+    """`CustomerCalls` on this process's customer service (the leader's own HTTP port)."""
+
+    def __init__(self, customers: CustomerService) -> None:
         self.customers = customers
-        self.batches = batches
-        self.journal = journal
+
+    def principal(self, api_key: str) -> Principal:
+        return self.customers.principal(_metadata(api_key))
+
+    def check_key(self, api_key: str) -> None:
+        self.principal(api_key)
+
+    async def submit(self, api_key: str,
+                     request: customer_pb2.SubmitJobRequest) -> jobs_pb2.Job:
+        answers = await self.customers.submit(self.principal(api_key), [request])
+        return answers[0].job
+
+    async def watch(self, api_key: str, job_id: str) -> AsyncIterator[customer_pb2.JobEvent]:
+        rec = self.customers.own_job(self.principal(api_key), job_id)
+        async for event in self.customers.events(rec):
+            yield event
+
+    async def models(self, api_key: str) -> customer_pb2.ListModelsResponse:
+        self.principal(api_key)
+        return self.customers.models()
+
+
+def api_key_of(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+        raise ApiError(401, "authentication_error",
+                       "missing API key: send Authorization: Bearer <key>",
+                       code="invalid_api_key")
+    return auth[7:].strip()
+
+
+def unauthenticated(r: Refusal) -> ApiError:
+    return ApiError(401, "authentication_error", r.message, code="invalid_api_key")
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("the body is not JSON") from None
+
+
+class OpenAiFront:
+    """The FastAPI app over the customer API: models, the completions and embeddings. Where the
+    Batch API and usage are served is the caller's: `extra_routes` adds them."""
+
+    def __init__(self, calls: CustomerCalls,
+                 extra_routes: Callable[[FastAPI], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.calls = calls
         self.clock = clock
         self.app = FastAPI(title="hashserve OpenAI-compatible API", docs_url=None,
                            redoc_url=None)
         self._routes()
+        if extra_routes is not None:
+            extra_routes(self.app)
 
     # ----- plumbing --------------------------------------------------------------------------
 
-    def _principal(self, request: Request) -> Principal:
-        auth = request.headers.get("authorization", "")
-        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-            raise ApiError(401, "authentication_error",
-                           "missing API key: send Authorization: Bearer <key>",
-                           code="invalid_api_key")
+    def _api_key(self, request: Request) -> str:
+        key = api_key_of(request)
         try:
-            return self.customers.principal((("authorization", f"Bearer {auth[7:].strip()}"),))
+            self.calls.check_key(key)
         except Refusal as r:
-            raise ApiError(401, "authentication_error", r.message,
-                           code="invalid_api_key") from None
+            raise unauthenticated(r) from None
+        return key
 
-    @staticmethod
-    async def _json(request: Request) -> Any:
-        try:
-            return await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise invalid("the body is not JSON") from None
-
-    async def _submit(self, request: Request, principal: Principal,
+    async def _submit(self, request: Request, api_key: str,
                       spec: jobs_pb2.JobSpec) -> jobs_pb2.Job:
         key = request.headers.get("idempotency-key", "")
         try:
-            answers = await self.customers.submit(
-                principal, [customer_pb2.SubmitJobRequest(spec=spec, idempotency_key=key)]
-            )
+            return await self.calls.submit(
+                api_key, customer_pb2.SubmitJobRequest(spec=spec, idempotency_key=key))
         except Refusal as r:
             raise from_status(r.code, r.message) from None
-        return answers[0].job
 
-    async def _events(self, principal: Principal,
+    async def _events(self, api_key: str,
                       job_id: str) -> AsyncIterator[customer_pb2.JobEvent]:
         try:
-            rec = self.customers.own_job(principal, job_id)
-            stream = self.customers.events(rec)
+            async for event in self.calls.watch(api_key, job_id):
+                yield event
         except Refusal as r:
             raise from_status(r.code, r.message) from None
-        async for event in stream:
-            yield event
 
-    async def _finished(self, principal: Principal, job_id: str) -> jobs_pb2.Job:
-        async for event in self._events(principal, job_id):
+    async def _finished(self, api_key: str, job_id: str) -> jobs_pb2.Job:
+        async for event in self._events(api_key, job_id):
             if event.WhichOneof("event") == "job" and event.job.state in TERMINAL:
                 failure = job_error(event.job)
                 if failure is not None:
@@ -146,52 +206,39 @@ class OpenAiFront:
 
         @app.get("/v1/models")
         async def models(request: Request) -> JSONResponse:
-            self._principal(request)
+            key = self._api_key(request)
+            try:
+                listed = await self.calls.models(key)
+            except Refusal as r:
+                raise from_status(r.code, r.message) from None
             return JSONResponse({"object": "list", "data": [
                 {"id": m.name, "object": "model", "created": 0, "owned_by": "hashserve"}
-                for m in self.customers.models().models
+                for m in listed.models
             ]})
 
         for endpoint in ENDPOINTS.values():
             self._post(endpoint)
 
-        @app.get("/v1/usage")
-        async def usage_report(request: Request, start_time: float | None = None,
-                               end_time: float | None = None,
-                               group_by: str = "total") -> JSONResponse:
-            principal = self._principal(request)
-            if group_by not in ("total", "hour"):
-                raise invalid("group_by must be total or hour", param="group_by")
-            jobs = await asyncio.to_thread(
-                self.journal.metered_jobs, principal.tenant,
-                start_time if start_time is not None else float("-inf"),
-                end_time if end_time is not None else float("inf"),
-            )
-            rows = aggregate(jobs, hourly=group_by == "hour")
-            return JSONResponse({"object": "list", "data": [_usage_row(r) for r in rows]})
-
-        self._batch_routes()
-
     def _post(self, endpoint: Endpoint) -> None:
         async def handle(request: Request) -> Response:
-            principal = self._principal(request)
-            body: Knobs = parse(endpoint.request, await self._json(request))
+            api_key = self._api_key(request)
+            body: Knobs = parse(endpoint.request, await json_body(request))
             spec = endpoint.spec(body)
-            job = await self._submit(request, principal, spec)
+            job = await self._submit(request, api_key, spec)
             created = int(self.clock())
             if endpoint.streams and getattr(body, "stream", False):
                 options = getattr(body, "stream_options", None) or {}
                 return StreamingResponse(
-                    self._stream(principal, job.id, body, created,
+                    self._stream(api_key, job.id, body, created,
                                  bool(options.get("include_usage"))),
                     media_type="text/event-stream",
                 )
-            done = await self._finished(principal, job.id)
+            done = await self._finished(api_key, job.id)
             return JSONResponse(endpoint.respond(body, done, created))
 
         self.app.add_api_route(endpoint.path, handle, methods=["POST"], response_model=None)
 
-    async def _stream(self, principal: Principal, job_id: str, body: Knobs, created: int,
+    async def _stream(self, api_key: str, job_id: str, body: Knobs, created: int,
                       include_usage: bool) -> AsyncIterator[str]:
         is_chat = isinstance(body, ChatRequest)
         assert is_chat or isinstance(body, CompletionRequest)
@@ -211,7 +258,7 @@ class OpenAiFront:
             yield f"data: {json.dumps(first)}\n\n"
         sent = ""
         try:
-            async for event in self._events(principal, job_id):
+            async for event in self._events(api_key, job_id):
                 kind = event.WhichOneof("event")
                 if kind == "tokens":
                     # After a move that restarts the text, the next delta begins it anew; the
@@ -240,13 +287,36 @@ class OpenAiFront:
             yield f"data: {json.dumps(err.body())}\n\n"
         yield "data: [DONE]\n\n"
 
-    def _batch_routes(self) -> None:
-        app = self.app
-        batches = self.batches
+
+def add_leader_routes(calls: InProcessCalls, batches: BatchService,
+                      journal: Journal) -> Callable[[FastAPI], None]:
+    """The Batch API and usage, served where the journal is: the leader's own HTTP port."""
+
+    def principal_of(request: Request) -> Principal:
+        try:
+            return calls.principal(api_key_of(request))
+        except Refusal as r:
+            raise unauthenticated(r) from None
+
+    def add(app: FastAPI) -> None:
+        @app.get("/v1/usage")
+        async def usage_report(request: Request, start_time: float | None = None,
+                               end_time: float | None = None,
+                               group_by: str = "total") -> JSONResponse:
+            principal = principal_of(request)
+            if group_by not in ("total", "hour"):
+                raise invalid("group_by must be total or hour", param="group_by")
+            jobs = await asyncio.to_thread(
+                journal.metered_jobs, principal.tenant,
+                start_time if start_time is not None else float("-inf"),
+                end_time if end_time is not None else float("inf"),
+            )
+            rows = aggregate(jobs, hourly=group_by == "hour")
+            return JSONResponse({"object": "list", "data": [_usage_row(r) for r in rows]})
 
         @app.post("/v1/files")
         async def create_file(request: Request) -> JSONResponse:
-            principal = self._principal(request)
+            principal = principal_of(request)
             try:
                 form = await request.form()
             except Exception as err:  # starlette raises its own parse errors
@@ -263,28 +333,28 @@ class OpenAiFront:
 
         @app.get("/v1/files")
         async def list_files(request: Request, purpose: str = "") -> JSONResponse:
-            principal = self._principal(request)
+            principal = principal_of(request)
             data = await batches.list_files(principal, purpose)
             return JSONResponse({"object": "list", "data": data, "has_more": False})
 
         @app.get("/v1/files/{file_id}")
         async def get_file(request: Request, file_id: str) -> JSONResponse:
-            row = await batches.own_file(self._principal(request), file_id)
+            row = await batches.own_file(principal_of(request), file_id)
             return JSONResponse(file_object(row))
 
         @app.get("/v1/files/{file_id}/content")
         async def file_content(request: Request, file_id: str) -> Response:
-            row = await batches.own_file(self._principal(request), file_id)
+            row = await batches.own_file(principal_of(request), file_id)
             return Response(row.content or b"", media_type="application/jsonl")
 
         @app.delete("/v1/files/{file_id}")
         async def delete_file(request: Request, file_id: str) -> JSONResponse:
-            return JSONResponse(await batches.delete_file(self._principal(request), file_id))
+            return JSONResponse(await batches.delete_file(principal_of(request), file_id))
 
         @app.post("/v1/batches")
         async def create_batch(request: Request) -> JSONResponse:
-            principal = self._principal(request)
-            body: BatchCreate = parse(BatchCreate, await self._json(request))
+            principal = principal_of(request)
+            body: BatchCreate = parse(BatchCreate, await json_body(request))
             doc = await batches.create_batch(principal, body.input_file_id, body.endpoint,
                                              body.completion_window, body.metadata)
             return JSONResponse(doc)
@@ -292,7 +362,7 @@ class OpenAiFront:
         @app.get("/v1/batches")
         async def list_batches(request: Request, limit: int = 20,
                                after: str = "") -> JSONResponse:
-            principal = self._principal(request)
+            principal = principal_of(request)
             if not 1 <= limit <= 100:
                 raise invalid("limit must be from 1 to 100", param="limit")
             docs, more = await batches.list_batches(principal, limit, after)
@@ -303,11 +373,13 @@ class OpenAiFront:
 
         @app.get("/v1/batches/{batch_id}")
         async def get_batch(request: Request, batch_id: str) -> JSONResponse:
-            return JSONResponse(await batches.own_batch(self._principal(request), batch_id))
+            return JSONResponse(await batches.own_batch(principal_of(request), batch_id))
 
         @app.post("/v1/batches/{batch_id}/cancel")
         async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
-            return JSONResponse(await batches.cancel_batch(self._principal(request), batch_id))
+            return JSONResponse(await batches.cancel_batch(principal_of(request), batch_id))
+
+    return add
 
 
-__all__ = ["OpenAiFront"]
+__all__ = ["CustomerCalls", "InProcessCalls", "OpenAiFront", "add_leader_routes"]
