@@ -22,6 +22,8 @@ STATE_NAMES = {
     v: k.removeprefix("JOB_STATE_").lower() for k, v in jobs_pb2.JobState.items()
 }
 TIER_NAMES = {v: k for k, v in TIERS.items()}
+TERMINAL_STATES = frozenset({jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED,
+                             jobs_pb2.JOB_STATE_CANCELLED, jobs_pb2.JOB_STATE_EXPIRED})
 
 
 def read_credentials(path: Path = CREDENTIALS_FILE) -> dict[str, str]:
@@ -124,7 +126,8 @@ class Client:
             yield event
 
     async def wait(self, job_id: str, timeout_s: float = 300.0) -> jobs_pb2.Job:
-        """Watch until the job ends; returns its final state."""
+        """Watch until the job ends; returns its final state, as soon as it arrives (not when
+        the stream closes after it)."""
         call = self.stub.WatchJob(
             customer_pb2.WatchJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout_s
         )
@@ -132,6 +135,9 @@ class Client:
         async for event in call:
             if event.HasField("job"):
                 last = event.job
+                # The server closes the stream right after; its status adds nothing.
+                if last.state in TERMINAL_STATES:
+                    return last
         if last is None:
             return await self.get(job_id)
         return last

@@ -43,6 +43,11 @@ async def _refuse(context: grpc.aio.ServicerContext, method: str, bad: Undecodab
 
 
 class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # method -> (the handler it wrapped, the wrapper): built once per method, not per call,
+        # since this runs ahead of every request.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -51,6 +56,15 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, details.method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         behaviour = (
             handler.unary_unary or handler.unary_stream or handler.stream_unary
             or handler.stream_stream
@@ -59,7 +73,6 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
             # A synchronous servicer (the standard health service) runs in gRPC's thread pool;
             # it is left as it is.
             return handler
-        method = details.method
         decode = _tolerant(handler.request_deserializer)
         encode = handler.response_serializer
 

@@ -28,6 +28,7 @@ DEFAULT_MAX_TOKENS = 128
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 MAX_STOP_CHARS = 64
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
+_TIERS = frozenset(jobs_pb2.Tier.values())  # the enum lists them anew at each call
 TEMPLATE_TOKENS_PER_TURN = 4
 JOB_ID_RE = re.compile(r"^job_[0-9a-f]{32}$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]+$")
@@ -108,7 +109,7 @@ def validate_spec(
             "NOT_FOUND",
             f"unknown model {spec.model[:80]!r}; available: {', '.join(sorted(catalogue))}",
         )
-    if spec.tier not in jobs_pb2.Tier.values():
+    if spec.tier not in _TIERS:
         raise InvalidRequest(
             "INVALID_ARGUMENT",
             f"tier {spec.tier} is not one of interactive (1), standard (2), flex (3)",

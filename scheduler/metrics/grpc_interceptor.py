@@ -64,19 +64,28 @@ class GrpcServerMetrics:
         )
 
     def record(self, method: _Method, code: str, seconds: float) -> None:
-        self.handled.labels(*method.labels, code).inc()
-        self.handling.labels(*method.labels).observe(seconds)
+        handled = method.handled.get(code)
+        if handled is None:
+            handled = method.handled[code] = self.handled.labels(*method.labels, code)
+        handled.inc()
+        handling = method.handling
+        if handling is None:
+            handling = method.handling = self.handling.labels(*method.labels)
+        handling.observe(seconds)
 
 
 class _Method:
-    """The labels of one resolved method, computed once per call."""
+    """The labels of one resolved method, and its series, found once per method: a label
+    lookup per call costs more than the increment it serves."""
 
-    __slots__ = ("labels",)
+    __slots__ = ("handled", "handling", "labels")
 
     def __init__(self, full_method: str, rpc_type: str) -> None:
         # "/hashserve.v1.CustomerService/SubmitJob" -> ("hashserve.v1.CustomerService", "SubmitJob")
         service, _, name = full_method.lstrip("/").rpartition("/")
         self.labels = (service or "unknown", name, rpc_type)
+        self.handled: dict[str, Any] = {}  # status code -> its counter
+        self.handling: Any = None  # the histogram's series
 
 
 def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
@@ -128,6 +137,8 @@ def _code_of(context: Any, error: BaseException | None) -> str:
 class MetricsServerInterceptor(aio.ServerInterceptor):
     def __init__(self, metrics: GrpcServerMetrics) -> None:
         self._metrics = metrics
+        # method -> (the handler it wrapped, the wrapper, the started counter): built once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler, Any]] = {}
 
     async def intercept_service(
         self,
@@ -137,8 +148,18 @@ class MetricsServerInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = _Method(handler_call_details.method, _rpc_type(handler))
-        self._metrics.started.labels(*method.labels).inc()
+        name = handler_call_details.method
+        cached = self._wrapped.get(name)
+        if cached is None or cached[0] is not handler:
+            method = _Method(name, _rpc_type(handler))
+            cached = (handler, self._wrapped_handler(handler, method),
+                      self._metrics.started.labels(*method.labels))
+            self._wrapped[name] = cached
+        cached[2].inc()
+        return cached[1]
+
+    def _wrapped_handler(self, handler: grpc.RpcMethodHandler,
+                         method: _Method) -> grpc.RpcMethodHandler:
         streaming = handler.response_streaming
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
