@@ -71,6 +71,24 @@ class _Working:
         self.verdicts: dict[FitKey, tuple[FilterVerdict, ...]] = {}
         # Nodes of the allowed accelerator kinds, by kinds: placing changes no node's kind.
         self._kinds: dict[frozenset[str], np.ndarray] = {}
+        # Alike jobs' nodes by every filter but free slots (the only one placing changes), as
+        # ids in node order: a queue's jobs fall in few classes, so the full-length masks are
+        # built once per class, and each job scans only its class's nodes for a free slot.
+        self._eligible: dict[FitKey, np.ndarray] = {}
+
+    def eligible(self, key: FitKey, job: JobRequest, cols: ModelColumns) -> np.ndarray:
+        ids = self._eligible.get(key)
+        if ids is None:
+            index = self.index
+            fits = cols.serves & index.healthy & index.serving
+            fits &= index.memory_mb >= job.memory_mb
+            region_ok = _region_mask(job, index)
+            if region_ok is not None:
+                fits &= region_ok
+            if job.accelerators:
+                fits &= self.kind_mask(job.accelerators)
+            ids = self._eligible[key] = np.flatnonzero(fits)
+        return ids
 
     def kind_mask(self, kinds: frozenset[str]) -> np.ndarray:
         """Nodes whose accelerator kind is one of `kinds` (a job that names some)."""
@@ -144,14 +162,8 @@ def _place_one(
     cols = index.models.get(job.model)
     if cols is None or not index.ids or key in working.fits_nowhere:
         return _unplaceable(job, key, index, working, cols)
-    region_ok = _region_mask(job, index)
-    fits = cols.serves & index.healthy & index.serving & (working.slots_free > 0)
-    fits &= index.memory_mb >= job.memory_mb
-    if region_ok is not None:
-        fits &= region_ok
-    if job.accelerators:
-        fits &= working.kind_mask(job.accelerators)
-    cand = np.flatnonzero(fits)
+    eligible = working.eligible(key, job, cols)
+    cand = eligible[working.slots_free[eligible] > 0]
     if cand.size == 0:
         working.fits_nowhere.add(key)
         return _unplaceable(job, key, index, working, cols)
