@@ -217,7 +217,8 @@ class Admission:
     def on_node(self, node: NodeState, now_s: float) -> None:
         return None
 
-    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
+    def on_queue(self, jobs: Mapping[str, JobRecord],
+                 queued_by_tier: Mapping[Tier, int]) -> None:
         # Once a tick, a cheap consistency check against the core's own jobs: should any job
         # have left (or entered) without the events above, resynchronise, so a missed event can
         # never hold a tenant's quota for good.

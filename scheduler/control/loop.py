@@ -164,7 +164,7 @@ class ControlLoop:
                         log.info("forgot node %s: gone over %.0f h with nothing running",
                                  node_id, self.core.policy.forget_node_after_s / 3600)
                     for observer in self.observers:
-                        observer.on_queue(self.core.jobs)
+                        observer.on_queue(self.core.jobs, self.core.queued_by_tier)
                         for node_id in forgotten:
                             observer.on_node_forgotten(node_id)
             except Exception:  # the loop must outlive one bad turn; the journal is intact

@@ -27,7 +27,8 @@ class LoopObserver(Protocol):
 
     def on_node_forgotten(self, node_id: str) -> None: ...
 
-    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None: ...
+    def on_queue(self, jobs: Mapping[str, JobRecord],
+                 queued_by_tier: Mapping[Tier, int]) -> None: ...
 
 
 class MetricsObserver:
@@ -120,10 +121,7 @@ class MetricsObserver:
         if node.connected:
             self.metrics.site_heartbeat(info.site, info.region, now_s)
 
-    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
-        counts = dict.fromkeys(Tier, 0)
-        for rec in jobs.values():
-            if rec.state is JobState.QUEUED:
-                counts[rec.spec.tier] += 1
-        for tier, n in counts.items():
+    def on_queue(self, jobs: Mapping[str, JobRecord],
+                 queued_by_tier: Mapping[Tier, int]) -> None:
+        for tier, n in queued_by_tier.items():
             self.metrics.set_queue_depth(tier.value, n)

@@ -31,6 +31,7 @@ from scheduler.core.clock import Clock
 from scheduler.core.fleet import Fleet
 from scheduler.core.jobs import JobRecord
 from scheduler.core.market import MarketSnapshot, price_field
+from scheduler.core.models import Tier
 from scheduler.core.outlook import LivePriceBook
 from scheduler.core.planner import (
     CurtailmentWindow,
@@ -373,7 +374,8 @@ class PowerController:
         # A node heard from (a new session's first heartbeat): it gets the mode if it lacks it.
         self._send_mode_to(node.info.node_id)
 
-    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
+    def on_queue(self, jobs: Mapping[str, JobRecord],
+                 queued_by_tier: Mapping[Tier, int]) -> None:
         pass
 
     # ----- ops ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from scheduler.core.capacity import (
 from scheduler.core.estimates import NodeEstimates
 from scheduler.core.job_states import JobEvent, JobState, can, transition
 from scheduler.core.jobs import JobRecord
-from scheduler.core.models import DEFAULT_CATALOGUE, ModelSpec
+from scheduler.core.models import DEFAULT_CATALOGUE, ModelSpec, Tier
 from scheduler.core.placement import (
     DEFAULT_PROFILE,
     Decision,
@@ -53,6 +53,9 @@ AttemptKey = tuple[str, int]
 JobCounts = dict[str, dict[frozenset[str], int]]
 _LEASED = (JobState.ASSIGNED, JobState.RUNNING)
 _SHED_EPS_MW = 1e-9
+# Unplaceable jobs are looked at again when a node changes; this often besides, in case
+# something else made room (a safety net: nothing known needs it).
+UNPLACED_RECHECK_S = 10.0
 
 
 def _fit_key(rec: JobRecord) -> FitKey:
@@ -296,10 +299,15 @@ class SchedulerCore:
         # Nodes `tick` forgot (gone past `forget_node_after_s`), for the edges to drop too.
         self.forgotten_nodes: list[str] = []
         # Jobs no node would take at the last look. They are looked at again when a node
-        # changes (a slot frees, one joins, a site opens) and at every tick, not at every
-        # submit: a deep queue of jobs waiting for a region with no room would otherwise be
-        # placed again, and refused again, each time a new job arrives.
+        # changes (a slot frees, one joins, a site opens), which is what can change that
+        # answer, and every `UNPLACED_RECHECK_S` besides; not at every submit or tick: a deep
+        # queue of jobs waiting for a region with no room would otherwise be placed again, and
+        # refused again, thousands at a time.
         self._parked: list[JobRecord] = []
+        self._parked_checked_s = 0.0
+        # Jobs waiting for the busy node that holds their prefix: back at the next node change
+        # or tick, since how long they have waited bounds the wait.
+        self._held: list[JobRecord] = []
         # Nodes ops drained, including ones not connected now: a node drained before a
         # scheduler restart is drained again when it says hello.
         self.drained: set[str] = set()
@@ -318,6 +326,7 @@ class SchedulerCore:
         # the models, not of walking every job.
         self._queued_jobs: JobCounts = {}
         self._leased_jobs: JobCounts = {}
+        self._queued_by_tier: dict[Tier, int] = dict.fromkeys(Tier, 0)
         self._surplus_since_s: dict[str, float] = {}
         self.capacity_plan = CapacityPlan()  # the last tick's, for metrics and the admin API
 
@@ -398,6 +407,11 @@ class SchedulerCore:
     def queued_jobs(self) -> Mapping[str, Mapping[frozenset[str], int]]:
         """Queued jobs: model -> allowed regions (empty: any) -> how many."""
         return self._queued_jobs
+
+    @property
+    def queued_by_tier(self) -> Mapping[Tier, int]:
+        """Queued jobs by tier (every tier, zero included)."""
+        return self._queued_by_tier
 
     @property
     def leased_jobs(self) -> Mapping[str, Mapping[frozenset[str], int]]:
@@ -615,7 +629,10 @@ class SchedulerCore:
     # ----- the control tick -----------------------------------------------------------------
 
     def tick(self, now_s: float) -> Step:
-        self._unpark()
+        self._unpark(self._held)
+        if now_s - self._parked_checked_s >= UNPLACED_RECHECK_S:
+            self._unpark(self._parked)
+            self._parked_checked_s = now_s
         step = Step()
         silence_s = self.policy.silence_s
         for node in self.nodes.values():
@@ -850,7 +867,9 @@ class SchedulerCore:
 
     def schedule(self, now_s: float) -> Step:
         if self._changed_nodes:
-            self._unpark()
+            self._unpark(self._held)
+            self._unpark(self._parked)
+            self._parked_checked_s = now_s
         step = Step()
         budget = self.policy.max_placements_per_tick  # jobs looked at in one tick
         unplaced: list[JobRecord] = []
@@ -907,9 +926,9 @@ class SchedulerCore:
                     continue
                 step.decisions.append(decision)
                 if isinstance(decision, Hold):
-                    # Waits, parked, for the busy node holding its prefix: back on the heap
-                    # when a node changes (that one's slot frees) or at the tick.
-                    self._parked.append(rec)
+                    # Waits for the busy node holding its prefix: back on the heap when a
+                    # node changes (that one's slot frees) or at the tick.
+                    self._held.append(rec)
                 elif isinstance(decision, Deferral):
                     self._put(rec.evolve(not_before_s=decision.until_s), step)
                     self._push(self.jobs[rec.job_id])
@@ -918,13 +937,14 @@ class SchedulerCore:
                     unplaced.append(rec)
                     dead.setdefault(_fit_key(rec), decision)
         # Unplaceable now. Even "unresolvable" may change when a node joins, so the job waits,
-        # parked, and its deadline bounds the wait; back on the heap at the next node change
-        # or tick.
+        # parked, and its deadline bounds the wait.
         self._parked.extend(unplaced)
         return step
 
-    def _unpark(self) -> None:
-        parked, self._parked = self._parked, []
+    def _unpark(self, jobs: list[JobRecord]) -> None:
+        """Put `jobs` (the parked or the held) back on the heap, and empty the list."""
+        parked = jobs.copy()
+        jobs.clear()
         for rec in parked:
             current = self.jobs.get(rec.job_id)
             if current is not None and current.state is JobState.QUEUED:
@@ -1040,6 +1060,7 @@ class SchedulerCore:
     def _count(self, rec: JobRecord, delta: int) -> None:
         if rec.state is JobState.QUEUED:
             counts = self._queued_jobs
+            self._queued_by_tier[rec.spec.tier] += delta
         elif rec.state in _LEASED:
             counts = self._leased_jobs
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping
 from enum import Enum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -68,6 +69,7 @@ class SchedulerMetrics:
         r = self.registry
         self._node_site: dict[str, str] = {}
         self._site_region: dict[str, str] = {}
+        self._series_cache: dict[tuple[int, tuple[str, ...]], Any] = {}
 
         # Jobs
         self.jobs_submitted = Counter(
@@ -368,6 +370,16 @@ class SchedulerMetrics:
             return model
         return OTHER_MODEL
 
+    def _series(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, found once: the per-job series are touched at every submit
+        and outcome, and a label lookup costs more than the increment. Only for series never
+        removed (the nodes' are, and use `labels` itself)."""
+        key = (id(metric), labels)
+        child = self._series_cache.get(key)
+        if child is None:
+            child = self._series_cache[key] = metric.labels(*labels)
+        return child
+
     # Jobs ------------------------------------------------------------------------------------
 
     def set_leader(self, leading: bool, epoch: int) -> None:
@@ -377,12 +389,13 @@ class SchedulerMetrics:
     def job_metered(self, tenant: str, tier: str | Enum, model: str, prompt_tokens: int,
                     completion_tokens: int, charged_usd: float) -> None:
         labels = (tenant, self._model(model), label_value(tier, TIERS, "tier"))
-        self.tenant_tokens.labels(*labels, "prompt").inc(prompt_tokens)
-        self.tenant_tokens.labels(*labels, "completion").inc(completion_tokens)
-        self.tenant_charged.labels(*labels).inc(charged_usd)
+        self._series(self.tenant_tokens, *labels, "prompt").inc(prompt_tokens)
+        self._series(self.tenant_tokens, *labels, "completion").inc(completion_tokens)
+        self._series(self.tenant_charged, *labels).inc(charged_usd)
 
     def job_submitted(self, tier: str | Enum, model: str) -> None:
-        self.jobs_submitted.labels(label_value(tier, TIERS, "tier"), self._model(model)).inc()
+        self._series(self.jobs_submitted, label_value(tier, TIERS, "tier"),
+                     self._model(model)).inc()
 
     def job_finished(
         self,
@@ -403,20 +416,20 @@ class SchedulerMetrics:
         """
         tier_label = label_value(tier, TIERS, "tier")
         outcome_label = label_value(outcome, JOB_OUTCOMES, "outcome")
-        self.jobs_finished.labels(tier_label, outcome_label).inc()
+        self._series(self.jobs_finished, tier_label, outcome_label).inc()
         if queue_s is not None:
-            self.queue_wait.labels(tier_label).observe(queue_s)
+            self._series(self.queue_wait, tier_label).observe(queue_s)
         if run_s is not None:
-            self.run_time.labels(self._model(model)).observe(run_s)
+            self._series(self.run_time, self._model(model)).observe(run_s)
         if outcome_label != "succeeded":
             return
         if latency_s is None and queue_s is not None and run_s is not None:
             latency_s = queue_s + run_s
         if latency_s is None:
             return
-        self.latency.labels(tier_label).observe(latency_s)
+        self._series(self.latency, tier_label).observe(latency_s)
         if latency_target_s is not None and latency_s > latency_target_s:
-            self.jobs_late.labels(tier_label).inc()
+            self._series(self.jobs_late, tier_label).inc()
 
     def set_queue_depth(self, tier: str | Enum, n: int) -> None:
         self.jobs_queued.labels(label_value(tier, TIERS, "tier")).set(n)
@@ -436,7 +449,8 @@ class SchedulerMetrics:
         self.placement_time.observe(seconds)
 
     def placement_outcome(self, outcome: str, n: int = 1) -> None:
-        self.placement_outcomes.labels(label_value(outcome, PLACEMENT_OUTCOMES, "outcome")).inc(n)
+        self._series(self.placement_outcomes,
+                     label_value(outcome, PLACEMENT_OUTCOMES, "outcome")).inc(n)
 
     # Market ----------------------------------------------------------------------------------
 

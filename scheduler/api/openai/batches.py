@@ -50,6 +50,7 @@ from scheduler.api.openai.schema import (
 )
 from scheduler.core.job_states import JobState
 from scheduler.core.jobs import JobRecord
+from scheduler.core.models import Tier
 from scheduler.core.scheduler import NodeState, Step
 from scheduler.journal.base import BatchRow, FileRow, Journal
 
@@ -570,7 +571,8 @@ class BatchService:
     def on_node(self, node: NodeState, now_s: float) -> None:
         return None
 
-    def on_queue(self, jobs: Mapping[str, JobRecord]) -> None:
+    def on_queue(self, jobs: Mapping[str, JobRecord],
+                 queued_by_tier: Mapping[Tier, int]) -> None:
         return None
 
 

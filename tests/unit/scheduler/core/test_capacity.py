@@ -449,6 +449,11 @@ def _assert_counts(core: SchedulerCore) -> None:
     assert core.queued_jobs == _recount(core, {JobState.QUEUED})
     assert core.leased_jobs == _recount(core, {JobState.ASSIGNED, JobState.RUNNING})
     assert core.queued_count() == sum(1 for r in core.jobs.values() if r.state is JobState.QUEUED)
+    by_tier = {t: 0 for t in core.queued_by_tier}
+    for rec in core.jobs.values():
+        if rec.state is JobState.QUEUED:
+            by_tier[rec.spec.tier] += 1
+    assert core.queued_by_tier == by_tier
 
 
 def test_the_job_counts_follow_every_change_of_state() -> None:

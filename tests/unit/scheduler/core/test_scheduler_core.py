@@ -600,15 +600,33 @@ def test_jobs_no_node_takes_are_not_placed_again_at_every_submit() -> None:
     assert len(first.decisions) == 50 and not assigns(first)  # all looked at: none fits
     h.submit(make_record("near"))
     second = h.core.schedule(h.now_s)
-    # Only the new job is looked at: the 50 wait for a node change or the tick.
+    # Only the new job is looked at: the 50 wait for a node change.
     assert [d.job_id for d in second.decisions] == ["near"]
     assert assigns(second) == [("n1", "near", 1)]
     h.connect(make_node_info("n2", site="s2", region="europe"))  # a node that fits joins
     third = h.core.schedule(h.now_s)
     assert len(assigns(third)) >= 1 and all(a[0] == "n2" for a in assigns(third))
-    # And every tick looks at all that still wait.
-    later = h.tick(1.0)
-    assert {d.job_id for d in later.decisions} <= {f"far{i}" for i in range(50)}
+    waiting = {f"far{i}" for i in range(50)} - {a[1] for a in assigns(third)}
+    assert waiting
+
+
+def test_a_tick_looks_again_at_unplaceable_jobs_only_now_and_then() -> None:
+    """A tick with no node changed leaves jobs no node took parked (nothing that decides it
+    changed); every UNPLACED_RECHECK_S it looks at them all the same, and so does any node
+    change."""
+    from scheduler.core.scheduler import UNPLACED_RECHECK_S
+
+    h = Harness()
+    h.connect(make_node_info("n1", site="s1", region="north_america"))
+    h.submit(*[make_record(f"far{i}", allowed_regions=("europe",)) for i in range(20)])
+    assert len(h.tick(0.5).decisions) == 20
+    far = {f"far{i}" for i in range(20)}
+    assert not [d for d in h.tick(0.5).decisions if d.job_id in far]
+    assert not [d for d in h.tick(UNPLACED_RECHECK_S / 2).decisions if d.job_id in far]
+    again = h.tick(UNPLACED_RECHECK_S / 2)
+    assert {d.job_id for d in again.decisions} == far and not assigns(again)
+    h.connect(make_node_info("n3", site="s3", region="north_america"))  # a node changes
+    assert {d.job_id for d in h.core.schedule(h.now_s).decisions} == far
 
 
 def test_an_assignment_counts_its_prompt_as_held_until_a_heartbeat_says_otherwise() -> None:
