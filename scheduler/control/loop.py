@@ -92,7 +92,11 @@ class ControlLoop:
         self.sessions: dict[str, AgentSession] = {}
         self.watchers = Watchers()
         self.observers: list[LoopObserver] = []
-        self._kick = asyncio.Event()
+        # A kick wakes the loop's wait (`_wake`), or, while a turn runs, asks for another at
+        # once (`_kicked`). Not an Event under wait_for: that costs a task and a timer per
+        # turn, and every group commit kicks.
+        self._kicked = False
+        self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         # Group commit: submits that arrive while a commit is on disk wait here and are written
         # together in the next one (one fsync for all of them).
@@ -133,7 +137,7 @@ class ControlLoop:
 
     async def stop(self) -> None:
         self._stopping = True
-        self._kick.set()
+        self.kick()
         for session in list(self.sessions.values()):
             session.close()
         if self._task is not None:
@@ -144,9 +148,7 @@ class ControlLoop:
     async def _run(self) -> None:
         next_tick_s = 0.0
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self.tick_s)
-            self._kick.clear()
+            await self._wait_for_kick()
             now_s = self.clock.now_s()
             try:
                 started = time.perf_counter()
@@ -171,14 +173,33 @@ class ControlLoop:
                 log.exception("control loop turn failed")
                 await asyncio.sleep(self.tick_s)
 
+    async def _wait_for_kick(self) -> None:
+        """Until the next kick, or `tick_s` at most."""
+        if self._kicked:
+            self._kicked = False
+            return
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        self._wake = wake
+        timer = loop.call_later(self.tick_s, _wake_up, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
     def kick(self) -> None:
-        self._kick.set()
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        else:
+            self._kicked = True
 
     def halt(self) -> None:
         """Act no more (the lease is lost, or memory and journal may differ); `stop` still
         ends the task and the sessions."""
         self._stopping = True
-        self._kick.set()
+        self.kick()
         # Submits still waiting for their commit are told now, as UNAVAILABLE (retry with the
         # same key), not cut off by the server's stop as CANCELLED. A commit that lands after
         # all is found by that retry's idempotency key.
@@ -469,6 +490,11 @@ class ControlLoop:
         for rec in self.core.jobs.values():
             counts[rec.state] = counts.get(rec.state, 0) + 1
         return counts
+
+
+def _wake_up(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 def _decision_rows(step: Step, now_s: float) -> list[tuple[float, str, str, str]]:

@@ -132,6 +132,8 @@ class NodeModels:
     running: Mapping[str, int] = field(default_factory=dict)  # model -> jobs running
     refused: frozenset[str] = frozenset()  # models whose load it refused lately
     region: str = ""  # where a job's allowed regions are checked against
+    # Models ops loaded here by hand: capacity never unloads them (ops do, or a restart).
+    pinned: frozenset[str] = frozenset()
 
     @property
     def held(self) -> frozenset[str]:
@@ -312,7 +314,8 @@ def plan_capacity(
         protected = (_regions_in_demand(d, by_regions, now_s, after_s)
                      if keep > 0 and after_s is not None else set())
         per_region = _count_by_region(eligible, model, held_at)
-        idle_holders = [n for n in holders if not n.running.get(model)]
+        idle_holders = [n for n in holders
+                        if not n.running.get(model) and model not in n.pinned]
         reason = (f"scale to zero: no demand for {idle_s:.0f} s" if keep == 0
                   else f"capacity: need {keep}: {why}")
         going: set[str] = set()

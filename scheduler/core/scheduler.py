@@ -139,6 +139,9 @@ class NodeState:
     # Models whose load it refused or failed, until when they are not sent there (placement
     # and capacity both skip them); and the failures its last heartbeat reported.
     load_refused_until_s: dict[str, float] = field(default_factory=dict)
+    # Models ops loaded here (`command_model`): kept loaded until ops unload them. In memory
+    # only: a new leader's capacity planning may unload them again.
+    pinned_models: set[str] = field(default_factory=set)
     load_failures: frozenset[str] = frozenset()
     load_s: dict[str, float] = field(default_factory=dict)  # measured cold starts, per model
     prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
@@ -727,6 +730,7 @@ class SchedulerCore:
         step = Step()
         if load:
             node.loading_models = node.loading_models | {model}
+            node.pinned_models.add(model)
             node.load_refused_until_s.pop(model, None)  # ops ask again: the agent decides
             step.intents.append(LoadOnNode(node_id, info.site, model, reason))
         else:
@@ -737,6 +741,7 @@ class SchedulerCore:
             node.loaded_models = node.loaded_models - {model}
             node.loading_models = node.loading_models - {model}
             node.warm_models.discard(model)
+            node.pinned_models.discard(model)
             step.intents.append(UnloadOnNode(node_id, info.site, model, reason))
         self._changed_nodes.add(node_id)
         return step
@@ -766,6 +771,7 @@ class SchedulerCore:
             running=running,
             refused=frozenset(m for m, until_s in node.load_refused_until_s.items()
                               if until_s > now_s),
+            pinned=frozenset(node.pinned_models),
         )
 
     def shed(self, orders: Iterable[ShedOrder], now_s: float) -> Step:

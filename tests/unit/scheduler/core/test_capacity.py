@@ -400,6 +400,28 @@ def test_ops_load_and_unload_a_model_with_clear_refusals() -> None:
     assert not isinstance(step, str) and [type(i) for i in step.intents] == [UnloadOnNode]
 
 
+def test_a_model_ops_loaded_stays_through_scale_to_zero_until_ops_unload_it() -> None:
+    core, clock = _core(replace(POLICY, scale_to_zero_after_s=4.0))
+    for name in ("n1", "n2"):
+        info = replace(make_node_info(name, models=()), loadable_models=frozenset({EMBED_MODEL}))
+        core.connect_node(info, (), clock.now_s())
+    assert not isinstance(core.command_model("n1", EMBED_MODEL, True, "ops"), str)
+    core.heartbeat("n1", (), clock.now_s(), models=ModelsReport(loaded=frozenset({EMBED_MODEL})))
+    # A copy capacity loaded itself, on n2, beside the pinned one.
+    core.heartbeat("n2", (), clock.now_s(), models=ModelsReport(loaded=frozenset({EMBED_MODEL})))
+    for _ in range(6):  # long past scale_to_zero_after_s with no demand at all
+        clock.advance(2.0)
+        step = core.tick(clock.now_s())
+        gone = {i.node_id for i in step.intents if isinstance(i, UnloadOnNode)}
+        assert "n1" not in gone
+        if gone:
+            core.heartbeat("n2", (), clock.now_s(), models=ModelsReport(loaded=frozenset()))
+    assert EMBED_MODEL not in core.nodes["n2"].loaded_models  # the unpinned copy went
+    step = core.command_model("n1", EMBED_MODEL, False, "ops")
+    assert not isinstance(step, str) and [type(i) for i in step.intents] == [UnloadOnNode]
+    assert not core.nodes["n1"].pinned_models
+
+
 def test_a_job_only_europe_may_run_does_not_wait_behind_a_replica_in_asia() -> None:
     core, clock = _core()
     # Four slots in asia: the one queued job fits the fleet-wide count of one copy.
