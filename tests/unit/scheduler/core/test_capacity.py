@@ -417,8 +417,8 @@ def test_a_model_ops_loaded_stays_through_scale_to_zero_until_ops_unload_it() ->
         if gone:
             core.heartbeat("n2", (), clock.now_s(), models=ModelsReport(loaded=frozenset()))
     assert EMBED_MODEL not in core.nodes["n2"].loaded_models  # the unpinned copy went
-    step = core.command_model("n1", EMBED_MODEL, False, "ops")
-    assert not isinstance(step, str) and [type(i) for i in step.intents] == [UnloadOnNode]
+    unload = core.command_model("n1", EMBED_MODEL, False, "ops")
+    assert not isinstance(unload, str) and [type(i) for i in unload.intents] == [UnloadOnNode]
     assert not core.nodes["n1"].pinned_models
 
 
