@@ -280,7 +280,7 @@ def plan_capacity(
                     n.region in regions and model in held_at[n.node_id] for n in eligible):
                 continue
             in_regions = [n for n in eligible if n.region in regions]
-            for node in _load_order(in_regions, model, held_at, used_mb, spec, claims)[:1]:
+            for node in _load_order(in_regions, model, held_at, used_mb, spec, claims, 1):
                 actions.append(LoadOnNode(
                     node.node_id, node.site, model,
                     f"capacity: {count} queued for {','.join(sorted(regions))}, no replica there"))
@@ -290,8 +290,8 @@ def plan_capacity(
                 loaded += 1
         if len(holders) + loaded < wanted:
             surplus_since_s.pop(model, None)
-            for node in _load_order(eligible, model, held_at, used_mb, spec, claims)[:min(
-                    wanted - len(holders) - loaded, loads_left)]:
+            for node in _load_order(eligible, model, held_at, used_mb, spec, claims,
+                                    min(wanted - len(holders) - loaded, loads_left)):
                 actions.append(LoadOnNode(node.node_id, node.site, model,
                                           f"capacity: need {wanted}: {why}"))
                 held_at[node.node_id].add(model)
@@ -398,12 +398,14 @@ def _count_by_region(
 
 def _load_order(
     eligible: Sequence[NodeModels], model: str, held_at: Mapping[str, set[str]],
-    used_mb: Mapping[str, int], spec: ModelTargets, claims: Mapping[str, float],
+    used_mb: Mapping[str, int], spec: ModelTargets, claims: Mapping[str, float], limit: int,
 ) -> list[NodeModels]:
-    """Nodes that can take one more copy of the model, best first: regions whose restricted
-    demand (`claims`) is least covered by the copies there (one with such demand and no copy
-    first: its jobs can use no other), then sites with fewest copies (spread, so one site's
-    curtailment does not take them all), then the node with most memory free."""
+    """The `limit` nodes that best take one more copy of the model each, best first: regions
+    whose restricted demand (`claims`) is least covered by the copies there (one with such
+    demand and no copy first: its jobs can use no other), then sites with fewest copies
+    (spread, so one site's curtailment does not take them all), then the node with most memory
+    free. Each pick is one pass over the candidates, not a sort: a fleet may have thousands of
+    nodes that could load the model, and a tick loads a few."""
     per_site: dict[str, int] = {}
     for n in eligible:
         if model in held_at[n.node_id]:
@@ -415,12 +417,12 @@ def _load_order(
         and (n.memory_mb <= 0 or used_mb[n.node_id] + spec.memory_mb <= n.memory_mb)
     ]
     order: list[NodeModels] = []
-    while fits:
-        fits.sort(key=lambda n: (_coverage(per_region.get(n.region, 0),
-                                           claims.get(n.region, 0.0)),
-                                 per_site.get(n.site, 0), used_mb[n.node_id] - n.memory_mb,
-                                 n.node_id))
-        best = fits.pop(0)
+    while fits and len(order) < limit:
+        best = min(fits, key=lambda n: (_coverage(per_region.get(n.region, 0),
+                                                  claims.get(n.region, 0.0)),
+                                        per_site.get(n.site, 0),
+                                        used_mb[n.node_id] - n.memory_mb, n.node_id))
+        fits.remove(best)
         order.append(best)
         per_site[best.site] = per_site.get(best.site, 0) + 1
         per_region[best.region] = per_region.get(best.region, 0) + 1
