@@ -174,7 +174,11 @@ def test_a_source_that_goes_down_is_seen_and_its_values_kept(
         assert seen['hashserve_market_source_errors{source="bitcoin-core"}'] >= 1.0
         # Its last values are minutes old, far within the difficulty's three days.
         assert market(sched).difficulty == DIFFICULTY
-        assert any("bitcoin-core" in p and "503" in p for p in market(sched).problems)
+        # The market the admin API shows is the power tick's: the problem is in it from the
+        # next tick after the poll that failed, not at once.
+        wait_for(lambda: any("bitcoin-core" in p and "503" in p for p in market(sched).problems),
+                 "the failure among the market's problems")
+        assert market(sched).difficulty == DIFFICULTY
     finally:
         services.routes["/rpc"] = core_rpc(tip_time_s=time.time() - 300)
     wait_for(lambda: metrics(sched).get('hashserve_market_source_up{source="bitcoin-core"}')
