@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from pydantic import Field
@@ -33,6 +33,9 @@ from scheduler.front.batcher import SubmitBatcher
 from scheduler.front.service import FrontCustomerService
 from scheduler.runtime.app import load_model_catalogue
 from scheduler.settings import DEFAULT_REGIONS
+
+if TYPE_CHECKING:
+    from scheduler.api.openai.front import HttpServing
 
 log = logging.getLogger("hashserve.front")
 
@@ -97,8 +100,7 @@ class FrontApp:
         self.regions = frozenset({site.region for site in fleet.sites} | set(settings.regions))
         self.port = 0
         self.http_port = 0
-        self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: HttpServing | None = None
         self._leader_http: Any = None  # LeaderHttp
         self._server: grpc.aio.Server | None = None
         self._upstream: grpc.aio.Channel | None = None
@@ -130,12 +132,9 @@ class FrontApp:
         return self.port
 
     async def _start_http(self) -> None:
-        import socket
         import ssl
 
-        import uvicorn
-
-        from scheduler.api.openai.front import OpenAiFront
+        from scheduler.api.openai.front import OpenAiFront, start_http
         from scheduler.front.openai import LeaderHttp, RemoteCalls, leader_base_urls
 
         s = self.settings
@@ -148,26 +147,15 @@ class FrontApp:
         calls = RemoteCalls(self._upstream, self.batcher, self.catalogue, self.regions,
                             failover_wait_s=s.failover_wait_s)
         front = OpenAiFront(calls, self._leader_http.routes)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((s.host, s.http_port))
-        self.http_port = sock.getsockname()[1]
-        tls = bool(s.tls_cert and s.tls_key)
-        config = uvicorn.Config(front.app, log_level="warning", lifespan="off",
-                                access_log=False, ssl_certfile=s.tls_cert if tls else None,
-                                ssl_keyfile=s.tls_key if tls else None)
-        self._http = uvicorn.Server(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]),
-                                              name="front-http")
+        self._http = start_http(front.app, s.host, s.http_port, s.tls_cert, s.tls_key,
+                                reuse_port=True, name="front-http")
+        self.http_port = self._http.port
         log.info("front serving the OpenAI-compatible API on %s://%s:%d/v1",
-                 "https" if tls else "http", s.host, self.http_port)
+                 "https" if self._http.tls else "http", s.host, self.http_port)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self._http is not None:
-            self._http.should_exit = True
-            if self._http_task is not None:
-                await self._http_task
+            await self._http.stop()
         if self._leader_http is not None:
             await self._leader_http.close()
         if self._server is not None:

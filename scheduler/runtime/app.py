@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1.health import HealthServicer
@@ -50,6 +50,9 @@ from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_
 from scheduler.metrics.registry import SchedulerMetrics
 from scheduler.runtime.leader import Leadership, holder_id
 from scheduler.settings import SchedulerSettings
+
+if TYPE_CHECKING:
+    from scheduler.api.openai.front import HttpServing
 
 log = logging.getLogger("hashserve.scheduler")
 # On losing the lease, calls in flight get this long to send their (UNAVAILABLE) answers.
@@ -258,8 +261,7 @@ class SchedulerApp:
         self._agent_server: grpc.aio.Server | None = None
         self._agent_health: HealthServicer | None = None
         self.http_port = 0
-        self._http: Any = None  # uvicorn.Server, imported only when the HTTP API is on
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: HttpServing | None = None
         self._batches: Any = None  # scheduler.api.openai.batches.BatchService
         self.customers: CustomerService | None = None
         self.leadership: Leadership | None = None
@@ -366,18 +368,19 @@ class SchedulerApp:
             self._stepping = asyncio.ensure_future(
                 asyncio.gather(*(x.stop(STEP_DOWN_GRACE_S) for x in servers)))
         if self._http is not None:
-            self._http.should_exit = True
+            self._http.server.should_exit = True
         self.stepped_down.set()
 
     async def _start_http(self) -> None:
         """The OpenAI-compatible front and its Batch API, on their own port, calling this
         process's customer service in-process."""
-        import socket
-
-        import uvicorn
-
         from scheduler.api.openai.batches import BatchLimits, BatchService
-        from scheduler.api.openai.front import InProcessCalls, OpenAiFront, add_leader_routes
+        from scheduler.api.openai.front import (
+            InProcessCalls,
+            OpenAiFront,
+            add_leader_routes,
+            start_http,
+        )
 
         assert self.customers is not None
         s = self.settings
@@ -390,27 +393,16 @@ class SchedulerApp:
         await self._batches.start()
         calls = InProcessCalls(self.customers)
         front = OpenAiFront(calls, add_leader_routes(calls, self._batches, self.journal))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((s.host, s.http_port))
-        self.http_port = sock.getsockname()[1]
-        # With the gRPC front's certificate, the HTTP front serves HTTPS too; customers show
-        # an API key, never a client certificate.
-        tls = bool(s.tls_cert and s.tls_key)
-        config = uvicorn.Config(front.app, log_level="warning", lifespan="off",
-                                access_log=False, ssl_certfile=s.tls_cert if tls else None,
-                                ssl_keyfile=s.tls_key if tls else None)
-        self._http = uvicorn.Server(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]),
-                                              name="openai-http")
-        log.info("OpenAI-compatible API on %s://%s:%d/v1", "https" if tls else "http", s.host,
-                 self.http_port)
+        # With the gRPC front's certificate, the HTTP front serves HTTPS too.
+        self._http = start_http(front.app, s.host, s.http_port, s.tls_cert, s.tls_key,
+                                reuse_port=False, name="openai-http")
+        self.http_port = self._http.port
+        log.info("OpenAI-compatible API on %s://%s:%d/v1",
+                 "https" if self._http.tls else "http", s.host, self.http_port)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self._http is not None:
-            self._http.should_exit = True
-            if self._http_task is not None:
-                await self._http_task
+            await self._http.stop()
         if self._batches is not None:
             await self._batches.stop()
         if self._health is not None:

@@ -30,6 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, UploadFile
@@ -382,4 +383,44 @@ def add_leader_routes(calls: InProcessCalls, batches: BatchService,
     return add
 
 
-__all__ = ["CustomerCalls", "InProcessCalls", "OpenAiFront", "add_leader_routes"]
+
+
+@dataclass
+class HttpServing:
+    """An ASGI app served by uvicorn on its own socket, as a task of this event loop."""
+
+    server: Any  # uvicorn.Server (imported only when an HTTP port is on)
+    task: asyncio.Task[None]
+    port: int
+    tls: bool
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+def start_http(app: FastAPI, host: str, port: int, tls_cert: str | None, tls_key: str | None,
+               *, reuse_port: bool, name: str) -> HttpServing:
+    """Serve `app` on host:port (0: any free port); HTTPS with the certificate when both are
+    given (customers show an API key, never a client certificate). `reuse_port`: several
+    processes share the port (SO_REUSEPORT) and the kernel spreads connections over them."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    tls = bool(tls_cert and tls_key)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                            ssl_certfile=tls_cert if tls else None,
+                            ssl_keyfile=tls_key if tls else None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
+    return HttpServing(server, task, sock.getsockname()[1], tls)
+
+
+__all__ = ["CustomerCalls", "HttpServing", "InProcessCalls", "OpenAiFront", "add_leader_routes",
+           "start_http"]
