@@ -6,7 +6,11 @@ Starts a real local hashserve (Ray, the scheduler actor, one agent process), the
 one-sentence embedding (and a short generation when llama-cpp-python is installed) measures:
   model:      the backend called directly in this process (what the job costs at minimum)
   hashserve:  submit over gRPC -> journal -> placement -> agent -> inference -> result watched back
-and prints p50/p90 of each and their ratio. The last line is JSON.
+and prints p50/p90 of each and their ratio. Beside them, in the same run, the p50 of a bare
+unary gRPC round trip between two processes of this machine (a health check against a
+grpc.aio server in a child process): the floor under every hop of the path, which moves with
+the machine's load, so the overhead is also given in round trips (`embed_overhead_in_rtts`).
+The last line is JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # bench/http.py's name would hide the standard library's `http` from every import after this
 # if this folder stayed first on the path (as it is for a script): it goes, the repository comes.
@@ -98,6 +103,52 @@ async def through_hashserve(cluster: LocalCluster, n: int, generate: bool) -> li
     return times
 
 
+def _health_server(port_out: Any) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+        port_out.send(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+def bare_rtt_ms(n: int) -> float:
+    """p50 of a unary gRPC call from this process to a bare server in another."""
+    import multiprocessing as mp
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_health_server, args=(child,), daemon=True)
+    proc.start()
+    try:
+        port = parent.recv()
+
+        async def calls() -> list[float]:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                out = []
+                for i in range(n + 20):
+                    t0 = time.perf_counter()
+                    await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                    if i >= 20:
+                        out.append((time.perf_counter() - t0) * 1000)
+                return out
+
+        return statistics.median(asyncio.run(calls()))
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
 def main() -> int:
     p = parser(__doc__)
     p.add_argument("--n", type=int, default=50, help="jobs per measurement")
@@ -113,6 +164,7 @@ def main() -> int:
         try:
             cluster.start_scheduler()
             cluster.start_agents()
+            rtt_before_ms = bare_rtt_ms(50 if args.smoke else 300)
             for kind, model_ms in direct.items():
                 if model_ms is None:
                     continue
@@ -126,6 +178,7 @@ def main() -> int:
                     "ratio_p50": round(e50 / m50, 3),
                     "n": len(e2e),
                 }
+            rtt_ms = statistics.median([rtt_before_ms, bare_rtt_ms(50 if args.smoke else 300)])
         finally:
             cluster.stop()
     print(
@@ -137,9 +190,12 @@ def main() -> int:
             f"{r['hashserve_p90_ms']:>8.2f}ms{r['overhead_p50_ms']:>9.2f}ms{r['ratio_p50']:>8.2f}"
         )
     embed = results.get("embed", {})
-    print(f"embedding overhead p50: {embed.get('overhead_p50_ms', float('nan')):.2f} ms over "
-          "the model's own time (target: 3 ms or less)")
-    finish("e2e", args, {"results": results,
+    overhead_ms = embed.get("overhead_p50_ms", float("nan"))
+    print(f"bare gRPC round trip p50 (two processes, before and after): {rtt_ms:.3f} ms")
+    print(f"embedding overhead p50: {overhead_ms:.2f} ms over the model's own time, "
+          f"{overhead_ms / rtt_ms:.1f} bare round trips (target: 3 ms or less)")
+    finish("e2e", args, {"results": results, "bare_rtt_p50_ms": round(rtt_ms, 3),
+                         "embed_overhead_in_rtts": round(overhead_ms / rtt_ms, 2),
                          "embed_overhead_p50_ms": embed.get("overhead_p50_ms")})
     return 0
 

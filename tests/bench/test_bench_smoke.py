@@ -24,6 +24,7 @@ EXPECTED = {
     "http": {"medians", "rounds", "http_vs_grpc"},
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
     "prefix": {"results", "ttft_p50_ratio", "summary", "seed"},
+    "e2e": {"results", "embed_overhead_p50_ms", "bare_rtt_p50_ms", "embed_overhead_in_rtts"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
