@@ -87,6 +87,9 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         # Both fronts answered (the OpenAI-compatible one and the gRPC one, same cluster).
         assert doc["medians"]["http"]["n"] > 0 and doc["medians"]["grpc"]["n"] > 0
         assert doc["http_vs_grpc"] > 0
+    elif bench == "e2e":
+        # An embedding went through the service, and the round-trip floor was measured.
+        assert doc["results"]["embed"]["n"] > 0 and doc["bare_rtt_p50_ms"] > 0
     else:
         assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
         assert doc["arrivals"]["jobs"] > 0 and doc["arrivals"]["cost_us_per_job"] > 0
