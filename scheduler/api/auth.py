@@ -46,6 +46,11 @@ def bearer_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> 
     raise AuthError("missing credentials: send metadata 'authorization: Bearer <key>'")
 
 
+def bearer_metadata(key: str) -> tuple[tuple[str, str]]:
+    """The call metadata that carries `key` (what `bearer_from_metadata` reads)."""
+    return (("authorization", f"Bearer {key}"),)
+
+
 def key_id_of(key: str) -> str:
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1]:

@@ -14,6 +14,7 @@ import asyncio
 import grpc
 
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
+from scheduler.api.auth import bearer_metadata
 from scheduler.api.customer_service import CustomerService
 from scheduler.api.refusal import Refusal
 from scheduler.api.validation import InvalidRequest, check_job_count
@@ -33,7 +34,7 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
                 check_job_count(len(jobs))
             except InvalidRequest as err:
                 raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
-            principal = self.customers.principal((("authorization", f"Bearer {item.api_key}"),))
+            principal = self.customers.principal(bearer_metadata(item.api_key))
             answers = await self.customers.submit(principal, jobs)
         except Refusal as r:
             return intake_pb2.IntakeResult(code=r.code.value[0], message=r.message)

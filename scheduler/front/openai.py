@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.api.auth import bearer_metadata
 from scheduler.api.openai.schema import ApiError
 from scheduler.api.refusal import Refusal
 from scheduler.core.models import ModelSpec
@@ -35,10 +36,6 @@ FORWARDED_RESPONSE_HEADERS = ("content-type", "retry-after", "content-dispositio
 LEADER_PATHS = ("/v1/files", "/v1/files/{file_id}", "/v1/files/{file_id}/content",
                 "/v1/batches", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/cancel",
                 "/v1/usage")
-
-
-def _metadata(api_key: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {api_key}"),)
 
 
 def _refusal(err: grpc.aio.AioRpcError) -> Refusal:
@@ -78,7 +75,7 @@ class RemoteCalls:
         tokens_sent = False
         while True:
             call = self.leader.WatchJob(customer_pb2.WatchJobRequest(job_id=job_id),
-                                        metadata=_metadata(api_key))
+                                        metadata=bearer_metadata(api_key))
             try:
                 async for event in call:
                     tokens_sent = tokens_sent or event.WhichOneof("event") == "tokens"
@@ -97,7 +94,7 @@ class RemoteCalls:
     async def models(self, api_key: str) -> customer_pb2.ListModelsResponse:
         try:
             reply: customer_pb2.ListModelsResponse = await self.leader.ListModels(
-                customer_pb2.ListModelsRequest(), metadata=_metadata(api_key),
+                customer_pb2.ListModelsRequest(), metadata=bearer_metadata(api_key),
                 timeout=self.call_timeout_s)
         except grpc.aio.AioRpcError as err:
             raise _refusal(err) from None

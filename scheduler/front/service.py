@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 import grpc
 
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
-from scheduler.api.auth import AuthError, bearer_from_metadata
+from scheduler.api.auth import AuthError, bearer_from_metadata, bearer_metadata
 from scheduler.api.refusal import Refusal
 from scheduler.api.validation import (
     InvalidRequest,
@@ -89,7 +89,7 @@ class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
         key = await self._key(context)
         try:
             return await getattr(self.leader, method)(
-                request, metadata=(("authorization", f"Bearer {key}"),),
+                request, metadata=bearer_metadata(key),
                 timeout=self.call_timeout_s)
         except grpc.aio.AioRpcError as err:
             await context.abort(err.code(), err.details() or "")
@@ -114,7 +114,7 @@ class FrontCustomerService(customer_pb2_grpc.CustomerServiceServicer):
     async def WatchJob(self, request: customer_pb2.WatchJobRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[customer_pb2.JobEvent]:
         key = await self._key(context)
-        call = self.leader.WatchJob(request, metadata=(("authorization", f"Bearer {key}"),))
+        call = self.leader.WatchJob(request, metadata=bearer_metadata(key))
         try:
             async for event in call:
                 yield event

@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from hashserve.v1 import customer_pb2, jobs_pb2
-from scheduler.api.auth import Principal
+from scheduler.api.auth import Principal, bearer_metadata
 from scheduler.api.customer_service import CustomerService, Refusal
 from scheduler.api.openai.batches import BatchService, file_object
 from scheduler.api.openai.schema import (
@@ -94,10 +94,6 @@ class CustomerCalls(Protocol):
     async def models(self, api_key: str) -> customer_pb2.ListModelsResponse: ...
 
 
-def _metadata(api_key: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {api_key}"),)
-
-
 class InProcessCalls:
     """`CustomerCalls` on this process's customer service (the leader's own HTTP port)."""
 
@@ -105,7 +101,7 @@ class InProcessCalls:
         self.customers = customers
 
     def principal(self, api_key: str) -> Principal:
-        return self.customers.principal(_metadata(api_key))
+        return self.customers.principal(bearer_metadata(api_key))
 
     def check_key(self, api_key: str) -> None:
         self.principal(api_key)
