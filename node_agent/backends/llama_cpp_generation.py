@@ -19,11 +19,13 @@ integration test checks it), and it counts the tokens exactly as the library's o
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib.util
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +82,14 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-# KV states of prompts kept beside the context (SmolLM2-135M: about 23 KB per token at f16, so
-# 64 MiB holds some 2,800 tokens of prompts).
+# KV cells of prompts kept in the context (SmolLM2-135M: about 23 KB per token at f16, so 64 MiB
+# holds some 2,800 tokens of prompts, a prefix shared by several of them counted once).
 DEFAULT_PREFIX_CACHE_BYTES = 64 * 2**20
 # Prompts shorter than this are not kept: evaluating them again costs little.
 MIN_KEPT_TOKENS = 32
+# Sequences that keep prompts (llama.cpp sequence ids 1..MAX_KEPT_PROMPTS; 0 is the one that
+# generates).
+MAX_KEPT_PROMPTS = 64
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -96,67 +101,116 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class PromptStates:
-    """Saved KV states of prompts, least recently used dropped first, within a byte budget;
-    each under the prefix block hashes its job came with, which the agent reports."""
+def shared_cells(prompts: Iterable[Sequence[int]]) -> int:
+    """KV cells that `prompts` take when prompts sharing a prefix share its cells: the size of
+    the token trie they form (sorted, each adds its length less what it shares with the one
+    before it)."""
+    ordered = sorted(tuple(p) for p in prompts)
+    total = 0
+    previous: tuple[int, ...] = ()
+    for tokens in ordered:
+        total += len(tokens) - _common_prefix(previous, tokens)
+        previous = tokens
+    return total
 
-    def __init__(self, capacity_bytes: int) -> None:
-        self.capacity_bytes = capacity_bytes
-        self._entries: OrderedDict[tuple[int, ...], tuple[Any, tuple[int, ...]]] = OrderedDict()
-        self._bytes = 0
+
+@dataclass(frozen=True)
+class Keep:
+    """What the engine does to keep a prompt: drop the sequences in `drop`, then copy the
+    generating sequence's cells into `into` (None: nothing to copy, the prompt is kept already
+    or does not fit)."""
+
+    into: int | None
+    drop: tuple[int, ...]
+
+
+class KeptPrompts:
+    """Which prompts the engine keeps, each in its own llama.cpp sequence of one unified KV
+    cache, least recently used dropped first, within a budget of KV cells.
+
+    A kept prompt is copied from the sequence that evaluated it, and a new prompt starts from the
+    kept one sharing the longest prefix with it, so prompts that share a prefix share its cells:
+    a system prompt under ten conversations takes its cells once (`shared_cells`). Pure
+    bookkeeping: the engine does the copies and drops this decides. Each prompt is kept under the
+    prefix block hashes its job came with, which the agent reports."""
+
+    def __init__(self, capacity_cells: int, max_prompts: int = MAX_KEPT_PROMPTS) -> None:
+        if max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
+        self.capacity_cells = capacity_cells
+        self._free = list(range(max_prompts, 0, -1))  # sequence ids, popped from the end
+        self._entries: OrderedDict[int, tuple[tuple[int, ...], tuple[int, ...]]] = OrderedDict()
+        self._cells = 0
         # The generation thread changes the entries while heartbeats read their blocks.
         self._guard = threading.Lock()
 
-    def longest(self, tokens: Sequence[int]) -> tuple[int, Any] | None:
-        """(tokens shared, state) of the kept prompt sharing the longest prefix with `tokens`.
-        A longer kept prompt serves too: its cells past the shared prefix are dropped when the
-        rest is evaluated (another conversation under the same system prompt, say)."""
-        best: tuple[int, Any] | None = None
-        best_key: tuple[int, ...] | None = None
+    def longest(self, tokens: Sequence[int]) -> tuple[int, int] | None:
+        """(tokens shared, sequence id) of the kept prompt sharing the longest prefix with
+        `tokens`. A longer kept prompt serves too: only its cells up to the shared prefix are
+        copied (another conversation under the same system prompt, say)."""
+        best: tuple[int, int] | None = None
         with self._guard:
-            for key, (state, _) in self._entries.items():
-                shared = _common_prefix(key, tokens)
+            for seq_id, (kept, _) in self._entries.items():
+                shared = _common_prefix(kept, tokens)
                 if shared and (best is None or shared > best[0]):
-                    best, best_key = (shared, state), key
-            if best_key is not None:
-                self._entries.move_to_end(best_key)
+                    best = (shared, seq_id)
+            if best is not None:
+                self._entries.move_to_end(best[1])
         return best
 
-    def put(self, tokens: Sequence[int], state: Any, blocks: tuple[int, ...]) -> None:
-        size = _state_bytes(state)
-        if size > self.capacity_bytes:
-            return
+    def keep(self, tokens: Sequence[int], blocks: tuple[int, ...]) -> Keep:
+        """Keep `tokens` (just evaluated in the generating sequence, from the longest kept
+        prefix): which sequence to copy them into, and which to drop to stay within budget."""
         key = tuple(tokens)
         with self._guard:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= _state_bytes(old[0])
-            self._entries[key] = (state, blocks)
-            self._bytes += size
-            while self._bytes > self.capacity_bytes and self._entries:
-                _, (dropped, _) = self._entries.popitem(last=False)
-                self._bytes -= _state_bytes(dropped)
+            for seq_id, (kept, _) in self._entries.items():
+                if kept == key:
+                    self._entries[seq_id] = (kept, blocks)
+                    self._entries.move_to_end(seq_id)
+                    return Keep(None, ())
+            if len(key) > self.capacity_cells:
+                return Keep(None, ())
+            dropped: list[int] = []
+            if not self._free:
+                dropped.append(self._drop_oldest())
+            seq_id = self._free.pop()
+            self._entries[seq_id] = (key, blocks)
+            self._cells = shared_cells(kept for kept, _ in self._entries.values())
+            while self._cells > self.capacity_cells:
+                dropped.append(self._drop_oldest())
+                self._cells = shared_cells(kept for kept, _ in self._entries.values())
+            return Keep(seq_id, tuple(dropped))
+
+    def _drop_oldest(self) -> int:
+        seq_id, _ = self._entries.popitem(last=False)
+        self._free.append(seq_id)
+        return seq_id
 
     def blocks(self) -> list[int]:
         with self._guard:
             return sorted({b for _, blocks in self._entries.values() for b in blocks})
 
     @property
-    def held_bytes(self) -> int:
-        return self._bytes
+    def held_cells(self) -> int:
+        return self._cells
 
     def clear(self) -> None:
         with self._guard:
+            self._free.extend(self._entries)
+            self._free.sort(reverse=True)
             self._entries.clear()
-            self._bytes = 0
+            self._cells = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def _state_bytes(state: Any) -> int:
-    """A saved llama.cpp state's size (its KV cells, logits and token ids)."""
-    return int(getattr(state, "llama_state_size", 0)) or len(getattr(state, "llama_state", b""))
+def kv_bytes_per_token(llama_cpp: Any, model: Any) -> int:
+    """Bytes one token's KV cells take at f16: keys and values, every layer, every KV head."""
+    n_head = max(int(llama_cpp.llama_model_n_head(model)), 1)
+    head_dim = int(llama_cpp.llama_model_n_embd(model)) // n_head
+    n_head_kv = int(llama_cpp.llama_model_n_head_kv(model))
+    return 2 * int(llama_cpp.llama_model_n_layer(model)) * n_head_kv * head_dim * 2
 
 
 class LlamaCppGenerationBackend:
@@ -191,13 +245,21 @@ class LlamaCppGenerationBackend:
         self.model_path = model_path or find_smollm2_gguf()
         self.n_ctx = n_ctx
         self._llama_cpp = llama_cpp
-        self._llm: Llama = llama_cpp.Llama(
+        llm: Llama = llama_cpp.Llama(
             model_path=str(self.model_path),
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
+            flash_attn=True,
             verbose=False,
         )
+        # Kept prompts live in the same KV cache as the generating sequence, beyond its window.
+        capacity_cells = prefix_cache_bytes // kv_bytes_per_token(llama_cpp, llm.model)
+        if capacity_cells >= MIN_KEPT_TOKENS:
+            llm = _with_kept_sequences(llama_cpp, llm, n_ctx + capacity_cells)
+        else:
+            capacity_cells = 0
+        self._llm = llm
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
@@ -213,9 +275,10 @@ class LlamaCppGenerationBackend:
         )
         # One llama.cpp context holds one sequence: concurrent jobs take turns.
         self._lock = threading.Lock()
-        # Prompts' KV states beyond the one in the context, so that more than one prefix (the
-        # system prompts of several customers, several conversations) stays warm.
-        self._states = PromptStates(prefix_cache_bytes)
+        # Prompts kept beside the generating sequence, so that more than one prefix (the system
+        # prompts of several customers, several conversations) stays warm.
+        self._kept = KeptPrompts(capacity_cells)
+        self._memory = llama_cpp.llama_get_memory(llm.ctx)
         # Prompt tokens evaluated, and prompts started from a kept state (what caching saved).
         self.evaluated_tokens = 0
         self.kept_state_hits = 0
@@ -287,7 +350,8 @@ class LlamaCppGenerationBackend:
         )
 
     def _evaluate_all_but_last(self, prompt_ids: list[int], blocks: tuple[int, ...]) -> None:
-        """Bring the KV cache to the prompt less its last token, reusing the prefix it holds.
+        """Bring the generating sequence to the prompt less its last token, reusing the longest
+        prefix the context holds (in that sequence, or in a kept prompt's).
 
         `Llama.generate` reuses a cached prefix and then evaluates what is left in one batch. A
         prompt seen before leaves only its last token to evaluate, alone; a new one is
@@ -296,45 +360,52 @@ class LlamaCppGenerationBackend:
         another warm. Evaluated here up to the last token, every prompt's last token is then
         evaluated alone, cold or warm, so one seed gives one answer."""
         llm = self._llm
+        llama_cpp = self._llama_cpp
         target = prompt_ids[:-1]
         prefix = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), target)
-        kept = self._states.longest(target)
+        kept = self._kept.longest(target)
         if kept is not None and kept[0] > prefix:
-            # A kept prompt shares more with this one than the context does: start from it.
-            llm.load_state(kept[1])
-            prefix = kept[0]
+            # A kept prompt shares more with this one than the generating sequence does: its
+            # cells become this sequence's (shared, not copied).
+            shared, seq_id = kept
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, seq_id, 0, 0, shared)
+            llm.input_ids[:shared] = target[:shared]
+            prefix = shared
             self.kept_state_hits += 1
+        llm.n_tokens = prefix  # Llama.eval drops the sequence's cells past it
         self.evaluated_tokens += len(target) - prefix
         if prefix < len(target):
-            if prefix == 0:
-                llm.reset()
-            else:
-                llm.n_tokens = prefix
             started = time.perf_counter()
             llm.eval(target[prefix:])
             if len(target) - prefix >= MIN_KEPT_TOKENS:
                 self._prefill_tokens += len(target) - prefix
                 self._prefill_s += time.perf_counter() - started
-            if len(target) >= MIN_KEPT_TOKENS:
-                self._states.put(target, llm.save_state(), blocks)
+        if len(target) >= MIN_KEPT_TOKENS:
+            keep = self._kept.keep(target, blocks)
+            for seq_id in keep.drop:
+                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            if keep.into is not None:
+                llama_cpp.llama_memory_seq_rm(self._memory, keep.into, -1, -1)
+                llama_cpp.llama_memory_seq_cp(self._memory, 0, keep.into, 0, len(target))
 
     def prefix_blocks(self) -> list[int]:
         """The prefix block hashes of the prompts this engine holds (in its context or kept)."""
-        return self._states.blocks()
+        return self._kept.blocks()
 
     def prefill_tokens_per_s(self) -> float:
         """Prompt tokens evaluated per second, as measured here (0 before any)."""
         return self._prefill_tokens / self._prefill_s if self._prefill_s > 0 else 0.0
 
     def close(self) -> None:
-        """Free the model, its context and the kept prompt states (the model unloads); the
+        """Free the model, its context and the kept prompts (the model unloads); the
         backend generates no more. Waits for a generation still running (the agent unloads
         only a model no job uses, so none should)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._states.clear()
+            self._kept.clear()
             self._llm.close()
 
     def _generate_locked(
@@ -401,3 +472,21 @@ class LlamaCppGenerationBackend:
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
         )
+
+
+def _with_kept_sequences(llama_cpp: Any, llm: Llama, n_cells: int) -> Llama:
+    """`llm` with its context rebuilt as one unified KV cache of `n_cells` cells shared by
+    1 + MAX_KEPT_PROMPTS sequences (`Llama` builds one sequence's context, and takes no
+    argument for more). Its window stays the one it was built with: `Llama.eval` and
+    `Llama.generate` use sequence 0 only."""
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    params.n_ctx = n_cells
+    params.n_seq_max = 1 + MAX_KEPT_PROMPTS
+    params.kv_unified = True
+    context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    one_sequence = llm._ctx
+    llm._ctx = llm._stack.enter_context(contextlib.closing(context))
+    one_sequence.close()  # closing it again when `llm` closes does nothing
+    return llm

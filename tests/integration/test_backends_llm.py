@@ -142,7 +142,8 @@ def direct_llama(llama_cpp_module: Any) -> Any:
     from node_agent.backends.llama_cpp_generation import find_smollm2_gguf
 
     return llama_cpp_module.Llama(
-        model_path=str(find_smollm2_gguf()), n_ctx=2048, n_threads=1, verbose=False
+        model_path=str(find_smollm2_gguf()), n_ctx=2048, n_threads=1, flash_attn=True,
+        verbose=False
     )
 
 
