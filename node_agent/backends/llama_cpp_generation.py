@@ -90,6 +90,13 @@ MIN_KEPT_TOKENS = 32
 # Sequences that keep prompts (llama.cpp sequence ids 1..MAX_KEPT_PROMPTS; 0 is the one that
 # generates).
 MAX_KEPT_PROMPTS = 64
+# How the backend builds its llama.cpp context; part of the probe's cache key (llama_probe).
+# Off: llama.cpp's CPU flash attention sums values in f16, and then a greedy answer differs from
+# one CPU variant to another (tests/integration/test_portable_engine.py); without it the
+# attention also runs over other sequences' cells, masked, which costs some speed as the cache
+# fills (docs/prefix-routing.md).
+FLASH_ATTN = False
+CONTEXT_SETUP = f"flash_attn={FLASH_ATTN} kv_unified=on n_seq_max={1 + MAX_KEPT_PROMPTS}"
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -250,7 +257,7 @@ class LlamaCppGenerationBackend:
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
-            flash_attn=True,
+            flash_attn=FLASH_ATTN,
             verbose=False,
         )
         # Kept prompts live in the same KV cache as the generating sequence, beyond its window.

@@ -62,7 +62,10 @@ def _cache_key(gguf: Path | None) -> str | None:
         if spec is None or spec.origin is None:
             return None
         package_dir = Path(spec.origin).parent
-        parts = [sys.executable, " ".join(sorted(cpu_flags()))]
+        from node_agent.backends.llama_cpp_generation import CONTEXT_SETUP
+
+        # A probe proves the engine as the backend builds it: another setup is probed anew.
+        parts = [sys.executable, " ".join(sorted(cpu_flags())), CONTEXT_SETUP]
         variants = variant_libraries(package_dir)
         for lib in sorted((package_dir / "lib").glob("*.so*")) + [
             variants[name] for name in sorted(variants)
