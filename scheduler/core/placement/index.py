@@ -8,7 +8,9 @@ and scoring a handful of arithmetic ones (`indexed.py`), each a single pass in C
 What it holds, per node: site, region and accelerator kind (as small integer codes), accelerator
 memory, free slots, whether it is serving and healthy, its marginal power (busy minus idle, never
 below zero), its backlog, and per model it serves: that it serves it, the learned rate (if any)
-and whether it is warm. What it leaves to others: prices (they come with each call,
+and whether it is warm. Beside the columns, which nodes hold each prompt-prefix block their
+engines report (`holding`), so that a job meets only the nodes that hold the start of its
+prompt, not every node's set of blocks. What it leaves to others: prices (they come with each call,
 `site_table.py`), the scores and the choice (`indexed.py`).
 
 Kept up to date incrementally: `upsert(view)` of a known node rewrites its row in place (a few
@@ -43,6 +45,10 @@ class NodeIndex:
     def __init__(self, nodes: Iterable[NodeView] = ()) -> None:
         # A later view of the same node id replaces an earlier one, as in `place()`'s contract.
         self._views: dict[str, NodeView] = {n.node_id: n for n in nodes}
+        # Prefix block hash -> ids of the nodes whose engines hold it (kept with every change).
+        self._holders: dict[int, set[str]] = {}
+        for view in self._views.values():
+            self._hold(view.node_id, view.prefix_blocks, frozenset())
         self._stale: dict[str, None] = {}  # known nodes whose row must be rewritten (ordered)
         self._reorder = True  # a node joined or left: rebuild every column
         # Filled by _rebuild().
@@ -74,16 +80,32 @@ class NodeIndex:
 
     def upsert(self, view: NodeView) -> None:
         """Add a node or replace what is known about it."""
-        known = view.node_id in self._views
+        old = self._views.get(view.node_id)
+        known = old is not None
         self._views[view.node_id] = view
+        before = old.prefix_blocks if old is not None else frozenset()
+        if view.prefix_blocks is not before and view.prefix_blocks != before:
+            self._hold(view.node_id, view.prefix_blocks, before)
         if known and not self._reorder:
             self._stale[view.node_id] = None
         else:
             self._reorder = True
 
     def remove(self, node_id: str) -> None:
-        if self._views.pop(node_id, None) is not None:
+        old = self._views.pop(node_id, None)
+        if old is not None:
+            self._hold(node_id, frozenset(), old.prefix_blocks)
             self._reorder = True
+
+    def _hold(self, node_id: str, now: frozenset[int], before: frozenset[int]) -> None:
+        for block in before - now:
+            holders = self._holders.get(block)
+            if holders is not None:
+                holders.discard(node_id)
+                if not holders:
+                    del self._holders[block]
+        for block in now - before:
+            self._holders.setdefault(block, set()).add(node_id)
 
     # ----- reading ---------------------------------------------------------------------------
 
@@ -105,6 +127,14 @@ class NodeIndex:
                 self._write_row(self.pos[node_id], self._views[node_id])
             self._stale.clear()
         return self
+
+    def holding(self, block: int) -> np.ndarray:
+        """Rows, ascending (node-id order), of the nodes whose engines hold prefix `block`."""
+        holders = self._holders.get(block)
+        if not holders:
+            return np.zeros(0, dtype=np.int64)
+        self.refresh()
+        return np.array(sorted(self.pos[node_id] for node_id in holders), dtype=np.int64)
 
     def sorted_views(self) -> list[NodeView]:
         """The nodes in id order."""

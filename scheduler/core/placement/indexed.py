@@ -5,7 +5,10 @@ score terms are computed for the surviving nodes only, with the same floating-po
 the same order as `scores.score` (so every total is bit-identical to the scan's), and `argmin`
 takes the first of the cheapest in node-id order: the scan's tie-break. Reservations within the call
 (a slot taken, backlog added, the model now warm) go to copies of the columns they change, so the
-index itself is never changed by placing.
+index itself is never changed by placing. A job whose prompt starts with a prefix some engines hold
+(the index keeps which nodes hold each block) gets the saving added at those nodes only, last,
+as `ScoreBreakdown.total_usd` adds it, and may wait for a busy one by the scan's rule
+(`rules.hold_for_prefix`).
 
 When a job is unplaceable, the verdicts are rebuilt from the masks: each filter's verdict comes
 from the first node, in id order, for which it was the first to fail, and the verdicts are ordered
@@ -33,6 +36,7 @@ from scheduler.core.placement.filters import DEFAULT_FILTERS, FitKey, fit_key
 from scheduler.core.placement.index import ModelColumns, NodeIndex
 from scheduler.core.placement.rules import (
     deferral,
+    hold_for_prefix,
     latency_target_s,
     queue_order,
     unplaceable,
@@ -44,16 +48,20 @@ from scheduler.core.placement.scores import (
     S_PER_H,
     ScoringProfile,
     estimated_run_s,
+    prefix_usd,
 )
 from scheduler.core.placement.site_table import NotFinite, SiteTable
 from scheduler.core.placement.types import (
     Decision,
     FilterVerdict,
     JobRequest,
+    NodeView,
     Placement,
     ScoreBreakdown,
     SiteView,
 )
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Working:
@@ -75,6 +83,27 @@ class _Working:
         # ids in node order: a queue's jobs fall in few classes, so the full-length masks are
         # built once per class, and each job scans only its class's nodes for a free slot.
         self._eligible: dict[FitKey, np.ndarray] = {}
+        # Rows holding each first prefix block asked for (placing does not change them).
+        self._holders: dict[int, np.ndarray] = {}
+
+    def holders(self, job: JobRequest, profile: ScoringProfile) -> np.ndarray:
+        """Rows of the nodes holding the start of the job's prompt (none where the profile
+        ignores prefixes)."""
+        if not (job.prefix_blocks and profile.prefix_cache_weight):
+            return _NO_ROWS
+        first = job.prefix_blocks[0]
+        rows = self._holders.get(first)
+        if rows is None:
+            rows = self._holders[first] = self.index.holding(first)
+        return rows
+
+    def view(self, i: int) -> NodeView:
+        """Row `i`'s node as this call has changed it (slots taken, backlog added)."""
+        view = self.index.views[i]
+        if self.slots_free[i] == view.slots_free and self.backlog_s[i] == view.backlog_s:
+            return view
+        return replace(view, slots_free=int(self.slots_free[i]),
+                       backlog_s=float(self.backlog_s[i]))
 
     def eligible(self, key: FitKey, job: JobRequest, cols: ModelColumns) -> np.ndarray:
         ids = self._eligible.get(key)
@@ -160,12 +189,25 @@ def _place_one(
 ) -> Decision | None:
     key = fit_key(job.model, job.allowed_regions, job.memory_mb, job.accelerators)
     cols = index.models.get(job.model)
-    if cols is None or not index.ids or key in working.fits_nowhere:
+    if cols is None or not index.ids:
+        return _unplaceable(job, key, index, working, cols)
+    holders = working.holders(job, profile)
+    if key in working.fits_nowhere and not holders.size:
         return _unplaceable(job, key, index, working, cols)
     eligible = working.eligible(key, job, cols)
-    cand = eligible[working.slots_free[eligible] > 0]
+    free = working.slots_free[eligible] > 0
+    cand = eligible[free]
+    # Nodes that pass every filter but free slots and hold the start of the prompt: the job
+    # may wait for one (rules.hold_for_prefix), as the scan decides.
+    busy: list[NodeView] = []
+    if holders.size:
+        rows = np.intersect1d(eligible[~free], holders, assume_unique=True)
+        busy = [working.view(int(i)) for i in rows]
     if cand.size == 0:
         working.fits_nowhere.add(key)
+        hold = hold_for_prefix(job, busy, None, now_s, profile)
+        if hold is not None:
+            return hold
         return _unplaceable(job, key, index, working, cols)
 
     # scores.score, term by term, with the same operations in the same order.
@@ -185,12 +227,26 @@ def _place_one(
     warmth = profile.warmth_weight * np.where(working.warm(job.model, cols)[cand], 0.0, cold_usd)
     total = energy + delay
     total += warmth
+    # The held prefix, only at the free nodes holding it: added last, and only where there is
+    # one, as ScoreBreakdown.total_usd adds it.
+    held_usd: dict[int, float] = {}
+    if holders.size:
+        rows = np.intersect1d(cand, holders, assume_unique=True)
+        for k_row, i_row in zip(np.searchsorted(cand, rows).tolist(), rows.tolist(), strict=True):
+            saved_usd = prefix_usd(job, index.views[i_row], profile)
+            if saved_usd:
+                total[k_row] += saved_usd
+                held_usd[k_row] = saved_usd
     k = int(np.argmin(total))  # the first of the cheapest: the lowest node id among equals
     if math.isnan(total[k]):
         return None
     i = int(cand[k])
     node = index.views[i]
-    breakdown = ScoreBreakdown(float(energy[k]), float(delay[k]), float(warmth[k]))
+    hold = hold_for_prefix(job, busy, node, now_s, profile)
+    if hold is not None:
+        return hold
+    breakdown = ScoreBreakdown(float(energy[k]), float(delay[k]), float(warmth[k]),
+                               held_usd.get(k, 0.0))
     if job.tier is Tier.FLEX and job.deferrable:
         wait = deferral(job, breakdown, table.best_window(job, node, now_s, profile), profile)
         if wait is not None:
@@ -269,6 +325,7 @@ def _finite_profile(p: ScoringProfile) -> bool:
     numbers = (
         p.energy_weight, p.delay_weight, p.warmth_weight, p.late_usd_per_s, p.cold_start_s,
         p.default_tokens_per_s, p.defer_min_saving_ratio, p.defer_deadline_margin_s,
+        p.prefix_cache_weight, p.prefill_tokens_per_s,
         *p.wait_usd_per_s.values(),
     )
     return math.isfinite(sum(numbers))

@@ -47,12 +47,6 @@ def place(
 ) -> list[Decision]:
     """Decisions for `jobs` in queue order; `nodes` is a list of views or a kept index."""
     default_filters = tuple(filters) == DEFAULT_FILTERS
-    if profile.prefix_cache_weight and any(job.prefix_blocks for job in jobs):
-        # The index's columns carry no prefix caches: where a node holds any, jobs with a
-        # prefix are scored node by node.
-        views = nodes.sorted_views() if isinstance(nodes, NodeIndex) else list(nodes)
-        if any(view.prefix_blocks for view in views):
-            return place_by_scan(jobs, views, sites, now_s, profile, filters, catalogue)
     if isinstance(nodes, NodeIndex):
         index = nodes
     elif default_filters and len(nodes) >= SCAN_BELOW_NODES and len(jobs) > 1:

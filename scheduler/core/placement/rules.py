@@ -1,5 +1,6 @@
 """The placement rules both ways of placing apply: queue order, latency target, why a job cannot be
-placed, and when a flex job waits for cheaper power.
+placed, when a flex job waits for cheaper power, and when a job waits for the busy node that holds
+its prompt's prefix.
 
 `place_by_scan` (every node through every filter) and the node-index path (`indexed.py`) differ
 only in how they find the cheapest node; what a decision says is decided here, once.
@@ -11,10 +12,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from scheduler.core.models import ModelSpec, Tier
-from scheduler.core.placement.scores import ScoringProfile, energy_usd, estimated_run_s
+from scheduler.core.placement.scores import (
+    ScoringProfile,
+    energy_usd,
+    estimated_run_s,
+    prefix_saved_s,
+)
 from scheduler.core.placement.types import (
     Deferral,
     FilterVerdict,
+    Hold,
     JobRequest,
     NodeView,
     ScoreBreakdown,
@@ -136,3 +143,25 @@ def deferral(
         expected_saving_usd=saving_usd,
         reason=f"cheaper power expected at t={window[1]:.0f}",
     )
+
+
+def hold_for_prefix(
+    job: JobRequest, busy: Sequence[NodeView], free: NodeView | None, now_s: float,
+    profile: ScoringProfile,
+) -> Hold | None:
+    """Wait for the busy node that saves most prefill, where its slot frees sooner than the
+    prefill it saves over the best free node, and the job has not already waited that long.
+    Its backlog (work ahead per slot) is the expected wait."""
+    if not busy or not profile.prefix_cache_weight or job.tier is Tier.FLEX:
+        return None
+    free_saved_s = prefix_saved_s(job, free, profile) if free is not None else 0.0
+    best: Hold | None = None
+    for node in busy:
+        gain_s = prefix_saved_s(job, node, profile) - free_saved_s
+        if gain_s <= 0 or node.backlog_s >= gain_s:
+            continue
+        if now_s - job.submitted_s >= gain_s:
+            continue  # it has waited what the prefix could save: it goes where it can now
+        if best is None or gain_s - node.backlog_s > best.saved_s - best.expected_wait_s:
+            best = Hold(job.job_id, node.node_id, node.backlog_s, gain_s)
+    return best

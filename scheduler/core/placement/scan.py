@@ -16,6 +16,7 @@ from scheduler.core.placement.filters import DEFAULT_FILTERS, FilterFn
 from scheduler.core.placement.rules import (
     best_window,
     deferral,
+    hold_for_prefix,
     latency_target_s,
     queue_order,
     unplaceable,
@@ -25,13 +26,11 @@ from scheduler.core.placement.scores import (
     DEFAULT_PROFILE,
     ScoringProfile,
     estimated_run_s,
-    prefix_saved_s,
     score,
 )
 from scheduler.core.placement.types import (
     Decision,
     FilterVerdict,
-    Hold,
     JobRequest,
     NodeView,
     Placement,
@@ -95,7 +94,7 @@ def _place_one(
         key = (breakdown.total_usd, node.node_id)
         if best is None or key < best:
             best, best_score = key, breakdown
-    hold = _hold_for_prefix(job, busy_holders, nodes[best[1]] if best else None, now_s, profile)
+    hold = hold_for_prefix(job, busy_holders, nodes[best[1]] if best else None, now_s, profile)
     if hold is not None:
         return hold
     if best is None or best_score is None:
@@ -106,28 +105,6 @@ def _place_one(
         if wait is not None:
             return wait
     return Placement(job.job_id, node.node_id, node.site, node.region, best_score, candidates)
-
-
-def _hold_for_prefix(
-    job: JobRequest, busy: Sequence[NodeView], free: NodeView | None, now_s: float,
-    profile: ScoringProfile,
-) -> Hold | None:
-    """Wait for the busy node that saves most prefill, where its slot frees sooner than the
-    prefill it saves over the best free node, and the job has not already waited that long.
-    Its backlog (work ahead per slot) is the expected wait."""
-    if not busy or not profile.prefix_cache_weight or job.tier is Tier.FLEX:
-        return None
-    free_saved_s = prefix_saved_s(job, free, profile) if free is not None else 0.0
-    best: Hold | None = None
-    for node in busy:
-        gain_s = prefix_saved_s(job, node, profile) - free_saved_s
-        if gain_s <= 0 or node.backlog_s >= gain_s:
-            continue
-        if now_s - job.submitted_s >= gain_s:
-            continue  # it has waited what the prefix could save: it goes where it can now
-        if best is None or gain_s - node.backlog_s > best.saved_s - best.expected_wait_s:
-            best = Hold(job.job_id, node.node_id, node.backlog_s, gain_s)
-    return best
 
 
 def _first_failure(

@@ -174,3 +174,63 @@ def test_a_nodes_measured_load_time_is_its_cold_start(as_index: bool) -> None:
     assert isinstance(decision, Placement)
     assert decision.score.warmth_usd == pytest.approx(
         profile.cold_start_s * profile.wait_usd_per_s[job().tier])
+
+
+# ----- the index path decides as the scan, prefixes included ---------------------------------
+
+def test_the_index_path_decides_as_the_scan_with_prefixes_held() -> None:
+    """Random fleets whose engines hold some of a few system prompts (whole or in part) and
+    queues of jobs over them: `place()` on a kept index, changed node by node, and on a list
+    decide exactly as the scan, holds and score terms included."""
+    import random
+
+    from scheduler.core.placement import place_by_scan
+    from tests.unit.scheduler.core.test_placement_fast import NOW_S, random_fleet, random_job
+
+    chains = [prefix_blocks(f"system prompt {k} " * (BLOCK_CHARS // 4)) for k in range(4)]
+    kinds: dict[str, int] = {}
+    for seed in range(60):
+        rng = random.Random(seed)
+        fleet, sites = random_fleet(rng, rng.choice([5, 40, 120]))
+        fleet = [
+            replace(view, models=view.models | {GEN_MODEL},
+                    prefix_blocks=frozenset(b for c in rng.sample(chains, rng.randint(1, 2))
+                                            for b in c[: rng.randint(1, len(c))]),
+                    prefill_tokens_per_s=rng.choice([0.0, 150.0, 2_000.0]))
+            if rng.random() < 0.5 else view
+            for view in fleet
+        ]
+        jobs = [
+            replace(random_job(rng, f"j{k}"), model=GEN_MODEL, allowed_regions=frozenset(),
+                    prefix_blocks=rng.choice([*chains, ()]),
+                    input_tokens=rng.randint(200, 3_000))
+            for k in range(rng.randint(1, 10))
+        ]
+        expected = place_by_scan(jobs, fleet, sites, NOW_S)
+        assert place(jobs, fleet, sites, NOW_S) == expected, f"seed {seed}"
+        kept = NodeIndex()
+        for view in fleet:  # joins, then changes of what each engine holds
+            kept.upsert(replace(view, prefix_blocks=frozenset()))
+        kept.refresh()
+        for view in fleet:
+            kept.upsert(view)
+        assert place(jobs, kept, sites, NOW_S) == expected, f"seed {seed}"
+        for d in expected:
+            name = type(d).__name__
+            if isinstance(d, Placement) and d.score.prefix_usd:
+                name = "Placement:prefix"
+            kinds[name] = kinds.get(name, 0) + 1
+    # Every kind came up, so agreement is not vacuous.
+    assert {"Placement", "Placement:prefix", "Hold", "Unplaceable"} <= set(kinds), kinds
+
+
+def test_the_index_forgets_what_a_node_no_longer_holds() -> None:
+    views = nodes()
+    index = NodeIndex(views)
+    assert index.holding(CHAIN[0]).tolist() == [1]
+    index.upsert(replace(views[1], prefix_blocks=frozenset()))
+    index.upsert(replace(views[0], prefix_blocks=frozenset(CHAIN[:1])))
+    assert index.holding(CHAIN[0]).tolist() == [0]
+    index.remove("n1")
+    assert index.holding(CHAIN[0]).tolist() == []
+    assert where(place([job()], index, sites_by_name(make_site()), T0_S)) == "n2"
