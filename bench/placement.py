@@ -8,7 +8,9 @@ R_mine from that day's hashprice where a site's interconnect is full), a 24-hour
 site (so flex jobs weigh waiting), three kinds of GPU server with mixed models, learned rates that
 differ node by node, slots partly or wholly taken, some nodes draining or gone, some sites
 curtailed; jobs of four models and three tiers sized from the Azure 2023 trace, some restricted to
-one or two regions. Measured on one core, each call timed alone:
+one or two regions; engines that hold some of 32 system prompts' prefixes (half the nodes that
+generate, as their agents report them), and generation jobs that start with one of them (six in
+ten), so placement weighs the held prefix. Measured on one core, each call timed alone:
 
   hashserve kept:   place([job], index, ...) with the node index SchedulerCore keeps up to date
                     (what a placement costs in the running scheduler)
@@ -69,6 +71,7 @@ from scheduler.core.placement import (
     place,
     place_by_scan,
 )
+from scheduler.core.prefix import prefix_blocks
 
 # Two larger models as a fleet file would add them (same tier terms as SmolLM2). Memory: 16-bit
 # weights, 2 bytes a parameter (8B -> 16 GB, 70B -> 140 GB).
@@ -115,6 +118,9 @@ KINDS = (
     ServerKind("cpu-x86", 0.3, 0.12, 0.35, 8_192, 2, {MINILM.name: 3_000.0, SMOLLM2.name: 100.0}),
 )
 N_SITES = 48
+# System prompts that generation jobs start with, as block-hash chains (scheduler/core/prefix.py).
+SYSTEM_PROMPTS = tuple(prefix_blocks(f"You are the assistant of product {k}. " * 40)
+                       for k in range(32))
 
 
 def site_views(sites: Sequence[SitePlan], market: MarketHour) -> dict[str, SiteView]:
@@ -172,9 +178,20 @@ def make_nodes(n: int, sites: Sequence[SitePlan], rng: random.Random) -> list[No
                 },
                 warm_models=frozenset(m for m in models if rng.random() < 0.6),
                 backlog_s=running * run_s_mean / kind.slots,
+                prefix_blocks=_held_prefixes(models, rng),
+                prefill_tokens_per_s=rng.choice([0.0, 150.0, 5_000.0]),
             )
         )
     return nodes
+
+
+def _held_prefixes(models: Sequence[str], rng: random.Random) -> frozenset[int]:
+    """Half the nodes that generate hold the start of one to three system prompts."""
+    generates = any(CATALOGUE[m].kind is ModelKind.GENERATION for m in models if m in CATALOGUE)
+    if not generates or rng.random() < 0.5:
+        return frozenset()
+    return frozenset(block for chain in rng.sample(SYSTEM_PROMPTS, rng.randint(1, 3))
+                     for block in chain[: rng.randint(1, len(chain))])
 
 
 def make_jobs(n: int, now_s: float, rng: random.Random) -> list[JobRequest]:
@@ -197,6 +214,9 @@ def make_jobs(n: int, now_s: float, rng: random.Random) -> list[JobRequest]:
             allowed = frozenset([rng.choice(regions)])
         submitted_s = now_s - rng.uniform(0.0, 5.0)
         terms = model.tiers[tier]
+        prefix: tuple[int, ...] = ()
+        if model.kind is ModelKind.GENERATION and rng.random() < 0.6:
+            prefix = rng.choice(SYSTEM_PROMPTS)
         jobs.append(
             JobRequest(
                 job_id=f"job-{i:06d}",
@@ -209,6 +229,7 @@ def make_jobs(n: int, now_s: float, rng: random.Random) -> list[JobRequest]:
                 allowed_regions=allowed,
                 memory_mb=model.memory_mb,
                 value_usd=(inp + out) * terms.usd_per_million_tokens / 1e6,
+                prefix_blocks=prefix,
             )
         )
     return jobs
