@@ -269,7 +269,6 @@ def plan_capacity(
             floor = wanted = 0
         keep = max(wanted, floor) if holders else wanted
         rate = d.rate_at(now_s, policy.rate_window_s)
-        plans.append(ModelCapacity(model, keep, len(holders), rate, queued.get(model, 0), why))
         claims = region_claims(d, by_regions, keep, now_s, policy.rate_window_s)
         # Jobs that only some regions may run cannot use a replica elsewhere: however many the
         # fleet holds, a queue with none in its regions waits for a cold start on every job
@@ -288,6 +287,11 @@ def plan_capacity(
                 used_mb[node.node_id] += spec.memory_mb
                 loads_left -= 1
                 loaded += 1
+        # What the plan wants: the count, and a copy for each queue no replica may serve on
+        # top of the replicas the count keeps (what ops see as the model's wanted replicas).
+        plans.append(ModelCapacity(model, max(keep, min(len(holders), max(keep, 1)) + loaded),
+                                   len(holders), rate, queued.get(model, 0),
+                                   why + (f"; +{loaded} for regions with none" if loaded else "")))
         if len(holders) + loaded < wanted:
             surplus_since_s.pop(model, None)
             for node in _load_order(eligible, model, held_at, used_mb, spec, claims,

@@ -226,7 +226,9 @@ def test_a_queue_only_its_region_may_run_gets_a_load_there_though_the_count_is_m
                          queued_regions={EMBED_MODEL: {EUROPE: 1}})
     assert [(type(a), a.node_id) for a in plan.actions] == [(LoadOnNode, "e1")]
     assert "queued for europe" in plan.actions[0].reason
-    assert plan.models[0].wanted == 1  # the count is the queue's; the region adds a copy
+    # The count is the queue's one; the region adds a copy, and the plan says so.
+    assert (plan.models[0].wanted, plan.models[0].held) == (2, 1)
+    assert "+1 for regions with none" in plan.models[0].why
     # A job that may run anywhere, or in a set of regions one of which holds a copy, uses it.
     for regions in (frozenset(), frozenset({"europe", "asia"})):
         plan = plan_capacity(nodes, {}, {EMBED_MODEL: 1}, TARGETS, {}, 0.0, POLICY,
