@@ -31,7 +31,7 @@ __all__ = [
 AGENT_JOB_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 # How a model load ends: "refused" before it began (its memory is not free), "failed" after.
 MODEL_LOAD_OUTCOMES: tuple[str, ...] = ("loaded", "refused", "failed")
-_TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion")
+_TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion", "prompt_cached")
 _POWER_USES: tuple[str, ...] = ("mining", "ai", "curtailed")
 _OTHER_MODEL = "other"
 _WATTS_PER_KW = 1_000.0
@@ -105,7 +105,8 @@ class AgentMetrics:
         )
         self.tokens = Counter(
             "hashserve_agent_tokens_total",
-            "Tokens processed, by model and kind (prompt, completion).",
+            "Tokens processed, by model and kind (prompt, completion; prompt_cached: of the "
+            "prompt tokens, those the engine started from a kept prompt and did not evaluate).",
             ["model", "kind"],
             registry=r,
         )
@@ -174,6 +175,7 @@ class AgentMetrics:
         inference_s: float | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        cached_prompt_tokens: int = 0,
     ) -> None:
         """A job started with `job_started` ended; `inference_s` is None if it never ran."""
         text = outcome.value if isinstance(outcome, Enum) else outcome
@@ -188,6 +190,8 @@ class AgentMetrics:
             self.tokens.labels(label, "prompt").inc(prompt_tokens)
         if completion_tokens:
             self.tokens.labels(label, "completion").inc(completion_tokens)
+        if cached_prompt_tokens:
+            self.tokens.labels(label, "prompt_cached").inc(cached_prompt_tokens)
 
     def set_jobs_running(self, n: int) -> None:
         """Reset the running count (after a reconnect, from the runtime's own table)."""

@@ -569,7 +569,7 @@ class NodeAgent:
             self.metrics.job_started()
         outcome = agent_pb2.JobOutcome(ref=ref)
         label = "succeeded"
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
         load_s = 0.0
         started: float | None = None  # when the run began, after any load
         try:
@@ -588,7 +588,7 @@ class NodeAgent:
                     raise Cancelled(f"cancelled while {spec.model} loaded")
                 self._send(agent_pb2.AgentMessage(started=agent_pb2.JobStarted(ref=ref)))
                 started = time.perf_counter()
-                prompt_tokens, completion_tokens = await self._run_backend(
+                prompt_tokens, completion_tokens, cached_tokens = await self._run_backend(
                     job, assign, backend, outcome.result
                 )
         except Cancelled:
@@ -603,6 +603,7 @@ class NodeAgent:
             self.metrics.job_ended(
                 spec.model, label, inference_s=run_s if started is not None else None,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                cached_prompt_tokens=cached_tokens,
             )
         if label == "cancelled" or job.stop.is_set():
             return  # the scheduler has moved on; it wants no outcome
@@ -620,9 +621,9 @@ class NodeAgent:
     async def _run_backend(
         self, job: RunningJob, assign: agent_pb2.Assignment, backend: Any,
         result: jobs_pb2.JobResult,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """Run the job on its backend in a worker thread, filling `result`; the prompt and
-        completion tokens it took."""
+        completion tokens it took, and the prompt tokens its engine had kept."""
         ref = assign.ref
         spec = assign.spec
         loop = asyncio.get_running_loop()
@@ -630,7 +631,7 @@ class NodeAgent:
             out = await loop.run_in_executor(self._pool, backend.embed, list(spec.embed.texts))
             result.embeddings.extend(jobs_pb2.Embedding(values=v) for v in out.vectors)
             result.prompt_tokens = out.prompt_tokens
-            return out.prompt_tokens, 0
+            return out.prompt_tokens, 0, 0
         # A generation moved here continues after what was streamed already.
         tokens_so_far = assign.resume_tokens if assign.resume_text else 0
 
@@ -660,7 +661,8 @@ class NodeAgent:
         result.text, result.finish_reason = gen.text, gen.finish_reason
         result.prompt_tokens = gen.prompt_tokens
         result.completion_tokens = gen.completion_tokens
-        return gen.prompt_tokens, gen.completion_tokens
+        result.cached_prompt_tokens = gen.cached_prompt_tokens
+        return gen.prompt_tokens, gen.completion_tokens, gen.cached_prompt_tokens
 
     async def _drain(self, timeout_s: float = 30.0) -> None:
         tasks = [j.task for j in self._running.values() if j.task is not None]

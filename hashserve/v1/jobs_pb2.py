@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17hashserve/v1/jobs.proto\x12\x0chashserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1b\n\nEmbedInput\x12\r\n\x05texts\x18\x01 \x03(\t\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa5\x01\n\rGenerateInput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\r\x12\x12\n\nraw_prompt\x18\x05 \x01(\x08\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12+\n\x08messages\x18\x07 \x03(\x0b\x32\x19.hashserve.v1.ChatMessage\"\xe6\x01\n\x07JobSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.EmbedInputH\x00\x12/\n\x08generate\x18\x03 \x01(\x0b\x32\x1b.hashserve.v1.GenerateInputH\x00\x12 \n\x04tier\x18\x04 \x01(\x0e\x32\x12.hashserve.v1.Tier\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61llowed_regions\x18\x06 \x03(\tB\x07\n\x05input\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8f\x01\n\tJobResult\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.hashserve.v1.Embedding\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\"\x95\x02\n\nJobTimings\x12\x30\n\x0csubmitted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssigned_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08queue_ms\x18\x05 \x01(\x01\x12\x0e\n\x06run_ms\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\"\xa6\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.hashserve.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x0c\n\x04node\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\'\n\x06result\x18\t \x01(\x0b\x32\x17.hashserve.v1.JobResult\x12\r\n\x05\x65rror\x18\n \x01(\t\x12)\n\x07timings\x18\x0b \x01(\x0b\x32\x18.hashserve.v1.JobTimings\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t*T\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10TIER_INTERACTIVE\x10\x01\x12\x11\n\rTIER_STANDARD\x10\x02\x12\r\n\tTIER_FLEX\x10\x03*\xc9\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x15\n\x11JOB_STATE_EXPIRED\x10\x07*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x01\x12\x19\n\x15MODEL_KIND_GENERATION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17hashserve/v1/jobs.proto\x12\x0chashserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1b\n\nEmbedInput\x12\r\n\x05texts\x18\x01 \x03(\t\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa5\x01\n\rGenerateInput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\r\x12\x12\n\nraw_prompt\x18\x05 \x01(\x08\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12+\n\x08messages\x18\x07 \x03(\x0b\x32\x19.hashserve.v1.ChatMessage\"\xe6\x01\n\x07JobSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x18.hashserve.v1.EmbedInputH\x00\x12/\n\x08generate\x18\x03 \x01(\x0b\x32\x1b.hashserve.v1.GenerateInputH\x00\x12 \n\x04tier\x18\x04 \x01(\x0e\x32\x12.hashserve.v1.Tier\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61llowed_regions\x18\x06 \x03(\tB\x07\n\x05input\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xad\x01\n\tJobResult\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.hashserve.v1.Embedding\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x06 \x01(\r\"\x95\x02\n\nJobTimings\x12\x30\n\x0csubmitted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssigned_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08queue_ms\x18\x05 \x01(\x01\x12\x0e\n\x06run_ms\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\"\xa6\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.hashserve.v1.JobSpec\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.hashserve.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0c\n\x04site\x18\x06 \x01(\t\x12\x0c\n\x04node\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\'\n\x06result\x18\t \x01(\x0b\x32\x17.hashserve.v1.JobResult\x12\r\n\x05\x65rror\x18\n \x01(\t\x12)\n\x07timings\x18\x0b \x01(\x0b\x32\x18.hashserve.v1.JobTimings\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t*T\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10TIER_INTERACTIVE\x10\x01\x12\x11\n\rTIER_STANDARD\x10\x02\x12\r\n\tTIER_FLEX\x10\x03*\xc9\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x15\n\x11JOB_STATE_EXPIRED\x10\x07*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x01\x12\x19\n\x15MODEL_KIND_GENERATION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashserve.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=1302
-  _globals['_TIER']._serialized_end=1386
-  _globals['_JOBSTATE']._serialized_start=1389
-  _globals['_JOBSTATE']._serialized_end=1590
-  _globals['_MODELKIND']._serialized_start=1592
-  _globals['_MODELKIND']._serialized_end=1684
+  _globals['_TIER']._serialized_start=1332
+  _globals['_TIER']._serialized_end=1416
+  _globals['_JOBSTATE']._serialized_start=1419
+  _globals['_JOBSTATE']._serialized_end=1620
+  _globals['_MODELKIND']._serialized_start=1622
+  _globals['_MODELKIND']._serialized_end=1714
   _globals['_EMBEDINPUT']._serialized_start=74
   _globals['_EMBEDINPUT']._serialized_end=101
   _globals['_CHATMESSAGE']._serialized_start=103
@@ -49,9 +49,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDING']._serialized_start=550
   _globals['_EMBEDDING']._serialized_end=577
   _globals['_JOBRESULT']._serialized_start=580
-  _globals['_JOBRESULT']._serialized_end=723
-  _globals['_JOBTIMINGS']._serialized_start=726
-  _globals['_JOBTIMINGS']._serialized_end=1003
-  _globals['_JOB']._serialized_start=1006
-  _globals['_JOB']._serialized_end=1300
+  _globals['_JOBRESULT']._serialized_end=753
+  _globals['_JOBTIMINGS']._serialized_start=756
+  _globals['_JOBTIMINGS']._serialized_end=1033
+  _globals['_JOB']._serialized_start=1036
+  _globals['_JOB']._serialized_end=1330
 # @@protoc_insertion_point(module_scope)

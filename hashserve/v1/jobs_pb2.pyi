@@ -104,18 +104,20 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("embeddings", "text", "prompt_tokens", "completion_tokens", "finish_reason")
+    __slots__ = ("embeddings", "text", "prompt_tokens", "completion_tokens", "finish_reason", "cached_prompt_tokens")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    cached_prompt_tokens: int
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class JobTimings(_message.Message):
     __slots__ = ("submitted_at", "assigned_at", "started_at", "finished_at", "queue_ms", "run_ms", "total_ms", "load_ms")

@@ -26,6 +26,8 @@ class GenerateOutput:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" or "length" (or "cancelled")
+    # Of prompt_tokens, those not evaluated: the engine started from a prompt it had kept.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

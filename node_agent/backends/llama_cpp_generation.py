@@ -354,9 +354,10 @@ class LlamaCppGenerationBackend:
             prompt_tokens=len(prompt_ids),
             completion_tokens=params.resume_tokens + out.completion_tokens,
             finish_reason=out.finish_reason,
+            cached_prompt_tokens=min(out.cached_prompt_tokens, len(prompt_ids)),
         )
 
-    def _evaluate_all_but_last(self, prompt_ids: list[int], blocks: tuple[int, ...]) -> None:
+    def _evaluate_all_but_last(self, prompt_ids: list[int], blocks: tuple[int, ...]) -> int:
         """Bring the generating sequence to the prompt less its last token, reusing the longest
         prefix the context holds (in that sequence, or in a kept prompt's).
 
@@ -365,7 +366,8 @@ class LlamaCppGenerationBackend:
         evaluated whole, and a batch's sums differ in the last bits from a single token's. At a
         temperature above zero that flips samples: the same seed gave one answer cold and
         another warm. Evaluated here up to the last token, every prompt's last token is then
-        evaluated alone, cold or warm, so one seed gives one answer."""
+        evaluated alone, cold or warm, so one seed gives one answer. Returns the prompt tokens
+        it did not evaluate (they were in the context already)."""
         llm = self._llm
         llama_cpp = self._llama_cpp
         target = prompt_ids[:-1]
@@ -395,6 +397,7 @@ class LlamaCppGenerationBackend:
             if keep.into is not None:
                 llama_cpp.llama_memory_seq_rm(self._memory, keep.into, -1, -1)
                 llama_cpp.llama_memory_seq_cp(self._memory, 0, keep.into, 0, len(target))
+        return prefix
 
     def prefix_blocks(self) -> list[int]:
         """The prefix block hashes of the prompts this engine holds (in its context or kept)."""
@@ -426,7 +429,7 @@ class LlamaCppGenerationBackend:
     ) -> GenerateOutput:
         llm = self._llm
         vocab = self._vocab
-        self._evaluate_all_but_last(prompt_ids, params.prefix_blocks)
+        cached = self._evaluate_all_but_last(prompt_ids, params.prefix_blocks)
         llm.set_seed(params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stop_filter = StopStringFilter(stops)
@@ -478,6 +481,7 @@ class LlamaCppGenerationBackend:
             prompt_tokens=len(prompt_ids),
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
+            cached_prompt_tokens=cached,
         )
 
 

@@ -320,6 +320,8 @@ def test_llama_keeps_more_than_one_prefix_and_reports_their_blocks(llama_cpp_mod
     again_a, warm_a = ask(SYSTEM_A, "When is my payout?")
     assert backend.kept_state_hits >= 1
     assert warm_a == 0  # the whole prompt (less its last token) came from the kept state
+    assert first_a.cached_prompt_tokens == 0
+    assert again_a.cached_prompt_tokens == again_a.prompt_tokens - 1  # as usage reports it
     assert again_a.text == first_a.text
     _, other_question = ask(SYSTEM_A, "Can I change my pool?")
     assert other_question < cold_a / 4  # the system prompt was not evaluated again

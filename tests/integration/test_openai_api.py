@@ -100,6 +100,9 @@ def test_a_chat_completion_and_its_stream(
     assert streamed == job.result.text and streamed
     usage = [u.usage for u in chunks if u.usage is not None]
     assert usage and usage[-1].completion_tokens == job.result.completion_tokens
+    # The second ask started from the prompt the engine kept from the first, and says so.
+    details = usage[-1].prompt_tokens_details
+    assert details is not None and details.cached_tokens == job.result.cached_prompt_tokens > 0
     assert chunks[-1].usage is not None and not chunks[-1].choices
 
 

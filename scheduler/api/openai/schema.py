@@ -289,9 +289,11 @@ def embedding_spec(body: EmbeddingRequest, default_tier: str = "interactive",
 # ----- job -> response ---------------------------------------------------------------------------
 
 
-def usage(result: jobs_pb2.JobResult) -> dict[str, int]:
+def usage(result: jobs_pb2.JobResult) -> dict[str, Any]:
+    """OpenAI's usage of a generation, with the prompt tokens the engine had kept."""
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": result.cached_prompt_tokens}}
 
 
 def encode_vector(values: Sequence[float], encoding_format: str) -> list[float] | str:

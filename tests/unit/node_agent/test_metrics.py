@@ -33,7 +33,7 @@ def test_job_lifecycle() -> None:
     assert value(m, "hashserve_agent_jobs_running") == 2
     m.job_ended(
         "smollm2-135m-instruct", "succeeded", inference_s=1.5, prompt_tokens=20,
-        completion_tokens=150,
+        completion_tokens=150, cached_prompt_tokens=12,
     )  # fmt: skip
     m.job_ended("all-minilm-l6-v2", "cancelled")  # cancelled before it ran
     assert value(m, "hashserve_agent_jobs_running") == 0
@@ -46,6 +46,7 @@ def test_job_lifecycle() -> None:
     assert value(m, "hashserve_agent_inference_seconds_count", model="all-minilm-l6-v2") == 0
     assert value(m, "hashserve_agent_tokens_total", **gen, kind="completion") == 150
     assert value(m, "hashserve_agent_tokens_total", **gen, kind="prompt") == 20
+    assert value(m, "hashserve_agent_tokens_total", **gen, kind="prompt_cached") == 12
 
 
 def test_unknown_model_is_other_and_bad_outcome_raises() -> None:

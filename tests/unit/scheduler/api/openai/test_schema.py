@@ -108,10 +108,13 @@ def test_knobs_set_tier_deadline_and_regions() -> None:
 
 def test_a_finished_job_becomes_openais_answer() -> None:
     job = jobs_pb2.Job(id="job_1", state=jobs_pb2.JOB_STATE_SUCCEEDED, result=jobs_pb2.JobResult(
-        text=" blue", prompt_tokens=4, completion_tokens=1, finish_reason="stop"))
+        text=" blue", prompt_tokens=4, completion_tokens=1, finish_reason="stop",
+        cached_prompt_tokens=3))
     body = completion_body(parse(CompletionRequest, {"model": "m", "prompt": "x"}), job, 5)
     assert body["object"] == "text_completion" and body["choices"][0]["text"] == " blue"
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
+    # The prompt tokens the engine had kept, where OpenAI reports its prompt cache's.
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5,
+                             "prompt_tokens_details": {"cached_tokens": 3}}
     assert job_error(job) is None
     failed = jobs_pb2.Job(id="job_2", state=jobs_pb2.JOB_STATE_FAILED, error="boom")
     err = job_error(failed)
