@@ -4,6 +4,7 @@ and keys. Every call needs an admin key; every change is logged with who made it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -17,7 +18,7 @@ from scheduler.api.auth import Authenticator, AuthError, Principal
 from scheduler.api.convert import timestamp
 from scheduler.api.refusal import Refusal
 from scheduler.api.validation import InvalidRequest, timestamp_s
-from scheduler.control.loop import ControlLoop
+from scheduler.control.loop import PIN_KEY, ControlLoop
 from scheduler.control.power import PowerController
 from scheduler.core.metering import aggregate
 from scheduler.core.planner import CurtailmentWindow
@@ -352,12 +353,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if not request.model:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model is required")
         what = "load" if request.loaded else "unload"
-        step = self.loop.core.command_model(
-            request.node_id, request.model, request.loaded, f"ops asked to {what} it")
-        if isinstance(step, str):
-            code = (grpc.StatusCode.NOT_FOUND if request.node_id not in self.loop.core.nodes
+        core = self.loop.core
+        problem = core.model_command_problem(request.node_id, request.model, request.loaded)
+        if problem is not None:
+            code = (grpc.StatusCode.NOT_FOUND if request.node_id not in core.nodes
                     else grpc.StatusCode.FAILED_PRECONDITION)
-            await context.abort(code, step)
+            await context.abort(code, problem)
+        # Journalled first: a pin outlives a scheduler restart, as a drain does.
+        pins = sorted(core.pins_after(request.node_id, request.model, request.loaded))
+        self.loop.journal.put_ops_state(f"{PIN_KEY}{request.node_id}",
+                                        json.dumps(pins) if pins else None)
+        step = core.command_model(
+            request.node_id, request.model, request.loaded, f"ops asked to {what} it")
+        if isinstance(step, str):  # nothing changed between the check and now
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, step)
         else:
             self.loop.apply(step)
         resp = await self.ListNodes(admin_pb2.ListNodesRequest(), context)

@@ -50,6 +50,10 @@ from scheduler.journal.base import Fenced, Journal, JournalUnavailable
 log = logging.getLogger("hashserve.scheduler")
 
 
+# Ops state key of the models ops pinned on a node (a JSON list), after the node id.
+PIN_KEY = "pin:"
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -125,9 +129,13 @@ class ControlLoop:
     # ----- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        ops_state = self.journal.load_ops_state()
         self.core.drained = {
-            key.removeprefix("drain:") for key in self.journal.load_ops_state()
-            if key.startswith("drain:")
+            key.removeprefix("drain:") for key in ops_state if key.startswith("drain:")
+        }
+        self.core.pinned = {
+            key.removeprefix(PIN_KEY): set(json.loads(value))
+            for key, value in ops_state.items() if key.startswith(PIN_KEY)
         }
         active = self.journal.load_active_jobs()
         self.core.restore(active, self.clock.now_s())

@@ -139,8 +139,8 @@ class NodeState:
     # Models whose load it refused or failed, until when they are not sent there (placement
     # and capacity both skip them); and the failures its last heartbeat reported.
     load_refused_until_s: dict[str, float] = field(default_factory=dict)
-    # Models ops loaded here (`command_model`): kept loaded until ops unload them. In memory
-    # only: a new leader's capacity planning may unload them again.
+    # Models ops loaded here (`command_model`): kept loaded until ops unload them. A copy of
+    # `SchedulerCore.pinned`'s, which outlives reconnects and, journalled, restarts.
     pinned_models: set[str] = field(default_factory=set)
     load_failures: frozenset[str] = frozenset()
     load_s: dict[str, float] = field(default_factory=dict)  # measured cold starts, per model
@@ -314,6 +314,9 @@ class SchedulerCore:
         # Nodes ops drained, including ones not connected now: a node drained before a
         # scheduler restart is drained again when it says hello.
         self.drained: set[str] = set()
+        # Models ops loaded on a node (node -> models), kept loaded until ops unload them; as
+        # `drained`, they outlive the node's reconnects and a scheduler's restart.
+        self.pinned: dict[str, set[str]] = {}
         # The busy AI power (MW) each site's plan switched on (`serving_mw`): placement at a
         # site stops before the next job would pass it. A site without an entry has no budget.
         self._site_budget_mw: dict[str, float] = {}
@@ -429,7 +432,8 @@ class SchedulerCore:
         """An agent said hello. Re-adopt the attempts it still runs that are still its own."""
         old = self.nodes.get(info.node_id)
         node = NodeState(info=info, last_seen_s=now_s, draining=info.node_id in self.drained,
-                         warm_models=set(info.models), loaded_models=info.models)
+                         warm_models=set(info.models), loaded_models=info.models,
+                         pinned_models=set(self.pinned.get(info.node_id, ())))
         if old is not None:
             node.estimates = old.estimates
             node.load_s = old.load_s
@@ -716,8 +720,8 @@ class SchedulerCore:
             step.intents.append(action)
         return step
 
-    def command_model(self, node_id: str, model: str, load: bool, reason: str) -> Step | str:
-        """Ops' load or unload of a model on a node: the step, or why it cannot be done."""
+    def model_command_problem(self, node_id: str, model: str, load: bool) -> str | None:
+        """Why ops' load or unload of a model on a node cannot be done (None: it can)."""
         node = self.nodes.get(node_id)
         if node is None:
             return f"no node {node_id[:80]!r}"
@@ -727,6 +731,31 @@ class SchedulerCore:
             return f"{node_id} cannot serve {model[:80]!r} (it serves {served})"
         if not node.connected:
             return f"{node_id} is not connected"
+        if not load:
+            running = [k for k in node.running
+                       if (rec := self.jobs.get(k[0])) is not None and rec.spec.model == model]
+            if running:
+                return f"{len(running)} jobs of {model} run on {node_id}: drain it first"
+        return None
+
+    def pins_after(self, node_id: str, model: str, load: bool) -> frozenset[str]:
+        """The models pinned on the node once ops' command is done (what the caller
+        journals before `command_model`)."""
+        pins = set(self.pinned.get(node_id, ()))
+        if load:
+            pins.add(model)
+        else:
+            pins.discard(model)
+        return frozenset(pins)
+
+    def command_model(self, node_id: str, model: str, load: bool, reason: str) -> Step | str:
+        """Ops' load or unload of a model on a node: the step, or why it cannot be done. A
+        loaded model is pinned there (capacity planning never unloads it) until ops unload it."""
+        problem = self.model_command_problem(node_id, model, load)
+        if problem is not None:
+            return problem
+        node = self.nodes[node_id]
+        info = node.info
         step = Step()
         if load:
             node.loading_models = node.loading_models | {model}
@@ -734,15 +763,16 @@ class SchedulerCore:
             node.load_refused_until_s.pop(model, None)  # ops ask again: the agent decides
             step.intents.append(LoadOnNode(node_id, info.site, model, reason))
         else:
-            running = [k for k in node.running
-                       if (rec := self.jobs.get(k[0])) is not None and rec.spec.model == model]
-            if running:
-                return f"{len(running)} jobs of {model} run on {node_id}: drain it first"
             node.loaded_models = node.loaded_models - {model}
             node.loading_models = node.loading_models - {model}
             node.warm_models.discard(model)
             node.pinned_models.discard(model)
             step.intents.append(UnloadOnNode(node_id, info.site, model, reason))
+        pins = self.pins_after(node_id, model, load)
+        if pins:
+            self.pinned[node_id] = set(pins)
+        else:
+            self.pinned.pop(node_id, None)
         self._changed_nodes.add(node_id)
         return step
 

@@ -102,3 +102,25 @@ def test_halting_answers_submits_waiting_on_a_hung_commit_as_unavailable(tmp_pat
     answers, late = asyncio.run(go())
     assert all(isinstance(a, JournalUnavailable) and "stepped down" in str(a) for a in answers)
     assert isinstance(late, JournalUnavailable)
+
+
+def test_a_new_leader_restores_ops_pins_and_drains_from_the_journal(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from scheduler.control.loop import PIN_KEY
+    from tests.unit.scheduler.core.builders import EMBED_MODEL, make_node_info
+
+    journal = SqliteJournal(tmp_path / "journal.db")
+    journal.put_ops_state(f"{PIN_KEY}n1", f'["{EMBED_MODEL}"]')
+    journal.put_ops_state("drain:n2", "true")
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
+
+    async def go() -> None:
+        await loop.start()
+        await loop.stop()
+
+    asyncio.run(go())
+    assert loop.core.pinned == {"n1": {EMBED_MODEL}} and loop.core.drained == {"n2"}
+    info = replace(make_node_info("n1", models=(EMBED_MODEL,)))
+    loop.core.connect_node(info, (), T0_S)
+    assert loop.core.nodes["n1"].pinned_models == {EMBED_MODEL}

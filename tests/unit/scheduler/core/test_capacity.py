@@ -541,3 +541,24 @@ def test_the_job_counts_follow_every_change_of_state() -> None:
         ever_queued = ever_queued or bool(core.queued_jobs)
         ever_leased = ever_leased or bool(core.leased_jobs)
     assert ever_queued and ever_leased
+
+
+def test_a_pin_outlives_the_nodes_reconnect_and_is_journalled_by_what_it_becomes() -> None:
+    core, clock = _core(replace(POLICY, scale_to_zero_after_s=4.0))
+    info = replace(make_node_info("n1", models=()), loadable_models=frozenset({EMBED_MODEL}))
+    core.connect_node(info, (), clock.now_s())
+    assert core.pins_after("n1", EMBED_MODEL, True) == {EMBED_MODEL}
+    assert core.pins_after("n1", EMBED_MODEL, False) == frozenset()
+    assert not isinstance(core.command_model("n1", EMBED_MODEL, True, "ops"), str)
+    assert core.pinned == {"n1": {EMBED_MODEL}}
+    # The agent's stream drops and it says hello again, with the model loaded.
+    core.disconnect_node("n1", clock.now_s())
+    core.connect_node(replace(info, models=frozenset({EMBED_MODEL})), (), clock.now_s())
+    assert core.nodes["n1"].pinned_models == {EMBED_MODEL}
+    for _ in range(4):  # past scale_to_zero_after_s with no demand: the pin holds
+        clock.advance(2.0)
+        step = core.tick(clock.now_s())
+        assert not [i for i in step.intents if isinstance(i, UnloadOnNode)]
+    assert core.model_command_problem("n1", GEN_MODEL, True) is not None
+    assert not isinstance(core.command_model("n1", EMBED_MODEL, False, "ops"), str)
+    assert core.pinned == {}
