@@ -262,10 +262,12 @@ class LlamaCppGenerationBackend:
         )
         # Kept prompts live in the same KV cache as the generating sequence, beyond its window.
         capacity_cells = prefix_cache_bytes // kv_bytes_per_token(llama_cpp, llm.model)
-        if capacity_cells >= MIN_KEPT_TOKENS:
-            llm = _with_kept_sequences(llama_cpp, llm, n_ctx + capacity_cells)
+        # Within what this llama.cpp build allows (256 sequences in 0.3.36's, fewer in older ones).
+        max_kept = min(MAX_KEPT_PROMPTS, int(llama_cpp.llama_max_parallel_sequences()) - 1)
+        if capacity_cells >= MIN_KEPT_TOKENS and max_kept >= 1:
+            llm = _with_kept_sequences(llama_cpp, llm, n_ctx + capacity_cells, 1 + max_kept)
         else:
-            capacity_cells = 0
+            capacity_cells, max_kept = 0, 1
         self._llm = llm
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -284,7 +286,7 @@ class LlamaCppGenerationBackend:
         self._lock = threading.Lock()
         # Prompts kept beside the generating sequence, so that more than one prefix (the system
         # prompts of several customers, several conversations) stays warm.
-        self._kept = KeptPrompts(capacity_cells)
+        self._kept = KeptPrompts(capacity_cells, max_kept)
         self._memory = llama_cpp.llama_get_memory(llm.ctx)
         # Prompt tokens evaluated, and prompts started from a kept state (what caching saved).
         self.evaluated_tokens = 0
@@ -485,16 +487,16 @@ class LlamaCppGenerationBackend:
         )
 
 
-def _with_kept_sequences(llama_cpp: Any, llm: Llama, n_cells: int) -> Llama:
+def _with_kept_sequences(llama_cpp: Any, llm: Llama, n_cells: int, n_seq: int) -> Llama:
     """`llm` with its context rebuilt as one unified KV cache of `n_cells` cells shared by
-    1 + MAX_KEPT_PROMPTS sequences (`Llama` builds one sequence's context, and takes no
-    argument for more). Its window stays the one it was built with: `Llama.eval` and
+    `n_seq` sequences (`Llama` builds one sequence's context, and takes no argument for
+    more). Its window stays the one it was built with: `Llama.eval` and
     `Llama.generate` use sequence 0 only."""
     from llama_cpp import _internals
 
     params = llm.context_params
     params.n_ctx = n_cells
-    params.n_seq_max = 1 + MAX_KEPT_PROMPTS
+    params.n_seq_max = n_seq
     params.kv_unified = True
     context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
     one_sequence = llm._ctx
