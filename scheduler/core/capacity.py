@@ -76,9 +76,9 @@ class ModelDemand:
     # regions R adds 1/|R| of itself to each); the rest may run anywhere. As of `rate_at_s`, like
     # `rate_per_s`: both decay alike, so a region's share of the demand needs no clock.
     region_rate_per_s: dict[str, float] = field(default_factory=dict)
-    # Per region, the last arrival, queued or running job that only regions including it may
-    # serve: scale-down keeps the region's last replica while this is recent.
-    region_last_demand_s: dict[str, float] = field(default_factory=dict)
+    # Per set of allowed regions, the last arrival, queued or running job that only those
+    # regions may serve: scale-down keeps the set's last replica while this is recent.
+    regions_last_demand_s: dict[frozenset[str], float] = field(default_factory=dict)
 
     def arrive(self, now_s: float, window_s: float, count: int = 1,
                regions: frozenset[str] = frozenset()) -> None:
@@ -90,7 +90,8 @@ class ModelDemand:
         for region in regions:
             self.region_rate_per_s[region] = (
                 self.region_rate_per_s.get(region, 0.0) + count / len(regions) / window_s)
-            self.region_last_demand_s[region] = now_s
+        if regions:
+            self.regions_last_demand_s[regions] = now_s
         self.rate_at_s = now_s
         self.last_demand_s = now_s
 
@@ -312,10 +313,10 @@ def plan_capacity(
         # `scale_to_zero_after_s` already: its replicas go now.
         if keep > 0 and (after_s is None or now_s - since_s < after_s):
             continue
-        # A region's last replica is what its restricted jobs would otherwise cold-start for;
-        # it stays while such demand is as recent as a surplus must last before it goes. At a
-        # need of zero the whole model is idle, restricted demand included.
-        protected = (_regions_in_demand(d, by_regions, now_s, after_s)
+        # A region set's last replica is what its restricted jobs would otherwise cold-start
+        # for; it stays while such demand is as recent as a surplus must last before it goes.
+        # At a need of zero the whole model is idle, restricted demand included.
+        protected = (_region_sets_in_demand(d, by_regions, now_s, after_s)
                      if keep > 0 and after_s is not None else set())
         per_region = _count_by_region(eligible, model, held_at)
         idle_holders = [n for n in holders
@@ -324,8 +325,8 @@ def plan_capacity(
                   else f"capacity: need {keep}: {why}")
         going: set[str] = set()
         for _ in range(len(holders) - keep):
-            candidates = [n for n in idle_holders if n.node_id not in going and not (
-                n.region in protected and per_region.get(n.region, 0) <= 1)]
+            candidates = [n for n in idle_holders if n.node_id not in going
+                          and not _last_for_a_set(n.region, protected, per_region)]
             if not candidates:
                 break
             # The replicas that go first: where the region's restricted demand stays covered
@@ -379,15 +380,21 @@ def _coverage(held: int, claim: float) -> float:
     return min(held / claim, 1.0) if claim > 0 else 1.0
 
 
-def _regions_in_demand(
+def _region_sets_in_demand(
     demand: ModelDemand, queued_regions: Mapping[frozenset[str], int], now_s: float,
     horizon_s: float,
-) -> set[str]:
-    """Regions with restricted demand queued now or seen within `horizon_s`."""
-    regions = {r for rs, count in queued_regions.items() if count > 0 for r in rs}
-    regions.update(r for r, at_s in demand.region_last_demand_s.items()
-                   if now_s - at_s < horizon_s)
-    return regions
+) -> set[frozenset[str]]:
+    """Sets of allowed regions with restricted demand queued now or seen within `horizon_s`."""
+    sets = {rs for rs, count in queued_regions.items() if count > 0 and rs}
+    sets.update(rs for rs, at_s in demand.regions_last_demand_s.items()
+                if now_s - at_s < horizon_s)
+    return sets
+
+
+def _last_for_a_set(region: str, protected: Iterable[frozenset[str]],
+                    per_region: Mapping[str, int]) -> bool:
+    """Whether a replica in `region` is the last one some protected region set may use."""
+    return any(region in rs and sum(per_region.get(r, 0) for r in rs) <= 1 for rs in protected)
 
 
 def _count_by_region(

@@ -692,14 +692,14 @@ class SchedulerCore:
         queued = {model: sum(by_regions.values())
                   for model, by_regions in self._queued_jobs.items()}
         # Jobs waiting or running are demand now, however long ago they arrived: the model (and
-        # each region only it may serve) is not idle while they last.
+        # each set of regions only it may serve) is not idle while they last.
         for counts in (self._queued_jobs, self._leased_jobs):
             for model, by_regions in counts.items():
                 d = self.demand.setdefault(model, ModelDemand())
                 d.last_demand_s = now_s
                 for regions in by_regions:
-                    for region in regions:
-                        d.region_last_demand_s[region] = now_s
+                    if regions:
+                        d.regions_last_demand_s[regions] = now_s
         views = [self._capacity_view(node, now_s) for node in self.nodes.values()]
         targets = {
             name: ModelTargets(spec.ttft_target_s, spec.per_token_target_s, spec.memory_mb)

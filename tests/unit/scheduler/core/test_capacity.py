@@ -562,3 +562,24 @@ def test_a_pin_outlives_the_nodes_reconnect_and_is_journalled_by_what_it_becomes
     assert core.model_command_problem("n1", GEN_MODEL, True) is not None
     assert not isinstance(core.command_model("n1", EMBED_MODEL, False, "ops"), str)
     assert core.pinned == {}
+
+
+def test_scale_down_keeps_one_replica_per_region_set_not_one_per_region_of_it() -> None:
+    # Jobs that europe or africa may run: one replica in either serves them.
+    policy = replace(POLICY, scale_down_after_s=60.0)
+    either = frozenset({"europe", "africa"})
+    eu = node("a-eu", "s-eu", loaded=(EMBED_MODEL,), region="europe")
+    af = node("b-af", "s-af", loaded=(EMBED_MODEL,), region="africa")
+    asia = node("c-asia", "s-asia", loaded=(EMBED_MODEL,), region="asia")
+    d = {EMBED_MODEL: ModelDemand(service_s=0.2)}
+    d[EMBED_MODEL].arrive(50.0, window_s=POLICY.rate_window_s, regions=either)
+    assert d[EMBED_MODEL].regions_last_demand_s == {either: 50.0}
+    plan = plan_capacity([eu, af, asia], d, {}, TARGETS, {EMBED_MODEL: 0.0}, 71.0, policy)
+    gone = sorted(a.node_id for a in plan.actions)
+    # One copy is needed: asia's goes, and one of europe's and africa's, never both.
+    assert len(gone) == 2 and "c-asia" in gone
+    assert {"a-eu", "b-af"} - set(gone)
+    # The same for jobs of the set still queued, whatever the arrival times say.
+    plan = plan_capacity([eu, af], {}, {EMBED_MODEL: 1}, TARGETS, {EMBED_MODEL: 0.0}, 500.0,
+                         policy, queued_regions={EMBED_MODEL: {either: 1}})
+    assert len(plan.actions) == 1
