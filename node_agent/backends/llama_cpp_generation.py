@@ -90,12 +90,12 @@ MIN_KEPT_TOKENS = 32
 # Sequences that keep prompts (llama.cpp sequence ids 1..MAX_KEPT_PROMPTS; 0 is the one that
 # generates).
 MAX_KEPT_PROMPTS = 64
-# How the backend builds its llama.cpp context; part of the probe's cache key (llama_probe).
 # Off: llama.cpp's CPU flash attention sums values in f16, and then a greedy answer differs from
 # one CPU variant to another (tests/integration/test_portable_engine.py); without it the
 # attention also runs over other sequences' cells, masked, which costs some speed as the cache
 # fills (docs/prefix-routing.md).
 FLASH_ATTN = False
+# How the backend builds its llama.cpp context; part of the probe's cache key (llama_probe).
 CONTEXT_SETUP = f"flash_attn={FLASH_ATTN} kv_unified=on n_seq_max={1 + MAX_KEPT_PROMPTS}"
 
 

@@ -139,9 +139,6 @@ class NodeState:
     # Models whose load it refused or failed, until when they are not sent there (placement
     # and capacity both skip them); and the failures its last heartbeat reported.
     load_refused_until_s: dict[str, float] = field(default_factory=dict)
-    # Models ops loaded here (`command_model`): kept loaded until ops unload them. A copy of
-    # `SchedulerCore.pinned`'s, which outlives reconnects and, journalled, restarts.
-    pinned_models: set[str] = field(default_factory=set)
     load_failures: frozenset[str] = frozenset()
     load_s: dict[str, float] = field(default_factory=dict)  # measured cold starts, per model
     prefix_blocks: frozenset[int] = frozenset()  # what its engines hold of prompts
@@ -432,8 +429,7 @@ class SchedulerCore:
         """An agent said hello. Re-adopt the attempts it still runs that are still its own."""
         old = self.nodes.get(info.node_id)
         node = NodeState(info=info, last_seen_s=now_s, draining=info.node_id in self.drained,
-                         warm_models=set(info.models), loaded_models=info.models,
-                         pinned_models=set(self.pinned.get(info.node_id, ())))
+                         warm_models=set(info.models), loaded_models=info.models)
         if old is not None:
             node.estimates = old.estimates
             node.load_s = old.load_s
@@ -759,14 +755,12 @@ class SchedulerCore:
         step = Step()
         if load:
             node.loading_models = node.loading_models | {model}
-            node.pinned_models.add(model)
             node.load_refused_until_s.pop(model, None)  # ops ask again: the agent decides
             step.intents.append(LoadOnNode(node_id, info.site, model, reason))
         else:
             node.loaded_models = node.loaded_models - {model}
             node.loading_models = node.loading_models - {model}
             node.warm_models.discard(model)
-            node.pinned_models.discard(model)
             step.intents.append(UnloadOnNode(node_id, info.site, model, reason))
         pins = self.pins_after(node_id, model, load)
         if pins:
@@ -801,7 +795,7 @@ class SchedulerCore:
             running=running,
             refused=frozenset(m for m, until_s in node.load_refused_until_s.items()
                               if until_s > now_s),
-            pinned=frozenset(node.pinned_models),
+            pinned=frozenset(self.pinned.get(info.node_id, ())),
         )
 
     def shed(self, orders: Iterable[ShedOrder], now_s: float) -> Step:

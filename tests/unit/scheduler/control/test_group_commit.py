@@ -105,8 +105,6 @@ def test_halting_answers_submits_waiting_on_a_hung_commit_as_unavailable(tmp_pat
 
 
 def test_a_new_leader_restores_ops_pins_and_drains_from_the_journal(tmp_path: Path) -> None:
-    from dataclasses import replace
-
     from scheduler.control.loop import PIN_KEY
     from tests.unit.scheduler.core.builders import EMBED_MODEL, make_node_info
 
@@ -121,6 +119,5 @@ def test_a_new_leader_restores_ops_pins_and_drains_from_the_journal(tmp_path: Pa
 
     asyncio.run(go())
     assert loop.core.pinned == {"n1": {EMBED_MODEL}} and loop.core.drained == {"n2"}
-    info = replace(make_node_info("n1", models=(EMBED_MODEL,)))
-    loop.core.connect_node(info, (), T0_S)
-    assert loop.core.nodes["n1"].pinned_models == {EMBED_MODEL}
+    loop.core.connect_node(make_node_info("n1", models=(EMBED_MODEL,)), (), T0_S)
+    assert loop.core.pinned == {"n1": {EMBED_MODEL}}  # the node's hello leaves the pin

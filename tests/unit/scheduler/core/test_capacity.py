@@ -421,7 +421,7 @@ def test_a_model_ops_loaded_stays_through_scale_to_zero_until_ops_unload_it() ->
     assert EMBED_MODEL not in core.nodes["n2"].loaded_models  # the unpinned copy went
     unload = core.command_model("n1", EMBED_MODEL, False, "ops")
     assert not isinstance(unload, str) and [type(i) for i in unload.intents] == [UnloadOnNode]
-    assert not core.nodes["n1"].pinned_models
+    assert "n1" not in core.pinned
 
 
 def test_a_job_only_europe_may_run_does_not_wait_behind_a_replica_in_asia() -> None:
@@ -554,7 +554,7 @@ def test_a_pin_outlives_the_nodes_reconnect_and_is_journalled_by_what_it_becomes
     # The agent's stream drops and it says hello again, with the model loaded.
     core.disconnect_node("n1", clock.now_s())
     core.connect_node(replace(info, models=frozenset({EMBED_MODEL})), (), clock.now_s())
-    assert core.nodes["n1"].pinned_models == {EMBED_MODEL}
+    assert core.pinned == {"n1": {EMBED_MODEL}}
     for _ in range(4):  # past scale_to_zero_after_s with no demand: the pin holds
         clock.advance(2.0)
         step = core.tick(clock.now_s())
