@@ -33,6 +33,7 @@ import grpc
 from hashserve.admin_client import AdminClient
 from hashserve.client import Client
 from hashserve.v1 import customer_pb2, jobs_pb2
+from tests.chaos.harness import RETRYABLE
 
 EMBED = "all-minilm-l6-v2"
 ADMIN_KEY = "hsk_failoveradmin_" + "a" * 40
@@ -335,8 +336,8 @@ def embed_request(i: int, key_prefix: str) -> customer_pb2.SubmitJobRequest:
 async def submit_until_acked(c: Client, req: customer_pb2.SubmitJobRequest,
                              timeout_s: float = 120.0) -> str:
     """Submit with the request's idempotency key until a scheduler acknowledges it, as a
-    customer retries: UNAVAILABLE (the leader gone, a standby not yet serving) and
-    RESOURCE_EXHAUSTED are retried; the job id it was given is returned."""
+    customer retries (`harness.RETRYABLE`: the leader gone, a standby not yet serving, a call
+    cut off as its server stepped down, busy); the job id it was given is returned."""
     deadline = time.monotonic() + timeout_s
     delay_s = 0.05
     while True:
@@ -344,8 +345,7 @@ async def submit_until_acked(c: Client, req: customer_pb2.SubmitJobRequest,
             reply = await c.stub.SubmitJob(req, metadata=c.metadata, timeout=5.0)
             return str(reply.job.id)
         except grpc.aio.AioRpcError as err:
-            if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  grpc.StatusCode.DEADLINE_EXCEEDED):
+            if err.code() not in RETRYABLE:
                 raise
             if time.monotonic() > deadline:
                 raise
