@@ -299,7 +299,8 @@ def test_an_expired_token_is_refused(tokens: InProcessScheduler) -> None:
                                  ).issue_token("exp-a", SITE, REGION, ttl_s=60)
     finally:
         journal.close()
-    code = run(connect_code(WireAgent(customer_address(tokens), issued.token, "exp-a")))
+    code = run(connect_code(WireAgent(customer_address(tokens), issued.token, "exp-a"),
+                            say_hello=False))  # refused on its metadata, before any hello
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
