@@ -53,6 +53,14 @@ log = logging.getLogger("hashserve.scheduler")
 # Ops state key of the models ops pinned on a node (a JSON list), after the node id.
 PIN_KEY = "pin:"
 
+# Group commit gathers submits while the event loop has other work ready, up to these bounds.
+# grpc.aio hands the loop one new call at a time, so a busy server's submits reach the writer
+# one by one; committing each at once costs a transaction, WAL pages and a thread hop per job
+# (about 110 us of CPU of the 130 a one-job commit takes here, against 22 us a job in a commit
+# of 64). An idle loop has nothing ready, so a lone submit is committed at once.
+GROUP_COMMIT_MAX_CALLS = 256
+GROUP_COMMIT_MAX_WAIT_S = 0.002
+
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
@@ -332,8 +340,23 @@ class ControlLoop:
             self._writer = asyncio.create_task(self._write_pending(), name="journal-writer")
         return await future
 
+    async def _gather_while_busy(self) -> None:
+        """Yield to the loop while it has other callbacks ready (more submits are on their way
+        in), for at most GROUP_COMMIT_MAX_WAIT_S or until GROUP_COMMIT_MAX_CALLS are pending.
+        The ready queue is asyncio's own (`_ready`, on every CPython loop since 3.4); a loop
+        without one commits at once, as before."""
+        loop = asyncio.get_running_loop()
+        ready = getattr(loop, "_ready", None)
+        if ready is None:
+            return
+        deadline = time.perf_counter() + GROUP_COMMIT_MAX_WAIT_S
+        while (ready and len(self._pending) < GROUP_COMMIT_MAX_CALLS
+               and time.perf_counter() < deadline):
+            await asyncio.sleep(0)
+
     async def _write_pending(self) -> None:
         while self._pending:
+            await self._gather_while_busy()
             batch, self._pending = self._pending, []
             self._writing = batch
             groups = [records for records, _ in batch]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+import scheduler.control.loop as loop_module
 from scheduler.control.loop import ControlLoop
 from scheduler.core.clock import ManualClock
 from scheduler.core.jobs import JobRecord
@@ -121,3 +124,40 @@ def test_a_new_leader_restores_ops_pins_and_drains_from_the_journal(tmp_path: Pa
     assert loop.core.pinned == {"n1": {EMBED_MODEL}} and loop.core.drained == {"n2"}
     loop.core.connect_node(make_node_info("n1", models=(EMBED_MODEL,)), (), T0_S)
     assert loop.core.pinned == {"n1": {EMBED_MODEL}}  # the node's hello leaves the pin
+
+
+def test_submits_arriving_while_the_loop_is_busy_share_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """grpc.aio starts one call per loop turn, so a busy server's submits reach the writer one
+    by one; the writer waits while the loop has other work ready, and they share a commit."""
+    # The bound on the wait is not what is tested: a slow machine must not hit it.
+    monkeypatch.setattr(loop_module, "GROUP_COMMIT_MAX_WAIT_S", 60.0)
+    journal = SqliteJournal(tmp_path / "journal.db")
+    commits: list[int] = []
+    real = journal.insert_job_groups
+
+    def counting(groups):  # type: ignore[no-untyped-def]
+        commits.append(len(groups))
+        return real(groups)
+
+    journal.insert_job_groups = counting  # type: ignore[method-assign]
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
+
+    async def go() -> None:
+        running = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[object]] = []
+
+        def arrive(i: int) -> None:  # one call a turn, each turn scheduling the next
+            if i < 19:
+                running.call_soon(arrive, i + 1)
+            tasks.append(asyncio.ensure_future(loop.submit_async([make_record(f"j{i}")])))
+
+        running.call_soon(arrive, 0)
+        while len(tasks) < 20:
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+    assert commits == [20]
+    assert journal.count_jobs_by_state() == {"queued": 20}
