@@ -233,7 +233,12 @@ class ControlLoop:
             return
         now_s = self.clock.now_s()
         try:
-            self.journal.write_jobs(_latest(step.changed), _decision_rows(step, now_s))
+            changed = _latest(step.changed)
+            # What a customer is told (an end) waits for the disk; an assignment or a start
+            # does not: lost in a power cut, it is a job placed again (and its agent's report
+            # of it refused as not its job). A submit was synced before it was answered.
+            self.journal.write_jobs(changed, _decision_rows(step, now_s),
+                                    synced=any(rec.terminal for rec in changed))
         except Exception as err:
             # The core has moved on and the journal has not: never act on that memory.
             if self.on_fatal is not None:
@@ -319,13 +324,25 @@ class ControlLoop:
         return results
 
     def _queue_durable(self, fresh: Sequence[JobRecord]) -> None:
-        """Hand journalled new jobs to the core and wake the loop to place them."""
+        """Hand journalled new jobs to the core and place them at once, before their submits
+        are answered: waiting for the loop's next turn cost a job about 0.5 ms, the answers'
+        turn and sends going first. If that placement fails, the loop's turn places them."""
         for rec in fresh:
             self.core.submit(rec)
-        if fresh:
+        if not fresh:
+            return
+        for observer in self.observers:
+            observer.on_submitted(fresh)
+        if self._stopping or self._task is None:
+            self.kick()  # not started (or stopping): the loop's turn decides, as ever
+            return
+        try:
+            started = time.perf_counter()
+            step = self.core.schedule(self.clock.now_s())
+            self.apply(step, time.perf_counter() - started)
+        except Exception:  # the jobs are durable and queued: the loop's turn tries again
+            log.exception("placing newly submitted jobs failed")
             self.kick()
-            for observer in self.observers:
-                observer.on_submitted(fresh)
 
     async def submit_async(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """`submit`, with group commit: the journal write runs off the event loop, together with
@@ -370,19 +387,26 @@ class ControlLoop:
                         future.set_exception(err)
                 continue
             fresh: list[JobRecord] = []
+            answered: list[tuple[asyncio.Future[list[tuple[JobRecord, bool]]],
+                                 list[tuple[JobRecord, bool]]]] = []
             for (_, future), result in zip(batch, results, strict=True):
                 if isinstance(result, Exception):
                     if not future.done():
                         future.set_exception(result)
                     continue
                 fresh += [rec for rec, dedup in result if not dedup]
-                # A retry's stored job, as it stands now: the row the insert read off the loop
-                # may be older than what the loop did meanwhile (the job may have ended).
-                result = [(self.get(rec.job_id) or rec, True) if dedup else (rec, False)
-                          for rec, dedup in result]
-                if not future.done():  # a caller that gave up still has its jobs run
-                    future.set_result(result)
-            self._queue_durable(fresh)
+                answered.append((future, result))
+            try:
+                # Placed first: the assignments are then sent ahead of the answers.
+                self._queue_durable(fresh)
+            finally:
+                for future, result in answered:
+                    # A retry's stored job, as it stands now: the row the insert read off the
+                    # loop may be older than what the loop did meanwhile (it may have ended).
+                    answer = [(self.get(rec.job_id) or rec, True) if dedup else (rec, False)
+                              for rec, dedup in result]
+                    if not future.done():  # a caller that gave up still has its jobs run
+                        future.set_result(answer)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.core.jobs.get(job_id) or self.journal.get_job(job_id)

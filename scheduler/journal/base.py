@@ -170,11 +170,18 @@ class Journal(Protocol):
         self,
         records: Sequence[JobRecord],
         decisions: Sequence[tuple[float, str, str, str]] = (),
+        *,
+        synced: bool = True,
     ) -> None:
         """Upsert job states, and record the decisions that made them, in one transaction.
 
         A decision row is (t_s, kind, subject, json detail): "placement" and "outcome" rows let an
         operator ask why a job went where it did, and a test count the answers a job got.
+
+        `synced=False` skips the wait for the disk: the commit survives a killed process, but a
+        power cut (or the database server's crash) may take it, with the unsynced commits just
+        before it and never one before a later synced commit. For what recovery re-derives (an
+        assignment or a start lost is a job placed again), not for what a customer was told.
         """
         ...
 

@@ -377,12 +377,17 @@ class PostgresJournal:
         self,
         records: Sequence[JobRecord],
         decisions: Sequence[tuple[float, str, str, str]] = (),
+        *,
+        synced: bool = True,
     ) -> None:
         if not records and not decisions:
             return
 
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.cursor() as cur:
+                if not synced:
+                    # Asynchronous commit: the server answers before its WAL is on disk.
+                    cur.execute("SET LOCAL synchronous_commit = off")
                 if records:
                     cur.executemany(_UPSERT, [_job_row(r) for r in records])
                 if decisions:

@@ -161,7 +161,8 @@ class SqliteJournal:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._synchronous = synchronous.upper()
+        self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._epoch: int | None = None  # set by `fence`: every job write checks it
@@ -210,6 +211,7 @@ class SqliteJournal:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         with self._lock:
             self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def synchronous(self) -> str:
         """The durability level in force (SQLite reports it as a number)."""
@@ -352,24 +354,40 @@ class SqliteJournal:
         self,
         records: Sequence[JobRecord],
         decisions: Sequence[tuple[float, str, str, str]] = (),
+        *,
+        synced: bool = True,
     ) -> None:
         if not records and not decisions:
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            # WAL mode: NORMAL writes the commit's frames without an fsync; the next synced
+            # commit's fsync of the WAL makes them durable too.
+            lazy = not synced and self._synchronous != "NORMAL"
+            if lazy:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._check_fence()
-                self._db.executemany(_UPSERT, [to_row(r) for r in records])
-                if decisions:
-                    self._db.executemany(
-                        "INSERT INTO decisions (t_s, kind, subject, detail, epoch) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [(*d, self._epoch or 0) for d in decisions],
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._write_jobs(records, decisions)
+            finally:
+                if lazy:
+                    self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    def _write_jobs(
+        self, records: Sequence[JobRecord], decisions: Sequence[tuple[float, str, str, str]]
+    ) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_fence()
+            self._db.executemany(_UPSERT, [to_row(r) for r in records])
+            if decisions:
+                self._db.executemany(
+                    "INSERT INTO decisions (t_s, kind, subject, detail, epoch) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(*d, self._epoch or 0) for d in decisions],
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def job_by_key(self, tenant: str, key: str) -> JobRecord | None:
         if not key:

@@ -183,6 +183,24 @@ def test_write_jobs_upserts_and_records_decisions(journal: Journal) -> None:
     assert journal.decisions_for("site-1") == [(T0_S + 2, "mode", "{}")]
 
 
+def test_an_unsynced_write_is_stored_and_one_transaction_too(
+    backend: Backend, journal: Journal
+) -> None:
+    """`synced=False` (an assignment) skips the wait for the disk, nothing else: what it wrote
+    is read back, and a write it broke leaves nothing; the next synced write is as ever."""
+    journal.insert_jobs([keyed("j1", "k1", "h"), keyed("j2", "k2", "h")])
+    moved = keyed("j1", "k1", "h").evolve(state=JobState.ASSIGNED, attempt=1, node_id="n1")
+    journal.write_jobs([moved], decisions=[(T0_S, "placement", "j1", "{}")], synced=False)
+    assert journal.get_job("j1") == moved
+    with pytest.raises(backend.integrity_error):
+        journal.write_jobs([keyed("j2", "k1", "h")], synced=False)
+    j2 = journal.get_job("j2")
+    assert j2 is not None and j2.idempotency_key == "k2"
+    done = moved.evolve(state=JobState.SUCCEEDED)
+    journal.write_jobs([done])
+    assert journal.get_job("j1") == done
+
+
 def test_write_jobs_is_one_transaction(backend: Backend, journal: Journal) -> None:
     journal.insert_jobs([keyed("j1", "k1", "h"), keyed("j2", "k2", "h")])
     moved = keyed("j1", "k1", "h").evolve(state=JobState.ASSIGNED)
