@@ -214,6 +214,9 @@ class Admission:
     def on_node_forgotten(self, node_id: str) -> None:
         return None
 
+    def on_commit(self, submits: int, seconds: float) -> None:
+        return None
+
     def on_node(self, node: NodeState, now_s: float) -> None:
         return None
 

@@ -377,6 +377,7 @@ class ControlLoop:
             batch, self._pending = self._pending, []
             self._writing = batch
             groups = [records for records, _ in batch]
+            started = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self.journal.insert_job_groups, groups)
             except Exception as err:  # nothing of this batch is durable: every caller hears it
@@ -386,6 +387,9 @@ class ControlLoop:
                     if not future.done():
                         future.set_exception(err)
                 continue
+            commit_s = time.perf_counter() - started
+            for observer in self.observers:
+                observer.on_commit(len(batch), commit_s)
             fresh: list[JobRecord] = []
             answered: list[tuple[asyncio.Future[list[tuple[JobRecord, bool]]],
                                  list[tuple[JobRecord, bool]]]] = []

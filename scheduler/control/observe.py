@@ -21,6 +21,9 @@ from scheduler.metrics.registry import SchedulerMetrics
 class LoopObserver(Protocol):
     def on_submitted(self, records: Sequence[JobRecord]) -> None: ...
 
+    def on_commit(self, submits: int, seconds: float) -> None:
+        """A group commit wrote `submits` submit calls in `seconds`."""
+
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None: ...
 
     def on_node(self, node: NodeState, now_s: float) -> None: ...
@@ -39,6 +42,9 @@ class MetricsObserver:
     def on_submitted(self, records: Sequence[JobRecord]) -> None:
         for rec in records:
             self.metrics.job_submitted(rec.spec.tier.value, rec.spec.model)
+
+    def on_commit(self, submits: int, seconds: float) -> None:
+        self.metrics.observe_commit(submits, seconds)
 
     def on_step(self, step: Step, now_s: float, decide_s: float) -> None:
         if step.capacity is not None:

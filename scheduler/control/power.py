@@ -370,6 +370,9 @@ class PowerController:
     def on_node_forgotten(self, node_id: str) -> None:
         return None
 
+    def on_commit(self, submits: int, seconds: float) -> None:
+        return None
+
     def on_node(self, node: NodeState, now_s: float) -> None:
         # A node heard from (a new session's first heartbeat): it gets the mode if it lacks it.
         self._send_mode_to(node.info.node_id)

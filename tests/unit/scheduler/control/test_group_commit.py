@@ -9,11 +9,13 @@ import pytest
 
 import scheduler.control.loop as loop_module
 from scheduler.control.loop import ControlLoop
+from scheduler.control.observe import MetricsObserver
 from scheduler.core.clock import ManualClock
 from scheduler.core.jobs import JobRecord
 from scheduler.core.models import DEFAULT_CATALOGUE
 from scheduler.journal.base import IdempotencyConflict
 from scheduler.journal.sqlite import SqliteJournal
+from scheduler.metrics.registry import SchedulerMetrics
 from tests.unit.scheduler.core.builders import T0_S, make_record
 
 
@@ -158,6 +160,14 @@ def test_submits_arriving_while_the_loop_is_busy_share_one_commit(
             await asyncio.sleep(0)
         await asyncio.gather(*tasks)
 
+    metrics = SchedulerMetrics()
+    loop.observers.append(MetricsObserver(metrics, DEFAULT_CATALOGUE))
     asyncio.run(go())
     assert commits == [20]
     assert journal.count_jobs_by_state() == {"queued": 20}
+    # Ops see it too: one commit of 20 submits (and under load, 1 a commit means no grouping).
+    sample = metrics.registry.get_sample_value
+    assert sample("hashserve_journal_commit_submits_count") == 1
+    assert sample("hashserve_journal_commit_submits_sum") == 20
+    assert sample("hashserve_journal_commit_submits_bucket", {"le": "16.0"}) == 0
+    assert sample("hashserve_journal_commit_seconds_count") == 1
