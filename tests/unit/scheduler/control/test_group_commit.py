@@ -23,7 +23,8 @@ def keyed(job_id: str, key: str, spec_hash: str) -> JobRecord:
     return make_record(job_id).evolve(idempotency_key=key, spec_hash=spec_hash)
 
 
-def test_concurrent_submits_are_each_answered_and_all_durable(tmp_path: Path) -> None:
+def counting_commits(tmp_path: Path) -> tuple[SqliteJournal, list[int]]:
+    """A journal, and the number of submit groups each of its group commits wrote."""
     journal = SqliteJournal(tmp_path / "journal.db")
     commits: list[int] = []
     real = journal.insert_job_groups
@@ -33,6 +34,11 @@ def test_concurrent_submits_are_each_answered_and_all_durable(tmp_path: Path) ->
         return real(groups)
 
     journal.insert_job_groups = counting  # type: ignore[method-assign]
+    return journal, commits
+
+
+def test_concurrent_submits_are_each_answered_and_all_durable(tmp_path: Path) -> None:
+    journal, commits = counting_commits(tmp_path)
     loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
 
     async def go() -> list[object]:
@@ -135,15 +141,7 @@ def test_submits_arriving_while_the_loop_is_busy_share_one_commit(
     by one; the writer waits while the loop has other work ready, and they share a commit."""
     # The bound on the wait is not what is tested: a slow machine must not hit it.
     monkeypatch.setattr(loop_module, "GROUP_COMMIT_MAX_WAIT_S", 60.0)
-    journal = SqliteJournal(tmp_path / "journal.db")
-    commits: list[int] = []
-    real = journal.insert_job_groups
-
-    def counting(groups):  # type: ignore[no-untyped-def]
-        commits.append(len(groups))
-        return real(groups)
-
-    journal.insert_job_groups = counting  # type: ignore[method-assign]
+    journal, commits = counting_commits(tmp_path)
     loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["north_america"], ManualClock(T0_S))
 
     async def go() -> None:
