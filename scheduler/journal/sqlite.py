@@ -2,7 +2,8 @@
 
 Durability: every job is committed before its submit is answered. `synchronous=FULL` (the
 default here) fsyncs each commit, surviving power loss; `NORMAL` survives a killed process but may
-lose the last commits on power loss, and is several times faster on slow disks.
+lose the last commits on power loss, and is several times faster on slow disks. A write with
+`synced=False` (an assignment: recovery places the job again) runs at NORMAL whatever the level.
 
 Throughput: one fsync per submit caps FULL at the disk's sync rate; `insert_job_groups` writes the
 submits gathered while the last commit was on disk in one transaction (group commit), each still
