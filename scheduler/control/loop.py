@@ -235,8 +235,8 @@ class ControlLoop:
         try:
             changed = _latest(step.changed)
             # What a customer is told (an end) waits for the disk; an assignment or a start
-            # does not: lost in a power cut, it is a job placed again (and its agent's report
-            # of it refused as not its job). A submit was synced before it was answered.
+            # does not: lost in a power cut, it is a job placed again (its agent, reconnecting,
+            # is told to drop that attempt). A submit was synced before it was answered.
             self.journal.write_jobs(changed, _decision_rows(step, now_s),
                                     synced=any(rec.terminal for rec in changed))
         except Exception as err:
