@@ -256,24 +256,20 @@ class SqliteJournal:
             try:
                 self._check_fence()
                 for group in groups:
-                    result: list[tuple[JobRecord, bool]] | Exception
-                    if len(group) == 1:
-                        # One statement needs no savepoint: SQLite undoes a statement that
-                        # fails, and a conflicting key's insert wrote nothing. (Each statement
-                        # lets the GIL go and come back, which on a busy core is a switch.)
-                        try:
-                            result = self._insert(group)
-                        except (IdempotencyConflict, sqlite3.IntegrityError) as refused:
-                            result = refused
-                        out.append(result)
-                        continue
-                    self._db.execute("SAVEPOINT submit")
+                    # One statement needs no savepoint: SQLite undoes a statement that fails,
+                    # and a conflicting key's insert wrote nothing. (Each statement lets the
+                    # GIL go and come back, which on a busy core is a switch.)
+                    nested = len(group) > 1
+                    if nested:
+                        self._db.execute("SAVEPOINT submit")
                     try:
-                        result = self._insert(group)
+                        result: list[tuple[JobRecord, bool]] | Exception = self._insert(group)
                     except (IdempotencyConflict, sqlite3.IntegrityError) as refused:
-                        self._db.execute("ROLLBACK TO submit")
+                        if nested:
+                            self._db.execute("ROLLBACK TO submit")
                         result = refused
-                    self._db.execute("RELEASE submit")
+                    if nested:
+                        self._db.execute("RELEASE submit")
                     out.append(result)
                 self._db.execute("COMMIT")
             except BaseException:
