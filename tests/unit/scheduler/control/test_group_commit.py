@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import scheduler.control.loop as loop_module
+from hashserve.v1 import jobs_pb2
+from scheduler.control.agent_events import AgentHello
 from scheduler.control.loop import ControlLoop
 from scheduler.control.observe import MetricsObserver
 from scheduler.core.clock import ManualClock
@@ -16,7 +18,7 @@ from scheduler.core.models import DEFAULT_CATALOGUE
 from scheduler.journal.base import IdempotencyConflict
 from scheduler.journal.sqlite import SqliteJournal
 from scheduler.metrics.registry import SchedulerMetrics
-from tests.unit.scheduler.core.builders import T0_S, make_record
+from tests.unit.scheduler.core.builders import EMBED_MODEL, T0_S, make_node_info, make_record
 
 
 def keyed(job_id: str, key: str, spec_hash: str) -> JobRecord:
@@ -117,7 +119,6 @@ def test_halting_answers_submits_waiting_on_a_hung_commit_as_unavailable(tmp_pat
 
 def test_a_new_leader_restores_ops_pins_and_drains_from_the_journal(tmp_path: Path) -> None:
     from scheduler.control.loop import PIN_KEY
-    from tests.unit.scheduler.core.builders import EMBED_MODEL, make_node_info
 
     journal = SqliteJournal(tmp_path / "journal.db")
     journal.put_ops_state(f"{PIN_KEY}n1", f'["{EMBED_MODEL}"]')
@@ -169,3 +170,27 @@ def test_submits_arriving_while_the_loop_is_busy_share_one_commit(
     assert sample("hashserve_journal_commit_submits_sum") == 20
     assert sample("hashserve_journal_commit_submits_bucket", {"le": "16.0"}) == 0
     assert sample("hashserve_journal_commit_seconds_count") == 1
+
+
+def test_a_new_job_is_assigned_before_its_submit_is_answered(tmp_path: Path) -> None:
+    """Placed as its commit lands: the assignment is on the agent's stream when the submit
+    returns. The loop's own turns are kept out (no kick wakes it, and its timed turn is an hour
+    away), so nothing else could have placed it."""
+    journal = SqliteJournal(tmp_path / "journal.db")
+    loop = ControlLoop(journal, DEFAULT_CATALOGUE, ["r1"], ManualClock(T0_S), tick_s=3600.0)
+    blob = jobs_pb2.JobSpec(model=EMBED_MODEL, embed=jobs_pb2.EmbedInput(texts=["hi"]))
+
+    async def go() -> list[str]:
+        await loop.start()
+        session = loop.open_session(AgentHello(make_node_info("n1"), ()))
+        session.outbox.get_nowait()  # the welcome
+        await asyncio.sleep(0)  # the turn the hello kicked has run
+        loop.kick = lambda: None  # type: ignore[method-assign]
+        await loop.submit_async([make_record("j1").evolve(spec_blob=blob.SerializeToString())])
+        sent = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
+        await loop.stop()
+        return [str(m.WhichOneof("msg")) for m in sent]  # type: ignore[attr-defined]
+
+    assert asyncio.run(go()) == ["assign"]
+    stored = journal.get_job("j1")
+    assert stored is not None and stored.node_id == "n1"
