@@ -20,11 +20,14 @@ with status OK in the measured window, after a warm-up. Every configuration runs
 `--rounds` times, and medians are reported (this machine is shared; rates drift between runs).
 Server CPU time per job is reported too: unlike a rate, it hardly moves when other work competes
 for the cores.
-The service as users start it (`service_full`): the scheduler actor on a local Ray with an agent
-connected (`hashserve up`'s LocalCluster), FULL journal; its actor's threads pinned to half the
-cores and the load to the other half, beside a bare server pinned the same way (`bare_pinned`);
-and the same service behind `--fronts` front processes sharing one port (`service_fronts`,
-`hashserve front`), pinned with the scheduler, their CPU counted with its.
+The service as users start it (`service_full`): `hashserve up`'s LocalCluster, the scheduler
+actor on a local Ray with an agent connected, FULL journal, called at its customers' port: the
+native front's where it is built (`scripts/build_front.sh`; `hashserve up` then starts it), else
+the scheduler's own. Its processes' threads (the actor's and the front's) are pinned to half the
+cores and the load to the other half, beside a bare server pinned the same way (`bare_pinned`),
+and their CPU is counted together. The same service called at the scheduler's own port
+(`service_direct`), and behind `--fronts` Python front processes sharing one port
+(`service_fronts`, `hashserve front --engine python`), pinned with the scheduler.
 Targets: `ratios.full_vs_bare` (service_full / bare_pinned) >= 0.8; the in-process app's single
 submits at >= 70 % of the bare server (`inprocess_full_vs_bare`); a batch beats the bare single
 rate per job.
@@ -313,17 +316,20 @@ def _at(load: Load, port: int) -> Load:
 
 class Service:
     """hashserve as users start it: the scheduler actor on a local Ray (`hashserve up`'s
-    LocalCluster), an agent connected, the default FULL journal. The bench's jobs name a
+    LocalCluster), an agent connected, the default FULL journal, and the native front on the
+    customers' port where it is built, as `hashserve up` starts it. The bench's jobs name a
     region no agent serves, so they queue (as in the in-process runs), and its tenant's limits
     are out of the way."""
 
     def __init__(self, workdir: Path) -> None:
         from hashserve.local import AgentPlan, LocalCluster
+        from scheduler.front.native import native_front_binary
 
         self.cluster = LocalCluster(
             workdir=workdir / "service",
             agents=[AgentPlan("bench-eu-1", "de-leipzig", "europe")],
             settings_overrides={"metrics_port": -1},
+            native_front=native_front_binary() is not None,
         )
 
     def start(self) -> Service:
@@ -357,21 +363,39 @@ class Service:
         assert supervisor is not None
         return int(supervisor.info["pid"])  # type: ignore[attr-defined]
 
-    async def run(self, load: Load, load_processes: int = 1) -> dict[str, Any]:
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The scheduler's, then the native front's (when there is one)."""
+        front = self.cluster.front
+        return (self.pid,) if front is None else (self.pid, front.pid)
+
+    @property
+    def customer_port(self) -> str:
+        return "native front" if self.cluster.front is not None else "scheduler"
+
+    async def run(self, load: Load, load_processes: int = 1, direct: bool = False
+                  ) -> dict[str, Any]:
+        """At the customers' port, or (`direct`) at the scheduler's own."""
         server_cpus, client_cpus = core_split()
-        pin(self.pid, server_cpus)
-        load = replace(load, address=self.cluster.address, api_key=self.api_key,
+        for pid in self.pids:
+            pin(pid, server_cpus)
+        address = self.cluster.scheduler_address if direct else self.cluster.address
+        load = replace(load, address=address, api_key=self.api_key,
                        client_cpus=client_cpus, regions=("south_america",))
-        return await run_load(load, (self.pid,), load_processes)
+        result = await run_load(load, self.pids, load_processes)
+        result["customer_port"] = "scheduler" if direct else self.customer_port
+        return result
 
     async def run_fronts(self, load: Load, fronts: int, load_processes: int) -> dict[str, Any]:
-        """The same load through `fronts` front processes sharing one port (SO_REUSEPORT),
-        pinned with the scheduler; the server's CPU is theirs and the scheduler's together."""
+        """The same load through `fronts` Python front processes sharing one port
+        (SO_REUSEPORT), pinned with the scheduler; the server's CPU is theirs and the
+        scheduler's together."""
         server_cpus, client_cpus = core_split()
         pin(self.pid, server_cpus)
         port = free_port()
         procs = [subprocess.Popen(
-            [sys.executable, "-m", "hashserve", "front", "--scheduler", self.cluster.address,
+            [sys.executable, "-m", "hashserve", "front", "--engine", "python",
+             "--scheduler", self.cluster.scheduler_address,
              "--port", str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL) for _ in range(fronts)]
         try:
@@ -470,6 +494,7 @@ CONFIGS: tuple[tuple[str, str, bool], ...] = (
     # service as users start it; batch)
     ("bare_pinned", "bare-pinned", False),
     ("service_full", "service", False),
+    ("service_direct", "service-direct", False),
     ("service_fronts", "service-fronts", False),
     ("bare", "bare", False),
     ("hashserve_full", "FULL", False),
@@ -497,6 +522,8 @@ async def main_async(args: Any, service: Service, tmp: str) -> list[dict[str, di
                 runs[name] = await bare(load, pinned=True, load_processes=n)
             elif server == "service":
                 runs[name] = await service.run(load, n)
+            elif server == "service-direct":
+                runs[name] = await service.run(load, n, direct=True)
             elif server == "service-fronts":
                 runs[name] = await service.run_fronts(load, args.fronts, n)
             else:
@@ -529,6 +556,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hashserve-bench-") as tmp:
         # Started here, on the main thread: Ray's driver wants it.
         service = Service(Path(tmp)).start()
+        customer_port = service.customer_port
+        print(f"the customers' port is the {customer_port}'s", flush=True)
         try:
             rounds = asyncio.run(main_async(args, service, tmp))
         finally:
@@ -573,7 +602,12 @@ def main() -> int:
         # The service as users start it (Ray actor, agent connected, FULL journal) against
         # bare grpc.aio, both servers on the same cores and the load on the others.
         "full_vs_bare": service_vs_pinned,
-        # The same, through front processes (`hashserve front`) pinned with the scheduler.
+        # The same service at the scheduler's own port, past the native front.
+        "direct_vs_bare": round(median([
+            rnd["service_direct"]["jobs_per_s"] / rnd["bare_pinned"]["jobs_per_s"]
+            for rnd in rounds]), 3),
+        # The same, through Python front processes (`hashserve front --engine python`) pinned
+        # with the scheduler.
         "fronts_vs_bare": round(median([
             rnd["service_fronts"]["jobs_per_s"] / rnd["bare_pinned"]["jobs_per_s"]
             for rnd in rounds]), 3),
@@ -584,7 +618,12 @@ def main() -> int:
         # What the leader spends per job behind fronts, against serving customers itself.
         "leader_cpu_fronts_vs_direct": _ratio(
             summary_runs["service_fronts"]["leader_cpu_us_per_job"],
+            summary_runs["service_direct"]["leader_cpu_us_per_job"],
+        ),
+        # The same behind the customers' port (the native front, where built).
+        "leader_cpu_full_vs_direct": _ratio(
             summary_runs["service_full"]["leader_cpu_us_per_job"],
+            summary_runs["service_direct"]["leader_cpu_us_per_job"],
         ),
         "cpu_per_job_full_vs_bare": _ratio(
             summary_runs["hashserve_full"]["server_cpu_us_per_job"],
@@ -600,7 +639,8 @@ def main() -> int:
         "service_at_least_80pct_of_bare": ratios["full_vs_bare"] >= 0.8,
         # Several load processes, far below the tenant's limits: every submit answered.
         "service_sustained_without_errors": all(
-            summary_runs[name]["errors"] == 0 for name in ("service_full", "service_fronts")),
+            summary_runs[name]["errors"] == 0
+            for name in ("service_full", "service_direct", "service_fronts")),
         "single_full_at_least_70pct": ratios["inprocess_full_vs_bare"] >= 0.7,
         "single_normal_at_least_70pct": ratios["normal_vs_bare"] >= 0.7,
         "batch_beats_bare_single": ratios["batch_full_vs_bare_single"] > 1.0,
@@ -608,6 +648,8 @@ def main() -> int:
     finish("submit", args, {
         "concurrency": args.concurrency, "channels": args.channels, "batch": args.batch,
         "load_processes": args.load_processes, "fronts": args.fronts,
+        # What `service_full` called: the native front, or the scheduler where it is not built.
+        "customer_port": customer_port,
         "prefill": args.prefill,
         "rounds": rounds, "medians": summary_runs, "ratios": ratios, "summary": summary,
     })

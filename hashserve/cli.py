@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -443,51 +444,75 @@ def front(
     tls_key: Annotated[str | None, typer.Option(help="its key (PEM)")] = None,
     scheduler_tls_ca: Annotated[str | None, typer.Option(
         help="CA to verify the scheduler with (when it serves TLS)")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="auto: the native front where it is built (scripts/build_front.sh) and no "
+             "--http-port is given, else the Python one; native; python [default: auto]")
+    ] = None,
     log_format: LogFormatOpt = None,
     verbose: bool = False,
 ) -> None:
-    """Run stateless customer fronts: they validate, batch submits into the leader and forward
-    every other call; clients keep their connections across a leader change.
+    """Run stateless customer fronts: they batch submits into the leader and forward every
+    other call; clients keep their connections across a leader change.
 
     Give the scheduler its own port (`hashserve scheduler --port 50061`) and put the fronts on
     the customers' (50051); run a set on every node, and list every node to clients.
     """
     from hashserve.logs import enable_fatal_signal_trace
-    from scheduler.front.app import FrontApp, FrontSettings, run_fronts
+    from scheduler.front.app import (
+        FrontApp,
+        FrontEngine,
+        FrontSettings,
+        native_command,
+        resolve_engine,
+        run_fronts,
+    )
+    from scheduler.front.native import NativeFrontError
 
     given = {"scheduler": scheduler, "host": host, "port": port, "processes": processes,
              "http_port": http_port, "scheduler_http": scheduler_http,
              "catalogue_path": _checked_catalogue(catalogue), "fleet_path": fleet,
              "tls_cert": tls_cert, "tls_key": tls_key, "scheduler_tls_ca": scheduler_tls_ca,
-             "log_format": log_format}
+             "log_format": log_format, "engine": engine}
     try:
         settings = FrontSettings.model_validate({k: v for k, v in given.items() if v is not None})
-    except ValueError as err:
+        chosen = resolve_engine(settings)
+    except (ValueError, NativeFrontError) as err:
         console.print(f"[red]bad front settings:[/] {err}")
         raise typer.Exit(2) from None
     handler = _logging(verbose, settings.log_format.value, {"process": "front"})
     enable_fatal_signal_trace(handler)
+    if chosen is FrontEngine.NATIVE and settings.processes == 1:
+        command = native_command(settings)
+        os.execv(command[0], command)  # the native front is this process from here on
     if settings.processes > 1:
         if settings.port == 0 or settings.http_port == 0:
             console.print("[red]several front processes share one port: give --port (and "
                           "--http-port)[/]")
             raise typer.Exit(2)
-        child = ["front", "--processes", "1", "--scheduler", settings.scheduler,
-                 "--host", settings.host, "--port", str(settings.port),
-                 "--log-format", settings.log_format.value, *(["--verbose"] if verbose else []),
-                 "--http-port", str(settings.http_port)]
-        for flag, value in (("--scheduler-http", settings.scheduler_http),
-                            ("--catalogue", settings.catalogue_path),
-                            ("--fleet", settings.fleet_path), ("--tls-cert", settings.tls_cert),
-                            ("--tls-key", settings.tls_key),
-                            ("--scheduler-tls-ca", settings.scheduler_tls_ca)):
-            if value:
-                child += [flag, value]
+        if chosen is FrontEngine.NATIVE:
+            command = native_command(settings)
+        else:
+            command = [sys.executable, "-m", "hashserve", "front", "--engine", "python",
+                       "--processes", "1", "--scheduler", settings.scheduler,
+                       "--host", settings.host, "--port", str(settings.port),
+                       "--log-format", settings.log_format.value,
+                       *(["--verbose"] if verbose else []),
+                       "--http-port", str(settings.http_port)]
+            for flag, value in (("--scheduler-http", settings.scheduler_http),
+                                ("--catalogue", settings.catalogue_path),
+                                ("--fleet", settings.fleet_path),
+                                ("--tls-cert", settings.tls_cert),
+                                ("--tls-key", settings.tls_key),
+                                ("--scheduler-tls-ca", settings.scheduler_tls_ca)):
+                if value:
+                    command += [flag, value]
+        console.print(f"{settings.processes} {chosen.value} front processes on "
+                      f"{settings.host}:{settings.port}")
 
         async def supervise() -> None:
             stop = asyncio.Event()
             _install_stop(asyncio.get_running_loop(), stop)
-            await run_fronts(settings, child, stop)
+            await run_fronts(settings, command, stop)
 
         asyncio.run(supervise())
         return
@@ -520,15 +545,27 @@ def up(
         "var/hashserve"
     ),
     catalogue: CatalogueOpt = None,
+    native_front: Annotated[bool | None, typer.Option(
+        help="customers' gRPC port on the native front, which batches their submits into the "
+             "scheduler [default: where it is built (scripts/build_front.sh)]")] = None,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run the scheduler and local agents until interrupted; prints the credentials.
 
     Agents that die are restarted (with backoff; a crash loop is given up on), and each death is
-    reported with how the agent ended and where its log is."""
+    reported with how the agent ended and where its log is. So is the native front."""
     from hashserve.demo import demo_agents
     from hashserve.local import AgentExit, LocalCluster, write_credentials_file
     from hashserve.logs import LogFormat, enable_fatal_signal_trace
+    from scheduler.front.native import HOW_TO_BUILD, native_front_binary
+
+    if native_front is None:
+        native_front = native_front_binary() is not None
+        if not native_front:
+            console.print(f"[yellow]the scheduler serves customers itself: {HOW_TO_BUILD}[/]")
+    elif native_front and native_front_binary() is None:
+        console.print(f"[red]{HOW_TO_BUILD}[/]")
+        raise typer.Exit(2)
 
     enable_fatal_signal_trace(_logging(False, log_format, {"process": "local-cluster"}))
     overrides: dict[str, object] = {"http_port": http_port}
@@ -540,7 +577,7 @@ def up(
         console.print(f"[red]{event.describe()}[/]")
 
     cluster = LocalCluster(
-        workdir=workdir, agents=demo_agents(agents), port=port,
+        workdir=workdir, agents=demo_agents(agents), port=port, native_front=native_front,
         settings_overrides=overrides,
         log_format=LogFormat(log_format) if log_format else LogFormat.TEXT,
         on_agent_exit=on_agent_exit,
@@ -564,7 +601,11 @@ def up(
             workdir / "credentials.env", cluster.address, cluster.credentials,
             openai_base_url=f"http://127.0.0.1:{http_port}/v1" if http_port >= 0 else None,
         )
-        out.print(f"hashserve up: scheduler on {cluster.address}, {agents} agents")
+        if cluster.native_front:
+            out.print(f"hashserve up: customers' port {cluster.address} (native front), "
+                      f"scheduler on {cluster.scheduler_address}, {agents} agents")
+        else:
+            out.print(f"hashserve up: scheduler on {cluster.address}, {agents} agents")
         out.print(f"  export HASHSERVE_SCHEDULER={cluster.address}")
         out.print(f"  export HASHSERVE_API_KEY={cluster.credentials.api_key}")
         out.print(f"  export HASHSERVE_ADMIN_KEY={cluster.credentials.admin_key}")

