@@ -382,9 +382,22 @@ class Service:
         address = self.cluster.scheduler_address if direct else self.cluster.address
         load = replace(load, address=address, api_key=self.api_key,
                        client_cpus=client_cpus, regions=("south_america",))
-        result = await run_load(load, self.pids, load_processes)
+        pids = self.pids
+        try:
+            result = await run_load(load, pids, load_processes)
+        except FileNotFoundError as e:
+            raise RuntimeError(f"a server process of the run ended during it: {self.front_says()}"
+                               ) from e
+        if self.pids != pids:
+            raise RuntimeError(f"the native front was restarted during the run: "
+                               f"{self.front_says()}")
         result["customer_port"] = "scheduler" if direct else self.customer_port
         return result
+
+    def front_says(self) -> str:
+        log = self.cluster.front_log
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+        return f"front exits {self.cluster.front_exits}; its log ends:\n{tail}"
 
     async def run_fronts(self, load: Load, fronts: int, load_processes: int) -> dict[str, Any]:
         """The same load through `fronts` Python front processes sharing one port
@@ -560,6 +573,7 @@ def main() -> int:
         print(f"the customers' port is the {customer_port}'s", flush=True)
         try:
             rounds = asyncio.run(main_async(args, service, tmp))
+            front_exits = list(service.cluster.front_exits)
         finally:
             service.stop()
 
@@ -650,6 +664,8 @@ def main() -> int:
         "load_processes": args.load_processes, "fronts": args.fronts,
         # What `service_full` called: the native front, or the scheduler where it is not built.
         "customer_port": customer_port,
+        # Exit statuses of native fronts that died during the bench (restarted by `up`).
+        "front_exits": front_exits,
         "prefill": args.prefill,
         "rounds": rounds, "medians": summary_runs, "ratios": ratios, "summary": summary,
     })

@@ -288,6 +288,7 @@ class LocalCluster:
     native_front: bool = False
     scheduler_port: int = 0
     front: NativeFront | None = None
+    front_exits: list[int] = field(default_factory=list)  # exit statuses of fronts that died
     credentials: Credentials | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     supervisor: object | None = None  # the scheduler's (ray_host.SupervisedScheduler)
@@ -378,6 +379,7 @@ class LocalCluster:
             front = self.front
             if front is None or front.poll() is None:
                 continue
+            self.front_exits.append(int(front.proc.returncode or 0))
             log.error("the native front (pid %d) %s; starting it again in %.1f s; log: %s",
                       front.pid, describe_exit(int(front.proc.returncode or 0)), delay_s,
                       self.front_log)
