@@ -24,7 +24,8 @@ EXPECTED = {
     "http": {"medians", "rounds", "http_vs_grpc"},
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
     "prefix": {"results", "ttft_p50_ratio", "summary", "seed"},
-    "e2e": {"results", "embed_overhead_p50_ms", "bare_rtt_p50_ms", "embed_overhead_in_rtts"},
+    "e2e": {"results", "embed_overhead_p50_ms", "bare_rtt_p50_ms", "embed_overhead_in_rtts",
+            "embed_overhead_vs_agent_run_p50_ms"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -70,8 +71,10 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         for name, run in doc["medians"].items():
             assert run["errors"] == 0, name
             assert run["jobs_per_s"] > 0, name
-        assert set(doc["ratios"]) >= {"full_vs_bare", "fronts_vs_bare", "normal_vs_bare",
-                                      "batch_full_vs_bare_single"}
+        assert set(doc["ratios"]) >= {"full_vs_bare", "direct_vs_bare", "fronts_vs_bare",
+                                      "normal_vs_bare", "batch_full_vs_bare_single"}
+        # No native front died under the load (a restart fails the run itself).
+        assert doc["front_exits"] == []
         assert doc["summary"]["service_sustained_without_errors"] is True
     elif bench == "failover":
         # Whatever the speed, the kill lost and repeated nothing, and a standby took over.
@@ -90,6 +93,8 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
     elif bench == "e2e":
         # An embedding went through the service, and the round-trip floor was measured.
         assert doc["results"]["embed"]["n"] > 0 and doc["bare_rtt_p50_ms"] > 0
+        # Its agent measured the model's run for every job (the paired overhead's basis).
+        assert doc["results"]["embed"]["agent_run_p50_ms"] > 0
     else:
         assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
         assert doc["arrivals"]["jobs"] > 0 and doc["arrivals"]["cost_us_per_job"] > 0
