@@ -35,7 +35,7 @@ from scheduler.core.jobs import JobRecord
 from scheduler.core.models import ModelKind
 from scheduler.journal.base import IdempotencyConflict, JournalUnavailable
 
-__all__ = ["CustomerService", "Refusal"]
+__all__ = ["CustomerService", "Refusal", "answers", "journal_refusal"]
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -43,6 +43,22 @@ DEFAULT_PAGE_SIZE = 50
 
 def _invalid(err: InvalidRequest, prefix: str = "") -> Refusal:
     return Refusal(getattr(grpc.StatusCode, err.code), prefix + err.message)
+
+
+def journal_refusal(err: IdempotencyConflict | JournalUnavailable) -> Refusal:
+    """What a customer is told of a submit the journal did not take."""
+    if isinstance(err, IdempotencyConflict):
+        return Refusal(grpc.StatusCode.ALREADY_EXISTS, str(err))
+    # Not acknowledged: the customer retries with the same idempotency key.
+    return Refusal(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {err}")
+
+
+def answers(results: Sequence[tuple[JobRecord, bool]]) -> list[customer_pb2.SubmitJobResponse]:
+    """A journalled submit's answer: each job as it stands, and whether it was made before."""
+    return [
+        customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=dedup)
+        for rec, dedup in results
+    ]
 
 
 class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
@@ -100,6 +116,21 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         """Validate, admit and journal `reqs`, all or none. `batch`: work fed by a batch (the
         Batch API), which admission counts against quota and capacity, not the per-request
         rate (a batch was admitted whole when it was created)."""
+        records = self.built(principal, reqs)
+        try:
+            self.admission.admit(principal.tenant, records, rate_limited=not batch)
+        except AdmissionRefused as refusal:
+            return await self.refused(principal.tenant, records, refusal)
+        try:
+            results = await self.loop.submit_async(records)
+        except (IdempotencyConflict, JournalUnavailable) as err:
+            raise journal_refusal(err) from None
+        return answers(results)
+
+    def built(
+        self, principal: Principal, reqs: Sequence[customer_pb2.SubmitJobRequest]
+    ) -> list[JobRecord]:
+        """The job records of `reqs`, validated (raises the Refusal validation gives)."""
         records = []
         for i, req in enumerate(reqs):
             try:
@@ -111,26 +142,18 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "two jobs in the batch share an idempotency_key"
             )
-        try:
-            self.admission.admit(principal.tenant, records, rate_limited=not batch)
-        except AdmissionRefused as refusal:
-            # A retry whose jobs were all made before gets them, not RESOURCE_EXHAUSTED. Looked
-            # up only when refused: a submit that is admitted is deduplicated by its insert.
-            retried = await self._answered_before(principal.tenant, records)
-            if retried is not None:
-                return retried
-            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal)) from None
-        try:
-            results = await self.loop.submit_async(records)
-        except IdempotencyConflict as err:
-            raise Refusal(grpc.StatusCode.ALREADY_EXISTS, str(err)) from None
-        except JournalUnavailable as err:
-            # Not acknowledged: the customer retries with the same idempotency key.
-            raise Refusal(grpc.StatusCode.UNAVAILABLE, f"journal unavailable: {err}") from None
-        return [
-            customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=dedup)
-            for rec, dedup in results
-        ]
+        return records
+
+    async def refused(
+        self, tenant: str, records: Sequence[JobRecord], refusal: AdmissionRefused
+    ) -> list[customer_pb2.SubmitJobResponse]:
+        """Admission refused `records`. A retry whose jobs were all made before gets them, not
+        RESOURCE_EXHAUSTED. Looked up only when refused: a submit that is admitted is
+        deduplicated by its insert."""
+        retried = await self._answered_before(tenant, records)
+        if retried is not None:
+            return retried
+        raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
 
     async def _answered_before(
         self, tenant: str, records: Sequence[JobRecord]

@@ -1,8 +1,10 @@
 """The Intake service: many customers' submits from a front in one call (`hashserve front`).
 
-Every item is authenticated with its own customer's key and goes through `CustomerService.submit`
-exactly as a SubmitJobs sent alone would; the items are submitted together, so the journal's
-group commit writes them in one transaction. A front therefore saves the leader a gRPC call per
+Every item is authenticated with its own customer's key and validated, admitted and journalled
+exactly as a SubmitJobs sent alone would be (`CustomerService.built`, its admission, the control
+loop's group commit), and answered on its own: one item's refusal is that item's answer alone.
+The items are queued for the journal together, so one commit writes them all, and the call
+waits on their futures with no task per item. A front therefore saves the leader a gRPC call per
 customer request, and nothing else: admission, idempotency and the journal are still decided
 here, once.
 """
@@ -10,35 +12,56 @@ here, once.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import cast
 
 import grpc
 
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
+from scheduler.api.admission import AdmissionRefused
 from scheduler.api.auth import bearer_metadata
-from scheduler.api.customer_service import CustomerService
+from scheduler.api.customer_service import CustomerService, answers, journal_refusal
 from scheduler.api.refusal import Refusal
 from scheduler.api.validation import InvalidRequest, check_job_count
+from scheduler.core.jobs import JobRecord
+from scheduler.journal.base import IdempotencyConflict, JournalUnavailable
+
+log = logging.getLogger("hashserve.intake")
 
 # Items per call: a front flushes at most this many at once.
 MAX_ITEMS = 1024
+
+# What one item waits on: its journal commit, or (refused by admission) the look-up of a retry.
+_Pending = asyncio.Future[list[tuple[JobRecord, bool]]] | asyncio.Task[
+    list[customer_pb2.SubmitJobResponse]]
+
+
+def _refusal(r: Refusal) -> intake_pb2.IntakeResult:
+    return intake_pb2.IntakeResult(code=r.code.value[0], message=r.message)
 
 
 class IntakeService(intake_pb2_grpc.IntakeServicer):
     def __init__(self, customers: CustomerService) -> None:
         self.customers = customers
 
-    async def _one(self, item: intake_pb2.IntakeItem) -> intake_pb2.IntakeResult:
-        jobs = list(item.request.jobs)
+    def _queue(self, item: intake_pb2.IntakeItem) -> _Pending:
+        """Check and admit one item and queue its jobs for the next commit (raises Refusal)."""
+        customers = self.customers
+        jobs = item.request.jobs
         try:
-            try:
-                check_job_count(len(jobs))
-            except InvalidRequest as err:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
-            principal = self.customers.principal(bearer_metadata(item.api_key))
-            answers = await self.customers.submit(principal, jobs)
-        except Refusal as r:
-            return intake_pb2.IntakeResult(code=r.code.value[0], message=r.message)
-        return intake_pb2.IntakeResult(response=customer_pb2.SubmitJobsResponse(jobs=answers))
+            check_job_count(len(jobs))
+        except InvalidRequest as err:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
+        principal = customers.principal(bearer_metadata(item.api_key))
+        records = customers.built(principal, jobs)
+        try:
+            customers.admission.admit(principal.tenant, records, rate_limited=True)
+        except AdmissionRefused as refusal:
+            return asyncio.ensure_future(customers.refused(principal.tenant, records, refusal))
+        try:
+            return customers.loop.submit_nowait(records)
+        except JournalUnavailable as err:
+            raise journal_refusal(err) from None
 
     async def SubmitMany(
         self, request: intake_pb2.SubmitManyRequest, context: grpc.aio.ServicerContext
@@ -46,5 +69,33 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
         if len(request.items) > MAX_ITEMS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{len(request.items)} items in one call; at most {MAX_ITEMS}")
-        results = await asyncio.gather(*(self._one(item) for item in request.items))
+        results: list[intake_pb2.IntakeResult] = []
+        waits: list[tuple[int, _Pending]] = []
+        for i, item in enumerate(request.items):
+            try:
+                waits.append((i, self._queue(item)))
+                results.append(intake_pb2.IntakeResult())  # its answer comes below
+            except Refusal as r:
+                results.append(_refusal(r))
+        outcomes = await asyncio.gather(*(w for _, w in waits), return_exceptions=True)
+        for (i, wait), outcome in zip(waits, outcomes, strict=True):
+            results[i] = self._result(not isinstance(wait, asyncio.Task), outcome)
         return intake_pb2.SubmitManyResponse(results=results)
+
+    @staticmethod
+    def _result(committed: bool, outcome: object) -> intake_pb2.IntakeResult:
+        """One item's answer: `outcome` is its commit's result (`committed`), or the answer
+        that admission's retry look-up gave, or what either raised."""
+        if isinstance(outcome, Refusal):
+            return _refusal(outcome)
+        if isinstance(outcome, IdempotencyConflict | JournalUnavailable):
+            return _refusal(journal_refusal(outcome))
+        if isinstance(outcome, BaseException):
+            # This item's alone: the others of the call may be journalled, and are answered.
+            log.error("a submit from a front failed", exc_info=outcome)
+            return intake_pb2.IntakeResult(
+                code=grpc.StatusCode.INTERNAL.value[0],
+                message=f"the scheduler failed this submit: {type(outcome).__name__}: {outcome}")
+        jobs = (answers(cast(list[tuple[JobRecord, bool]], outcome)) if committed
+                else cast(list[customer_pb2.SubmitJobResponse], outcome))
+        return intake_pb2.IntakeResult(response=customer_pb2.SubmitJobsResponse(jobs=jobs))

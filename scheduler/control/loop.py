@@ -347,6 +347,14 @@ class ControlLoop:
     async def submit_async(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         """`submit`, with group commit: the journal write runs off the event loop, together with
         every other submit that arrives meanwhile. Answers once its jobs are durable."""
+        return await self.submit_nowait(records)
+
+    def submit_nowait(
+        self, records: Sequence[JobRecord]
+    ) -> asyncio.Future[list[tuple[JobRecord, bool]]]:
+        """`submit_async`'s future, without a coroutine around it: a caller with many groups
+        (a front's batch) queues them all for the next commit, then waits on their futures,
+        with no task per group. Raises JournalUnavailable at once when stopping."""
         if self._stopping:
             raise JournalUnavailable("the scheduler is stopping; retry")
         future: asyncio.Future[list[tuple[JobRecord, bool]]] = (
@@ -355,7 +363,7 @@ class ControlLoop:
         self._pending.append((records, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending(), name="journal-writer")
-        return await future
+        return future
 
     async def _gather_while_busy(self) -> None:
         """Yield to the loop while it has other callbacks ready (more submits are on their way

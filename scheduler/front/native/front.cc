@@ -588,11 +588,13 @@ class PassThrough {
   }
 
   void leader_read(bool ok) {
+    std::unique_lock<std::mutex> lock(mu_);
     if (ok) {
+      writing_down_ = true;
+      lock.unlock();
       downstream_.StartWrite(&from_leader_);
       return;
     }
-    std::unique_lock<std::mutex> lock(mu_);
     leader_finished_sending_ = true;
     if (!writing_up_ && !held_released_) {
       held_released_ = true;
@@ -602,6 +604,17 @@ class PassThrough {
   }
 
   void customer_written(bool ok) {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_down_ = false;
+    if (upstream_done_) {
+      // The upstream call ended while this write was out (its status can come before its
+      // last message is passed on): the customer's side finishes now, and reads no more.
+      lock.unlock();
+      downstream_.Finish(final_status_);
+      release();
+      return;
+    }
+    lock.unlock();
     if (ok) {
       upstream_.StartRead(&from_leader_);
     } else {
@@ -609,8 +622,14 @@ class PassThrough {
     }
   }
 
-  // Every upstream operation is over, so no write to the customer is in flight.
+  // Every upstream operation is over. A write to the customer may still be out: then its
+  // completion finishes the customer's side, never a second operation on an ended call.
   void leader_done(const grpc::Status& status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    upstream_done_ = true;
+    final_status_ = status;
+    if (writing_down_) return;
+    lock.unlock();
     downstream_.Finish(status);
     release();
   }
@@ -626,8 +645,11 @@ class PassThrough {
   grpc::ByteBuffer from_leader_;
   std::mutex mu_;
   bool writing_up_ = false;
+  bool writing_down_ = false;
   bool held_released_ = false;
   bool leader_finished_sending_ = false;
+  bool upstream_done_ = false;
+  grpc::Status final_status_;
   std::atomic<int> refs_{2};
 };
 
