@@ -26,6 +26,7 @@ from scheduler.api.agent_identity import ensure_any_agent_token
 from scheduler.api.auth import Authenticator, new_agent_token, new_api_key
 from scheduler.front.native import NativeFront, NativeFrontOptions, require_binary
 from scheduler.journal.sqlite import SqliteJournal
+from scheduler.runtime.processes import end_process
 from scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("hashserve.local")
@@ -201,15 +202,9 @@ def spawn_agent(
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    code = end_process(proc, timeout_s)
     _close_lifeline(proc.pid)
-    return int(proc.returncode or 0)
+    return code
 
 
 _SIGNAL_MEANINGS = {

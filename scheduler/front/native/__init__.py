@@ -14,13 +14,14 @@ import contextlib
 import os
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from scheduler.runtime.processes import end_process
 
 BINARY = "hashserve-front-native"
 # A binary elsewhere than beside the interpreter (a system package, a test's own build).
@@ -146,14 +147,8 @@ def _read_port(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 
 
 def _end(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    code = end_process(proc, timeout_s)
     if proc.stdout is not None:
         with contextlib.suppress(OSError):
             proc.stdout.close()
-    return int(proc.returncode or 0)
+    return code
