@@ -2,12 +2,14 @@
 
     python bench/e2e.py [--n 50] [--smoke]
 
-Starts a real local hashserve (Ray, the scheduler actor, one agent process), then for a
-one-sentence embedding (and a short generation when llama-cpp-python is installed) measures:
+Starts a real local hashserve (Ray, the scheduler actor, one agent process, and the native front
+where it is built, as `hashserve up` does), then for a one-sentence embedding (and a short
+generation when llama-cpp-python is installed) measures:
   model:      the backend called directly in this process (what the job costs at minimum)
   in agent:   the same model as the agent ran it for each job (its measured `run_ms`), on a
               machine busy with the rest of hashserve; `vs agent` is each job's time less its own
-  hashserve:  submit over gRPC -> journal -> placement -> agent -> inference -> result watched back
+  hashserve:  submit over gRPC -> journal -> placement -> agent -> inference -> result watched back,
+              at the scheduler's own port, and for the embedding also through the native front
 and prints p50/p90 of each and their ratio. Beside them, in the same run, the p50 of a bare
 unary gRPC round trip between two processes of this machine (a health check against a
 grpc.aio server in a child process): the floor under every hop of the path, which moves with
@@ -38,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from bench.common import finish, parser
 from hashserve.client import Client, embed_spec, generate_spec
 from hashserve.local import AgentPlan, LocalCluster
+from scheduler.front.native import native_front_binary
 
 SENTENCE = "Grid operators pay large consumers to cut load during price spikes."
 PROMPT = "Say hello to a new customer in one short sentence."
@@ -81,14 +84,14 @@ def direct_generate_ms(n: int) -> list[float] | None:
 
 
 async def through_hashserve(
-    cluster: LocalCluster, n: int, generate: bool
+    cluster: LocalCluster, n: int, generate: bool, address: str | None = None
 ) -> tuple[list[float], list[float]]:
     """Each job's time from submit to its result watched back, and the inference time its
-    agent measured for it (`timings.run_ms`)."""
+    agent measured for it (`timings.run_ms`); at `address` (default: the scheduler's own)."""
     assert cluster.credentials is not None
     times = []
     run_ms = []
-    async with Client(cluster.address, cluster.credentials.api_key) as c:
+    async with Client(address or cluster.scheduler_address, cluster.credentials.api_key) as c:
         while True:
             models = {m.name: m.nodes_serving for m in (await c.models()).models}
             if models.get("all-minilm-l6-v2"):
@@ -168,6 +171,8 @@ def main() -> int:
         cluster = LocalCluster(
             workdir=Path(tmp),
             agents=[AgentPlan("bench-1", "tx-odessa", "north_america", max_concurrent_jobs=1)],
+            # As `hashserve up` starts it: customers may also come in through the native front.
+            native_front=native_front_binary() is not None,
         )
         try:
             cluster.start_scheduler()
@@ -192,6 +197,13 @@ def main() -> int:
                     "ratio_p50": round(e50 / m50, 3),
                     "n": len(e2e),
                 }
+                if kind == "embed" and cluster.front is not None:
+                    # The same jobs at the customers' port of `hashserve up`: the native front.
+                    via_front, _ = asyncio.run(
+                        through_hashserve(cluster, len(model_ms), False, cluster.address))
+                    f50 = statistics.median(via_front)
+                    results[kind]["via_native_front_p50_ms"] = round(f50, 3)
+                    results[kind]["overhead_via_native_front_p50_ms"] = round(f50 - m50, 3)
             rtt_ms = statistics.median([rtt_before_ms, bare_rtt_ms(50 if args.smoke else 300)])
         finally:
             cluster.stop()
@@ -208,6 +220,10 @@ def main() -> int:
         )
     embed = results.get("embed", {})
     overhead_ms = embed.get("overhead_p50_ms", float("nan"))
+    if "via_native_front_p50_ms" in embed:
+        print(f"embedding through the native front (`hashserve up`'s customers' port): p50 "
+              f"{embed['via_native_front_p50_ms']:.2f} ms, overhead "
+              f"{embed['overhead_via_native_front_p50_ms']:.2f} ms")
     print(f"bare gRPC round trip p50 (two processes, before and after): {rtt_ms:.3f} ms")
     print(f"embedding overhead p50: {overhead_ms:.2f} ms over the model's own time, "
           f"{overhead_ms / rtt_ms:.1f} bare round trips (target: 3 ms or less)")
@@ -215,7 +231,10 @@ def main() -> int:
                          "embed_overhead_in_rtts": round(overhead_ms / rtt_ms, 2),
                          "embed_overhead_p50_ms": embed.get("overhead_p50_ms"),
                          "embed_overhead_vs_agent_run_p50_ms":
-                             embed.get("overhead_vs_agent_run_p50_ms")})
+                             embed.get("overhead_vs_agent_run_p50_ms"),
+                         # None where the native front is not built.
+                         "embed_overhead_via_native_front_p50_ms":
+                             embed.get("overhead_via_native_front_p50_ms")})
     return 0
 
 

@@ -25,7 +25,7 @@ EXPECTED = {
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
     "prefix": {"results", "ttft_p50_ratio", "summary", "seed"},
     "e2e": {"results", "embed_overhead_p50_ms", "bare_rtt_p50_ms", "embed_overhead_in_rtts",
-            "embed_overhead_vs_agent_run_p50_ms"},
+            "embed_overhead_vs_agent_run_p50_ms", "embed_overhead_via_native_front_p50_ms"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -95,6 +95,11 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         assert doc["results"]["embed"]["n"] > 0 and doc["bare_rtt_p50_ms"] > 0
         # Its agent measured the model's run for every job (the paired overhead's basis).
         assert doc["results"]["embed"]["agent_run_p50_ms"] > 0
+        # Through the native front as well, wherever it is built (as `hashserve up` runs).
+        from scheduler.front.native import native_front_binary
+
+        if native_front_binary() is not None:
+            assert doc["results"]["embed"]["via_native_front_p50_ms"] > 0
     else:
         assert doc["planner"]["sites"] > 0 and doc["core"]["fill_tick_placed"] > 0
         assert doc["arrivals"]["jobs"] > 0 and doc["arrivals"]["cost_us_per_job"] > 0
