@@ -374,10 +374,10 @@ class LocalCluster:
             front = self.front
             if front is None or front.poll() is None:
                 continue
-            self.front_exits.append(int(front.proc.returncode or 0))
+            code = int(front.proc.returncode or 0)
+            self.front_exits.append(code)
             log.error("the native front (pid %d) %s; starting it again in %.1f s; log: %s",
-                      front.pid, describe_exit(int(front.proc.returncode or 0)), delay_s,
-                      self.front_log)
+                      front.pid, describe_exit(code), delay_s, self.front_log)
             if self._stopping.wait(delay_s):
                 return
             try:

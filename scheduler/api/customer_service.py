@@ -116,21 +116,36 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         """Validate, admit and journal `reqs`, all or none. `batch`: work fed by a batch (the
         Batch API), which admission counts against quota and capacity, not the per-request
         rate (a batch was admitted whole when it was created)."""
-        records = self.built(principal, reqs)
         try:
-            self.admission.admit(principal.tenant, records, rate_limited=not batch)
-        except AdmissionRefused as refusal:
-            return await self.refused(principal.tenant, records, refusal)
-        try:
-            results = await self.loop.submit_async(records)
+            results = await self.queue(principal, reqs, batch=batch)
         except (IdempotencyConflict, JournalUnavailable) as err:
             raise journal_refusal(err) from None
         return answers(results)
 
-    def built(
+    def queue(
+        self,
+        principal: Principal,
+        reqs: Sequence[customer_pb2.SubmitJobRequest],
+        *,
+        batch: bool = False,
+    ) -> asyncio.Future[list[tuple[JobRecord, bool]]]:
+        """`submit` up to the journal: validate and admit `reqs` (raises Refusal) and queue
+        them for the next group commit. The future gives the jobs as journalled and whether
+        each was made before, or raises what the journal raised. A caller with many submits
+        (a front's batch) queues them all, then waits, with no task per submit."""
+        records = self._built(principal, reqs)
+        try:
+            self.admission.admit(principal.tenant, records, rate_limited=not batch)
+        except AdmissionRefused as refusal:
+            return asyncio.ensure_future(self._refused(principal.tenant, records, refusal))
+        try:
+            return self.loop.submit_nowait(records)
+        except JournalUnavailable as err:
+            raise journal_refusal(err) from None
+
+    def _built(
         self, principal: Principal, reqs: Sequence[customer_pb2.SubmitJobRequest]
     ) -> list[JobRecord]:
-        """The job records of `reqs`, validated (raises the Refusal validation gives)."""
         records = []
         for i, req in enumerate(reqs):
             try:
@@ -144,12 +159,11 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
             )
         return records
 
-    async def refused(
+    async def _refused(
         self, tenant: str, records: Sequence[JobRecord], refusal: AdmissionRefused
-    ) -> list[customer_pb2.SubmitJobResponse]:
-        """Admission refused `records`. A retry whose jobs were all made before gets them, not
-        RESOURCE_EXHAUSTED. Looked up only when refused: a submit that is admitted is
-        deduplicated by its insert."""
+    ) -> list[tuple[JobRecord, bool]]:
+        """A retry whose jobs were all made before gets them, not RESOURCE_EXHAUSTED. Looked
+        up only when refused: a submit that is admitted is deduplicated by its insert."""
         retried = await self._answered_before(tenant, records)
         if retried is not None:
             return retried
@@ -157,10 +171,10 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
 
     async def _answered_before(
         self, tenant: str, records: Sequence[JobRecord]
-    ) -> list[customer_pb2.SubmitJobResponse] | None:
+    ) -> list[tuple[JobRecord, bool]] | None:
         """When every record has an idempotency key already used for the same request, the
-        stored jobs (as deduplicated answers); else None. A key used for another request is
-        left to the insert, which refuses it with ALREADY_EXISTS."""
+        stored jobs (each made before); else None. A key used for another request is left to
+        the insert, which refuses it with ALREADY_EXISTS."""
         if not records or not all(r.idempotency_key for r in records):
             return None
         journal = self.loop.journal
@@ -177,9 +191,7 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         stored_jobs = await asyncio.to_thread(lookup)
         if stored_jobs is None:
             return None
-        found = [self.loop.core.jobs.get(s.job_id, s) for s in stored_jobs]
-        return [customer_pb2.SubmitJobResponse(job=job_to_proto(rec), deduplicated=True)
-                for rec in found]
+        return [(self.loop.core.jobs.get(s.job_id, s), True) for s in stored_jobs]
 
     def own_job(self, principal: Principal, job_id: str) -> JobRecord:
         try:

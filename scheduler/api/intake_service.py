@@ -1,8 +1,8 @@
 """The Intake service: many customers' submits from a front in one call (`hashserve front`).
 
 Every item is authenticated with its own customer's key and validated, admitted and journalled
-exactly as a SubmitJobs sent alone would be (`CustomerService.built`, its admission, the control
-loop's group commit), and answered on its own: one item's refusal is that item's answer alone.
+exactly as a SubmitJobs sent alone would be (`CustomerService.queue`: validation, admission, the
+control loop's group commit), and answered on its own: one item's refusal is its answer alone.
 The items are queued for the journal together, so one commit writes them all, and the call
 waits on their futures with no task per item. A front therefore saves the leader a gRPC call per
 customer request, and nothing else: admission, idempotency and the journal are still decided
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 import grpc
 
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
-from scheduler.api.admission import AdmissionRefused
 from scheduler.api.auth import bearer_metadata
 from scheduler.api.customer_service import CustomerService, answers, journal_refusal
 from scheduler.api.refusal import Refusal
@@ -31,10 +29,6 @@ log = logging.getLogger("hashserve.intake")
 # Items per call: a front flushes at most this many at once.
 MAX_ITEMS = 1024
 
-# What one item waits on: its journal commit, or (refused by admission) the look-up of a retry.
-_Pending = asyncio.Future[list[tuple[JobRecord, bool]]] | asyncio.Task[
-    list[customer_pb2.SubmitJobResponse]]
-
 
 def _refusal(r: Refusal) -> intake_pb2.IntakeResult:
     return intake_pb2.IntakeResult(code=r.code.value[0], message=r.message)
@@ -44,24 +38,16 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
     def __init__(self, customers: CustomerService) -> None:
         self.customers = customers
 
-    def _queue(self, item: intake_pb2.IntakeItem) -> _Pending:
-        """Check and admit one item and queue its jobs for the next commit (raises Refusal)."""
-        customers = self.customers
-        jobs = item.request.jobs
+    def _queue(
+        self, item: intake_pb2.IntakeItem
+    ) -> asyncio.Future[list[tuple[JobRecord, bool]]]:
+        """One item, checked, admitted and queued for the next commit (raises Refusal)."""
         try:
-            check_job_count(len(jobs))
+            check_job_count(len(item.request.jobs))
         except InvalidRequest as err:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
-        principal = customers.principal(bearer_metadata(item.api_key))
-        records = customers.built(principal, jobs)
-        try:
-            customers.admission.admit(principal.tenant, records, rate_limited=True)
-        except AdmissionRefused as refusal:
-            return asyncio.ensure_future(customers.refused(principal.tenant, records, refusal))
-        try:
-            return customers.loop.submit_nowait(records)
-        except JournalUnavailable as err:
-            raise journal_refusal(err) from None
+        principal = self.customers.principal(bearer_metadata(item.api_key))
+        return self.customers.queue(principal, item.request.jobs)
 
     async def SubmitMany(
         self, request: intake_pb2.SubmitManyRequest, context: grpc.aio.ServicerContext
@@ -70,7 +56,7 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{len(request.items)} items in one call; at most {MAX_ITEMS}")
         results: list[intake_pb2.IntakeResult] = []
-        waits: list[tuple[int, _Pending]] = []
+        waits: list[tuple[int, asyncio.Future[list[tuple[JobRecord, bool]]]]] = []
         for i, item in enumerate(request.items):
             try:
                 waits.append((i, self._queue(item)))
@@ -78,14 +64,13 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
             except Refusal as r:
                 results.append(_refusal(r))
         outcomes = await asyncio.gather(*(w for _, w in waits), return_exceptions=True)
-        for (i, wait), outcome in zip(waits, outcomes, strict=True):
-            results[i] = self._result(not isinstance(wait, asyncio.Task), outcome)
+        for (i, _), outcome in zip(waits, outcomes, strict=True):
+            results[i] = self._result(outcome)
         return intake_pb2.SubmitManyResponse(results=results)
 
     @staticmethod
-    def _result(committed: bool, outcome: object) -> intake_pb2.IntakeResult:
-        """One item's answer: `outcome` is its commit's result (`committed`), or the answer
-        that admission's retry look-up gave, or what either raised."""
+    def _result(outcome: list[tuple[JobRecord, bool]] | BaseException) -> intake_pb2.IntakeResult:
+        """One item's answer: its jobs as journalled, or what its submit raised."""
         if isinstance(outcome, Refusal):
             return _refusal(outcome)
         if isinstance(outcome, IdempotencyConflict | JournalUnavailable):
@@ -96,6 +81,5 @@ class IntakeService(intake_pb2_grpc.IntakeServicer):
             return intake_pb2.IntakeResult(
                 code=grpc.StatusCode.INTERNAL.value[0],
                 message=f"the scheduler failed this submit: {type(outcome).__name__}: {outcome}")
-        jobs = (answers(cast(list[tuple[JobRecord, bool]], outcome)) if committed
-                else cast(list[customer_pb2.SubmitJobResponse], outcome))
-        return intake_pb2.IntakeResult(response=customer_pb2.SubmitJobsResponse(jobs=jobs))
+        return intake_pb2.IntakeResult(
+            response=customer_pb2.SubmitJobsResponse(jobs=answers(outcome)))

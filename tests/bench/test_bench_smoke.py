@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.front.native import native_front_binary
+
 REPO = Path(__file__).resolve().parents[2]
 
 # bench -> keys of its last line besides the common ones
@@ -96,8 +98,6 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         # Its agent measured the model's run for every job (the paired overhead's basis).
         assert doc["results"]["embed"]["agent_run_p50_ms"] > 0
         # Through the native front as well, wherever it is built (as `hashserve up` runs).
-        from scheduler.front.native import native_front_binary
-
         if native_front_binary() is not None:
             assert doc["results"]["embed"]["via_native_front_p50_ms"] > 0
     else:
