@@ -218,7 +218,7 @@ def test_a_bootstrap_token_enrolls_only_its_site_and_agents_and_does_nothing_els
         # Used as an agent's credential, a bootstrap token is refused (the token scheduler's
         # one port serves agents with bearer tokens).
         agent = WireAgent(customer_address(tokens), as_agent, "enr-b")
-        assert await connect_code(agent) == denied
+        assert await connect_code(agent, say_hello=False) == denied
         # ... and it still enrolls, once: refusing it did not spend it.
         reply, _ = await enroll(tokens, None, as_agent, "enr-b", csr=False)
         assert reply.kind == agent_pb2.CREDENTIAL_KIND_TOKEN and reply.token.startswith("hsa_")
@@ -254,14 +254,15 @@ def test_impersonation_is_refused_with_every_kind_of_credential(
                               tls=tls(pki, key_b, cert_b.certificate_pem))
         assert await connect_code(elsewhere) == denied
         # No certificate at all, and one from another CA or never enrolled: the handshake (or
-        # the journal) refuses it.
+        # the journal, on the call's credential, before any hello is read) refuses it.
         bare = WireAgent(agent_address(mtls), mtls.credentials.agent_token, "imp-a",
                          tls=tls(pki))
         assert await connect_code(bare) == grpc.StatusCode.UNAVAILABLE
         handmade = WireAgent(agent_address(mtls), "", "handmade", tls=tls(
             pki, (pki / "agents/handmade.key").read_bytes(),
             (pki / "agents/handmade.pem").read_bytes()))
-        assert await connect_code(handmade) == grpc.StatusCode.UNAUTHENTICATED
+        assert await connect_code(handmade, say_hello=False) == (
+            grpc.StatusCode.UNAUTHENTICATED)
         # An expired certificate, bound in the journal all the same: the handshake refuses it.
         key_pem, csr_pem = new_key_and_csr("imp-old")
         now = time.time()
@@ -281,7 +282,7 @@ def test_impersonation_is_refused_with_every_kind_of_credential(
         await admin_call(tokens, None, "RevokeAgentCredential",
                          admin_pb2.RevokeAgentCredentialRequest(agent_id="imp-b"))
         revoked = WireAgent(customer_address(tokens), token_b, "imp-b")
-        assert await connect_code(revoked) == grpc.StatusCode.UNAUTHENTICATED
+        assert await connect_code(revoked, say_hello=False) == grpc.StatusCode.UNAUTHENTICATED
 
     run(go())
     assert nodes(mtls) == before_mtls and nodes(tokens) == before_tokens
