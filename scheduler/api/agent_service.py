@@ -29,6 +29,8 @@ from scheduler.journal.base import AgentCredentialKind
 
 log = logging.getLogger("hashserve.scheduler.agents")
 HELLO_TIMEOUT_S = 10.0
+# How long a refused stream waits for the hello its agent is writing before it is told why.
+REFUSAL_HEARS_HELLO_S = 1.0
 # An 8-GPU H100 server draws about 10 kW; 100 kW leaves room for any one node, and no more.
 MAX_NODE_POWER_KW = 100.0
 
@@ -54,6 +56,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         request_iterator: AsyncIterator[agent_pb2.AgentMessage],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
+        messages = request_iterator.__aiter__()
         try:
             identity = await asyncio.to_thread(
                 self.identities.from_call, context.auth_context(),
@@ -61,8 +64,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
         except AgentRefused as err:
             self.loop.refused(err.what)
+            # An agent writes its hello as it opens the stream. Aborted while that write is
+            # out, its call can end on the transport's reset (INTERNAL) instead of this status,
+            # and an agent told INTERNAL retries a credential it should give up on.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(messages.__anext__(), REFUSAL_HEARS_HELLO_S)
             await context.abort(err.code, err.message)
-        messages = request_iterator.__aiter__()
         try:
             first = await asyncio.wait_for(messages.__anext__(), HELLO_TIMEOUT_S)
         except (TimeoutError, StopAsyncIteration):

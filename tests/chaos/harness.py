@@ -221,19 +221,15 @@ class WireAgent:
             )
         )
 
-    async def connect(
-        self, first: agent_pb2.AgentMessage | None = None, say_hello: bool = True
-    ) -> None:
-        """Open the stream and send `first` (default: the hello). Without a hello, a refused
-        credential comes back cleanly: nothing is being written when the server aborts."""
+    async def connect(self, first: agent_pb2.AgentMessage | None = None) -> None:
+        """Open the stream and send `first` (default: the hello)."""
         if self.tls is not None:
             self._channel = grpc.aio.secure_channel(self.address, self.tls,
                                                     options=CHANNEL_OPTIONS)
         else:
             self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
-        if say_hello:
-            self._up.put_nowait(first if first is not None else self.hello())
+        self._up.put_nowait(first if first is not None else self.hello())
 
         async def requests() -> Any:
             while True:

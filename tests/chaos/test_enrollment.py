@@ -146,11 +146,10 @@ async def enroll_code(*args: object, **kwargs: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-async def connect_code(agent: WireAgent, say_hello: bool = True) -> grpc.StatusCode:
-    """How the scheduler answers this agent's stream: OK once welcomed, else the status.
-    `say_hello=False` for a credential refused before any hello is read: a hello being written
-    as the server aborts can come back as the transport's reset (INTERNAL), not the status."""
-    await agent.connect(say_hello=say_hello)
+async def connect_code(agent: WireAgent) -> grpc.StatusCode:
+    """How the scheduler answers this agent's stream, opened as an agent opens it (with its
+    hello): OK once welcomed, else the status."""
+    await agent.connect()
     try:
         msg = await agent.recv(10)
         return grpc.StatusCode.OK if msg.WhichOneof("msg") == "welcome" else grpc.StatusCode.UNKNOWN
@@ -218,7 +217,7 @@ def test_a_bootstrap_token_enrolls_only_its_site_and_agents_and_does_nothing_els
         # Used as an agent's credential, a bootstrap token is refused (the token scheduler's
         # one port serves agents with bearer tokens).
         agent = WireAgent(customer_address(tokens), as_agent, "enr-b")
-        assert await connect_code(agent, say_hello=False) == denied
+        assert await connect_code(agent) == denied
         # ... and it still enrolls, once: refusing it did not spend it.
         reply, _ = await enroll(tokens, None, as_agent, "enr-b", csr=False)
         assert reply.kind == agent_pb2.CREDENTIAL_KIND_TOKEN and reply.token.startswith("hsa_")
@@ -254,15 +253,14 @@ def test_impersonation_is_refused_with_every_kind_of_credential(
                               tls=tls(pki, key_b, cert_b.certificate_pem))
         assert await connect_code(elsewhere) == denied
         # No certificate at all, and one from another CA or never enrolled: the handshake (or
-        # the journal, on the call's credential, before any hello is read) refuses it.
+        # the journal) refuses it.
         bare = WireAgent(agent_address(mtls), mtls.credentials.agent_token, "imp-a",
                          tls=tls(pki))
         assert await connect_code(bare) == grpc.StatusCode.UNAVAILABLE
         handmade = WireAgent(agent_address(mtls), "", "handmade", tls=tls(
             pki, (pki / "agents/handmade.key").read_bytes(),
             (pki / "agents/handmade.pem").read_bytes()))
-        assert await connect_code(handmade, say_hello=False) == (
-            grpc.StatusCode.UNAUTHENTICATED)
+        assert await connect_code(handmade) == grpc.StatusCode.UNAUTHENTICATED
         # An expired certificate, bound in the journal all the same: the handshake refuses it.
         key_pem, csr_pem = new_key_and_csr("imp-old")
         now = time.time()
@@ -282,7 +280,7 @@ def test_impersonation_is_refused_with_every_kind_of_credential(
         await admin_call(tokens, None, "RevokeAgentCredential",
                          admin_pb2.RevokeAgentCredentialRequest(agent_id="imp-b"))
         revoked = WireAgent(customer_address(tokens), token_b, "imp-b")
-        assert await connect_code(revoked, say_hello=False) == grpc.StatusCode.UNAUTHENTICATED
+        assert await connect_code(revoked) == grpc.StatusCode.UNAUTHENTICATED
 
     run(go())
     assert nodes(mtls) == before_mtls and nodes(tokens) == before_tokens
@@ -300,8 +298,7 @@ def test_an_expired_token_is_refused(tokens: InProcessScheduler) -> None:
                                  ).issue_token("exp-a", SITE, REGION, ttl_s=60)
     finally:
         journal.close()
-    code = run(connect_code(WireAgent(customer_address(tokens), issued.token, "exp-a"),
-                            say_hello=False))  # refused on its metadata, before any hello
+    code = run(connect_code(WireAgent(customer_address(tokens), issued.token, "exp-a")))
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -331,7 +328,7 @@ def test_revocation_closes_the_open_stream_at_once_and_is_listed_with_its_last_u
         await agent.close()
         again = WireAgent(agent_address(mtls), "", "rev-a",
                           tls=tls(pki, key_pem, reply.certificate_pem))
-        assert await connect_code(again, say_hello=False) == grpc.StatusCode.UNAUTHENTICATED
+        assert await connect_code(again) == grpc.StatusCode.UNAUTHENTICATED
         listed = await admin_call(mtls, pki, "ListAgentCredentials",
                                   admin_pb2.ListAgentCredentialsRequest(agent_id="rev-a",
                                                                         include_revoked=True))

@@ -8,6 +8,7 @@ each forbidden message is sent exactly as a hostile or broken agent would send i
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 from collections.abc import Iterator
@@ -62,15 +63,13 @@ def test_an_agent_token_is_bound_to_its_agent_id(sched: InProcessScheduler) -> N
         await as_b.connect()
         assert await stream_status(as_b) == grpc.StatusCode.PERMISSION_DENIED
         await as_b.close()
-        # Credentials are checked before the hello is read; sending none avoids a client-side
-        # race (a hello still being written when the server aborts reads back as INTERNAL).
         forged = WireAgent(sched.address, "hsa_" + "A" * 32, "bound-a")
-        await forged.connect(say_hello=False)
+        await forged.connect()
         assert await stream_status(forged) == grpc.StatusCode.UNAUTHENTICATED
         await forged.close()
         # A customer's API key is not an agent credential.
         as_customer = WireAgent(sched.address, sched.credentials.api_key, "bound-a")
-        await as_customer.connect(say_hello=False)
+        await as_customer.connect()
         assert await stream_status(as_customer) == grpc.StatusCode.UNAUTHENTICATED
         await as_customer.close()
         as_a = WireAgent(sched.address, token_a, "bound-a")
@@ -81,6 +80,23 @@ def test_an_agent_token_is_bound_to_its_agent_id(sched: InProcessScheduler) -> N
 
     run(go())
     assert sched.on_loop(lambda app: "bound-b" not in app.loop.core.nodes)
+
+
+def test_a_refused_agent_is_told_why_every_time(sched: InProcessScheduler) -> None:
+    """An agent writes its hello as it opens the stream; refused on its credential while that
+    write is out, it was told INTERNAL (the transport's reset) about once in 150 tries, and an
+    agent told INTERNAL retries a credential it should give up on."""
+
+    async def go() -> collections.Counter[grpc.StatusCode]:
+        codes: collections.Counter[grpc.StatusCode] = collections.Counter()
+        for _ in range(300):
+            forged = WireAgent(sched.address, "hsa_" + "B" * 32, "bound-a")
+            await forged.connect()
+            codes[await stream_status(forged)] += 1
+            await forged.close()
+        return codes
+
+    assert run(go()) == {grpc.StatusCode.UNAUTHENTICATED: 300}
 
 
 def test_an_agent_cannot_start_report_or_adopt_a_job_that_is_not_its_own(
