@@ -28,9 +28,10 @@ cores and the load to the other half, beside a bare server pinned the same way (
 and their CPU is counted together. The same service called at the scheduler's own port
 (`service_direct`), and behind `--fronts` Python front processes sharing one port
 (`service_fronts`, `hashserve front --engine python`), pinned with the scheduler.
-Targets: `ratios.full_vs_bare` (service_full / bare_pinned) >= 0.8; the in-process app's single
-submits at >= 70 % of the bare server (`inprocess_full_vs_bare`); a batch beats the bare single
-rate per job.
+Targets: `ratios.full_vs_bare` (service_full / bare_pinned) >= 0.8, which replaced the in-process
+app's 70 % of the bare server (`inprocess_full_vs_bare` and `normal_vs_bare` are still reported:
+they show the app's own cost, without Ray, agents or a front); a batch beats the bare single rate
+per job.
 """
 
 from __future__ import annotations
@@ -655,8 +656,6 @@ def main() -> int:
         "service_sustained_without_errors": all(
             summary_runs[name]["errors"] == 0
             for name in ("service_full", "service_direct", "service_fronts")),
-        "single_full_at_least_70pct": ratios["inprocess_full_vs_bare"] >= 0.7,
-        "single_normal_at_least_70pct": ratios["normal_vs_bare"] >= 0.7,
         "batch_beats_bare_single": ratios["batch_full_vs_bare_single"] > 1.0,
     }
     finish("submit", args, {
