@@ -10,6 +10,9 @@ generation when llama-cpp-python is installed) measures:
               machine busy with the rest of hashserve; `vs agent` is each job's time less its own
   hashserve:  submit over gRPC -> journal -> placement -> agent -> inference -> result watched back,
               at the scheduler's own port, and for the embedding also through the native front
+  floor:      the same processes, hops and synced commits with none of hashserve's logic
+              (bench/job_path_floor.py), run with the cluster up, around the embeddings; what
+              hashserve's logic adds is its overhead less the floor's (`above_floor_p50_ms`)
 and prints p50/p90 of each and their ratio. Beside them, in the same run, the p50 of a bare
 unary gRPC round trip between two processes of this machine (a health check against a
 grpc.aio server in a child process): the floor under every hop of the path, which moves with
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from bench.common import finish, parser
+from bench.job_path_floor import floor_times
 from hashserve.client import Client, embed_spec, generate_spec
 from hashserve.local import AgentPlan, LocalCluster
 from scheduler.front.native import native_front_binary
@@ -178,11 +182,18 @@ def main() -> int:
             cluster.start_scheduler()
             cluster.start_agents()
             rtt_before_ms = bare_rtt_ms(50 if args.smoke else 300)
+            # The floor under the path (bench/job_path_floor.py), in two halves around the
+            # embeddings through hashserve, with the cluster up: the same background load.
+            floor_e2e, floor_run_ms = floor_times(max(n // 2, 3), SENTENCE)
             for kind, model_ms in direct.items():
                 if model_ms is None:
                     continue
                 e2e, agent_run_ms = asyncio.run(
                     through_hashserve(cluster, len(model_ms), kind == "generate"))
+                if kind == "embed":
+                    more_e2e, more_run_ms = floor_times(max(n // 2, 3), SENTENCE)
+                    floor_e2e += more_e2e
+                    floor_run_ms += more_run_ms
                 m50, e50 = statistics.median(model_ms), statistics.median(e2e)
                 results[kind] = {
                     "model_p50_ms": round(m50, 3),
@@ -197,6 +208,13 @@ def main() -> int:
                     "ratio_p50": round(e50 / m50, 3),
                     "n": len(e2e),
                 }
+                if kind == "embed":
+                    floor_ms = statistics.median(
+                        [t - r for t, r in zip(floor_e2e, floor_run_ms, strict=True)])
+                    results[kind]["floor_p50_ms"] = round(statistics.median(floor_e2e), 3)
+                    results[kind]["floor_overhead_vs_agent_run_p50_ms"] = round(floor_ms, 3)
+                    results[kind]["above_floor_p50_ms"] = round(
+                        results[kind]["overhead_vs_agent_run_p50_ms"] - floor_ms, 3)
                 if kind == "embed" and cluster.front is not None:
                     # The same jobs at the customers' port of `hashserve up`: the native front.
                     via_front, _ = asyncio.run(
@@ -224,6 +242,11 @@ def main() -> int:
         print(f"embedding through the native front (`hashserve up`'s customers' port): p50 "
               f"{embed['via_native_front_p50_ms']:.2f} ms, overhead "
               f"{embed['overhead_via_native_front_p50_ms']:.2f} ms")
+    if "floor_overhead_vs_agent_run_p50_ms" in embed:
+        print(f"the job path's floor (its processes, hops and synced commits, none of its "
+              f"logic): {embed['floor_overhead_vs_agent_run_p50_ms']:.2f} ms over its agent's "
+              f"run; hashserve {embed['overhead_vs_agent_run_p50_ms']:.2f} ms, "
+              f"{embed['above_floor_p50_ms']:.2f} ms above it")
     print(f"bare gRPC round trip p50 (two processes, before and after): {rtt_ms:.3f} ms")
     print(f"embedding overhead p50: {overhead_ms:.2f} ms over the model's own time, "
           f"{overhead_ms / rtt_ms:.1f} bare round trips (target: 3 ms or less)")
@@ -232,6 +255,11 @@ def main() -> int:
                          "embed_overhead_p50_ms": embed.get("overhead_p50_ms"),
                          "embed_overhead_vs_agent_run_p50_ms":
                              embed.get("overhead_vs_agent_run_p50_ms"),
+                         # The same path with none of hashserve's logic, and what the logic
+                         # adds above it (both against each job's own agent run).
+                         "floor_overhead_vs_agent_run_p50_ms":
+                             embed.get("floor_overhead_vs_agent_run_p50_ms"),
+                         "embed_overhead_above_floor_p50_ms": embed.get("above_floor_p50_ms"),
                          # None where the native front is not built.
                          "embed_overhead_via_native_front_p50_ms":
                              embed.get("overhead_via_native_front_p50_ms")})

@@ -27,7 +27,8 @@ EXPECTED = {
     "failover": {"takeover_s", "lost", "duplicated", "takeovers_s", "lease_taken_s"},
     "prefix": {"results", "ttft_p50_ratio", "summary", "seed"},
     "e2e": {"results", "embed_overhead_p50_ms", "bare_rtt_p50_ms", "embed_overhead_in_rtts",
-            "embed_overhead_vs_agent_run_p50_ms", "embed_overhead_via_native_front_p50_ms"},
+            "embed_overhead_vs_agent_run_p50_ms", "embed_overhead_via_native_front_p50_ms",
+            "floor_overhead_vs_agent_run_p50_ms", "embed_overhead_above_floor_p50_ms"},
 }
 COMMON = {"bench", "smoke", "commit", "utc", "machine"}
 
@@ -97,6 +98,9 @@ def test_bench_runs_in_smoke_mode_and_ends_with_its_json(bench: str, tmp_path: P
         assert doc["results"]["embed"]["n"] > 0 and doc["bare_rtt_p50_ms"] > 0
         # Its agent measured the model's run for every job (the paired overhead's basis).
         assert doc["results"]["embed"]["agent_run_p50_ms"] > 0
+        # The floor's jobs went through its own three processes, the model run in its agent.
+        assert doc["results"]["embed"]["floor_p50_ms"] > 0
+        assert doc["floor_overhead_vs_agent_run_p50_ms"] > 0
         # Through the native front as well, wherever it is built (as `hashserve up` runs).
         if native_front_binary() is not None:
             assert doc["results"]["embed"]["via_native_front_p50_ms"] > 0
