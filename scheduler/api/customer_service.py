@@ -31,6 +31,7 @@ from scheduler.api.validation import (
     validate_spec,
 )
 from scheduler.control.loop import ControlLoop, new_job_id
+from scheduler.control.watchers import WatchEnded
 from scheduler.core.jobs import JobRecord
 from scheduler.core.models import ModelKind
 from scheduler.journal.base import IdempotencyConflict, JournalUnavailable
@@ -237,6 +238,8 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
                 event = await queue.get()
                 if event is None:
                     return
+                if isinstance(event, WatchEnded):
+                    raise Refusal(grpc.StatusCode.UNAVAILABLE, event.reason)
                 yield event
         finally:
             self.loop.watchers.unsubscribe(rec.job_id, queue)
@@ -310,8 +313,11 @@ class CustomerService(customer_pb2_grpc.CustomerServiceServicer):
         except Refusal as r:
             await context.abort(r.code, r.message)
             raise  # unreachable: abort raises
-        async for event in stream:
-            yield event
+        try:
+            async for event in stream:
+                yield event
+        except Refusal as r:
+            await context.abort(r.code, r.message)
 
     async def CancelJob(
         self, request: customer_pb2.CancelJobRequest, context: grpc.aio.ServicerContext

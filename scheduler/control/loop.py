@@ -154,6 +154,7 @@ class ControlLoop:
     async def stop(self) -> None:
         self._stopping = True
         self.kick()
+        self.watchers.end_all("the scheduler is stopping: watch the job again (it goes on)")
         for session in list(self.sessions.values()):
             session.close()
         if self._task is not None:
@@ -224,6 +225,7 @@ class ControlLoop:
         for future in waiting:
             if not future.done():
                 future.set_exception(JournalUnavailable("the scheduler stepped down; retry"))
+        self.watchers.end_all("this scheduler stepped down: watch the job again (it goes on)")
 
     # ----- the one boundary for side effects -------------------------------------------------
 

@@ -23,11 +23,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from hashserve.client import Client
+from hashserve.client import Client, embed_spec
+from hashserve.v1 import customer_pb2
 from tests.chaos.ledger import account, wait_until_final
 from tests.chaos.multinode import (
+    EMBED,
     MultiNodeCluster,
     embed_request,
     multinode_cluster,
@@ -94,10 +97,44 @@ def test_killing_the_leaders_node_under_load_loses_and_repeats_nothing(
     cluster.restart_node(leader)
 
 
+class WatchAtLeader:
+    """A customer watching, at the leader's own port, a job no agent can run (no agent is in
+    its region): the watch stays open until the leader stops serving it."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.port, self.api_key = port, api_key
+        self.opened = threading.Event()
+        self.job_id = ""
+        self.ended: grpc.StatusCode | None = None
+        self.details = ""
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+        self.thread.start()
+        if not self.opened.wait(30):
+            raise TimeoutError(f"no watch opened at port {port}")
+
+    async def _watch(self) -> None:
+        async with Client(f"127.0.0.1:{self.port}", self.api_key) as c:
+            reply = await c.submit(embed_spec(EMBED, ["nobody runs this"], regions=["europe"]),
+                                   idempotency_key="pause-watch")
+            self.job_id = reply.job.id
+            call = c.stub.WatchJob(customer_pb2.WatchJobRequest(job_id=self.job_id),
+                                   metadata=c.metadata, timeout=300)
+            await call.read()  # the job as it stands: subscribed
+            self.opened.set()
+            try:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+                self.ended = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as err:
+                self.ended, self.details = err.code(), err.details() or ""
+
+
 def test_a_paused_leader_that_wakes_changes_nothing(cluster: MultiNodeCluster) -> None:
     import psycopg
 
     leader, epoch, pid = cluster.wait_leader(60)
+    watch = WatchAtLeader(next(s.port for s in cluster.schedulers if s.name == leader),
+                          cluster.api_key)
     paused_at = time.time()
 
     def pause() -> None:
@@ -120,6 +157,16 @@ def test_a_paused_leader_that_wakes_changes_nothing(cluster: MultiNodeCluster) -
         time.sleep(0.2)
     else:
         pytest.fail(f"the old leader (pid {pid}) did not step down:\n{cluster.tail()}")
+    # Its customer's watch was told why it ended and to watch again (the job goes on).
+    watch.thread.join(30)
+    assert watch.ended == grpc.StatusCode.UNAVAILABLE, (watch.ended, watch.details)
+    assert "stepped down" in watch.details
+
+    async def cancel_parked() -> None:
+        async with Client(cluster.addresses, cluster.api_key) as c:
+            await c.cancel(watch.job_id)
+
+    asyncio.run(cancel_parked())
     wait_until_final(cluster.journal_url, list(acked.values()), 180)
     counts = account("failover: leader paused and woken", cluster.journal_url, acked,
                      tenant="acme")
