@@ -432,6 +432,9 @@ def front(
     port: Annotated[int, typer.Option(help="the customers' gRPC port, shared by every front "
                                       "process on this machine (SO_REUSEPORT)")] = 50051,
     processes: Annotated[int, typer.Option(help="front processes to run and supervise")] = 1,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Prometheus metrics on this port (0: a free one); the i-th of several processes "
+             "on this port + i [default: none]")] = None,
     http_port: Annotated[int | None, typer.Option(
         help="serve the OpenAI-compatible HTTP API on this port too, shared the same way")
     ] = None,
@@ -462,6 +465,7 @@ def front(
         FrontApp,
         FrontEngine,
         FrontSettings,
+        metrics_port_of,
         native_command,
         resolve_engine,
         run_fronts,
@@ -469,7 +473,7 @@ def front(
     from scheduler.front.native import NativeFrontError
 
     given = {"scheduler": scheduler, "host": host, "port": port, "processes": processes,
-             "http_port": http_port, "scheduler_http": scheduler_http,
+             "metrics_port": metrics_port, "http_port": http_port, "scheduler_http": scheduler_http,
              "catalogue_path": _checked_catalogue(catalogue), "fleet_path": fleet,
              "tls_cert": tls_cert, "tls_key": tls_key, "scheduler_tls_ca": scheduler_tls_ca,
              "log_format": log_format, "engine": engine}
@@ -482,22 +486,23 @@ def front(
     handler = _logging(verbose, settings.log_format.value, {"process": "front"})
     enable_fatal_signal_trace(handler)
     if chosen is FrontEngine.NATIVE and settings.processes == 1:
-        command = native_command(settings)
-        os.execv(command[0], command)  # the native front is this process from here on
+        native = native_command(settings)
+        os.execv(native[0], native)  # the native front is this process from here on
     if settings.processes > 1:
-        if settings.port == 0 or settings.http_port == 0:
+        if settings.port == 0 or settings.http_port == 0 or settings.metrics_port == 0:
             console.print("[red]several front processes share one port: give --port (and "
-                          "--http-port)[/]")
+                          "--http-port; --metrics-port is the first of one port each)[/]")
             raise typer.Exit(2)
-        if chosen is FrontEngine.NATIVE:
-            command = native_command(settings)
-        else:
-            command = [sys.executable, "-m", "hashserve", "front", "--engine", "python",
-                       "--processes", "1", "--scheduler", settings.scheduler,
-                       "--host", settings.host, "--port", str(settings.port),
-                       "--log-format", settings.log_format.value,
-                       *(["--verbose"] if verbose else []),
-                       "--http-port", str(settings.http_port)]
+
+        def command(i: int) -> list[str]:
+            if chosen is FrontEngine.NATIVE:
+                return native_command(settings, i)
+            line = [sys.executable, "-m", "hashserve", "front", "--engine", "python",
+                    "--processes", "1", "--scheduler", settings.scheduler,
+                    "--host", settings.host, "--port", str(settings.port),
+                    "--log-format", settings.log_format.value,
+                    *(["--verbose"] if verbose else []),
+                    "--http-port", str(settings.http_port)]
             for flag, value in (("--scheduler-http", settings.scheduler_http),
                                 ("--catalogue", settings.catalogue_path),
                                 ("--fleet", settings.fleet_path),
@@ -505,7 +510,10 @@ def front(
                                 ("--tls-key", settings.tls_key),
                                 ("--scheduler-tls-ca", settings.scheduler_tls_ca)):
                 if value:
-                    command += [flag, value]
+                    line += [flag, value]
+            if settings.metrics_port > 0:
+                line += ["--metrics-port", str(metrics_port_of(settings, i))]
+            return line
         console.print(f"{settings.processes} {chosen.value} front processes on "
                       f"{settings.host}:{settings.port}")
 
@@ -523,7 +531,8 @@ def front(
         app_ = FrontApp(settings)
         await app_.start()
         console.print(f"front serving on {settings.host}:{app_.port}"
-                      + (f", HTTP on {app_.http_port}" if app_.http_port else ""))
+                      + (f", HTTP on {app_.http_port}" if app_.http_port else "")
+                      + (f", metrics on {app_.metrics_port}" if app_.metrics_port else ""))
         await stop.wait()
         await app_.stop()
 
@@ -602,7 +611,8 @@ def up(
             openai_base_url=f"http://127.0.0.1:{http_port}/v1" if http_port >= 0 else None,
         )
         if cluster.native_front:
-            out.print(f"hashserve up: customers' port {cluster.address} (native front), "
+            out.print(f"hashserve up: customers' port {cluster.address} (native front, "
+                      f"metrics on port {cluster.front_metrics_port}), "
                       f"scheduler on {cluster.scheduler_address}, {agents} agents")
         else:
             out.print(f"hashserve up: scheduler on {cluster.address}, {agents} agents")

@@ -284,6 +284,7 @@ class LocalCluster:
     scheduler_port: int = 0
     front: NativeFront | None = None
     front_exits: list[int] = field(default_factory=list)  # exit statuses of fronts that died
+    front_metrics_port: int = 0  # the native front's /metrics (0: a free one, kept on restarts)
     credentials: Credentials | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     supervisor: object | None = None  # the scheduler's (ray_host.SupervisedScheduler)
@@ -363,9 +364,11 @@ class LocalCluster:
     def _start_front(self) -> None:
         self.front = NativeFront.start(
             NativeFrontOptions(listen=f"127.0.0.1:{self.port}",
-                               scheduler_target=self.scheduler_address),
+                               scheduler_target=self.scheduler_address,
+                               metrics_listen=f"127.0.0.1:{self.front_metrics_port}"),
             log_path=self.front_log)
         self.port = self.front.port
+        self.front_metrics_port = self.front.metrics_port
 
     def _watch_front(self, poll_s: float = 0.2) -> None:
         """Start the front again if it dies (on its port: customers reconnect to it)."""

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,11 @@ from scheduler.api.server import build_server, mark_serving, server_credentials
 from scheduler.core.models import priced_catalogue
 from scheduler.fleet import default_fleet_path, load_fleet
 from scheduler.front.batcher import SubmitBatcher
+from scheduler.front.metrics import FrontMetrics
 from scheduler.front.native import NativeFrontOptions, native_front_binary, require_binary
 from scheduler.front.service import FrontCustomerService
+from scheduler.metrics.grpc_interceptor import MetricsServerInterceptor
+from scheduler.metrics.http_server import MetricsHttpServer, start_metrics_http_server
 from scheduler.runtime.app import load_model_catalogue
 from scheduler.settings import DEFAULT_REGIONS
 
@@ -74,6 +77,9 @@ class FrontSettings(BaseSettings):
     # where the Batch API and usage are passed on.
     http_port: int = Field(-1, ge=-1, le=65535)
     scheduler_http: str = ""
+    # Prometheus metrics on this port (-1: none; 0: a free one); with several processes, the
+    # i-th (from 0) serves on metrics_port + i.
+    metrics_port: int = Field(-1, ge=-1, le=65535)
     max_batch_items: int = Field(256, ge=1, le=1024)
     # How long a keyed submit waits for a leader to answer, across a failover.
     failover_wait_s: float = Field(15.0, ge=0, le=300)
@@ -96,17 +102,26 @@ def resolve_engine(s: FrontSettings) -> FrontEngine:
     return FrontEngine.NATIVE
 
 
-def native_options(s: FrontSettings) -> NativeFrontOptions:
+def metrics_port_of(s: FrontSettings, process: int = 0) -> int:
+    """The metrics port of the `process`-th front (-1: none)."""
+    if s.metrics_port < 0:
+        return -1
+    return s.metrics_port + process if s.metrics_port else 0
+
+
+def native_options(s: FrontSettings, process: int = 0) -> NativeFrontOptions:
+    metrics_port = metrics_port_of(s, process)
     return NativeFrontOptions(
         listen=f"{s.host}:{s.port}", scheduler_target=grpc_target(s.scheduler),
         max_batch_items=s.max_batch_items, failover_wait_s=s.failover_wait_s,
         tls_cert=s.tls_cert, tls_key=s.tls_key, scheduler_tls_ca=s.scheduler_tls_ca,
-        scheduler_tls_server_name=s.scheduler_tls_server_name)
+        scheduler_tls_server_name=s.scheduler_tls_server_name,
+        metrics_listen=f"{s.host}:{metrics_port}" if metrics_port >= 0 else None)
 
 
-def native_command(s: FrontSettings) -> list[str]:
-    """The native front's command line for these settings."""
-    return native_options(s).command(require_binary())
+def native_command(s: FrontSettings, process: int = 0) -> list[str]:
+    """The `process`-th native front's command line for these settings."""
+    return native_options(s, process).command(require_binary())
 
 
 def upstream_channel(s: FrontSettings) -> grpc.aio.Channel:
@@ -141,6 +156,9 @@ class FrontApp:
         self.regions = frozenset({site.region for site in fleet.sites} | set(settings.regions))
         self.port = 0
         self.http_port = 0
+        self.metrics_port = 0
+        self.metrics = FrontMetrics()
+        self._metrics_http: MetricsHttpServer | None = None
         self._http: HttpServing | None = None
         self._leader_http: Any = None  # LeaderHttp
         self._server: grpc.aio.Server | None = None
@@ -151,10 +169,16 @@ class FrontApp:
         s = self.settings
         self._upstream = upstream_channel(s)
         self.batcher = SubmitBatcher(self._upstream, s.max_batch_items,
-                                     failover_wait_s=s.failover_wait_s)
+                                     failover_wait_s=s.failover_wait_s, metrics=self.metrics)
         service = FrontCustomerService(self._upstream, self.batcher, self.catalogue,
                                        self.regions)
-        server, health_servicer = build_server(service, None, None, reuse_port=True)
+        server, health_servicer = build_server(
+            service, None, None, interceptors=[MetricsServerInterceptor(self.metrics.grpc)],
+            reuse_port=True)
+        if s.metrics_port >= 0:
+            self._metrics_http = start_metrics_http_server(self.metrics.registry, s.host,
+                                                           s.metrics_port)
+            self.metrics_port = self._metrics_http.port
         address = f"{s.host}:{s.port}"
         if s.tls_cert and s.tls_key:
             self.port = server.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key,
@@ -166,8 +190,9 @@ class FrontApp:
         await server.start()
         mark_serving(health_servicer, True)
         self._server = server
-        log.info("front serving customers on %s:%d for the scheduler at %s", s.host, self.port,
-                 s.scheduler)
+        log.info("front serving customers on %s:%d for the scheduler at %s%s", s.host,
+                 self.port, s.scheduler,
+                 f"; metrics on port {self.metrics_port}" if self._metrics_http else "")
         if s.http_port >= 0:
             await self._start_http()
         return self.port
@@ -203,19 +228,21 @@ class FrontApp:
             await self._server.stop(grace_s)
         if self._upstream is not None:
             await self._upstream.close()
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
 
 
-async def run_fronts(settings: FrontSettings, command: Sequence[str],
+async def run_fronts(settings: FrontSettings, command: Callable[[int], Sequence[str]],
                      stop_requested: asyncio.Event) -> None:
-    """Supervise `settings.processes` front processes (`command` starts one, of either engine)
-    until asked to stop: one that exits is started again, after a pause that grows if it keeps
-    failing."""
+    """Supervise `settings.processes` front processes (`command(i)` starts the i-th, of either
+    engine) until asked to stop: one that exits is started again, after a pause that grows if
+    it keeps failing."""
     procs: dict[int, subprocess.Popen[bytes]] = {}
     starts: dict[int, float] = {}
     backoff_s: dict[int, float] = {}
 
     def start(i: int) -> None:
-        procs[i] = subprocess.Popen(list(command), stdin=subprocess.DEVNULL)
+        procs[i] = subprocess.Popen(list(command(i)), stdin=subprocess.DEVNULL)
         starts[i] = time.monotonic()
         log.info("front %d started (pid %d)", i, procs[i].pid)
 

@@ -19,6 +19,7 @@ import grpc
 
 from hashserve.v1 import customer_pb2, intake_pb2, intake_pb2_grpc
 from scheduler.api.refusal import Refusal
+from scheduler.front.metrics import FrontMetrics
 
 log = logging.getLogger("hashserve.front")
 
@@ -43,8 +44,10 @@ class _Item:
 
 class SubmitBatcher:
     def __init__(self, channel: grpc.aio.Channel, max_items: int = 256, max_in_flight: int = 2,
-                 failover_wait_s: float = 15.0, call_timeout_s: float = 10.0) -> None:
+                 failover_wait_s: float = 15.0, call_timeout_s: float = 10.0,
+                 metrics: FrontMetrics | None = None) -> None:
         self.stub = intake_pb2_grpc.IntakeStub(channel)
+        self.metrics = metrics
         self.max_items = max_items
         self.failover_wait_s = failover_wait_s
         self.call_timeout_s = call_timeout_s
@@ -78,9 +81,13 @@ class SubmitBatcher:
     async def _send(self, batch: list[_Item]) -> None:
         request = intake_pb2.SubmitManyRequest(
             items=[intake_pb2.IntakeItem(api_key=i.api_key, request=i.request) for i in batch])
+        if self.metrics is not None:
+            self.metrics.batch_submits.observe(len(batch))
         try:
             reply = await self.stub.SubmitMany(request, timeout=self.call_timeout_s)
         except grpc.aio.AioRpcError as err:
+            if self.metrics is not None:
+                self.metrics.batches.labels(err.code().name).inc()
             self._failed(batch, err)
             return
         except Exception as err:  # never leave a customer waiting on a broken batch
@@ -89,6 +96,8 @@ class SubmitBatcher:
                 if not item.future.done():
                     item.future.set_exception(Refusal(grpc.StatusCode.INTERNAL, str(err)))
             return
+        if self.metrics is not None:
+            self.metrics.batches.labels(grpc.StatusCode.OK.name).inc()
         for item, result in zip(batch, reply.results, strict=True):
             if item.future.done():
                 continue
@@ -115,6 +124,8 @@ class SubmitBatcher:
             else:
                 item.future.set_exception(Refusal(err.code(), err.details() or ""))
         if again:
+            if self.metrics is not None:
+                self.metrics.resent.inc(len(again))
             log.warning("the leader did not answer (%s): %d keyed submits wait for it",
                         err.code().name, len(again))
             asyncio.get_running_loop().call_later(0.2, self._requeue, again)

@@ -30,12 +30,14 @@ def local_cluster(
     workdir: Path,
     agents: list[AgentPlan],
     restart: RestartPolicy | None = None,
+    native_front: bool = False,
     **settings: object,
 ) -> Iterator[LocalCluster]:
-    """A local cluster whose agent supervisor restarts agents that die (as systemd would)."""
+    """A local cluster whose agent supervisor restarts agents that die (as systemd would);
+    with `native_front`, customers' calls go through the native front, as `hashserve up`'s."""
     cluster = LocalCluster(
         workdir=workdir, agents=agents, settings_overrides=dict(settings),
-        restart=restart or RestartPolicy(),
+        restart=restart or RestartPolicy(), native_front=native_front,
     )
     try:
         cluster.start_scheduler()

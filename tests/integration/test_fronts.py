@@ -13,14 +13,17 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hashserve.local import free_port
 from hashserve.v1 import customer_pb2, customer_pb2_grpc, jobs_pb2
@@ -49,17 +52,54 @@ def need_engine(engine: str) -> None:
         pytest.skip(HOW_TO_BUILD)
 
 
+def free_ports_in_a_row(n: int) -> list[int]:
+    for _ in range(50):
+        first = free_port()
+        ports = list(range(first, first + n))
+        try:
+            for port in ports[1:]:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return ports
+    raise RuntimeError(f"no {n} free ports in a row")
+
+
+def scraped(ports: list[int]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of every front process's /metrics, summed over the processes."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+           **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and set(labels.items()) <= set(ls))
+
+
 class Fronts:
     def __init__(self, scheduler: str, log_path: Path, processes: int = 2,
                  engine: str = "python") -> None:
         need_engine(engine)
         self.engine = engine
         self.port = free_port()
+        # Process i serves its metrics on metrics_port + i.
+        self.metrics_ports = free_ports_in_a_row(processes)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (the child writes it while we read)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hashserve", "front", "--scheduler", scheduler,
-             "--port", str(self.port), "--processes", str(processes), "--engine", engine],
+             "--port", str(self.port), "--processes", str(processes), "--engine", engine,
+             "--metrics-port", str(self.metrics_ports[0])],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.address = f"127.0.0.1:{self.port}"
@@ -215,6 +255,53 @@ def test_get_watch_cancel_and_models_are_forwarded(
             await channel.close()
 
     run(go())
+
+
+def test_the_fronts_count_and_time_every_call_and_their_batches_for_prometheus(
+    sched: InProcessScheduler, fronts: Fronts
+) -> None:
+    """The same series from either engine: the gRPC server's (as the scheduler's own port
+    exports them) and the intake's batches to the leader."""
+    before = scraped(fronts.metrics_ports)
+
+    async def go() -> None:
+        channel, s = stub(fronts.address)
+        md = bearer(sched.credentials.api_key)
+        try:
+            # For a region no agent of this module serves: queued, never assigned, they take
+            # no other test's agent.
+            await asyncio.gather(*(s.SubmitJob(customer_pb2.SubmitJobRequest(
+                spec=embed_spec(f"counted {i}", regions=("europe",)),
+                idempotency_key=f"metrics-{fronts.engine}-{i}"), metadata=md, timeout=10)
+                for i in range(6)))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.SubmitJob(customer_pb2.SubmitJobRequest(spec=embed_spec("no key")),
+                                  timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await s.ListModels(customer_pb2.ListModelsRequest(), metadata=md, timeout=10)
+        finally:
+            await channel.close()
+
+    run(go())
+    after = scraped(fronts.metrics_ports)
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    submit = {"grpc_service": "hashserve.v1.CustomerService", "grpc_method": "SubmitJob",
+              "grpc_type": "unary"}
+    assert grew("hashserve_grpc_server_started_total", **submit) == 7
+    assert grew("hashserve_grpc_server_handled_total", grpc_code="OK", **submit) == 6
+    assert grew("hashserve_grpc_server_handled_total", grpc_code="UNAUTHENTICATED",
+                **submit) == 1
+    assert grew("hashserve_grpc_server_handling_seconds_count", **submit) == 7
+    assert grew("hashserve_grpc_server_handled_total", grpc_method="ListModels",
+                grpc_code="OK") == 1
+    # The six went to the leader in one or more batches, each answered.
+    assert grew("hashserve_front_intake_batch_submits_sum") == 6
+    batches = grew("hashserve_front_intake_batch_submits_count")
+    assert 1 <= batches <= 6
+    assert grew("hashserve_front_intake_batches_total", grpc_code="OK") == batches
 
 
 def test_a_killed_front_process_is_started_again_while_its_sibling_serves(

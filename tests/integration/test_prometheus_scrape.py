@@ -1,5 +1,6 @@
-"""A real Prometheus (Debian's package, on loopback) scrapes a running scheduler and its agents;
-the series are read back through Prometheus's HTTP API."""
+"""A real Prometheus (Debian's package, on loopback) scrapes a running scheduler, its agents and,
+where it is built, the native front before it (as `hashserve up` runs it); the series are read
+back through Prometheus's HTTP API."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from hashserve.client import embed_spec
 from hashserve.local import AgentPlan, LocalCluster, free_port
+from scheduler.front.native import native_front_binary
 from tests.integration.cluster import EMBED, client, local_cluster, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
@@ -35,8 +37,12 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClu
         AgentPlan("eu-1", "de-leipzig", "europe", metrics_port=free_port()),
     ]
     with local_cluster(
-        workdir / "cluster", agents, metrics_port=scheduler_metrics, plan_interval_s=0.5
+        workdir / "cluster", agents, native_front=native_front_binary() is not None,
+        metrics_port=scheduler_metrics, plan_interval_s=0.5
     ) as cluster:
+        fronts = ([{"job_name": "hashserve-front", "static_configs": [
+            {"targets": [f"127.0.0.1:{cluster.front_metrics_port}"]}]}]
+            if cluster.front is not None else [])
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
@@ -54,6 +60,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClu
                         for a in agents
                     ],
                 },
+                *fronts,
             ],
         }
         (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is valid YAML
@@ -115,9 +122,12 @@ def test_prometheus_scrapes_the_scheduler_and_every_agent(
                 await c.wait(resp.job.id, 60)
 
     run(submit())
-    eventually(base, "count(up == 1) == 3")
+    jobs = {"hashserve-scheduler", "hashserve-agent"}
+    if cluster.front is not None:
+        jobs.add("hashserve-front")
+    eventually(base, f"count(up == 1) == {len(jobs) + 1}")
     up = query(base, "up == 1")
-    assert {r["metric"]["job"] for r in up} == {"hashserve-scheduler", "hashserve-agent"}
+    assert {r["metric"]["job"] for r in up} == jobs
     submitted = eventually(base, 'sum(hashserve_jobs_submitted_total{tier="interactive"}) >= 4')
     assert float(submitted[0]["value"][1]) >= 4
     finished = eventually(base, 'sum(hashserve_jobs_finished_total{outcome="succeeded"}) >= 4')
@@ -132,7 +142,16 @@ def test_prometheus_scrapes_the_scheduler_and_every_agent(
     assert float(sites[0]["value"][1]) >= 40
     nodes = eventually(base, "sum(hashserve_node_connected)")
     assert float(nodes[0]["value"][1]) == 2
+    # The customers' submits, counted where they were answered: the native front (which hands
+    # them to the scheduler in batches) or the scheduler itself.
+    at = "hashserve-front" if cluster.front is not None else "hashserve-scheduler"
     handled = eventually(
-        base, 'hashserve_grpc_server_handled_total{grpc_method="SubmitJob",grpc_code="OK"}'
-    )
+        base, f'hashserve_grpc_server_handled_total{{job="{at}",grpc_method="SubmitJob",'
+        'grpc_code="OK"} >= 4')
     assert float(handled[0]["value"][1]) >= 4
+    if cluster.front is not None:
+        batched = eventually(base, 'sum(hashserve_front_intake_batch_submits_sum) >= 4')
+        assert float(batched[0]["value"][1]) >= 4
+        intake = eventually(base, 'hashserve_grpc_server_handled_total{job="hashserve-scheduler",'
+                                  'grpc_method="SubmitMany",grpc_code="OK"} > 0')
+        assert float(intake[0]["value"][1]) >= 1

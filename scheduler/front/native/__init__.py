@@ -3,9 +3,9 @@ leader's `Intake.SubmitMany` and passing every other customer, admin and reflect
 through. Here: where its binary is, the command that starts it, and a running one.
 
 It is built by `scripts/build_front.sh` (which `scripts/install.sh` runs when gRPC's C++ library
-is there: Debian's `libgrpc++-dev`), into the virtual environment's `bin/`, beside the Python
-that runs hashserve. Where it is not built, the Python front (`scheduler/front/app.py`) does the
-same work, at a higher cost per call.
+and prometheus-cpp are there: Debian's `libgrpc++-dev` and `prometheus-cpp-dev`), into the
+virtual environment's `bin/`, beside the Python that runs hashserve. Where it is not built, the
+Python front (`scheduler/front/app.py`) does the same work, at a higher cost per call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ SOURCE = Path(__file__).with_name("front.cc")
 
 HOW_TO_BUILD = (
     "the native front is not built: run `bash scripts/build_front.sh` (it needs g++, "
-    "pkg-config and gRPC's C++ library, on Debian `apt-get install libgrpc++-dev pkg-config`), "
+    "pkg-config, gRPC's C++ library and prometheus-cpp, on Debian `apt-get install "
+    "libgrpc++-dev prometheus-cpp-dev pkg-config`), "
     "or use the Python front (`--engine python`)"
 )
 
@@ -68,12 +69,14 @@ class NativeFrontOptions:
     tls_key: str | None = None
     scheduler_tls_ca: str | None = None
     scheduler_tls_server_name: str | None = None
+    metrics_listen: str | None = None  # host:port of its /metrics; port 0 picks a free one
 
     def command(self, binary: Path) -> list[str]:
         args = [str(binary), "--listen", self.listen, "--scheduler", self.scheduler_target,
                 "--max-batch-items", str(self.max_batch_items),
                 "--failover-wait-s", repr(self.failover_wait_s)]
-        for flag, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+        for flag, value in (("--metrics-listen", self.metrics_listen),
+                            ("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                             ("--scheduler-tls-ca", self.scheduler_tls_ca),
                             ("--scheduler-tls-server-name", self.scheduler_tls_server_name)):
             if value:
@@ -83,11 +86,13 @@ class NativeFrontOptions:
 
 @dataclass
 class NativeFront:
-    """One native front process. It prints `serving port=N` on stdout once it listens; its log
-    (stderr) goes to `log_path`, or to this process's own."""
+    """One native front process. It prints `serving port=N metrics_port=M` on stdout once it
+    listens (M is 0 without metrics); its log (stderr) goes to `log_path`, or to this
+    process's own."""
 
     proc: subprocess.Popen[bytes]
     port: int
+    metrics_port: int = 0
 
     @classmethod
     def start(cls, options: NativeFrontOptions, log_path: Path | None = None,
@@ -104,11 +109,11 @@ class NativeFront:
             if log_file is not None:
                 log_file.close()
         try:
-            port = _read_port(proc, timeout_s)
+            port, metrics_port = _read_ports(proc, timeout_s)
         except BaseException:
             _end(proc)
             raise
-        return cls(proc, port)
+        return cls(proc, port, metrics_port)
 
     @property
     def pid(self) -> int:
@@ -121,7 +126,8 @@ class NativeFront:
         return _end(self.proc, timeout_s)
 
 
-def _read_port(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+def _read_ports(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, int]:
+    """(the customers' port, the metrics port or 0) from the front's first line."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     line = b""
@@ -141,9 +147,11 @@ def _read_port(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
                     "says why)")
             line += chunk
     text = line.decode("ascii", "replace").strip()
-    if not text.startswith("serving port="):
+    words = dict(word.partition("=")[::2] for word in text.removeprefix("serving ").split())
+    if not text.startswith("serving ") or not words.get("port", "").isdigit():
         raise NativeFrontError(f"the native front said {text!r}, not its port")
-    return int(text.removeprefix("serving port="))
+    metrics = words.get("metrics_port", "0")
+    return int(words["port"]), int(metrics) if metrics.isdigit() else 0
 
 
 def _end(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:

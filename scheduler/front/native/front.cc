@@ -16,6 +16,9 @@
 //     through to the leader, stream by stream, with the caller's metadata and deadline. Agents
 //     connect to the scheduler's own port, not here.
 //   - Health (grpc.health.v1): SERVING while the process serves.
+//   - With --metrics-listen, Prometheus metrics: the scheduler's gRPC server series
+//     (hashserve_grpc_server_*, go-grpc-prometheus's names and labels, as the Python front's
+//     and the scheduler's own), so one dashboard reads every engine; and the intake's batches.
 // A batch the leader did not answer (it died, or is being replaced) is sent again for as long
 // as --failover-wait-s allows, but only its items whose jobs all have an idempotency key: the
 // leader may have journalled them before it went. The others are answered UNAVAILABLE.
@@ -33,7 +36,13 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/support/byte_buffer.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -52,6 +61,7 @@
 #include <string_view>
 #include <thread>
 #include <unistd.h>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -213,8 +223,141 @@ std::string bearer_key(const grpc::GenericCallbackServerContext* ctx) {
 
 // ----- submits, batched to the leader ---------------------------------------------------------
 
+const char* code_name(grpc::StatusCode code) {
+  static const char* names[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  auto i = static_cast<size_t>(code);
+  return i < sizeof(names) / sizeof(names[0]) ? names[i] : "UNKNOWN";
+}
+constexpr size_t kCodes = 17;
+
+// ----- metrics ----------------------------------------------------------------------------------
+
+// The series of scheduler/metrics/grpc_interceptor.py, with its buckets, and the intake's own.
+class Metrics {
+ public:
+  Metrics()
+      : registry_(std::make_shared<prometheus::Registry>()),
+        started_(prometheus::BuildCounter()
+                     .Name("hashserve_grpc_server_started_total")
+                     .Help("RPCs started on the server.")
+                     .Register(*registry_)),
+        handled_(prometheus::BuildCounter()
+                     .Name("hashserve_grpc_server_handled_total")
+                     .Help("RPCs completed on the server, by status code.")
+                     .Register(*registry_)),
+        handling_(prometheus::BuildHistogram()
+                      .Name("hashserve_grpc_server_handling_seconds")
+                      .Help("Time from the start of an RPC to its status, as the server sees it.")
+                      .Register(*registry_)),
+        batch_submits_(prometheus::BuildHistogram()
+                           .Name("hashserve_front_intake_batch_submits")
+                           .Help("Customers' submit calls per batch sent to the leader.")
+                           .Register(*registry_)
+                           .Add({}, prometheus::Histogram::BucketBoundaries{
+                                        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})),
+        batches_(prometheus::BuildCounter()
+                     .Name("hashserve_front_intake_batches_total")
+                     .Help("Batches of submits sent to the leader, by the call's status.")
+                     .Register(*registry_)),
+        resent_(prometheus::BuildCounter()
+                    .Name("hashserve_front_intake_resent_total")
+                    .Help("Keyed submits sent to the leader again after it did not answer.")
+                    .Register(*registry_)
+                    .Add({})) {}
+
+  // One method's series, made on its first call: the methods served are a fixed few.
+  struct Method {
+    prometheus::Counter* started;
+    prometheus::Histogram* handling;
+    std::array<prometheus::Counter*, kCodes> handled{};
+    prometheus::Labels labels;
+  };
+
+  Method* method(const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto found = methods_.find(path);
+    if (found != methods_.end()) return &found->second;
+    // "/hashserve.v1.CustomerService/WatchJob" -> service, method
+    auto slash = path.find('/', 1);
+    std::string service = path.substr(1, slash - 1), name = path.substr(slash + 1);
+    const char* type = "unary";
+    if (name == "WatchJob") type = "server_stream";
+    if (name == "ServerReflectionInfo") type = "bidi_stream";
+    prometheus::Labels labels{{"grpc_service", service}, {"grpc_method", name},
+                              {"grpc_type", type}};
+    Method m{&started_.Add(labels),
+             &handling_.Add(labels, prometheus::Histogram::BucketBoundaries{
+                                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 1800.0,
+                                        3600.0}),
+             {}, labels};
+    return &methods_.emplace(path, std::move(m)).first->second;
+  }
+
+  void handled(Method* m, const grpc::Status& status, Clock::time_point started) {
+    m->handling->Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    auto code = static_cast<size_t>(status.error_code());
+    if (code >= kCodes) code = static_cast<size_t>(grpc::StatusCode::UNKNOWN);
+    prometheus::Counter* counter;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (m->handled[code] == nullptr) {
+        auto labels = m->labels;
+        labels["grpc_code"] = code_name(static_cast<grpc::StatusCode>(code));
+        m->handled[code] = &handled_.Add(labels);
+      }
+      counter = m->handled[code];
+    }
+    counter->Increment();
+  }
+
+  void batch_sent(size_t submits) { batch_submits_.Observe(static_cast<double>(submits)); }
+
+  void batch_answered(const grpc::Status& status) {
+    batches_.Add({{"grpc_code", code_name(status.error_code())}}).Increment();
+  }
+
+  void resent(size_t submits) { resent_.Increment(static_cast<double>(submits)); }
+
+  std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& started_;
+  prometheus::Family<prometheus::Counter>& handled_;
+  prometheus::Family<prometheus::Histogram>& handling_;
+  prometheus::Histogram& batch_submits_;
+  prometheus::Family<prometheus::Counter>& batches_;
+  prometheus::Counter& resent_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Method> methods_;
+};
+
+// One customer call's series: started when made, handled once when its status is known.
+class CallMetrics {
+ public:
+  CallMetrics(Metrics& metrics, const std::string& method)
+      : metrics_(metrics), method_(metrics.method(method)), started_(Clock::now()) {
+    method_->started->Increment();
+  }
+  void done(const grpc::Status& status) {
+    if (!done_.exchange(true)) metrics_.handled(method_, status, started_);
+  }
+
+ private:
+  Metrics& metrics_;
+  Metrics::Method* method_;
+  Clock::time_point started_;
+  std::atomic<bool> done_{false};
+};
+
 struct Settings {
   std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen;  // host:port of /metrics; empty: none
   std::string scheduler = "127.0.0.1:50061";
   size_t max_batch_items = 256;
   int max_in_flight = 2;
@@ -236,8 +379,11 @@ using ItemPtr = std::shared_ptr<Item>;
 
 class Batcher {
  public:
-  Batcher(std::shared_ptr<grpc::Channel> channel, const Settings& s)
-      : stub_(std::move(channel)), settings_(s), retry_thread_([this] { retry_loop(); }) {}
+  Batcher(std::shared_ptr<grpc::Channel> channel, const Settings& s, Metrics& metrics)
+      : stub_(std::move(channel)),
+        settings_(s),
+        metrics_(metrics),
+        retry_thread_([this] { retry_loop(); }) {}
 
   ~Batcher() {
     {
@@ -294,6 +440,7 @@ class Batcher {
       put_bytes_field(request, 1, one);  // SubmitManyRequest {repeated IntakeItem items = 1}
     }
     call->request = to_buffer(std::move(request));
+    metrics_.batch_sent(batch.size());
     call->batch = std::move(batch);
     call->context.set_deadline(
         std::chrono::system_clock::now() +
@@ -314,6 +461,7 @@ class Batcher {
   }
 
   void on_reply(Call* call, const grpc::Status& status) {
+    metrics_.batch_answered(status);
     if (!status.ok()) {
       failed(call->batch, status);
       return;
@@ -363,7 +511,7 @@ class Batcher {
         again.push_back(item);
       } else if (retryable) {
         item->answer(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                  "the scheduler did not answer (" + code_name(status) + ": " +
+                                  "the scheduler did not answer (" + std::string(code_name(status.error_code())) + ": " +
                                       status.error_message() +
                                       "); not acknowledged: send it again (an idempotency_key "
                                       "makes that safe)"),
@@ -373,23 +521,14 @@ class Batcher {
       }
     }
     if (again.empty()) return;
-    log_line("the leader did not answer (" + code_name(status) + ": " + status.error_message() +
+    metrics_.resent(again.size());
+    log_line("the leader did not answer (" + std::string(code_name(status.error_code())) + ": " + status.error_message() +
              "): " + std::to_string(again.size()) + " keyed submits wait for it");
     {
       std::lock_guard<std::mutex> lock(mu_);
       retries_.emplace_back(now + std::chrono::milliseconds(200), std::move(again));
     }
     retry_cv_.notify_all();
-  }
-
-  static std::string code_name(const grpc::Status& status) {
-    static const char* names[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
-    auto code = static_cast<size_t>(status.error_code());
-    return code < sizeof(names) / sizeof(names[0]) ? names[code] : std::to_string(code);
   }
 
   // Items put back after a pause go first, before those that came since: they are older.
@@ -417,6 +556,7 @@ class Batcher {
 
   grpc::GenericStub stub_;
   const Settings& settings_;
+  Metrics& metrics_;
   std::mutex mu_;
   std::deque<ItemPtr> pending_;
   std::vector<std::pair<Clock::time_point, std::vector<ItemPtr>>> retries_;
@@ -430,19 +570,23 @@ class Batcher {
 class SubmitReactor : public grpc::ServerGenericBidiReactor {
  public:
   SubmitReactor(grpc::GenericCallbackServerContext* ctx, Batcher& batcher, bool single,
-                double failover_wait_s)
-      : ctx_(ctx), batcher_(batcher), single_(single), failover_wait_s_(failover_wait_s) {
+                double failover_wait_s, Metrics& metrics)
+      : ctx_(ctx),
+        batcher_(batcher),
+        single_(single),
+        failover_wait_s_(failover_wait_s),
+        metrics_(metrics, ctx->method()) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
+      finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
       return;
     }
     std::string key = bearer_key(ctx_);
     if (key.empty()) {
-      Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+      finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "missing credentials: send metadata 'authorization: Bearer <key>'"));
       return;
     }
@@ -464,13 +608,19 @@ class SubmitReactor : public grpc::ServerGenericBidiReactor {
   }
 
   void OnWriteDone(bool) override {}
+  void OnCancel() override { metrics_.done(grpc::Status::CANCELLED); }
   void OnDone() override { delete this; }
 
  private:
+  void finish(const grpc::Status& status) {
+    metrics_.done(status);
+    Finish(status);
+  }
+
   // SubmitJobsResponse {repeated SubmitJobResponse jobs = 1}: a SubmitJob's answer is its one job.
   void answer(const grpc::Status& status, std::string_view response) {
     if (!status.ok()) {
-      Finish(status);
+      finish(status);
       return;
     }
     std::string out;
@@ -486,13 +636,14 @@ class SubmitReactor : public grpc::ServerGenericBidiReactor {
         }
       }
       if (!found) {
-        Finish(grpc::Status(grpc::StatusCode::INTERNAL, "the scheduler answered no job"));
+        finish(grpc::Status(grpc::StatusCode::INTERNAL, "the scheduler answered no job"));
         return;
       }
     } else {
       out.assign(response);
     }
     reply_ = to_buffer(std::move(out));
+    metrics_.done(grpc::Status::OK);
     StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
@@ -500,6 +651,7 @@ class SubmitReactor : public grpc::ServerGenericBidiReactor {
   Batcher& batcher_;
   bool single_;
   double failover_wait_s_;
+  CallMetrics metrics_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer reply_;
 };
@@ -511,8 +663,8 @@ class SubmitReactor : public grpc::ServerGenericBidiReactor {
 // customer's side will write no more, so no write ever reaches a finished upstream call.
 class PassThrough {
  public:
-  PassThrough(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub& stub)
-      : downstream_(this), upstream_(this) {
+  PassThrough(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub& stub, Metrics& metrics)
+      : downstream_(this), upstream_(this), metrics_(metrics, ctx->method()) {
     for (const auto& [name, value] : ctx->client_metadata()) {
       std::string key(name.data(), name.size());
       if (key.empty() || key[0] == ':' || key.rfind("grpc-", 0) == 0 || key == "user-agent" ||
@@ -610,6 +762,7 @@ class PassThrough {
       // The upstream call ended while this write was out (its status can come before its
       // last message is passed on): the customer's side finishes now, and reads no more.
       lock.unlock();
+      metrics_.done(final_status_);
       downstream_.Finish(final_status_);
       release();
       return;
@@ -630,6 +783,7 @@ class PassThrough {
     final_status_ = status;
     if (writing_down_) return;
     lock.unlock();
+    metrics_.done(status);
     downstream_.Finish(status);
     release();
   }
@@ -650,6 +804,7 @@ class PassThrough {
   bool leader_finished_sending_ = false;
   bool upstream_done_ = false;
   grpc::Status final_status_;
+  CallMetrics metrics_;
   std::atomic<int> refs_{2};
 };
 
@@ -664,20 +819,22 @@ class Refused : public grpc::ServerGenericBidiReactor {
 
 class FrontService : public grpc::CallbackGenericService {
  public:
-  FrontService(std::shared_ptr<grpc::Channel> upstream, const Settings& s)
-      : batcher(upstream, s), stub_(std::move(upstream)), settings_(s) {}
+  FrontService(std::shared_ptr<grpc::Channel> upstream, const Settings& s, Metrics& metrics)
+      : batcher(upstream, s, metrics), stub_(std::move(upstream)), settings_(s),
+        metrics_(metrics) {}
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
     const std::string& method = ctx->method();
     if (method == kSubmitJob || method == kSubmitJobs) {
-      return new SubmitReactor(ctx, batcher, method == kSubmitJob, settings_.failover_wait_s);
+      return new SubmitReactor(ctx, batcher, method == kSubmitJob, settings_.failover_wait_s,
+                               metrics_);
     }
     for (auto prefix : kPassedPrefixes) {
       if (std::string_view(method).substr(0, prefix.size()) == prefix) {
-        return (new PassThrough(ctx, stub_))->reactor();
+        return (new PassThrough(ctx, stub_, metrics_))->reactor();
       }
     }
-    return new Refused(method);
+    return new Refused(method);  // not counted: its name is the caller's, unbounded
   }
 
   Batcher batcher;
@@ -685,6 +842,7 @@ class FrontService : public grpc::CallbackGenericService {
  private:
   grpc::GenericStub stub_;
   const Settings& settings_;
+  Metrics& metrics_;
 };
 
 // ----- the process ----------------------------------------------------------------------------
@@ -702,6 +860,7 @@ std::string read_file(const std::string& path) {
 
 const char* kUsage =
     "usage: hashserve-front-native --listen HOST:PORT --scheduler TARGET\n"
+    "         [--metrics-listen HOST:PORT]\n"
     "         [--max-batch-items N] [--failover-wait-s S] [--call-timeout-s S]\n"
     "         [--tls-cert PEM --tls-key PEM] [--scheduler-tls-ca PEM]\n"
     "         [--scheduler-tls-server-name NAME]\n"
@@ -724,6 +883,7 @@ Settings parse(int argc, char** argv) {
     try {
       if (arg == "--listen") s.listen = value;
       else if (arg == "--scheduler") s.scheduler = value;
+      else if (arg == "--metrics-listen") s.metrics_listen = value;
       else if (arg == "--max-batch-items") s.max_batch_items = std::stoul(value);
       else if (arg == "--failover-wait-s") s.failover_wait_s = std::stod(value);
       else if (arg == "--call-timeout-s") s.call_timeout_s = std::stod(value);
@@ -784,8 +944,22 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  Metrics metrics;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = 0;
+  if (!settings.metrics_listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(settings.metrics_listen);
+    } catch (const std::exception& err) {
+      log_line("could not serve metrics on " + settings.metrics_listen + ": " + err.what());
+      return 2;
+    }
+    exposer->RegisterCollectable(metrics.registry());
+    auto ports = exposer->GetListeningPorts();
+    metrics_port = ports.empty() ? 0 : ports.front();
+  }
   grpc::EnableDefaultHealthCheckService(true);
-  FrontService service(upstream_channel(settings), settings);
+  FrontService service(upstream_channel(settings), settings, metrics);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!settings.tls_cert.empty() || !settings.tls_key.empty()) {
@@ -813,11 +987,13 @@ int main(int argc, char** argv) {
     log_line("could not bind the front to " + settings.listen);
     return 2;
   }
-  // The one line a supervisor reads for the port (`--listen host:0` picks a free one).
-  printf("serving port=%d\n", port);
+  // The one line a supervisor reads for the ports (`--listen host:0` picks a free one; a
+  // metrics port of 0: none served).
+  printf("serving port=%d metrics_port=%d\n", port, metrics_port);
   fflush(stdout);
   log_line("serving customers on " + settings.listen + " (port " + std::to_string(port) +
-           ") for the scheduler at " + settings.scheduler);
+           ") for the scheduler at " + settings.scheduler +
+           (metrics_port ? "; metrics on port " + std::to_string(metrics_port) : ""));
 
   int received = 0;
   sigwait(&signals, &received);
