@@ -12,6 +12,7 @@ import re
 from prometheus_client import CollectorRegistry
 
 from node_agent.metrics import AgentMetrics
+from scheduler.front.metrics import FrontMetrics
 from scheduler.metrics.grpc_interceptor import GrpcServerMetrics
 from scheduler.metrics.registry import SchedulerMetrics
 
@@ -56,8 +57,10 @@ def _series_names(registry: CollectorRegistry) -> set[str]:
 
 
 def defined_series_names() -> set[str]:
-    """Every series name the scheduler (with its gRPC interceptor) and an agent can export."""
+    """Every series name the scheduler (with its gRPC interceptor), a front and an agent can
+    export (the native front exports the Python front's names)."""
     scheduler = SchedulerMetrics()
     GrpcServerMetrics(scheduler.registry)
     agent = AgentMetrics(agent_id="a", site="s", region="r", gpu_kind="cpu", models=["m"])
-    return _series_names(scheduler.registry) | _series_names(agent.registry)
+    return (_series_names(scheduler.registry) | _series_names(agent.registry)
+            | _series_names(FrontMetrics().registry))
